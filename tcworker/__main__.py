@@ -1,0 +1,7 @@
+"""``python -m tcworker`` runs the same CLI as the ``tcworker`` console script."""
+
+from __future__ import annotations
+
+from tcworker.cli import main
+
+raise SystemExit(main())

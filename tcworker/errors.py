@@ -1,0 +1,98 @@
+"""The worker's error taxonomy; each task error carries the resolution it causes (design G4).
+
+::
+
+    TcWorkerError
+    ├── TaskError                      resolution = (state, reason)
+    │   ├── TaskFailed                 failed / -
+    │   ├── MalformedPayload           exception / malformed-payload
+    │   ├── ResourceUnavailable        exception / resource-unavailable
+    │   ├── IntermittentTask           exception / intermittent-task
+    │   ├── WorkerShutdown             exception / worker-shutdown
+    │   ├── InternalError              exception / internal-error
+    │   └── TaskCancelled              (nothing reported: the queue already resolved the run)
+    └── WorkerError                    exit_code: the worker process exits with it
+        ├── ConfigError                73 (or 64 when the file cannot be read at all)
+        └── HostBroken                 69
+
+The first error of a run decides its resolution, except that any ``WorkerShutdown`` wins
+(generic-worker's ``resolve()``); see ``resolution_of``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tcworker.exitcodes import ExitCode
+
+
+class TcWorkerError(Exception):
+    """Root of everything tcworker raises on purpose."""
+
+
+class TaskError(TcWorkerError):
+    resolution: tuple[str, str | None] = ("exception", "internal-error")
+
+
+class TaskFailed(TaskError):
+    resolution = ("failed", None)
+
+
+class MalformedPayload(TaskError):
+    resolution = ("exception", "malformed-payload")
+
+
+class ResourceUnavailable(TaskError):
+    resolution = ("exception", "resource-unavailable")
+
+
+class IntermittentTask(TaskError):
+    resolution = ("exception", "intermittent-task")
+
+
+class WorkerShutdown(TaskError):
+    resolution = ("exception", "worker-shutdown")
+
+
+class InternalError(TaskError):
+    resolution = ("exception", "internal-error")
+
+
+class TaskCancelled(TaskError):
+    """Reclaim or report answered 409: the run is no longer ours; report nothing."""
+
+    resolution = ("none", None)
+
+
+class WorkerError(TcWorkerError):
+    exit_code: ExitCode = ExitCode.INTERNAL_ERROR
+
+
+class ConfigError(WorkerError):
+    exit_code = ExitCode.INVALID_CONFIG
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.INVALID_CONFIG) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class HostBroken(WorkerError):
+    exit_code = ExitCode.INTERNAL_ERROR
+
+
+def resolution_of(errors: Sequence[BaseException]) -> tuple[str, str | None]:
+    """The run's resolution from its collected errors: ``("completed", None)`` when there are none.
+
+    The first error decides; a ``WorkerShutdown`` anywhere wins; a ``TaskCancelled`` anywhere means
+    nothing is reported (``("none", None)``); an unexpected exception is an internal error.
+    """
+    if not errors:
+        return ("completed", None)
+    if any(isinstance(e, TaskCancelled) for e in errors):
+        return TaskCancelled.resolution
+    if any(isinstance(e, WorkerShutdown) for e in errors):
+        return WorkerShutdown.resolution
+    first = errors[0]
+    if isinstance(first, TaskError):
+        return first.resolution
+    return InternalError.resolution
