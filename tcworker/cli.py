@@ -26,10 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     queue = sub.add_parser("queue", help="the local Taskcluster platform")
     queue_sub = queue.add_subparsers(dest="queue_command")
     serve = queue_sub.add_parser("serve", help="serve the queue, object, auth, index and purge-cache APIs")
-    serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to bind (default 127.0.0.1:8080)")
+    serve.add_argument(
+        "--listen", default="127.0.0.1:8080", help="HOST:PORT to bind (default 127.0.0.1:8080)"
+    )
     serve.add_argument("--data-dir", default="./.tcworker", help="state directory (default ./.tcworker)")
     serve.add_argument("--root-access-token", default=None, help="access token of static/taskcluster/root")
-    serve.add_argument("--claim-timeout", type=float, default=1200.0, help="seconds a claim lasts (default 1200)")
+    serve.add_argument(
+        "--claim-timeout", type=float, default=1200.0, help="seconds a claim lasts (default 1200)"
+    )
     serve.add_argument("--clients", default=None, help="YAML file of further static clients and their scopes")
 
     from tcworker.worker.commands import add_worker_commands

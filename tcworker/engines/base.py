@@ -10,7 +10,7 @@ translated at the engine boundary into the exceptions below or ``tcworker.errors
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -113,7 +113,25 @@ class RunContext:
     log: TaskLogWriter
     queue: Any = None
     root_url: str = ""
+    # Expands ``assume:`` scopes through the auth service with the worker's own credentials;
+    # engines that check feature scopes (docker caches, capabilities) call it on ``task["scopes"]``.
+    expand_scopes: Callable[[list[str]], Awaitable[list[str]]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExtraArtifact:
+    """An artifact the engine itself produces (``dockerSave`` image, superseding records).
+
+    Returned by the optional ``Sandbox.post_run_artifacts(staging, result)`` method, which
+    ``TaskRun`` calls after the commands when the sandbox has it. ``expires`` is a TC timestamp
+    or ``None`` for the task's expiry.
+    """
+
+    name: str
+    file: ArtifactFile
+    content_type: str
+    expires: str | None = None
 
 
 class TaskLogWriter(LogSink, Protocol):
@@ -144,9 +162,7 @@ class Sandbox(Protocol):
         """Defaults the engine provides (HOME, PATH, USER…); payload env is applied on top."""
         ...
 
-    async def execute(
-        self, argv: Sequence[str], env: Mapping[str, str], log: LogSink
-    ) -> ProcessResult:
+    async def execute(self, argv: Sequence[str], env: Mapping[str, str], log: LogSink) -> ProcessResult:
         """Run one command in the task directory, streaming combined stdout/stderr to ``log``.
 
         Cancelling the awaiting coroutine kills the whole process tree (or container): interrupt,
@@ -183,3 +199,9 @@ class Engine(Protocol):
         ...
 
     async def shutdown(self) -> None: ...
+
+
+# Optional engine / sandbox methods, called by the worker core only when present (getattr):
+# - ``Engine.garbage_collect(required_free_bytes: int) -> None`` before each claim (worker.md §1.9).
+# - ``Sandbox.post_run_artifacts(staging: Path, result: ProcessResult | None) -> list[ExtraArtifact]``
+#   after the commands, before artifact upload.
