@@ -1,0 +1,69 @@
+"""The ordered feature list of a run (design G10) and the payload toggles we cannot serve yet.
+
+``FEATURES`` is plain data: ``"module:Class"`` strings imported when a worker starts, in the
+order ``TaskRun`` starts them (and stops them in reverse). Positions that matter, following
+generic-worker's ``TaskRun.Run`` order:
+
+- ``osGroups`` and ``runTaskAsCurrentUser`` before anything that runs code as the task user.
+- ``artifacts`` late: its ``stop`` runs early in the reverse unwind, right after the max-run-time
+  timer is stopped, so payload artifacts are found after the commands and before the logs.
+- ``maxRunTime`` second to last: its timer starts just before the commands and stops before uploads.
+- ``commandExecutor`` last: running the commands *is* its ``start``.
+
+The backing log and the live-log link are published by ``TaskRun`` itself after every feature
+stopped, so that the log is complete (including the lines features write while stopping).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tcworker.features.base import Feature
+
+FEATURES: list[str] = [
+    "tcworker.features.os_groups:OSGroupsFeature",  # payload.osGroups (scopes per group)
+    "tcworker.features.run_task_as_current_user:RunTaskAsCurrentUserFeature",  # multiuser only
+    "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts (+ engine extras)
+    "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
+    "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands
+]
+
+
+def load_features() -> list[Feature]:
+    """Fresh instances of every feature, in ``FEATURES`` order."""
+    out: list[Feature] = []
+    for spec in FEATURES:
+        module_name, _, attr = spec.partition(":")
+        cls = getattr(importlib.import_module(module_name), attr)
+        out.append(cls())
+    return out
+
+
+def _flag(name: str) -> Callable[[Mapping[str, Any]], bool]:
+    def requested(payload: Mapping[str, Any]) -> bool:
+        return bool((payload.get("features") or {}).get(name, False))
+
+    return requested
+
+
+# Payload toggles of generic-worker that need a feature this build does not have yet:
+# feature name → "does this payload ask for it". A name that appears among the loaded features
+# is served by that feature and drops out of this check automatically.
+PAYLOAD_TOGGLES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
+    "mounts": lambda p: bool(p.get("mounts")),
+    "osGroups": lambda p: bool(p.get("osGroups")),
+    "taskclusterProxy": _flag("taskclusterProxy"),
+    "interactive": _flag("interactive"),
+    "chainOfTrust": _flag("chainOfTrust"),
+    "runTaskAsCurrentUser": _flag("runTaskAsCurrentUser"),
+    "loopbackVideo": _flag("loopbackVideo"),
+    "loopbackAudio": _flag("loopbackAudio"),
+}
+
+
+def unimplemented_requests(payload: Mapping[str, Any], features: list[Feature]) -> list[str]:
+    """Toggles ``payload`` uses that no loaded feature serves (→ malformed-payload naming them)."""
+    served = {f.name for f in features}
+    return [name for name, requested in PAYLOAD_TOGGLES.items() if name not in served and requested(payload)]

@@ -1,19 +1,176 @@
-"""Worker subcommands of the CLI (run, local, submit, show-payload-schema, new-ed25519-keypair).
+"""Worker subcommands of the CLI: run, show-payload-schema, new-ed25519-keypair, status, local, submit.
 
-Placeholder until the worker lands: registers nothing but the version line.
+Argument parsing and dispatch only (design G1); each handler returns the process exit code,
+numbered as generic-worker's (``tcworker.exitcodes``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from tcworker import __version__
+from tcworker.exitcodes import ExitCode
+
+EXIT_CODE_HELP = """\
+exit codes:
+    0  TASKS_COMPLETE               numberOfTasksToRun tasks resolved
+   64  CANT_LOAD_CONFIG             config unreadable / not JSON / unknown key / wrong type
+   68  IDLE_TIMEOUT                 idle for longer than idleTimeoutSecs
+   69  INTERNAL_ERROR               worker panic, tasks dir unusable, not enough disk space while idle
+   71  WORKER_STOPPED               SIGINT: running tasks were allowed to finish
+   72  WORKER_SHUTDOWN              SIGTERM: running tasks resolved exception/worker-shutdown
+   73  INVALID_CONFIG               config values invalid (every problem is listed)
+   75  CANT_CREATE_ED25519_KEYPAIR  new-ed25519-keypair failed
+   84  CANT_GET_WORKER_STATUS       status could not read the status file
+"""
 
 
 def version_line() -> str:
-    return f"tcworker (simple engine) {__version__}"
+    engine = os.environ.get("TCWORKER_ENGINE", "simple")
+    return f"tcworker ({engine} engine) {__version__}"
+
+
+def _config_help() -> str:
+    from tcworker.config import KEYS, REQUIRED
+
+    lines = ["config keys (generic-worker's names; * = required):"]
+    for key in sorted(KEYS):
+        _, default = KEYS[key]
+        mark = "*" if key in REQUIRED else " "
+        shown = "" if key in REQUIRED else f" [default: {json.dumps(default)}]"
+        lines.append(f"  {mark} {key}{shown}")
+    return "\n".join(lines)
 
 
 def add_worker_commands(sub: Any) -> None:
-    _ = (sub, argparse)
+    raw = argparse.RawDescriptionHelpFormatter
+    run = sub.add_parser(
+        "run",
+        help="run the worker (generic-worker compatible config)",
+        formatter_class=raw,
+        epilog=_config_help() + "\n\nTASKCLUSTER_ROOT_URL, TASKCLUSTER_CLIENT_ID, TASKCLUSTER_ACCESS_TOKEN,\n"
+        "TASKCLUSTER_CERTIFICATE override the file's values.\n\n" + EXIT_CODE_HELP,
+    )
+    run.add_argument("--config", default="generic-worker.config", help="config file (default generic-worker.config)")
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.set_defaults(handler=cmd_run)
+
+    schema = sub.add_parser("show-payload-schema", help="print the task payload JSON schema")
+    schema.add_argument("--engine", default="simple", choices=["simple", "multiuser", "docker"])
+    schema.set_defaults(handler=cmd_show_payload_schema)
+
+    keys = sub.add_parser("new-ed25519-keypair", help="create an ed25519 key pair for chain of trust")
+    keys.add_argument("--file", required=True, help="where to write the private key seed (base64)")
+    keys.set_defaults(handler=cmd_new_keypair)
+
+    status = sub.add_parser("status", help="print the ids of the tasks this host's worker is running")
+    status.set_defaults(handler=cmd_status)
+
+    local = sub.add_parser(
+        "local",
+        help="run one task file with an embedded platform and worker (state in ./.tcworker)",
+        formatter_class=raw,
+        epilog="exit status: 0 completed, 1 failed, 2 exception",
+    )
+    local.add_argument("task_file", metavar="TASK.yml", help="a task definition, or just its payload")
+    local.add_argument("--engine", default="simple", choices=["simple", "multiuser", "docker"])
+    local.add_argument("--data-dir", default=".tcworker", help="state directory (default ./.tcworker)")
+    local.add_argument("--verbose", action="store_true", help="show the worker's own log too")
+    local.set_defaults(handler=cmd_local)
+
+    submit = sub.add_parser(
+        "submit",
+        help="submit a task file to a running platform and follow it to its resolution",
+        formatter_class=raw,
+        epilog="Credentials: --client-id/--access-token or TASKCLUSTER_CLIENT_ID/TASKCLUSTER_ACCESS_TOKEN.\n"
+        "The log is printed once the task is resolved (from its backing-log artifact).\n"
+        "exit status: 0 completed, 1 failed, 2 exception",
+    )
+    submit.add_argument("task_file", metavar="TASK.yml", help="a task definition, or just its payload")
+    submit.add_argument("--root-url", default=os.environ.get("TASKCLUSTER_ROOT_URL"), help="platform root URL")
+    submit.add_argument("--client-id", default=os.environ.get("TASKCLUSTER_CLIENT_ID"))
+    submit.add_argument("--access-token", default=os.environ.get("TASKCLUSTER_ACCESS_TOKEN"))
+    submit.add_argument("--task-queue-id", default=None, help="queue for payload-only files (default local-provisioner/local)")
+    submit.add_argument("--no-wait", action="store_true", help="print the taskId and exit")
+    submit.set_defaults(handler=cmd_submit)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from tcworker import config as config_mod
+    from tcworker.errors import ConfigError
+    from tcworker.logsetup import setup_logging
+    from tcworker.worker.runner import run_worker
+
+    redactor = setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        config = config_mod.load(Path(args.config), os.environ)
+    except ConfigError as e:
+        print(f"tcworker: {e}", file=sys.stderr)
+        return int(e.exit_code)
+    redactor.add(config.private.accessToken)
+    redactor.add(config.private.certificate)
+    return asyncio.run(run_worker(config))
+
+
+def cmd_show_payload_schema(args: argparse.Namespace) -> int:
+    from tcworker import schemas
+
+    print(json.dumps(schemas.payload_schema(args.engine), indent=2))
+    return 0
+
+
+def cmd_new_keypair(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = Ed25519PrivateKey.generate()
+        seed = key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(seed).decode())
+        os.chmod(args.file, 0o600)
+    except (OSError, ValueError) as e:
+        print(f"tcworker: cannot create ed25519 key pair in {args.file!r}: {e}", file=sys.stderr)
+        return int(ExitCode.CANT_CREATE_ED25519_KEYPAIR)
+    sys.stdout.write(base64.b64encode(public).decode())
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tcworker.worker.loop import STATUS_FILE
+
+    path = Path(tempfile.gettempdir()) / STATUS_FILE
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {"currentTaskIds": []}
+    except (OSError, ValueError) as e:
+        print(f"tcworker: cannot read worker status {str(path)!r}: {e}", file=sys.stderr)
+        return int(ExitCode.CANT_GET_WORKER_STATUS)
+    print(json.dumps({"currentTaskIds": list(data.get("currentTaskIds", []))}, indent=2))
+    return 0
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from tcworker.local import local_main
+
+    return local_main(args)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from tcworker.local import submit_main
+
+    return submit_main(args)

@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+"""Benchmark the worker end to end, every figure measured side by side with its baseline in one run.
+
+What it measures (issue 3 acceptance 3, issue 4 acceptance 2), against a real `tcworker queue serve`
+process and real `tcworker run` processes, submitting with the official client:
+
+1. end-to-end latency of a trivial task (`true`): createTask → run resolved, taken from the
+   platform's own `resolved` timestamp (same host clock) so poll granularity does not count;
+   baseline `subprocess.run(["true"])`;
+2. trivial tasks per second at capacity 1 and capacity 8 (tasks queued first, then one worker
+   drains them; span = first `started` → last `resolved`);
+3. a task writing 1 GiB to stdout (log streamed to disk, gzip-uploaded) vs the same command
+   redirected to a file through `subprocess`;
+4. worker RSS (worker process plus descendants) idle and while draining the capacity-8 queue;
+5. per-task overhead of `engine: multiuser` vs `engine: simple` (root only; otherwise the row
+   says why it is skipped).
+
+Bounded: a global budget (default 170 s) skips whatever would not fit, and every child process is
+stopped on exit. Run: `python bench/worker.py` (`--quick` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import slugid
+import taskcluster
+from rich.console import Console
+from rich.table import Table
+
+PROVISIONER = "bench-prov"
+RESOLVED = ("completed", "failed", "exception")
+console = Console()
+
+
+class Budget:
+    """Wall-clock budget for the whole run, so the benchmark always stops by itself."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKCLUSTER_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _tcworker(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tcworker", *args]
+
+
+class Platform:
+    """`tcworker queue serve` on 127.0.0.1:0; waits for its `rootUrl:` line."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.token = secrets.token_urlsafe(24)
+        self.log = workdir / "platform.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                _tcworker("queue", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(workdir / "data"))
+                + ["--root-access-token", self.token],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=_env(),
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            match = re.search(r"rootUrl:\s*(http://\S+)", self.log.read_text("utf-8", "replace"))
+            if match:
+                self.root_url = match.group(1)
+                break
+            if self.proc.poll() is not None:
+                raise SystemExit(f"platform exited {self.proc.returncode}:\n{self.log.read_text()}")
+            time.sleep(0.02)
+        else:
+            raise SystemExit("platform did not start within 30 s")
+        self.queue = taskcluster.Queue(
+            {
+                "rootUrl": self.root_url,
+                "credentials": {"clientId": "static/taskcluster/root", "accessToken": self.token},
+            }
+        )
+
+
+class Worker:
+    """One `tcworker run --config FILE` process with a generic-worker config."""
+
+    def __init__(self, workdir: Path, platform: Platform, key: Path, **config: Any) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        conf = {
+            "rootURL": platform.root_url,
+            "clientId": "static/taskcluster/root",
+            "accessToken": platform.token,
+            "provisionerId": PROVISIONER,
+            "workerGroup": "bench",
+            "workerId": "bench-" + slugid.nice()[:10].replace("_", "x"),
+            "tasksDir": str(workdir / "tasks"),
+            "cachesDir": str(workdir / "caches"),
+            "downloadsDir": str(workdir / "downloads"),
+            "ed25519SigningKeyLocation": str(key),
+            "requiredDiskSpaceMegabytes": 1,
+            "engine": "simple",
+            "capacity": 1,
+            **config,
+        }
+        (workdir / "config.json").write_text(json.dumps(conf))
+        self.output = workdir / "worker.log"
+        with open(self.output, "wb") as out:
+            self.proc = subprocess.Popen(
+                _tcworker("run", "--config", str(workdir / "config.json")),
+                cwd=workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=_env(),
+            )
+
+    def tree_rss(self) -> int:
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def tail(self) -> str:
+        return self.output.read_text("utf-8", "replace")[-2000:]
+
+
+def stop_all(procs: list[Any]) -> None:
+    for proc in reversed(procs):
+        if isinstance(proc, Worker):
+            proc.stop()
+        elif proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(15)
+            if proc.poll() is None:
+                proc.kill()
+
+
+# -- tasks ----------------------------------------------------------------------------------
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def _parse(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def create(queue: taskcluster.Queue, worker_type: str, command: list[str], max_run_time: int = 120) -> str:
+    now = dt.datetime.now(dt.UTC)
+    task_id = slugid.nice()
+    queue.createTask(
+        task_id,
+        {
+            "provisionerId": PROVISIONER,
+            "workerType": worker_type,
+            "created": _iso(now),
+            "deadline": _iso(now + dt.timedelta(hours=1)),
+            "expires": _iso(now + dt.timedelta(days=1)),
+            "retries": 0,
+            "payload": {"command": [command], "maxRunTime": max_run_time},
+            "metadata": {
+                "name": "bench",
+                "description": "bench/worker.py",
+                "owner": "bench@example.com",
+                "source": "https://example.com/bench",
+            },
+        },
+    )
+    return task_id
+
+
+def wait_resolved(
+    queue: taskcluster.Queue, task_id: str, timeout: float, poll: float = 0.02
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = queue.status(task_id)["status"]["runs"]
+        if runs and runs[-1]["state"] in RESOLVED:
+            return dict(runs[-1])
+        time.sleep(poll)
+    raise TimeoutError(f"task {task_id} not resolved within {timeout:.0f}s")
+
+
+def new_type() -> str:
+    return "bench-" + slugid.nice()[:16].replace("_", "x").lower()
+
+
+def latency_series(queue: taskcluster.Queue, worker_type: str, runs: int, budget: Budget) -> list[float]:
+    """createTask → `resolved` (platform timestamp) for `runs` sequential trivial tasks, seconds."""
+    out: list[float] = []
+    for _ in range(runs):
+        if budget.left() < 20:
+            break
+        t0 = time.time()
+        task_id = create(queue, worker_type, ["true"])
+        run = wait_resolved(queue, task_id, timeout=min(60, budget.left()))
+        if run["state"] != "completed":
+            raise RuntimeError(f"trivial task {task_id} resolved {run['state']}/{run.get('reasonResolved')}")
+        out.append(_parse(run["resolved"]) - t0)
+    return out
+
+
+def baseline_true(runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(["true"], check=True)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def throughput(
+    platform: Platform,
+    tmp: Path,
+    key: Path,
+    capacity: int,
+    n: int,
+    budget: Budget,
+    sample: Callable[[Worker], None] | None,
+) -> tuple[float, float]:
+    """(tasks/s, span s): queue n trivial tasks, then one worker with `capacity` drains them."""
+    worker_type = new_type()
+    task_ids = [create(platform.queue, worker_type, ["true"]) for _ in range(n)]
+    worker = Worker(
+        tmp / f"tp-{capacity}", platform, key, workerType=worker_type, capacity=capacity, numberOfTasksToRun=n
+    )
+    stop = threading.Event()
+    sampler = None
+    if sample is not None:
+        sampler = threading.Thread(target=lambda: _sample_loop(worker, stop, sample), daemon=True)
+        sampler.start()
+    try:
+        worker.proc.wait(timeout=max(5, budget.left() - 15))
+    except subprocess.TimeoutExpired:
+        worker.stop()
+        raise TimeoutError(f"capacity {capacity}: {n} tasks not drained within the budget") from None
+    finally:
+        stop.set()
+        if sampler:
+            sampler.join()
+    if worker.proc.returncode != 0:
+        raise RuntimeError(f"worker exited {worker.proc.returncode}:\n{worker.tail()}")
+    runs = [platform.queue.status(t)["status"]["runs"][0] for t in task_ids]
+    bad = [r for r in runs if r["state"] != "completed"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} tasks not completed, e.g. {bad[0]}")
+    span = max(_parse(r["resolved"]) for r in runs) - min(_parse(r["started"]) for r in runs)
+    return n / span, span
+
+
+def _sample_loop(worker: Worker, stop: threading.Event, sample: Callable[[Worker], None]) -> None:
+    while not stop.wait(0.1):
+        sample(worker)
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.1f} ms" if x < 10 else f"{x:.2f} s"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+@contextlib.contextmanager
+def workspace() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="tcw-bench-", dir="/tmp"))
+    path.chmod(0o755)  # multiuser task users must traverse it
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30, help="sequential trivial tasks for latency (30)")
+    parser.add_argument("--tasks", type=int, default=100, help="tasks per throughput measurement (100)")
+    parser.add_argument("--bytes", type=int, default=2**30, help="stdout volume of the big-log task (1 GiB)")
+    parser.add_argument("--budget", type=float, default=170.0, help="overall time limit in seconds (170)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5 runs, 20 tasks, 64 MiB")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.tasks, args.bytes = 5, 20, 2**26
+    budget = Budget(args.budget)
+    rows: list[tuple[str, str, str, str]] = []
+    procs: list[Any] = []
+
+    with workspace() as tmp:
+        try:
+            key = tmp / "ed25519.key"
+            subprocess.run(
+                _tcworker("new-ed25519-keypair", "--file", str(key)),
+                check=True,
+                capture_output=True,
+                env=_env(),
+            )
+            key.chmod(0o600)
+            platform = Platform(tmp / "platform")
+            procs.append(platform.proc)
+            console.print(
+                f"platform at {platform.root_url}; {psutil.cpu_count()} CPUs; budget {args.budget:.0f}s"
+            )
+
+            # 1 + 4 (idle): latency with an idle, long-polling worker.
+            wt = new_type()
+            simple = Worker(tmp / "lat-simple", platform, key, workerType=wt)
+            procs.append(simple)
+            time.sleep(3)
+            idle_rss = simple.tree_rss()
+            latency_series(platform.queue, wt, 1, budget)  # warm-up (imports, first claim)
+            lat = latency_series(platform.queue, wt, args.runs, budget)
+            base = baseline_true(args.runs)
+            rows.append(
+                (
+                    f"trivial task `true`, createTask → resolved ({len(lat)} runs)",
+                    f"median {ms(statistics.median(lat))}, p90 {ms(pct(lat, 0.9))}",
+                    f"subprocess.run(['true']): median {ms(statistics.median(base))}, p90 {ms(pct(base, 0.9))}",
+                    f"{statistics.median(lat) / statistics.median(base):.0f}× the bare process",
+                )
+            )
+
+            # 5: multiuser vs simple, same measure, side by side.
+            if os.geteuid() != 0:
+                rows.append(
+                    (
+                        "per-task overhead multiuser vs simple",
+                        "skipped",
+                        "",
+                        "needs root to create task users",
+                    )
+                )
+            elif budget.left() < 60:
+                rows.append(("per-task overhead multiuser vs simple", "skipped", "", "out of time budget"))
+            else:
+                mwt = new_type()
+                (tmp / "homes").mkdir(exist_ok=True)
+                (tmp / "homes").chmod(0o755)
+                multi = Worker(
+                    tmp / "lat-multi",
+                    platform,
+                    key,
+                    workerType=mwt,
+                    engine="multiuser",
+                    headlessTasks=True,
+                    tasksDir=str(tmp / "homes"),
+                )
+                procs.append(multi)
+                try:
+                    latency_series(platform.queue, mwt, 1, budget)  # warm-up
+                    mlat: list[float] = []
+                    slat: list[float] = []
+                    for _ in range(max(5, args.runs // 2)):  # interleaved, so drift hits both alike
+                        mlat += latency_series(platform.queue, mwt, 1, budget)
+                        slat += latency_series(platform.queue, wt, 1, budget)
+                    rows.append(
+                        (
+                            f"trivial task, engine multiuser vs simple ({len(mlat)} runs each, interleaved)",
+                            f"multiuser median {ms(statistics.median(mlat))}, p90 {ms(pct(mlat, 0.9))}",
+                            f"simple median {ms(statistics.median(slat))}, p90 {ms(pct(slat, 0.9))}",
+                            f"overhead {ms(statistics.median(mlat) - statistics.median(slat))} per task",
+                        )
+                    )
+                except Exception as exc:  # report, keep benchmarking the rest
+                    rows.append(("per-task overhead multiuser vs simple", "FAILED", "", f"{exc}"[:200]))
+                finally:
+                    multi.stop()
+
+            # 3: 1 GiB to stdout vs redirected to a file.
+            size = args.bytes
+            cmd = f"yes | head -c {size}"
+            if budget.left() < 60:
+                rows.append((f"{mib(size)} to stdout", "skipped", "", "out of time budget"))
+            else:
+                t0 = time.perf_counter()
+                subprocess.run(["sh", "-c", f"{cmd} > {tmp / 'big.out'}"], check=True)
+                base_big = time.perf_counter() - t0
+                (tmp / "big.out").unlink()
+                t0 = time.time()
+                task_id = create(platform.queue, wt, ["sh", "-c", cmd], max_run_time=600)
+                try:
+                    run = wait_resolved(
+                        platform.queue, task_id, timeout=max(10, budget.left() - 50), poll=0.1
+                    )
+                    big = _parse(run["resolved"]) - t0
+                    rows.append(
+                        (
+                            f"task writing {mib(size)} to stdout, createTask → resolved ({run['state']})",
+                            ms(big),
+                            f"same command > file via subprocess: {ms(base_big)}",
+                            f"{size / big / 2**20:.0f} MiB/s through the worker vs {size / base_big / 2**20:.0f} MiB/s",
+                        )
+                    )
+                except TimeoutError as exc:
+                    rows.append(
+                        (f"{mib(size)} to stdout", "TIMEOUT", f"subprocess: {ms(base_big)}", str(exc))
+                    )
+
+            # 2 + 4 (load): throughput at capacity 1 and 8, RSS sampled while draining at 8.
+            samples: list[int] = []
+            for capacity in (1, 8):
+                if budget.left() < 25:
+                    rows.append((f"throughput capacity {capacity}", "skipped", "", "out of time budget"))
+                    continue
+                try:
+                    sampler = (lambda w: samples.append(w.tree_rss())) if capacity == 8 else None
+                    rate, span = throughput(platform, tmp, key, capacity, args.tasks, budget, sampler)
+                    rows.append(
+                        (
+                            f"trivial tasks/s, capacity {capacity} ({args.tasks} queued tasks)",
+                            f"{rate:.1f} tasks/s",
+                            "",
+                            f"first started → last resolved {ms(span)}",
+                        )
+                    )
+                except (TimeoutError, RuntimeError) as exc:
+                    rows.append((f"throughput capacity {capacity}", "FAILED", "", str(exc)[:200]))
+            rows.append(
+                (
+                    "worker RSS (process tree)",
+                    f"idle {mib(idle_rss)}",
+                    f"under load (capacity 8): median {mib(statistics.median(samples))}, max {mib(max(samples))}"
+                    if samples
+                    else "under load: no samples",
+                    "psutil, worker + descendants",
+                )
+            )
+        finally:
+            stop_all(procs)
+
+    table = Table(title="tcworker worker benchmark (side by side, one run)")
+    for col in ("measurement", "tcworker", "baseline / comparison", "note"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

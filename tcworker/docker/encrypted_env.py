@@ -1,0 +1,289 @@
+"""docker-worker's ``encryptedEnv``: decrypt, validate and mask secret environment variables.
+
+Each payload element is base64 of an OpenPGP message encrypted to the worker's public key
+(spec/worker.md §3.4). The plaintext is JSON::
+
+    {"messageVersion": 1, "taskId": "<taskId>", "startTime": <ms>, "endTime": <ms>,
+     "name": "SECRET_TOKEN", "value": "<secret>"}
+
+The taskId and the time window bind a message to one task, so a message copied into another task
+(or replayed after its window) is refused. Every refusal is ``MalformedPayload`` with
+``secret data violation -- <why>; incidentId: <uuid>`` (docker-worker resolved these runs
+``failed``; issue 5 asks for malformed-payload, since retrying cannot help). The incident id is
+also written to the worker log with the reason, so an operator can match a user's report without
+the secret ever being logged.
+
+Making a message with GnuPG (proved by ``tests/docker_features/test_encrypted_env.py``)::
+
+    printf '%s' '{"messageVersion":1,"taskId":"<taskId>","startTime":<ms>,"endTime":<ms>,
+                  "name":"SECRET_TOKEN","value":"s3cr3t"}' \\
+      | gpg --batch --trust-model always --encrypt --recipient <worker key id> \\
+      | base64 -w0
+
+The worker's ASCII-armored *secret* key file is named by config key ``openpgpPrivateKeyLocation``
+(export it with ``gpg --armor --export-secret-keys <key id>``; it must not be passphrase-protected
+unless the caller passes the passphrase).
+
+Cost: one RSA/ECDH decryption per message (milliseconds), so callers may run ``decrypt_env`` on
+the event loop; use ``asyncio.to_thread`` if a task may carry very many messages. Never ``repr`` a
+pysequoia key object: its repr prints the armored secret key. ``PrivateKey`` wraps it with a
+redacted repr for that reason.
+
+Decrypted values must not reach the task log: ``SecretMasker`` replaces them with ``[secret]``,
+also when a value is split across two writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pysequoia
+
+from tcworker.errors import ConfigError, MalformedPayload
+
+log = logging.getLogger(__name__)
+
+MESSAGE_VERSION = 1
+RESERVED_NAMES = frozenset({"TASK_ID", "RUN_ID"})
+MASK = b"[secret]"
+# Shorter values are not masked: replacing every "1" or "on" in a log would destroy it and hide little.
+MIN_MASKED_LENGTH = 4
+
+_ENV_NAME = re.compile(r"^[^=\x00]+$")
+
+
+class PrivateKey:
+    """The worker's OpenPGP secret key, with a repr that never shows key material."""
+
+    __slots__ = ("_tsk", "_passphrase", "fingerprint")
+
+    def __init__(self, tsk: Any, passphrase: str | None, fingerprint: str) -> None:
+        self._tsk = tsk
+        self._passphrase = passphrase
+        self.fingerprint = fingerprint
+
+    def decryptor(self) -> Any:
+        return self._tsk.decryptor(self._passphrase) if self._passphrase else self._tsk.decryptor()
+
+    def __repr__(self) -> str:
+        return f"PrivateKey(fingerprint={self.fingerprint!r})"
+
+    __str__ = __repr__
+
+
+def _first_line(exc: BaseException) -> str:
+    """pysequoia errors carry a Rust backtrace after the first line; keep only the message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def load_private_key(path: str | Path, passphrase: str | None = None) -> PrivateKey:
+    """Read an (ASCII-armored or binary) OpenPGP secret key; ``ConfigError`` when it cannot be used."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"openpgpPrivateKeyLocation: cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        tsk = pysequoia.Tsk.from_bytes(data)
+        fingerprint = str(tsk.extract_certificate().fingerprint)
+    except Exception as exc:
+        raise ConfigError(
+            f"openpgpPrivateKeyLocation: {path} is not an OpenPGP key: {_first_line(exc)}"
+        ) from exc
+    try:
+        tsk.decryptor(passphrase) if passphrase else tsk.decryptor()
+    except Exception as exc:
+        raise ConfigError(
+            f"openpgpPrivateKeyLocation: {path} has no usable secret encryption key ({_first_line(exc)}); "
+            "is it only the public key? Export the secret key with gpg --armor --export-secret-keys <key id>"
+        ) from exc
+    return PrivateKey(tsk, passphrase, fingerprint)
+
+
+def _violation(why: str, *, task_id: str, index: int) -> MalformedPayload:
+    incident = str(uuid.uuid4())
+    log.warning(
+        "encryptedEnv violation: %s (task %s, message %d, incidentId %s)",
+        why,
+        task_id,
+        index,
+        incident,
+        extra={"taskId": task_id, "incidentId": incident},
+    )
+    return MalformedPayload(f"secret data violation -- {why}; incidentId: {incident}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _decrypt_one(message: str, key: PrivateKey, *, task_id: str, index: int) -> dict[str, Any]:
+    where = f"encryptedEnv[{index}]"
+    if not isinstance(message, str):
+        raise _violation(f"{where} is not a string", task_id=task_id, index=index)
+    try:
+        # gpg | base64 wraps lines; whitespace is not part of the encoding.
+        blob = base64.b64decode("".join(message.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise _violation(f"{where} is not valid base64", task_id=task_id, index=index) from None
+    try:
+        plaintext = pysequoia.decrypt(blob, decryptor=key.decryptor()).bytes
+    except Exception as exc:
+        raise _violation(
+            f"{where} could not be decrypted with the worker's key ({_first_line(exc)})",
+            task_id=task_id,
+            index=index,
+        ) from None
+    try:
+        doc = json.loads(plaintext)
+    except (UnicodeDecodeError, ValueError):
+        raise _violation(f"{where} does not decrypt to JSON", task_id=task_id, index=index) from None
+    if not isinstance(doc, dict):
+        raise _violation(f"{where} does not decrypt to a JSON object", task_id=task_id, index=index)
+    return doc
+
+
+def decrypt_env(
+    messages: Sequence[str],
+    *,
+    task_id: str,
+    payload_env: Mapping[str, str],
+    key: PrivateKey,
+    now_ms: int | None = None,
+) -> dict[str, str]:
+    """Decrypt and validate every message; return the variables to add to the container env.
+
+    All messages are checked before anything is returned, in payload order; the first violation
+    raises. Checks (docker-worker's, plus type checks): messageVersion 1; taskId equals the running
+    task; startTime ≤ now ≤ endTime; name is a string that is not TASK_ID/RUN_ID and not already in
+    ``payload.env`` or an earlier message; value is a string.
+    """
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    result: dict[str, str] = {}
+    for index, message in enumerate(messages):
+        doc = _decrypt_one(message, key, task_id=task_id, index=index)
+        where = f"encryptedEnv[{index}]"
+
+        def bad(why: str, index: int = index) -> MalformedPayload:
+            return _violation(why, task_id=task_id, index=index)
+
+        if doc.get("messageVersion") != MESSAGE_VERSION:
+            raise bad(f"{where}: messageVersion must be {MESSAGE_VERSION}, got {doc.get('messageVersion')!r}")
+        if doc.get("taskId") != task_id:
+            raise bad(f"{where} was made for task {doc.get('taskId')!r}, not for this task {task_id}")
+        start, end = doc.get("startTime"), doc.get("endTime")
+        if not _is_int(start) or not _is_int(end):
+            raise bad(f"{where}: startTime and endTime must be integers (ms since epoch)")
+        if start > now:
+            raise bad(f"{where} is not valid yet (startTime {start} is after now {now})")
+        if now > end:
+            raise bad(f"{where} has expired (endTime {end} is before now {now})")
+        name, value = doc.get("name"), doc.get("value")
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise bad(f"{where}: name must be a non-empty string without '=' or NUL")
+        if not isinstance(value, str):
+            raise bad(f"{where}: value of {name} must be a string")
+        if name in RESERVED_NAMES:
+            raise bad(f"{where}: {name} is reserved and cannot be set by encryptedEnv")
+        if name in payload_env:
+            raise bad(f"{where}: {name} is already set in payload.env")
+        if name in result:
+            raise bad(f"{where}: {name} is set by more than one encryptedEnv message")
+        result[name] = value
+    return result
+
+
+def secret_values(decrypted: Mapping[str, str]) -> list[str]:
+    """The values worth masking: each value and each line of a multi-line value, long enough to matter."""
+    found: set[str] = set()
+    for value in decrypted.values():
+        for candidate in (value, *value.splitlines()):
+            candidate = candidate.strip("\r\n")
+            if len(candidate) >= MIN_MASKED_LENGTH:
+                found.add(candidate)
+    return sorted(found, key=lambda v: (-len(v), v))
+
+
+class SecretMasker:
+    """Replace secret values in log bytes with ``[secret]``, also across chunk boundaries.
+
+    ``mask`` treats one complete buffer. For a stream, pass each chunk to ``feed`` and write what it
+    returns; it holds back only a tail that could still grow into a secret (so ordinary output is
+    not delayed), and ``flush`` releases that tail at the end.
+    """
+
+    def __init__(self, values: Iterable[str] = (), replacement: bytes = MASK) -> None:
+        self._replacement = replacement
+        self._secrets: list[bytes] = []
+        self._pattern: re.Pattern[bytes] | None = None
+        self._pending = b""
+        self.add(values)
+
+    def add(self, values: Iterable[str]) -> None:
+        """Register more values (short ones are ignored, see ``MIN_MASKED_LENGTH``)."""
+        new = {v.encode() for v in secret_values({str(i): v for i, v in enumerate(values)})}
+        self._secrets = sorted(set(self._secrets) | new, key=lambda s: (-len(s), s))
+        self._pattern = re.compile(b"|".join(re.escape(s) for s in self._secrets)) if self._secrets else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def mask(self, data: bytes) -> bytes:
+        if self._pattern is None:
+            return data
+        return self._pattern.sub(self._replacement, data)
+
+    def _undecided_at(self, rest: bytes) -> bool | bytes:
+        """At a position where ``rest`` is all the data left: the secret that matches there
+        (``mask``'s choice: longest first), ``True`` when more data could still change the
+        answer, ``False`` when no secret starts there."""
+        for secret in self._secrets:
+            if rest.startswith(secret):
+                return secret
+            if len(rest) < len(secret) and secret.startswith(rest):
+                return True
+        return False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Mask one chunk of a stream; the output of all ``feed`` calls plus ``flush`` equals
+        ``mask`` of the whole stream."""
+        data = self._pending + chunk
+        self._pending = b""
+        if self._pattern is None:
+            return data
+        out: list[bytes] = []
+        pos = 0
+        # Matches starting this far from the end saw enough data to be final.
+        safe_end = max(0, len(data) - (len(self._secrets[0]) - 1))
+        for match in self._pattern.finditer(data):
+            if match.start() >= safe_end:
+                break
+            out += (data[pos : match.start()], self._replacement)
+            pos = match.end()
+        lit_start, p = pos, max(pos, safe_end)
+        while p < len(data):
+            found = self._undecided_at(data[p:])
+            if found is True:
+                break
+            if found is False:
+                p += 1
+                continue
+            out += (data[lit_start:p], self._replacement)
+            p += len(found)
+            lit_start = p
+        out.append(data[lit_start:p])
+        self._pending = data[p:]
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        out, self._pending = self._pending, b""
+        return self.mask(out)

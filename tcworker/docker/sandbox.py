@@ -1,0 +1,399 @@
+"""``DockerSandbox``: one run's containers — create, stream, kill, copy artifacts out, remove.
+
+Every ``execute`` is one container (``docker run`` style): docker-worker payloads run their single
+command; generic-worker payloads run each command in a fresh container of the pool's image with
+the task directory bind-mounted at the same path. One container per command (rather than one
+long-lived container plus ``docker exec``) is chosen because a container can be killed as a whole
+— an exec'd process tree cannot — and it matches D2G's ``docker run``. Containers stay (stopped)
+until ``destroy`` so artifacts are copied out of the last one with ``get_archive``; ``destroy``
+removes them with their anonymous volumes, whatever happened before, and returns the caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import posixpath
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import LogConfig
+
+from tcworker import tctime
+from tcworker.docker import archive
+from tcworker.docker.caches import CacheLease, CacheStore
+from tcworker.docker.containeropts import SHM_SIZE, ContainerOptions
+from tcworker.docker.encrypted_env import SecretMasker
+from tcworker.docker.images import ImageStore, ResolvedImage
+from tcworker.docker.saving import save_caches, save_container
+from tcworker.engines.base import (
+    EXIT_ABORTED,
+    EXIT_NOT_STARTED,
+    ArtifactFile,
+    ArtifactInvalid,
+    ArtifactMissing,
+    CancelReason,
+    ExtraArtifact,
+    LogSink,
+    ProcessResult,
+    RunContext,
+)
+from tcworker.errors import InternalError
+
+log = logging.getLogger(__name__)
+
+MAX_SYMLINK_HOPS = 16
+LABEL_WORKER = "tcworker.worker"
+LABEL_RUN = "tcworker.run"
+
+
+class DockerSandbox:
+    """Everything one run owns in Docker. Made by ``DockerEngine.prepare``."""
+
+    def __init__(
+        self,
+        *,
+        client: docker.DockerClient,
+        stream_client: docker.DockerClient,
+        run: RunContext,
+        task_dir: Path,
+        image: ResolvedImage,
+        image_workdir: str,
+        options: ContainerOptions,
+        leases: list[CacheLease],
+        caches: CacheStore,
+        images: ImageStore,
+        secret_env: Mapping[str, str],
+        worker_label: str,
+        on_destroy: Callable[[DockerSandbox], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._stream = stream_client
+        self._run = run
+        self._task_dir = task_dir
+        self._image = image
+        self._image_workdir = image_workdir or "/"
+        self._opts = options
+        self._leases = leases
+        self._caches = caches
+        self._images = images
+        self._secret_env = dict(secret_env)
+        self._worker_label = worker_label
+        self._on_destroy = on_destroy
+        self._generic = run.payload_kind == "generic"
+        self._containers: list[Any] = []
+        self._current: Any = None
+        self._abort_reason: CancelReason | None = None
+        self._kill_tasks: list[asyncio.Task[None]] = []
+        self._last_exit: int | None = None
+        self._committed: str | None = None
+        self._destroyed = False
+
+    # -- Sandbox protocol: facts ---------------------------------------------------------------
+
+    @property
+    def task_dir(self) -> Path:
+        return self._task_dir
+
+    @property
+    def workdir_in_task(self) -> str:
+        return str(self._task_dir) if self._generic else self._image_workdir
+
+    @property
+    def image(self) -> ResolvedImage:
+        return self._image
+
+    @property
+    def container_ids(self) -> list[str]:
+        return [str(c.id) for c in self._containers]
+
+    def base_env(self) -> dict[str, str]:
+        """Nothing: the image's own ``Env`` (PATH, HOME …) is the container's default environment."""
+        return {}
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _binds(self) -> dict[str, dict[str, str]]:
+        binds = dict(self._opts.binds)
+        for lease in self._leases:
+            binds[str(lease.host_dir)] = {"bind": lease.mount_path, "mode": "rw"}
+        if self._generic:
+            binds[str(self._task_dir)] = {"bind": str(self._task_dir), "mode": "rw"}
+        return binds
+
+    def _create_kwargs(self, argv: Sequence[str] | None, env: Mapping[str, str]) -> dict[str, Any]:
+        n = len(self._containers)
+        kwargs: dict[str, Any] = {
+            "image": self._image.id,
+            "command": list(argv) if argv else None,
+            "environment": [f"{k}={v}" for k, v in env.items()],
+            "name": f"tcworker-{self._run.task_id}-{self._run.run_id}-{n}-{uuid.uuid4().hex[:6]}",
+            "labels": {
+                LABEL_WORKER: self._worker_label,
+                LABEL_RUN: f"{self._run.task_id}/{self._run.run_id}",
+            },
+            "tty": True,
+            "stdin_open": False,
+            "volumes": self._binds(),
+            "extra_hosts": {"localhost.localdomain": "127.0.0.1"},
+            "shm_size": SHM_SIZE,
+            "log_config": LogConfig(type=LogConfig.types.JSON),
+            **self._opts.create_kwargs(),
+        }
+        if self._generic:
+            kwargs["working_dir"] = str(self._task_dir)
+        return kwargs
+
+    async def execute(self, argv: Sequence[str], env: Mapping[str, str], log: LogSink) -> ProcessResult:
+        """Run ``argv`` (``[]`` = the image's default command) in a new container."""
+        if self._destroyed:
+            raise InternalError("execute() called on a destroyed docker sandbox")
+        started = time.monotonic()
+        if self._abort_reason is not None:
+            return self._aborted(started)
+        full_env = {**self._secret_env, **env}  # reserved / payload names win over encryptedEnv
+        try:
+            container = await asyncio.to_thread(
+                self._client.containers.create, **self._create_kwargs(argv, full_env)
+            )
+        except docker.errors.ImageNotFound as e:
+            raise InternalError(
+                f"image {self._image.ref} ({self._image.id}) vanished before the task ran"
+            ) from e
+        except docker.errors.APIError as e:
+            return self._not_started(f"the container could not be created: {_explain(e)}", started)
+        self._containers.append(container)
+        self._current = container
+        if self._abort_reason is not None:
+            return self._aborted(started)
+        try:
+            await asyncio.to_thread(container.start)
+        except docker.errors.APIError as e:
+            self._current = None
+            return self._not_started(f"the container could not be started: {_explain(e)}", started)
+        try:
+            exit_code = await self._follow(container, log)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill(container))
+            raise
+        finally:
+            self._current = None
+        self._last_exit = exit_code
+        if self._abort_reason is not None:
+            await asyncio.gather(*self._kill_tasks, return_exceptions=True)
+            return self._aborted(started)
+        return ProcessResult(exit_code=exit_code, wall_time=time.monotonic() - started)
+
+    async def _follow(self, container: Any, sink: LogSink) -> int:
+        """Stream the container's output to ``sink`` until it exits; return its exit code."""
+        loop = asyncio.get_running_loop()
+        masker = SecretMasker(self._secret_env.values())
+        api = self._stream.api
+
+        def pump() -> None:
+            for chunk in api.logs(container.id, stream=True, follow=True):
+                data = masker.feed(chunk)
+                if data:
+                    loop.call_soon_threadsafe(sink.write, data)
+            tail = masker.flush()
+            if tail:
+                loop.call_soon_threadsafe(sink.write, tail)
+
+        pumping = asyncio.ensure_future(asyncio.to_thread(pump))
+        try:
+            status = await asyncio.to_thread(api.wait, container.id)
+        finally:
+            try:
+                await pumping
+            except docker.errors.DockerException as e:
+                log.warning("log stream of container %s ended with an error: %s", container.id, e)
+        error = (status.get("Error") or {}).get("Message") if isinstance(status.get("Error"), dict) else None
+        if error:
+            self._run.log.warn(f"Docker reported for the container: {error}")
+        return int(status.get("StatusCode", -1))
+
+    def _not_started(self, message: str, started: float) -> ProcessResult:
+        self._run.log.error(message)
+        self._last_exit = EXIT_NOT_STARTED
+        return ProcessResult(
+            exit_code=EXIT_NOT_STARTED, start_error=message, wall_time=time.monotonic() - started
+        )
+
+    def _aborted(self, started: float) -> ProcessResult:
+        self._last_exit = EXIT_ABORTED
+        return ProcessResult(
+            exit_code=EXIT_ABORTED,
+            signal=9,
+            cancel_reason=self._abort_reason,
+            wall_time=time.monotonic() - started,
+        )
+
+    def abort(self, reason: CancelReason) -> None:
+        """Record ``reason`` (the first one wins) and kill the running container, if any."""
+        if self._abort_reason is not None:
+            return
+        self._abort_reason = reason
+        if reason is CancelReason.MAX_RUN_TIME:
+            self._run.log.error(
+                f"Task timeout after {self._run.payload.get('maxRunTime')} seconds. Force killing container."
+            )
+        container = self._current
+        if container is not None:
+            self._kill_tasks.append(asyncio.get_running_loop().create_task(self._kill(container)))
+
+    async def _kill(self, container: Any) -> None:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            await asyncio.to_thread(container.kill)
+
+    # -- artifacts -------------------------------------------------------------------------------
+
+    def _container_path(self, path: str) -> str:
+        if self._generic:
+            full = posixpath.normpath(posixpath.join(str(self._task_dir), path))
+            self._check_in_task_dir(full, path)
+            return full
+        return posixpath.normpath(posixpath.join(self._image_workdir, path))
+
+    def _check_in_task_dir(self, full: str, requested: str) -> None:
+        root = str(self._task_dir)
+        if full != root and not full.startswith(root.rstrip("/") + "/"):
+            raise ArtifactInvalid(
+                f"artifact path {requested!r} resolves to {full!r}, outside the task directory"
+            )
+
+    async def _reader(self) -> Any:
+        """The container to copy artifacts from: the last one run, or a never-started one."""
+        if self._containers:
+            return self._containers[-1]
+        container = await asyncio.to_thread(
+            self._client.containers.create, **self._create_kwargs(["true"], {})
+        )
+        self._containers.append(container)
+        return container
+
+    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
+        """Copy ``path`` (absolute in the container; generic payloads: relative to the task dir)
+        out of the stopped container into ``staging``. Symlinks are followed inside the container
+        (never on the host); generic payloads must stay within the task directory."""
+        target = self._container_path(path)
+        container = await self._reader()
+        for _ in range(MAX_SYMLINK_HOPS):
+            try:
+                chunks, stat = await asyncio.to_thread(self._stream.api.get_archive, container.id, target)
+            except docker.errors.NotFound as e:
+                raise ArtifactMissing(f"no such file or directory in the container: {target}") from e
+            except docker.errors.APIError as e:
+                raise ArtifactInvalid(f"cannot read {target} from the container: {_explain(e)}") from e
+            found = archive.stat_kind(stat)
+            if found != "symlink":
+                break
+            chunks.close()
+            target = posixpath.normpath(str(stat.get("linkTarget") or ""))
+            if self._generic:
+                self._check_in_task_dir(target, path)
+        else:
+            raise ArtifactInvalid(f"too many levels of symbolic links at {path!r}")
+        if found != kind:
+            chunks.close()
+            what = "something that is neither file nor directory" if found == "other" else f"a {found}"
+            raise ArtifactInvalid(f"{path!r} is {what} in the container, not a {kind}")
+        dest = await asyncio.to_thread(_fresh_dir, staging, "docker-artifact-")
+        loop = asyncio.get_running_loop()
+
+        def warn(message: str) -> None:
+            loop.call_soon_threadsafe(self._run.log.warn, message)
+
+        try:
+            result = await asyncio.to_thread(archive.extract, chunks, kind, dest, warn=warn)
+        except OSError as e:
+            raise ArtifactInvalid(f"cannot unpack {path!r} from the container: {e}") from e
+        except ArtifactInvalid:
+            raise
+        except Exception as e:  # tarfile.TarError, docker stream errors
+            raise ArtifactInvalid(f"cannot unpack {path!r} from the container: {e}") from e
+        return result.files
+
+    async def post_run_artifacts(self, staging: Path, result: ProcessResult | None) -> list[ExtraArtifact]:
+        """``dockerSave``: the committed container as ``public/dockerImage.tar`` and each cache as
+        ``public/cache/<name>.tar``, expiring after min(7 days, task expiry)."""
+        if not self._opts.docker_save:
+            return []
+        if not self._containers:
+            self._run.log.warn("dockerSave: no container ran, so there is no image to save")
+            return []
+        expires = tctime.from_now(7 * 24 * 3600)
+        task_expires = self._run.task.get("expires")
+        if isinstance(task_expires, str):
+            expires = min(expires, tctime.parse(task_expires))
+        expiry = tctime.to_json(expires)
+        out_dir = await asyncio.to_thread(_fresh_dir, staging, "docker-save-")
+        repo = docker_save_repository(self._run.task_id, self._run.run_id)
+        self._run.log.info(f"dockerSave: committing the container as {repo}:latest")
+        self._committed = f"{repo}:latest"
+        image_file = await save_container(
+            self._stream, self._containers[-1], repo, out_dir / "dockerImage.tar"
+        )
+        extras = [ExtraArtifact("public/dockerImage.tar", image_file, "application/x-tar", expiry)]
+        for name, file in await asyncio.to_thread(save_caches, self._leases, out_dir):
+            extras.append(ExtraArtifact(f"public/cache/{name}.tar", file, "application/x-tar", expiry))
+        return extras
+
+    # -- clean-up ------------------------------------------------------------------------------
+
+    async def destroy(self) -> None:
+        """Remove every container (and its anonymous volumes) and return the caches; idempotent."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        try:
+            await self._remove_everything()
+        finally:
+            if self._on_destroy is not None:
+                self._on_destroy(self)
+
+    async def _remove_everything(self) -> None:
+        problems: list[str] = []
+        for container in self._containers:
+            try:
+                await asyncio.to_thread(container.remove, v=True, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:
+                problems.append(f"container {container.id}: {_explain(e)}")
+        if self._committed is not None:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                await asyncio.to_thread(self._client.images.remove, self._committed, force=True)
+        purge_on = (
+            self._run.payload.get("onExitStatus", {}).get("purgeCaches", []) if not self._generic else []
+        )
+        purge = self._last_exit is not None and self._last_exit in purge_on
+        if purge and self._leases:
+            self._run.log.info(
+                f"Exit code {self._last_exit} is listed in onExitStatus.purgeCaches: purging caches"
+            )
+        await self._caches.release(self._leases, purge=purge)
+        with contextlib.suppress(Exception):
+            await self._images.touch(self._image.ref, self._image.id)
+        if problems:
+            raise InternalError("could not remove the task's containers: " + "; ".join(problems))
+
+
+def docker_save_repository(task_id: str, run_id: int) -> str:
+    """``task-<taskId>-<runId>`` made a valid Docker repository name (lower case, ``_`` → ``-``)."""
+    return f"task-{task_id.lower().replace('_', '-')}-{run_id}"
+
+
+def _fresh_dir(parent: Path, prefix: str) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+def _explain(e: BaseException) -> str:
+    return str(getattr(e, "explanation", None) or e)

@@ -1,0 +1,395 @@
+"""docker-worker's superseding protocol: ask a superseder service, claim the listed tasks, run one.
+
+Contract (spec/worker.md §6): ``GET <supersederUrl>?taskId=<claimed taskId>`` answers
+``{"supersedes": [taskId, …]}``. When the list contains the claimed task, the worker claims run 0
+of every other listed task, runs only the **primary** — the first task in list order that it holds
+a claim for — and keeps the other claims (the secondaries) alive. When the primary ran (completed
+or failed), each secondary gets ``public/superseded-by.json`` = ``{"taskId", "runId"}`` of the
+primary and is resolved ``exception/superseded``; the primary gets ``public/supersedes.json`` =
+``[{"taskId", "runId"}, …]``. When the primary did not run to its end (exception, shutdown,
+cancellation), the secondaries are resolved ``exception/worker-shutdown`` without artifacts, so the
+queue retries them.
+
+``superseded`` on a real queue: Taskcluster removed it from ``reportException`` (v40; 400). The
+local platform still accepts it. On a 400 the worker writes so in the primary's task log and falls
+back to ``cancelTask`` with its own credentials (the run then reads ``exception/canceled``); when
+that is not allowed either (workers rarely hold ``queue:cancel-task:…``), it leaves the secondary
+alone: the claim expires and the queue retries the task later. ``superseded-by.json`` is uploaded
+first in every case, so the link to the primary exists whatever the queue accepts.
+
+How the worker core uses it (one ``Superseding`` per worker process)::
+
+    plan = await superseding.plan(claim)            # claim: a claimWork entry with supersederUrl
+    run the task of plan.primary (a claim of the same shape; may be another task!)
+        write plan.notes into its task log; reclaim only plan.primary
+        upload plan.primary_artifact(staging) with its artifacts (before reportCompleted/Failed)
+    await superseding.finish(plan, primary_ok, log=task_log)   # always, e.g. in a finally
+
+``Superseding`` reclaims every secondary claim itself, including the claimed task when it is not
+the primary, until ``finish``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import taskcluster
+import taskcluster.aio
+import taskcluster.aio.upload
+from taskcluster.exceptions import TaskclusterRestFailure
+from yarl import URL
+
+from tcworker import tctime
+from tcworker.engines.base import ArtifactFile, ExtraArtifact, TaskLogWriter
+
+logger = logging.getLogger(__name__)
+
+URL_PATTERN = re.compile(r"^https?://[\x20-\x7e]*$")
+TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$")
+MAX_SUPERSEDES = 100  # a longer list is treated as a broken superseder (it would make us claim a queue)
+MAX_RESPONSE_BYTES = 1 << 20
+SUPERSEDED_BY = "public/superseded-by.json"
+SUPERSEDES = "public/supersedes.json"
+JSON = "application/json"
+
+# upload(queue, task_id, run_id, name, data, content_type, expires): ``queue`` is authenticated with
+# the claim credentials of that run.
+Upload = Callable[[Any, str, int, str, bytes, str, str], Awaitable[None]]
+
+
+async def fetch_supersedes(
+    superseder_url: str, task_id: str, *, timeout: float = 5.0, log: TaskLogWriter | None = None
+) -> list[str]:
+    """The superseder's list for ``task_id``; every problem is a warning and an empty list.
+
+    The URL must match docker-worker's ``^https?://[\\x20-\\x7e]*$``; ``taskId`` is added to its
+    query. Entries that are not task ids are dropped; duplicates keep their first position.
+    """
+
+    def warn(message: str) -> list[str]:
+        logger.warning("superseding: %s", message)
+        if log is not None:
+            log.warn(f"superseding: {message}; running this task normally")
+        return []
+
+    if not isinstance(superseder_url, str) or not URL_PATTERN.match(superseder_url):
+        return warn(f"supersederUrl {superseder_url!r} is not an http(s) URL of printable ASCII")
+    try:
+        url = URL(superseder_url).update_query({"taskId": task_id})
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(url, headers={"Accept": JSON}) as resp,
+        ):
+            if resp.status != 200:
+                return warn(f"superseder {superseder_url} answered HTTP {resp.status}")
+            body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return warn(f"superseder {superseder_url} could not be reached: {type(exc).__name__}: {exc}")
+    if len(body) > MAX_RESPONSE_BYTES:
+        return warn(f"superseder {superseder_url} answered more than {MAX_RESPONSE_BYTES} bytes")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return warn(f"superseder {superseder_url} did not answer JSON")
+    listed = doc.get("supersedes") if isinstance(doc, dict) else None
+    if not isinstance(listed, list):
+        return warn(f'superseder {superseder_url} answered without a "supersedes" list')
+    if len(listed) > MAX_SUPERSEDES:
+        return warn(f"superseder {superseder_url} listed {len(listed)} tasks (more than {MAX_SUPERSEDES})")
+    result: list[str] = []
+    for entry in listed:
+        if isinstance(entry, str) and TASK_ID_PATTERN.match(entry):
+            if entry not in result:
+                result.append(entry)
+        else:
+            logger.warning("superseding: %s lists %r, which is not a taskId; ignored", superseder_url, entry)
+    return result
+
+
+@dataclass
+class HeldClaim:
+    """One run this worker holds a claim for; ``claim`` is the claimWork/claimTask answer, kept fresh."""
+
+    claim: dict[str, Any]
+    reclaimer: asyncio.Task[None] | None = None
+    lost: bool = False  # a reclaim answered 409: the run is no longer ours
+
+    @property
+    def task_id(self) -> str:
+        return str(self.claim["status"]["taskId"])
+
+    @property
+    def run_id(self) -> int:
+        return int(self.claim["runId"])
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        return {"taskId": self.task_id, "runId": self.run_id}
+
+
+@dataclass
+class Plan:
+    """What to run: ``primary`` (a claim dict) and the secondaries it supersedes."""
+
+    claimed_task_id: str
+    primary: dict[str, Any]
+    secondaries: list[HeldClaim] = field(default_factory=list)
+    listed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # lines for the primary's task log
+    finished: bool = False
+
+    @property
+    def primary_task_id(self) -> str:
+        return str(self.primary["status"]["taskId"])
+
+    @property
+    def primary_run_id(self) -> int:
+        return int(self.primary["runId"])
+
+    @property
+    def superseding(self) -> bool:
+        return bool(self.secondaries)
+
+    def supersedes_document(self) -> bytes:
+        return json.dumps([s.ref for s in self.secondaries if not s.lost]).encode()
+
+    def primary_artifact(self, staging: Path) -> ExtraArtifact | None:
+        """``public/supersedes.json`` for the primary run, written under ``staging``; None when nothing is superseded."""
+        if not self.superseding:
+            return None
+        path = Path(staging) / "supersedes.json"
+        data = self.supersedes_document()
+        path.write_bytes(data)
+        return ExtraArtifact(SUPERSEDES, ArtifactFile("", path, len(data)), JSON)
+
+
+def reclaim_delay(taken_until: str, margin: float) -> float:
+    """Seconds until the next reclaim: ``margin`` before expiry, or half the time left when that is short."""
+    remaining = (tctime.parse(taken_until) - tctime.now()).total_seconds()
+    if remaining > 2 * margin:
+        return remaining - margin
+    return max(1.0, remaining / 2)
+
+
+async def object_upload(
+    queue: Any, task_id: str, run_id: int, name: str, data: bytes, content_type: str, expires: str
+) -> None:
+    """Default ``Upload``: an ``object`` artifact through the object service (platform.md §3.4)."""
+    resp = await queue.createArtifact(
+        task_id, str(run_id), name, {"storageType": "object", "expires": expires, "contentType": content_type}
+    )
+    object_service = taskcluster.aio.Object(
+        {"rootUrl": queue.options["rootUrl"], "credentials": resp["credentials"]}
+    )
+    await taskcluster.aio.upload.uploadFromBuf(
+        projectId=resp["projectId"],
+        name=resp["name"],
+        contentType=content_type,
+        contentLength=len(data),
+        expires=resp["expires"],
+        uploadId=resp["uploadId"],
+        objectService=object_service,
+        data=data,
+    )
+    await queue.finishArtifact(task_id, str(run_id), name, {"uploadId": resp["uploadId"]})
+
+
+class Superseding:
+    """Claims, reclaims and resolves the secondary runs of superseding plans (one per worker)."""
+
+    def __init__(
+        self,
+        queue_worker: Any,
+        worker_group: str,
+        worker_id: str,
+        *,
+        task_queue_id: str | None = None,
+        upload: Upload | None = None,
+        timeout: float = 5.0,
+        reclaim_margin: float = 180.0,
+    ) -> None:
+        self.queue = queue_worker  # taskcluster.aio.Queue with the worker's own credentials
+        self.worker_group = worker_group
+        self.worker_id = worker_id
+        self.task_queue_id = task_queue_id
+        self.upload: Upload = upload or object_upload
+        self.timeout = timeout
+        self.reclaim_margin = reclaim_margin
+
+    def _run_queue(self, held: HeldClaim) -> Any:
+        """A queue client with the claim credentials of one run (reclaim, report, artifacts)."""
+        return taskcluster.aio.Queue(
+            {"rootUrl": self.queue.options["rootUrl"], "credentials": held.claim["credentials"]}
+        )
+
+    async def plan(self, claim: Mapping[str, Any], *, log: TaskLogWriter | None = None) -> Plan:
+        """Ask the superseder named by the claimed task's payload and claim the tasks it lists."""
+        claim = dict(claim)
+        task_id = str(claim["status"]["taskId"])
+        plan = Plan(claimed_task_id=task_id, primary=claim)
+        url = (claim.get("task") or {}).get("payload", {}).get("supersederUrl")
+        if not url:
+            return plan
+
+        def note(message: str) -> None:
+            plan.notes.append(message)
+            logger.info("superseding %s: %s", task_id, message)
+            if log is not None:
+                log.info(message)
+
+        listed = await fetch_supersedes(url, task_id, timeout=self.timeout, log=log)
+        plan.listed = listed
+        if task_id not in listed:
+            if listed:
+                note(f"superseder {url} did not list this task; running it normally")
+            return plan
+        held: dict[str, HeldClaim] = {task_id: HeldClaim(claim)}
+        for other in listed:
+            if other != task_id:
+                got = await self._claim(other, note)
+                if got is not None:
+                    held[other] = got
+        order = [t for t in listed if t in held]
+        plan.primary = held[order[0]].claim
+        plan.secondaries = [held[t] for t in order[1:]]
+        note(
+            f"superseder {url} listed {len(listed)} task(s); claimed {len(order)}; running "
+            f"{plan.primary_task_id} run {plan.primary_run_id}"
+            + (
+                f", superseding {', '.join(f'{s.task_id}/{s.run_id}' for s in plan.secondaries)}"
+                if plan.superseding
+                else ""
+            )
+        )
+        for sec in plan.secondaries:
+            sec.reclaimer = asyncio.create_task(
+                self._reclaim_loop(sec), name=f"supersede-reclaim-{sec.task_id}"
+            )
+        return plan
+
+    async def _claim(self, task_id: str, note: Callable[[str], None]) -> HeldClaim | None:
+        try:
+            answer = await self.queue.claimTask(
+                task_id, "0", {"workerGroup": self.worker_group, "workerId": self.worker_id}
+            )
+        except Exception as exc:
+            note(f"could not claim {task_id} run 0 ({_why(exc)}); not superseding it")
+            return None
+        held = HeldClaim(dict(answer))
+        task = held.claim.get("task") or {}
+        queue_id = task.get("taskQueueId") or f"{task.get('provisionerId')}/{task.get('workerType')}"
+        if self.task_queue_id is not None and queue_id != self.task_queue_id:
+            note(
+                f"{task_id} belongs to task queue {queue_id}, not {self.task_queue_id}; giving it back (worker-shutdown)"
+            )
+            with contextlib.suppress(Exception):
+                await self._run_queue(held).reportException(task_id, "0", {"reason": "worker-shutdown"})
+            return None
+        return held
+
+    async def _reclaim_loop(self, held: HeldClaim) -> None:
+        while True:
+            await asyncio.sleep(reclaim_delay(held.claim["takenUntil"], self.reclaim_margin))
+            try:
+                answer = await self._run_queue(held).reclaimTask(held.task_id, str(held.run_id))
+            except TaskclusterRestFailure as exc:
+                if exc.status_code == 409:
+                    held.lost = True
+                    logger.info(
+                        "superseding: claim of %s/%s lost (409): %s", held.task_id, held.run_id, _why(exc)
+                    )
+                    return
+                logger.warning(
+                    "superseding: reclaim of %s/%s failed: %s", held.task_id, held.run_id, _why(exc)
+                )
+                continue
+            except Exception as exc:
+                logger.warning(
+                    "superseding: reclaim of %s/%s failed: %s", held.task_id, held.run_id, _why(exc)
+                )
+                continue
+            held.claim.update(
+                credentials=answer["credentials"], takenUntil=answer["takenUntil"], status=answer["status"]
+            )
+
+    async def finish(self, plan: Plan, primary_ok: bool, *, log: TaskLogWriter | None = None) -> None:
+        """Resolve every secondary (see the module docstring). Idempotent; never raises for one secondary."""
+        if plan.finished:
+            return
+        plan.finished = True
+        for sec in plan.secondaries:
+            if sec.reclaimer is not None:
+                sec.reclaimer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sec.reclaimer
+        for sec in plan.secondaries:
+            if sec.lost:
+                continue
+            try:
+                if primary_ok:
+                    await self._supersede(plan, sec, log)
+                else:
+                    await self._report(sec, "worker-shutdown")
+            except Exception as exc:
+                message = f"could not resolve superseded task {sec.task_id}/{sec.run_id}: {_why(exc)}"
+                logger.warning("superseding: %s", message)
+                if log is not None:
+                    log.warn(message)
+
+    async def _report(self, sec: HeldClaim, reason: str) -> None:
+        try:
+            await self._run_queue(sec).reportException(sec.task_id, str(sec.run_id), {"reason": reason})
+        except TaskclusterRestFailure as exc:
+            if exc.status_code != 409:
+                raise
+            logger.info("superseding: %s/%s was already resolved (409)", sec.task_id, sec.run_id)
+
+    async def _supersede(self, plan: Plan, sec: HeldClaim, log: TaskLogWriter | None) -> None:
+        def say(message: str, warn: bool = False) -> None:
+            (logger.warning if warn else logger.info)("superseding: %s", message)
+            if log is not None:
+                (log.warn if warn else log.info)(message)
+
+        body = json.dumps({"taskId": plan.primary_task_id, "runId": plan.primary_run_id}).encode()
+        expires = (sec.claim.get("task") or {}).get("expires") or taskcluster.fromNowJSON("1 day")
+        queue = self._run_queue(sec)
+        try:
+            await self.upload(queue, sec.task_id, sec.run_id, SUPERSEDED_BY, body, JSON, expires)
+        except Exception as exc:
+            say(f"could not upload {SUPERSEDED_BY} to {sec.task_id}/{sec.run_id}: {_why(exc)}", warn=True)
+        try:
+            await self._report(sec, "superseded")
+            say(f"resolved {sec.task_id}/{sec.run_id} exception/superseded")
+            return
+        except TaskclusterRestFailure as exc:
+            if exc.status_code != 400:
+                raise
+        say(
+            f"the queue at {self.queue.options['rootUrl']} no longer accepts exception reason 'superseded' "
+            f"(removed in Taskcluster v40); cancelling superseded task {sec.task_id} instead",
+            warn=True,
+        )
+        try:
+            await self.queue.cancelTask(sec.task_id)
+            say(f"cancelled superseded task {sec.task_id} (its run reads exception/canceled)")
+        except Exception as exc:
+            say(
+                f"could not cancel {sec.task_id} either ({_why(exc)}); its claim on run {sec.run_id} will "
+                "expire and the queue will retry it",
+                warn=True,
+            )
+
+
+def _why(exc: BaseException) -> str:
+    """One line about an error, without the request details the client appends."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,0 +1,421 @@
+"""The multiuser engine: each run as its own unprivileged OS user (generic-worker headless multiuser).
+
+Per run (spec §2.8): a fresh user ``task_<taskIdPrefix>_<runId>`` whose home is the task
+directory (0700, so concurrent tasks cannot read each other's); commands run with its uid, gid and
+only the supplementary groups granted through ``osGroups``, in a new session, with exactly the
+environment ``TaskRun`` builds from ``base_env`` (nothing of the worker's own environment).
+After every command all processes of the uid are killed; ``destroy`` kills them again, removes
+the user's files in the shared temporary directories and its IPC objects, the task directory
+(or hands it to root when ``cleanUpTaskDirs`` is false) and finally the account.
+
+Artifacts are read by a helper running *as the task user* (``artifact_reader``), so nothing the
+task user cannot read itself — ``/etc/shadow``, the worker's config or signing key — can be
+published through a symlink. The worker refuses to start (exit 82) when its ed25519 signing key
+is missing or readable by anyone but the worker user. Stale task users of a crashed worker
+(``task_*`` users whose home lies in ``tasksDir``) are removed at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import grp
+import json
+import logging
+import os
+import pwd
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tcworker.engines import artifact_reader
+from tcworker.engines.base import ArtifactFile, ArtifactInvalid, ArtifactNotReadable, RunContext
+from tcworker.engines.hostsandbox import HostSandbox, artifact_problem
+from tcworker.engines.process import Identity
+from tcworker.engines.proctree import kill_user_processes
+from tcworker.engines.taskusers import AccountError, Accounts, TaskUser, lookup
+from tcworker.errors import ConfigError, HostBroken, InternalError, MalformedPayload
+from tcworker.exitcodes import ExitCode
+from tcworker.worker.taskdirs import task_dir_name
+
+if TYPE_CHECKING:
+    from tcworker.config import WorkerConfig
+
+log = logging.getLogger(__name__)
+
+TASK_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+HELPER_SOURCE = Path(artifact_reader.__file__).read_text()
+NOT_READABLE_AS_TASK_USER = "Could not copy file '{path}' to temporary location as task user: {error}"
+HEADER = artifact_reader.HEADER
+
+
+def _world_executable(path: Path) -> bool:
+    """True when any user can execute ``path`` (every parent directory searchable by others)."""
+    try:
+        real = path.resolve(strict=True)
+        if not real.stat().st_mode & stat.S_IXOTH:
+            return False
+        return all(p.stat().st_mode & stat.S_IXOTH for p in real.parents)
+    except OSError:
+        return False
+
+
+def helper_interpreter() -> str | None:
+    """A Python interpreter the task users can run (the worker's own may live under /root)."""
+    for candidate in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
+        if candidate and _world_executable(Path(candidate)):
+            return candidate
+    return None
+
+
+def check_signing_key(location: str) -> None:
+    """Refuse to start when the signing key is missing, undecodable or readable by others (82)."""
+    code = ExitCode.MISSING_ED25519_PRIVATE_KEY
+    if not location:
+        raise ConfigError("config key 'ed25519SigningKeyLocation' is empty", code)
+    try:
+        st = os.stat(location)
+        with open(location, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read the ed25519 signing key {location!r}: {e.strerror}", code) from e
+    try:
+        seed = base64.b64decode(raw.strip(), validate=True)
+    except ValueError:
+        seed = b""
+    if len(seed) != 32:
+        raise ConfigError(f"the ed25519 signing key {location!r} is not a base64 32-byte seed", code)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise ConfigError(
+            f"the ed25519 signing key {location!r} is readable by other users "
+            f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); task users could steal it. "
+            f"Run: chown {os.geteuid()} {location} && chmod 600 {location}",
+            code,
+        )
+
+
+def check_traversable(directory: Path) -> None:
+    """Task users must be able to reach their home below ``tasksDir``."""
+    for p in [directory, *directory.parents]:
+        if not p.stat().st_mode & stat.S_IXOTH:
+            raise ConfigError(
+                f"tasksDir {str(directory)!r} is not reachable by task users: {str(p)!r} is not "
+                "searchable by others (needs o+x)"
+            )
+
+
+class MultiuserSandbox(HostSandbox):
+    """One run as its own OS user."""
+
+    def __init__(
+        self, user: TaskUser, accounts: Accounts, interpreter: str, *, clean_up: bool, grace: float
+    ) -> None:
+        super().__init__(user.home, clean_up=clean_up, grace=grace)
+        self.user = user
+        self._accounts = accounts
+        self._interpreter = interpreter
+        self._groups: tuple[int, ...] = ()
+        self._as_current_user = False
+        self.on_destroyed: Callable[[], None] | None = None
+
+    def identity(self) -> Identity | None:
+        if self._as_current_user:
+            return None
+        return Identity(self.user.uid, self.user.gid, self._groups)
+
+    def marker(self, env: Mapping[str, str]) -> bytes | None:
+        return super().marker(env) if self._as_current_user else None
+
+    async def _sweep(self) -> None:
+        await kill_user_processes(self.user.uid, self.user.gid)
+
+    def base_env(self) -> dict[str, str]:
+        return {"HOME": str(self.task_dir), "PATH": TASK_PATH, "USER": self.user.name}
+
+    async def destroy(self) -> None:
+        """Kill, clean up and delete the task user (idempotent; never raises for clean-up problems)."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        try:
+            await self._accounts.remove(self.user, "delete" if self._clean_up else "keep")
+        finally:
+            if self.on_destroyed is not None:
+                self.on_destroyed()
+
+    async def set_os_groups(self, groups: Sequence[str]) -> None:
+        """Supplementary groups for the commands (scopes were checked by the feature's caller)."""
+        gids: list[int] = []
+        unknown: list[str] = []
+        for name in groups:
+            try:
+                gids.append(grp.getgrnam(name).gr_gid)
+            except KeyError:
+                unknown.append(name)
+        if unknown:
+            raise MalformedPayload(
+                "Could not add task user to os group(s): ["
+                + " ".join(unknown)
+                + "]: no such group on this worker"
+            )
+        self._groups = tuple(dict.fromkeys([*self._groups, *gids]))
+
+    async def run_as_current_user(self) -> Path:
+        """runTaskAsCurrentUser: commands run as the worker's user; returns the credentials file."""
+        password = await self._accounts.set_random_password(self.user)
+        path = self.task_dir / "task-user-credentials.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"name": self.user.name, "password": password}, f)
+        self._as_current_user = True
+        return path
+
+    async def task_user_can_read(self, path: str) -> bool:
+        """Whether the commands' user can open ``path`` (chain of trust checks the signing key;
+        under runTaskAsCurrentUser that user is the worker's, so the answer is yes)."""
+        ident = self.identity()
+        kwargs: dict[str, object] = {}
+        if ident is not None:
+            kwargs = {"user": ident.uid, "group": ident.gid, "extra_groups": list(ident.groups)}
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/cat",
+            "--",
+            path,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+            **kwargs,  # type: ignore[arg-type]
+        )
+        return await proc.wait() == 0
+
+    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
+        """Copy the artifact into ``staging`` through a helper running as the task user."""
+        ident = self.identity()
+        request = {
+            "task_dir": str(self.task_dir),
+            "path": path,
+            "kind": kind,
+            "unreadable": NOT_READABLE_AS_TASK_USER,
+        }
+        kwargs: dict[str, object] = {}
+        if ident is not None:
+            kwargs = {"user": ident.uid, "group": ident.gid, "extra_groups": list(ident.groups)}
+        proc = await asyncio.create_subprocess_exec(
+            self._interpreter,
+            "-I",
+            "-S",
+            "-c",
+            HELPER_SOURCE,
+            json.dumps(request),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+            cwd="/",
+            start_new_session=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        target = Path(tempfile.mkdtemp(prefix="artifact-", dir=staging))
+        try:
+            files = await _receive(proc.stdout, target, kind)
+        except asyncio.IncompleteReadError:
+            files = None
+        stderr = await proc.stderr.read()
+        await proc.wait()
+        if files is None:
+            detail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise ArtifactNotReadable(
+                f"Could not read {kind} '{path}' as task user: helper failed: {detail[0]}"
+            )
+        return files
+
+
+class _Staged:
+    """One file being received from the helper, written under a name the worker chose."""
+
+    def __init__(self, rel: str, dest: Path) -> None:
+        self.rel = rel
+        self.dest = dest
+        self.size = 0
+        self._file = open(dest, "xb")  # noqa: SIM115 - closed by close()
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.size += len(data)
+
+    def close(self) -> ArtifactFile:
+        self._file.close()
+        return ArtifactFile(self.rel, self.dest, self.size)
+
+
+async def _receive(stream: asyncio.StreamReader, target: Path, kind: str) -> list[ArtifactFile]:
+    """Read the helper's frames into files under ``target`` (names chosen here, not by the task)."""
+    files: list[ArtifactFile] = []
+    current: _Staged | None = None
+    try:
+        while True:
+            kind_byte, length = HEADER.unpack(await stream.readexactly(HEADER.size))
+            payload = await stream.readexactly(length) if length else b""
+            if kind_byte == b"F" and current is None:
+                rel = json.loads(payload)["rel"]
+                if not _safe_relative(rel, kind):
+                    raise ArtifactInvalid(f"artifact helper returned an unsafe name {rel!r}")
+                current = _Staged(rel, target / f"f{len(files)}")
+            elif kind_byte == b"D" and current is not None:
+                current.write(payload)
+            elif kind_byte == b"E" and current is not None:
+                files.append(current.close())
+                current = None
+            elif kind_byte == b"P":
+                problem = json.loads(payload)
+                raise artifact_problem(problem["reason"], problem["message"])
+            elif kind_byte == b"Z" and current is None:
+                return files
+            else:
+                raise ArtifactInvalid(f"artifact helper sent an unexpected frame {kind_byte!r}")
+    finally:
+        if current is not None:
+            current.close()
+
+
+def _safe_relative(rel: object, kind: str) -> bool:
+    if not isinstance(rel, str):
+        return False
+    if kind == "file":
+        return rel == ""
+    parts = rel.split("/")
+    return bool(rel) and not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def stale_task_users(tasks_dir: Path, active: set[str]) -> list[TaskUser]:
+    """``task_*`` users, other than ``active`` ones, whose home lies in ``tasks_dir``."""
+    roots = {os.path.normpath(tasks_dir), os.path.realpath(tasks_dir)}
+    found: list[TaskUser] = []
+    for entry in pwd.getpwall():
+        home = os.path.normpath(entry.pw_dir)
+        if not entry.pw_name.startswith("task_") or entry.pw_name in active or entry.pw_uid == 0:
+            continue
+        if os.path.dirname(home) in roots:
+            found.append(TaskUser(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(home)))
+    return found
+
+
+class MultiuserEngine:
+    """Runs generic-worker payloads, each run as a fresh OS user. Needs root."""
+
+    name = "multiuser"
+
+    def __init__(self, kill_grace: float = 3.0) -> None:
+        self.kill_grace = kill_grace
+        self._config: WorkerConfig | None = None
+        self._accounts = Accounts()
+        self._interpreter = ""
+        self._active: set[str] = set()
+
+    async def initialise(self, config: WorkerConfig) -> None:
+        if os.geteuid() != 0:
+            raise ConfigError("the multiuser engine must run as root (it creates a user per task)")
+        check_signing_key(config.ed25519SigningKeyLocation)
+        tasks_dir = config.tasks_dir
+        try:
+            tasks_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+            check_traversable(tasks_dir)
+        except OSError as e:
+            raise ConfigError(f"cannot use tasksDir {str(tasks_dir)!r}: {e.strerror}") from e
+        interpreter = helper_interpreter()
+        if interpreter is None:
+            raise ConfigError(
+                "no Python interpreter executable by task users (tried the worker's, /usr/bin/python3)"
+            )
+        self._interpreter = interpreter
+        self._config = config
+        await self.remove_stale_users()
+
+    def supported_payload_kinds(self) -> frozenset[str]:
+        return frozenset({"generic"})
+
+    async def remove_stale_users(self) -> list[str]:
+        """Remove ``task_*`` users (not of running tasks) whose home lies in this worker's tasksDir.
+
+        Limiting it to our tasksDir keeps two workers on one host (tests) from removing each
+        other's users; generic-worker assumes one worker per host and removes all ``task_*``.
+        """
+        config = self._require_config()
+        removed: list[str] = []
+        for user in stale_task_users(config.tasks_dir, self._active):
+            await self._accounts.remove(user, "delete" if config.cleanUpTaskDirs else "keep")
+            removed.append(user.name)
+        if removed:
+            log.info("removed stale task users: %s", ", ".join(removed))
+        return removed
+
+    async def prepare(self, run: RunContext) -> MultiuserSandbox:
+        config = self._require_config()
+        name = task_dir_name(run.task_id, run.run_id)
+        task_dir = config.tasks_dir / name
+        stale = lookup(name)
+        if stale is not None:
+            if stale.home != task_dir or name in self._active:
+                raise InternalError(f"an OS user named {name} already exists and is not ours to replace")
+            await self._accounts.remove(stale, "delete")
+        self._active.add(name)
+        try:
+            if task_dir.is_symlink() or task_dir.is_file():
+                task_dir.unlink()
+            elif task_dir.exists():  # leftover of a crashed run with the same name
+                await asyncio.to_thread(shutil.rmtree, task_dir)
+            user = await self._accounts.create(name, task_dir)
+        except (AccountError, OSError) as e:
+            self._active.discard(name)
+            raise InternalError(f"could not create task user {name}: {e}") from e
+        sandbox = MultiuserSandbox(
+            user,
+            self._accounts,
+            self._interpreter,
+            clean_up=bool(config.cleanUpTaskDirs),
+            grace=self.kill_grace,
+        )
+        sandbox.on_destroyed = lambda: self._active.discard(name)
+        try:
+            private = task_dir / "generic-worker"
+            private.mkdir(mode=0o700)
+            os.chmod(private, 0o700)
+            if config.runAfterUserCreation:
+                await self._run_after_user_creation(sandbox, config.runAfterUserCreation)
+        except BaseException:
+            await sandbox.destroy()
+            raise
+        return sandbox
+
+    async def _run_after_user_creation(self, sandbox: MultiuserSandbox, command: str) -> None:
+        """``runAfterUserCreation`` as the new user in its home; failure is a worker panic (GW)."""
+        sink = _Collect()
+        result = await sandbox.execute([command], sandbox.base_env(), sink)
+        if not result.succeeded:
+            raise HostBroken(
+                f"runAfterUserCreation {command!r} failed for {sandbox.user.name}: "
+                f"{result.start_error or f'exit code {result.exit_code}'}: {bytes(sink.data[-2000:]).decode(errors='replace')}"
+            )
+
+    async def shutdown(self) -> None:
+        return None
+
+    def _require_config(self) -> WorkerConfig:
+        if self._config is None:
+            raise RuntimeError("engine used before initialise()")
+        return self._config
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data

@@ -1,0 +1,294 @@
+"""Run one command of a task on the host: spawn, stream its output, stop it, leave nothing behind.
+
+Shared by the simple and multiuser engines. The command becomes the leader of a new session and
+process group, optionally under another uid/gid/supplementary groups (``subprocess.Popen``'s
+``user``/``group``/``extra_groups``, applied in the child before ``exec``, no ``preexec_fn``).
+Combined stdout+stderr go through one pipe straight into the ``LogSink`` in chunks of up to
+1 MiB (the pipe is enlarged to match), so a task writing gigabytes costs little more than a
+redirect to a file and never sits in memory.
+
+Stopping follows Buildkite's interrupt → grace → kill with a recorded reason (design G7): the
+first ``abort`` reason wins; ``MAX_RUN_TIME`` is an immediate SIGKILL as in generic-worker. When
+``run`` returns — normal exit, abort or cancellation of the awaiting coroutine — every process the
+command started has been killed (``proctree``), and the optional ``sweep`` hook (the multiuser
+engine's kill-every-process-of-the-task-user) has run. The child is reaped with ``os.wait4``
+through a pidfd, which gives its user/system CPU time without a thread per command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import resource
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from tcworker.engines.base import EXIT_ABORTED, EXIT_NOT_STARTED, CancelReason, LogSink, ProcessResult
+from tcworker.engines.proctree import ProcessTree, kill_tree
+
+log = logging.getLogger(__name__)
+
+PIPE_SIZE = 1024 * 1024
+EXIT_UNDETERMINED = -3  # generic-worker's code when the exit status cannot be known
+# Polls of the process tree while a command runs: frequent at first (short-lived escapees),
+# then once a second (each poll is one pass over /proc).
+POLL_INTERVALS = (0.02, 0.05, 0.1, 0.25, 0.5)
+POLL_STEADY = 1.0
+EOF_WAIT = 2.0  # after the tree is dead, how long to wait for the pipe's end
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a command runs as; ``groups`` are the supplementary groups (replacing the worker's)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+class _PipeToSink(asyncio.Protocol):
+    """Hands each chunk read from the pipe to the sink; a failing sink is logged once, then the
+    output is drained and dropped so the task never blocks on a full pipe."""
+
+    def __init__(self, sink: LogSink, eof: asyncio.Future[None]) -> None:
+        self._sink = sink
+        self._eof = eof
+        self._broken = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._broken:
+            return
+        try:
+            self._sink.write(data)
+        except Exception:
+            self._broken = True
+            log.exception("task log sink failed; dropping the rest of the command's output")
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._eof.done():
+            self._eof.set_result(None)
+
+
+def _exit_waiter(pid: int) -> asyncio.Future[tuple[int, resource.struct_rusage]]:
+    """A future for ``os.wait4(pid)``: pidfd readiness on the loop, a thread as fallback."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return asyncio.ensure_future(_wait_in_thread(pid))
+    fut: asyncio.Future[tuple[int, resource.struct_rusage]] = loop.create_future()
+
+    def ready() -> None:
+        try:
+            wpid, status, usage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError as e:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            if not fut.done():
+                fut.set_exception(e)
+            return
+        if wpid == 0:
+            return
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        if not fut.done():
+            fut.set_result((status, usage))
+
+    loop.add_reader(pidfd, ready)
+    return fut
+
+
+async def _wait_in_thread(pid: int) -> tuple[int, resource.struct_rusage]:
+    _, status, usage = await asyncio.to_thread(os.wait4, pid, 0)
+    return status, usage
+
+
+class CommandRunner:
+    """Runs a sandbox's commands one at a time and stops them on ``abort``.
+
+    ``grace`` is the time between SIGTERM and SIGKILL for reasons other than max run time.
+    ``sweep`` is awaited after each command once its tree is dead (multiuser: kill every process
+    of the task user).
+    """
+
+    def __init__(self, grace: float = 3.0, sweep: Callable[[], Awaitable[object]] | None = None) -> None:
+        self.grace = grace
+        self._sweep = sweep
+        self._reason: CancelReason | None = None
+        self._abort_event = asyncio.Event()
+
+    @property
+    def cancel_reason(self) -> CancelReason | None:
+        return self._reason
+
+    def abort(self, reason: CancelReason) -> None:
+        """Record ``reason`` (the first one wins) and stop the running command, if any."""
+        if self._reason is None:
+            self._reason = reason
+        self._abort_event.set()
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str,
+        sink: LogSink,
+        identity: Identity | None = None,
+        marker: bytes | None = None,
+    ) -> ProcessResult:
+        """Run ``argv`` in ``cwd`` with exactly ``env``; see the module docstring."""
+        started = time.monotonic()
+        if self._reason is not None:
+            return ProcessResult(EXIT_ABORTED, cancel_reason=self._reason)
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        try:
+            popen = self._spawn(argv, env, cwd, write_fd, identity)
+        except (OSError, subprocess.SubprocessError, ValueError, TypeError, IndexError) as e:
+            os.close(read_fd)
+            return ProcessResult(
+                EXIT_NOT_STARTED,
+                start_error=_start_error_message(argv, e),
+                wall_time=time.monotonic() - started,
+            )
+        finally:
+            os.close(write_fd)
+        tree = ProcessTree(popen.pid, marker)
+        exited = _exit_waiter(popen.pid)
+        eof: asyncio.Future[None] = loop.create_future()
+        pipe = os.fdopen(read_fd, "rb", buffering=0)
+        transport, _ = await loop.connect_read_pipe(lambda: _PipeToSink(sink, eof), pipe)
+        with contextlib.suppress(AttributeError):
+            transport.max_size = PIPE_SIZE  # type: ignore[attr-defined]  # read up to the pipe size at once
+        poller = asyncio.create_task(self._poll(tree, exited))
+        interrupted = False
+        try:
+            abort_wait = asyncio.ensure_future(self._abort_event.wait())
+            try:
+                await asyncio.wait({exited, abort_wait}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                abort_wait.cancel()
+            if not exited.done():
+                interrupted = True
+                await self._stop(tree, exited)
+        except asyncio.CancelledError:
+            interrupted = True
+            await asyncio.shield(self._stop(tree, exited))
+            raise
+        finally:
+            poller.cancel()
+            await asyncio.shield(self._finish(tree, exited, eof, transport))
+            popen.returncode = _returncode(exited)  # Popen must never waitpid() a recycled pid
+        reason = self._reason if interrupted else None
+        if exited.cancelled() or exited.exception() is not None:  # not our child any more: undetermined
+            return ProcessResult(
+                EXIT_UNDETERMINED, cancel_reason=reason, wall_time=time.monotonic() - started
+            )
+        status, usage = exited.result()
+        exit_code, sig = _decode_status(status)
+        return ProcessResult(
+            exit_code=EXIT_ABORTED if reason is not None else exit_code,
+            signal=sig,
+            cancel_reason=reason,
+            user_time=usage.ru_utime,
+            system_time=usage.ru_stime,
+            wall_time=time.monotonic() - started,
+        )
+
+    @staticmethod
+    def _spawn(
+        argv: Sequence[str], env: Mapping[str, str], cwd: str, out_fd: int, identity: Identity | None
+    ) -> subprocess.Popen[bytes]:
+        kwargs: dict[str, object] = {}
+        if identity is not None:
+            kwargs = {"user": identity.uid, "group": identity.gid, "extra_groups": list(identity.groups)}
+        return subprocess.Popen(  # noqa: S603 - argv comes from the task payload by design
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out_fd,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            close_fds=True,
+            **kwargs,  # type: ignore[call-overload]
+        )
+
+    async def _poll(self, tree: ProcessTree, exited: asyncio.Future[object]) -> None:
+        """Remember descendants while the command runs, so that ones which later leave the
+        session or get re-parented are still known when the tree is killed."""
+        intervals = iter(POLL_INTERVALS)
+        while not exited.done():
+            await asyncio.sleep(next(intervals, POLL_STEADY))
+            await asyncio.to_thread(tree.refresh)
+
+    async def _stop(
+        self, tree: ProcessTree, exited: asyncio.Future[tuple[int, resource.struct_rusage]]
+    ) -> None:
+        """Interrupt → grace → kill (max run time: kill at once)."""
+        if self._reason is not CancelReason.MAX_RUN_TIME and self.grace > 0:
+            await asyncio.to_thread(tree.signal, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), self.grace)
+        await kill_tree(tree)
+
+    async def _finish(
+        self,
+        tree: ProcessTree,
+        exited: asyncio.Future[tuple[int, resource.struct_rusage]],
+        eof: asyncio.Future[None],
+        transport: asyncio.ReadTransport,
+    ) -> None:
+        """After the leader is done: kill what is left, reap, drain the pipe, close it."""
+        if not exited.done():
+            await kill_tree(tree)
+        with contextlib.suppress(Exception):
+            await exited
+        await kill_tree(tree)
+        if self._sweep is not None:
+            await self._sweep()
+        try:
+            await asyncio.wait_for(asyncio.shield(eof), EOF_WAIT)
+        except TimeoutError:
+            log.warning("output pipe of command %d still open after its processes were killed", tree.leader)
+        transport.close()
+
+
+def _returncode(exited: asyncio.Future[tuple[int, resource.struct_rusage]]) -> int:
+    if exited.done() and not exited.cancelled() and exited.exception() is None:
+        code, sig = _decode_status(exited.result()[0])
+        return -sig if sig is not None else code
+    return -1
+
+
+def _decode_status(status: int) -> tuple[int, int | None]:
+    """``(exit code, signal)``; a signal death is exit code -1 as in Go's ``ExitCode()``."""
+    if os.WIFSIGNALED(status):
+        return -1, os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    return -1, None
+
+
+def _start_error_message(argv: Sequence[str], error: BaseException) -> str:
+    name = argv[0] if argv else "<empty command>"
+    if isinstance(error, FileNotFoundError):
+        return (
+            f"could not start command {name!r}: no such file or directory (not found in PATH or cwd missing)"
+        )
+    if isinstance(error, PermissionError):
+        return f"could not start command {name!r}: permission denied (not executable?)"
+    if isinstance(error, OSError) and error.strerror:
+        return f"could not start command {name!r}: {error.strerror}"
+    return f"could not start command {name!r}: {error}"

@@ -1,0 +1,113 @@
+"""The simple engine: generic-worker's *insecure* engine (tasks run as the worker's own user).
+
+Each run gets ``<tasksDir>/task_<taskIdPrefix>_<runId>``; commands run there as the worker user,
+in their own session, and everything they start is killed when each command ends. The default
+environment is the worker's own minus ``TASKCLUSTER_ACCESS_TOKEN`` (spec §2.2). Nothing is
+isolated from the task (the seed document's warning: it can read the worker's config); the only
+guarantees are that artifacts cannot name paths outside the task directory and that no process
+outlives its command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import os
+import pwd
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tcworker.engines import artifact_reader
+from tcworker.engines.base import ArtifactFile, RunContext
+from tcworker.engines.hostsandbox import HostSandbox, artifact_problem, make_task_dir
+from tcworker.errors import ConfigError, MalformedPayload
+from tcworker.worker.taskdirs import task_dir_name
+
+if TYPE_CHECKING:
+    from tcworker.config import WorkerConfig
+
+HIDDEN_VARIABLES = ("TASKCLUSTER_ACCESS_TOKEN",)
+
+
+def worker_groups() -> list[str]:
+    """Names of the worker user's groups, except the one named like the user (generic-worker)."""
+    user = pwd.getpwuid(os.getuid()).pw_name
+    names: set[str] = set()
+    for gid in {os.getgid(), *os.getgroups()}:
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            continue
+    names.discard(user)
+    return sorted(names)
+
+
+def go_list(items: Sequence[str]) -> str:
+    """A list as Go's ``%v`` prints it (``[a b]``), for generic-worker's messages."""
+    return "[" + " ".join(items) + "]"
+
+
+class SimpleSandbox(HostSandbox):
+    """One run on the simple engine."""
+
+    def base_env(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if k not in HIDDEN_VARIABLES}
+
+    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
+        """The task's own files (no copy needed: the task runs as the worker user anyway)."""
+        try:
+            files = await asyncio.to_thread(artifact_reader.resolve, str(self.task_dir), path, kind)
+        except artifact_reader.Problem as p:
+            raise artifact_problem(p.reason, p.message) from None
+        return [ArtifactFile(rel, Path(real), size) for rel, real, size in files]
+
+    async def set_os_groups(self, groups: Sequence[str]) -> None:
+        """osGroups on the insecure engine: only groups the worker user already has (spec §2.6)."""
+        allowed = worker_groups()
+        missing = [g for g in groups if g not in allowed]
+        if missing:
+            raise MalformedPayload(
+                f"task definition contains unsupported osGroups: {go_list(missing)}\n"
+                f"allowed values (on this worker pool): {go_list(allowed)}"
+            )
+
+    async def destroy(self) -> None:
+        if self._destroyed:
+            return
+        self._destroyed = True
+        await self._remove_task_dir()
+
+
+class SimpleEngine:
+    """Runs generic-worker payloads as the worker's own user."""
+
+    name = "simple"
+
+    def __init__(self, kill_grace: float = 3.0) -> None:
+        self.kill_grace = kill_grace
+        self._config: WorkerConfig | None = None
+
+    async def initialise(self, config: WorkerConfig) -> None:
+        self._config = config
+        try:
+            config.tasks_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create tasksDir {str(config.tasks_dir)!r}: {e.strerror}") from e
+
+    def supported_payload_kinds(self) -> frozenset[str]:
+        return frozenset({"generic"})
+
+    async def prepare(self, run: RunContext) -> SimpleSandbox:
+        config = self._require_config()
+        task_dir = config.tasks_dir / task_dir_name(run.task_id, run.run_id)
+        await asyncio.to_thread(make_task_dir, task_dir)
+        return SimpleSandbox(task_dir, clean_up=bool(config.cleanUpTaskDirs), grace=self.kill_grace)
+
+    async def shutdown(self) -> None:
+        return None
+
+    def _require_config(self) -> WorkerConfig:
+        if self._config is None:
+            raise RuntimeError("engine used before initialise()")
+        return self._config

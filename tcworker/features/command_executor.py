@@ -1,0 +1,104 @@
+"""The command executor: the last feature, runs the payload's commands in the sandbox.
+
+Commands run in order, each in its own process group in the task directory, and the first one
+that does not succeed stops the sequence (spec/worker.md §2.1). The engine reports facts
+(``ProcessResult``); this module turns them into the run's error, generic-worker style:
+non-zero exit → ``failed`` (or ``intermittent-task`` when listed in ``onExitStatus.retry``),
+could not start → ``failed``, aborted → by the recorded reason (max run time → ``failed``,
+worker shutdown → ``worker-shutdown``, cancelled → nothing reported).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from tcworker.engines.base import EXIT_ABORTED, CancelReason, ProcessResult
+from tcworker.errors import IntermittentTask, TaskCancelled, TaskError, TaskFailed, WorkerShutdown
+from tcworker.features.base import Feature, RunHandle, TaskFeature
+from tcworker.worker.durations import go_duration
+
+LABEL_WIDTH = 32
+
+
+def error_for_abort(reason: CancelReason) -> TaskError:
+    if reason is CancelReason.MAX_RUN_TIME:
+        return TaskFailed(f"Task aborted - {reason}")
+    if reason is CancelReason.WORKER_STOPPING:
+        return WorkerShutdown(f"Task aborted - {reason}")
+    return TaskCancelled(f"Task aborted - {reason}")
+
+
+def error_for_result(result: ProcessResult, retry_codes: frozenset[int]) -> TaskError | None:
+    """The error a command's result means for the run, or ``None`` when it succeeded."""
+    if result.cancel_reason is not None:
+        return error_for_abort(result.cancel_reason)
+    if result.start_error is not None:
+        return TaskFailed(result.start_error)
+    if result.exit_code == 0:
+        return None
+    if result.exit_code in retry_codes:
+        return IntermittentTask(f"Task appears to have failed intermittently - exit code {result.exit_code} found in task payload.onExitStatus.retry list")
+    if result.signal is not None:
+        return TaskFailed(f"process killed by signal {result.signal}")
+    return TaskFailed(f"exit status {result.exit_code}")
+
+
+def footer_lines(result: ProcessResult) -> list[str]:
+    if result.cancel_reason is not None:
+        return [f"Command ABORTED after {go_duration(result.wall_time)}: process aborted ({result.cancel_reason})"]
+    return [
+        f"{'Exit Code':>{LABEL_WIDTH}}: {result.exit_code}",
+        f"{'User Time':>{LABEL_WIDTH}}: {go_duration(result.user_time)}",
+        f"{'Kernel Time':>{LABEL_WIDTH}}: {go_duration(result.system_time)}",
+        f"{'Wall Time':>{LABEL_WIDTH}}: {go_duration(result.wall_time)}",
+        f"{'Result':>{LABEL_WIDTH}}: {'SUCCEEDED' if result.succeeded else 'FAILED'}",
+    ]
+
+
+class CommandExecutorFeature(Feature):
+    name = "commandExecutor"
+
+    def for_run(self, run: RunHandle) -> TaskFeature | None:
+        return CommandExecutorTaskFeature(run)
+
+
+class CommandExecutorTaskFeature(TaskFeature):
+    def __init__(self, run: RunHandle) -> None:
+        self.run = run
+
+    async def start(self) -> None:
+        run = self.run
+        run.outcome.commands_started = True
+        env = run.command_env()
+        started = time.monotonic()
+        run.log.info("=== Task Starting ===")
+        error: TaskError | None = None
+        try:
+            for i, argv in enumerate(run.model.commands):
+                if run.abort_reason is not None:
+                    error = error_for_abort(run.abort_reason)
+                    run.outcome.last_result = ProcessResult(exit_code=EXIT_ABORTED, cancel_reason=run.abort_reason)
+                    break
+                run.log.info(f"Executing command {i}: {shlex.join(argv) if argv else '(image default command)'}")
+                result = await run.sandbox.execute(argv, env, run.log)
+                if result.cancel_reason is None and run.abort_reason is not None and not result.succeeded:
+                    # Aborted from outside while the process was dying anyway: keep the reason.
+                    result = ProcessResult(
+                        exit_code=EXIT_ABORTED,
+                        cancel_reason=run.abort_reason,
+                        wall_time=result.wall_time,
+                    )
+                run.outcome.last_result = result
+                if result.start_error:
+                    run.log.error(result.start_error)
+                for line in footer_lines(result):
+                    run.log.info(line)
+                error = error_for_result(result, run.model.retry_codes)
+                if error is not None:
+                    break
+        finally:
+            run.log.info("=== Task Finished ===")
+            run.log.info(f"Task Duration: {go_duration(time.monotonic() - started)}")
+        if error is not None:
+            raise error

@@ -1,0 +1,214 @@
+"""Endpoint declarations and the request pipeline every API method goes through.
+
+Each service declares its methods once as :class:`Endpoint` values (name, HTTP method, route
+with ``<param>`` placeholders, scope template, input schema) like Taskcluster's
+``builder.declare``. :class:`Router` matches the *raw* path, percent-decodes parameters, checks
+their patterns; :class:`Call` carries one request through authentication, body validation and
+authorization (`call.authorize(**extra_params)` renders the scope template, §4.7).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tcworker.platform.auth.service import Identity
+from tcworker.platform.errors import (
+    InsufficientScopes,
+    InternalServerError,
+    InvalidRequestArguments,
+)
+from tcworker.scopes import ScopeExpr, describe, expression_satisfied, missing_scopes
+
+SLUGID = r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$"
+IDENT = r"^[a-zA-Z0-9-_]{1,38}$"
+WORKER_TYPE = r"[a-z]([-a-z0-9]{0,36}[a-z0-9])?"
+PARAM_PATTERNS: dict[str, re.Pattern[str]] = {
+    "taskId": re.compile(SLUGID),
+    "taskGroupId": re.compile(SLUGID),
+    "provisionerId": re.compile(IDENT),
+    "workerGroup": re.compile(IDENT),
+    "workerId": re.compile(IDENT),
+    "workerType": re.compile(f"^{WORKER_TYPE}$"),
+    "taskQueueId": re.compile(f"^[a-zA-Z0-9-_]{{1,38}}/{WORKER_TYPE}$"),
+    "workerPoolId": re.compile(r"^[a-zA-Z0-9-_]{1,38}/[a-zA-Z0-9-_]{1,38}$"),
+    "runId": re.compile(r"^[1-9]*[0-9]+$"),
+    "name": re.compile(r"^[\x20-\x7e]+$"),
+}
+_PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
+_PLACEHOLDER = re.compile(r"<([^<>]+)>")
+
+
+class Reply:
+    """A non-default answer: status, optional JSON body, extra headers (e.g. 303 + Location)."""
+
+    def __init__(self, status: int, body: Any = None, headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+
+
+Handler = Callable[["Call"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One API method. ``greedy`` params may contain literal ``/`` (spec §1.2)."""
+
+    name: str
+    method: str
+    route: str
+    scopes: ScopeExpr | None
+    handler: Handler
+    input: str | None = None
+    greedy: frozenset[str] = frozenset()
+    query: tuple[str, ...] = ()
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    route_params: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    auto_authorize: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names: list[str] = []
+
+        def group(match: re.Match[str]) -> str:
+            name = match.group(1)
+            names.append(name)
+            return f"(?P<{name}>.+)" if name in self.greedy else f"(?P<{name}>[^/]+)"
+
+        regex = _PLACEHOLDER.sub(group, re.escape(self.route).replace(r"\<", "<").replace(r"\>", ">"))
+        object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
+        object.__setattr__(self, "route_params", tuple(names))
+        needed = _template_params(self.scopes) if self.scopes is not None else set()
+        object.__setattr__(self, "auto_authorize", needed <= set(names))
+
+
+def _template_params(expr: Any) -> set[str]:
+    if isinstance(expr, str):
+        return set(_PLACEHOLDER.findall(expr))
+    if isinstance(expr, list):
+        return set().union(*(_template_params(e) for e in expr)) if expr else set()
+    if isinstance(expr, dict):
+        if "for" in expr:
+            return {expr["in"]} | (_template_params(expr["each"]) - {expr["for"]})
+        if "if" in expr:
+            return {expr["if"]} | _template_params(expr.get("then")) | _template_params(expr.get("else"))
+        return set().union(*(_template_params(v) for v in expr.values()))
+    return set()
+
+
+def render(expr: Any, params: Mapping[str, Any]) -> Any:
+    """Fill ``<param>`` placeholders; expand ``for/in/each`` and ``if/then/else`` (§4.7)."""
+    if isinstance(expr, str):
+        return _PLACEHOLDER.sub(lambda m: str(params[m.group(1)]), expr)
+    if "AllOf" in expr or "AnyOf" in expr:
+        key = "AllOf" if "AllOf" in expr else "AnyOf"
+        out: list[Any] = []
+        for sub in expr[key]:
+            value = render(sub, params)
+            out.extend(value if isinstance(value, list) else [value])
+        return {key: out}
+    if "for" in expr:
+        return [
+            _PLACEHOLDER.sub(lambda m, v=v: str(v if m.group(1) == expr["for"] else params[m.group(1)]), expr["each"])
+            for v in params[expr["in"]]
+        ]
+    if "if" in expr:
+        branch = expr.get("then") if params.get(expr["if"]) else expr.get("else")
+        return {"AllOf": []} if branch is None else render(branch, params)
+    raise ValueError(f"bad scope template {expr!r}")
+
+
+class Router:
+    """Endpoints of one service, matched against the raw (still-encoded) route path."""
+
+    def __init__(self, service: str, endpoints: list[Endpoint]) -> None:
+        self.service = service
+        self.endpoints = endpoints
+
+    def match(self, method: str, raw_route: str) -> tuple[Endpoint, dict[str, str]] | None:
+        """The endpoint for ``method`` and its decoded params, or None when nothing matches."""
+        for ep in self.endpoints:
+            if ep.method != method and not (ep.method == "GET" and method == "HEAD"):
+                continue
+            m = ep.pattern.match(raw_route)
+            if m is not None:
+                return ep, decode_params(ep, m.groupdict())
+        return None
+
+
+def decode_params(ep: Endpoint, raw: Mapping[str, str]) -> dict[str, str]:
+    """Percent-decode each parameter and check it against its pattern (400 otherwise)."""
+    params: dict[str, str] = {}
+    for name, value in raw.items():
+        decoded = urllib.parse.unquote(value, errors="replace")
+        pattern = PARAM_PATTERNS.get(name, _PRINTABLE)
+        if not pattern.match(decoded):
+            raise InvalidRequestArguments(
+                f"Invalid value for parameter `{name}`: {decoded[:200]!r} does not match {pattern.pattern}"
+            )
+        if name == "runId" and int(decoded) > 1000:
+            raise InvalidRequestArguments(f"runId {decoded} is out of range (0..1000)")
+        params[name] = decoded
+    return params
+
+
+class Call:
+    """One request in flight: route params, query, validated payload, identity, authorization."""
+
+    __slots__ = ("endpoint", "params", "query", "payload", "identity", "authorized", "root_url", "request")
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        params: dict[str, str],
+        query: Mapping[str, str],
+        payload: Any,
+        identity: Identity,
+        root_url: str,
+        request: Any,
+    ) -> None:
+        self.endpoint = endpoint
+        self.params = params
+        self.query = query
+        self.payload = payload
+        self.identity = identity
+        self.authorized = False
+        self.root_url = root_url
+        self.request = request
+
+    def authorize(self, **extra: Any) -> None:
+        """Check the endpoint's scope template with route params plus ``extra``; 403 names what is missing."""
+        self.authorized = True
+        template = self.endpoint.scopes
+        if template is None:
+            return
+        try:
+            expr = render(template, {**self.params, **extra})
+        except (KeyError, ValueError) as exc:
+            raise InternalServerError(f"cannot render scopes of {self.endpoint.name}: {exc}") from exc
+        if isinstance(expr, list):
+            expr = {"AllOf": expr}
+        if not expression_satisfied(self.identity.scopes, expr):
+            missing = missing_scopes(self.identity.scopes, expr)
+            who = self.identity.client_id or "anonymous (no credentials)"
+            raise InsufficientScopes(
+                f"Client `{who}` lacks the scopes required for {self.endpoint.name}.\n\n"
+                f"Missing scopes:\n{describe(missing if missing is not None else expr)}\n\n"
+                f"Required scopes expression:\n{json.dumps(expr)}",
+                details={"required": expr, "missing": missing},
+            )
+
+    def limit(self) -> int:
+        raw = self.query.get("limit")
+        if raw is None:
+            return 1000
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise InvalidRequestArguments("limit must be an integer between 1 and 1000")
+        return int(raw)
+
+    def continuation(self) -> str | None:
+        return self.query.get("continuationToken") or None

@@ -1,0 +1,1 @@
+"""Auth service of the local platform: clients, roles, Hawk, temporary credentials."""

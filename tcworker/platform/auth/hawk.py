@@ -1,0 +1,152 @@
+"""Hawk request authentication (header scheme and bewit), using ``mohawk`` like the client does.
+
+Only the wire format lives here: parse the header or bewit, decode ``ext``, verify MAC, payload
+hash and timestamp with a key chosen by the caller (``service.py`` picks permanent or derived
+keys). Everything is checked against the raw, still-percent-encoded path (spec §4.2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mohawk
+import mohawk.base
+import mohawk.exc
+import mohawk.util
+
+from tcworker.platform.errors import AuthenticationFailed
+
+SKEW_SECONDS = 15 * 60
+_BEWIT_QUERY = re.compile(r"(^|&)bewit=([^&]*)")
+_B64URL = re.compile(r"^[\w-]*=*$")
+
+
+@dataclass(frozen=True)
+class HawkRequest:
+    """What a request looks like to Hawk: method, the raw resource, host, port, body."""
+
+    method: str
+    resource: str  # raw path + "?" + raw query, exactly as sent
+    host: str
+    port: int
+    content: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Presented:
+    """Identity claimed by a request before verification: the client id and its decoded ext."""
+
+    client_id: str
+    ext: dict[str, Any]
+    raw_ext: str
+    bewit: tuple[str, str] | None = None  # (expiration, mac) for bewit requests
+    header: str | None = None
+
+
+def decode_ext(raw: str | None) -> dict[str, Any]:
+    """Base64 (either alphabet, padding optional) of a JSON object; '' means {}."""
+    if not raw:
+        return {}
+    try:
+        text = raw.replace("-", "+").replace("_", "/")
+        text += "=" * (-len(text) % 4)
+        value = json.loads(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise AuthenticationFailed("Failed to parse ext") from exc
+    if not isinstance(value, dict):
+        raise AuthenticationFailed("Failed to parse ext")
+    return value
+
+
+def parse_header(header: str) -> Presented:
+    try:
+        attrs = mohawk.util.parse_authorization_header(header)
+    except (mohawk.exc.HawkFail, ValueError) as exc:
+        raise AuthenticationFailed(f"Bad Hawk Authorization header: {exc}") from exc
+    for key in ("id", "ts", "nonce", "mac"):
+        if key not in attrs:
+            raise AuthenticationFailed(f"Bad Hawk Authorization header: missing {key}")
+    raw_ext = attrs.get("ext", "")
+    return Presented(client_id=attrs["id"], ext=decode_ext(raw_ext), raw_ext=raw_ext, header=header)
+
+
+def split_bewit(query: str) -> tuple[str | None, str]:
+    """(bewit token or None, query without the bewit parameter) — as Hawk strips it."""
+    match = _BEWIT_QUERY.search(query)
+    if match is None:
+        return None, query
+    start, end = match.span()
+    if match.group(1) == "&":
+        stripped = query[:start] + query[end:]
+    else:
+        stripped = query[end + 1 :] if end < len(query) and query[end] == "&" else query[end:]
+    return match.group(2), stripped
+
+
+def parse_bewit(token: str) -> Presented:
+    if not _B64URL.match(token):
+        raise AuthenticationFailed("Invalid bewit encoding")
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise AuthenticationFailed("Invalid bewit encoding") from exc
+    parts = text.split("\\")
+    if len(parts) != 4 or not parts[0] or not parts[1].isdigit():
+        raise AuthenticationFailed("Invalid bewit structure")
+    client_id, exp, mac, raw_ext = parts
+    return Presented(client_id=client_id, ext=decode_ext(raw_ext), raw_ext=raw_ext, bewit=(exp, mac))
+
+
+def _url(req: HawkRequest, resource: str) -> str:
+    return f"http://{req.host}:{req.port}{resource}"
+
+
+def verify(presented: Presented, req: HawkRequest, key: str, *, now: Callable[[], float] = time.time) -> None:
+    """Check MAC (+ payload hash, timestamp) or bewit MAC (+ expiry); raise 401 on mismatch."""
+    credentials = {"id": presented.client_id, "key": key, "algorithm": "sha256"}
+    if presented.bewit is None:
+        assert presented.header is not None
+        try:
+            mohawk.Receiver(
+                lambda _id: credentials,
+                presented.header,
+                _url(req, req.resource),
+                req.method,
+                content=req.content,
+                content_type=req.content_type,
+                accept_untrusted_content=True,
+                timestamp_skew_in_seconds=SKEW_SECONDS,
+            )
+        except mohawk.exc.TokenExpired as exc:
+            raise AuthenticationFailed("Stale timestamp") from exc
+        except mohawk.exc.MisComputedContentHash as exc:
+            raise AuthenticationFailed("Bad payload hash") from exc
+        except (mohawk.exc.HawkFail, ValueError, TypeError) as exc:
+            raise AuthenticationFailed("Bad mac") from exc
+        return
+    exp, mac = presented.bewit
+    if req.method not in ("GET", "HEAD"):
+        raise AuthenticationFailed("bewit is only allowed for GET requests")
+    resource = mohawk.base.Resource(
+        url=_url(req, req.resource),
+        method="GET",
+        credentials=credentials,
+        timestamp=exp,
+        nonce="",
+        ext=presented.raw_ext or None,
+    )
+    expected = mohawk.util.calculate_mac("bewit", resource, None)
+    if isinstance(expected, bytes):
+        expected = expected.decode("ascii")
+    if not mohawk.util.strings_match(expected, mac):
+        raise AuthenticationFailed("Bad mac")
+    if int(exp) <= now():
+        raise AuthenticationFailed("Access expired")

@@ -1,0 +1,181 @@
+"""Who is calling, and with which scopes: static clients, roles and the validation steps of §4.6.
+
+`AuthService.authenticate` turns a request into an :class:`Identity` (client id, expanded
+scopes) or raises ``401``. It never imports aiohttp; ``api.py`` hands it a ``HawkRequest``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tcworker.platform.auth import hawk, tempcreds
+from tcworker.platform.auth.roles import RoleMap, normalise
+from tcworker.platform.errors import AuthenticationFailed
+from tcworker.scopes import scope_satisfied
+
+ROOT_CLIENT_ID = "static/taskcluster/root"
+QUEUE_CLIENT_ID = "static/taskcluster/queue"
+
+DEFAULT_ANONYMOUS_SCOPES = (
+    "queue:get-artifact:public/*",
+    "queue:get-task:*",
+    "queue:status:*",
+    "queue:list-artifacts:*",
+    "queue:list-task-group:*",
+    "queue:list-dependent-tasks:*",
+    "queue:pending-count:*",
+    "purge-cache:purge-requests:*",
+    "index:find-task:*",
+)
+_SCOPE = re.compile(r"^[\x20-\x7e]*$")
+
+
+class ClientsFileError(ValueError):
+    """The ``--clients`` YAML file is unusable; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Client:
+    client_id: str
+    access_token: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The authenticated caller: ``client_id`` is None for anonymous requests."""
+
+    client_id: str | None
+    scopes: tuple[str, ...]
+    expires_ms: int | None = None
+    unexpanded: tuple[str, ...] = field(default=())
+
+    def satisfies(self, scope: str) -> bool:
+        return scope_satisfied(self.scopes, scope)
+
+
+def load_clients_file(path: Path) -> tuple[list[Client], dict[str, list[str]]]:
+    """Parse ``clients: [{clientId, accessToken, scopes}]`` and ``roles: [{roleId, scopes}]``."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ClientsFileError(f"{path}: cannot read: {exc}") from exc
+    problems: list[str] = []
+    clients: list[Client] = []
+    roles: dict[str, list[str]] = {}
+    if not isinstance(doc, dict):
+        raise ClientsFileError(f"{path}: top level must be a mapping with `clients` and `roles`")
+    for key in doc:
+        if key not in ("clients", "roles"):
+            problems.append(f"unknown key {key!r}")
+
+    def scopes_of(entry: Mapping[str, Any], where: str) -> list[str]:
+        scopes = entry.get("scopes", [])
+        if not isinstance(scopes, list) or not all(isinstance(s, str) and _SCOPE.match(s) for s in scopes):
+            problems.append(f"{where}: scopes must be a list of printable-ASCII strings")
+            return []
+        if any(s.endswith("**") for s in scopes):
+            problems.append(f"{where}: scopes may not end in **")
+        return list(scopes)
+
+    for i, entry in enumerate(doc.get("clients") or []):
+        where = f"clients[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: must be a mapping")
+            continue
+        cid, token = entry.get("clientId"), entry.get("accessToken")
+        if not isinstance(cid, str) or not cid or not _SCOPE.match(cid):
+            problems.append(f"{where}: clientId must be a non-empty printable string")
+        if not isinstance(token, str) or not token:
+            problems.append(f"{where}: accessToken must be a non-empty string")
+        scopes = scopes_of(entry, where)
+        if isinstance(cid, str) and isinstance(token, str):
+            clients.append(Client(cid, token, tuple(scopes)))
+    for i, entry in enumerate(doc.get("roles") or []):
+        where = f"roles[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("roleId"), str):
+            problems.append(f"{where}: must be a mapping with a string roleId")
+            continue
+        roles[entry["roleId"]] = scopes_of(entry, where)
+    if problems:
+        raise ClientsFileError(f"{path}: " + "; ".join(problems))
+    return clients, roles
+
+
+class AuthService:
+    """Static clients and roles, plus request authentication."""
+
+    def __init__(self, clients: Iterable[Client], roles: Mapping[str, Sequence[str]]) -> None:
+        self.clients = {c.client_id: c for c in clients}
+        merged = {"anonymous": list(DEFAULT_ANONYMOUS_SCOPES), **roles}
+        self.roles = RoleMap(merged)
+        self._anonymous = Identity(None, self.roles.expand(["assume:anonymous"]))
+
+    def client(self, client_id: str) -> Client | None:
+        return self.clients.get(client_id)
+
+    def expand(self, scopes: Iterable[str]) -> tuple[str, ...]:
+        return self.roles.expand(scopes)
+
+    def authenticate(
+        self, *, header: str | None, bewit: str | None, request: hawk.HawkRequest
+    ) -> Identity:
+        """Steps 1-6 of §4.6. No credentials at all → the anonymous identity."""
+        if header is None and bewit is None:
+            return self._anonymous
+        if header is not None and bewit is not None:
+            raise AuthenticationFailed("Cannot use both an Authorization header and a bewit")
+        presented = hawk.parse_header(header) if header is not None else hawk.parse_bewit(bewit or "")
+        key, scopes, expires_ms = self._key_and_scopes(presented)
+        hawk.verify(presented, request, key)
+        unexpanded = tuple(scopes) + ("assume:anonymous",)
+        return Identity(presented.client_id, self.roles.expand(unexpanded), expires_ms, unexpanded)
+
+    def _key_and_scopes(self, presented: hawk.Presented) -> tuple[str, Sequence[str], int | None]:
+        ext = presented.ext
+        cert = ext.get("certificate")
+        issuer_id = presented.client_id
+        if cert is not None:
+            cert = tempcreds.check_shape(cert)
+            if "issuer" in cert:
+                issuer_id = cert["issuer"]
+                if issuer_id == presented.client_id:
+                    raise AuthenticationFailed("ext.certificate.issuer must differ from the clientId")
+        issuer = self.clients.get(issuer_id)
+        if issuer is None:
+            raise AuthenticationFailed(f"Client `{issuer_id}` not found")
+        issuer_scopes = self.roles.expand((*issuer.scopes, "assume:anonymous"))
+        key, scopes, expires_ms = issuer.access_token, issuer.scopes, None
+        if cert is not None:
+            now_ms = int(time.time() * 1000)
+            if "issuer" in cert:
+                if not scope_satisfied(issuer_scopes, f"auth:create-client:{presented.client_id}"):
+                    raise AuthenticationFailed(
+                        f"issuer `{issuer_id}` lacks auth:create-client:{presented.client_id}"
+                    )
+            elif "clientId" in cert:
+                raise AuthenticationFailed("ext.certificate.clientId is not allowed")
+            if not all(scope_satisfied(issuer_scopes, s) for s in cert["scopes"]):
+                raise AuthenticationFailed("ext.certificate issuer lacks scopes it granted")
+            check = tempcreds.verify(
+                cert, client_id=presented.client_id, issuer_token=issuer.access_token, now_ms=now_ms
+            )
+            key, scopes, expires_ms = check.access_token, check.scopes, check.expiry_ms
+        authorized = ext.get("authorizedScopes")
+        if authorized is not None:
+            if not isinstance(authorized, list) or not all(
+                isinstance(s, str) and _SCOPE.match(s) for s in authorized
+            ):
+                raise AuthenticationFailed("ext.authorizedScopes must be an array of valid scopes")
+            held = self.roles.expand((*scopes, "assume:anonymous"))
+            if not all(scope_satisfied(held, s) for s in authorized):
+                raise AuthenticationFailed("ext.authorizedScopes must be satisfied by the client's scopes")
+            scopes = list(authorized)
+        return key, normalise(scopes), expires_ms

@@ -1,0 +1,127 @@
+"""Temporary credentials: issuing and validating certificates exactly as Taskcluster does (§4.5/§4.6).
+
+The queue issues *named* temporary credentials for task runs and artifact up/downloads; any client
+may present credentials made by ``taskcluster.createTemporaryCredentials``. Validation follows the
+auth service step by step, with its 5-minute skew allowance.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import slugid
+
+from tcworker.platform.errors import AuthenticationFailed
+
+SKEW_MS = 5 * 60 * 1000
+MAX_LIFETIME_MS = 31 * 24 * 3600 * 1000
+_SCOPE = re.compile(r"^[\x20-\x7e]*$")
+
+
+def _signed_string(cert: dict[str, Any], name: str | None) -> bytes:
+    lines = [f"version:{cert['version']}"]
+    if name is not None:
+        lines += [f"clientId:{name}", f"issuer:{cert['issuer']}"]
+    lines += [f"seed:{cert['seed']}", f"start:{cert['start']}", f"expiry:{cert['expiry']}", "scopes:"]
+    lines += list(cert["scopes"])
+    return "\n".join(lines).encode()
+
+
+def derive_access_token(issuer_token: str, seed: str) -> str:
+    """URL-safe base64 without padding of HMAC-SHA256(issuer token, seed)."""
+    digest = hmac.new(issuer_token.encode(), seed.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def issue(
+    issuer_id: str,
+    issuer_token: str,
+    *,
+    name: str,
+    scopes: Sequence[str],
+    start_ms: int,
+    expiry_ms: int,
+) -> dict[str, str]:
+    """Named temporary credentials ``{"clientId", "accessToken", "certificate"}``."""
+    cert: dict[str, Any] = {
+        "version": 1,
+        "scopes": list(scopes),
+        "start": int(start_ms),
+        "expiry": int(expiry_ms),
+        "seed": slugid.nice() + slugid.nice(),
+        "issuer": issuer_id,
+    }
+    mac = hmac.new(issuer_token.encode(), _signed_string(cert, name), hashlib.sha256).digest()
+    cert["signature"] = base64.b64encode(mac).decode()
+    return {
+        "clientId": name,
+        "accessToken": derive_access_token(issuer_token, cert["seed"]),
+        "certificate": json.dumps(cert, separators=(",", ":")),
+    }
+
+
+@dataclass(frozen=True)
+class CertificateCheck:
+    """What a valid certificate grants: the Hawk key, the scopes and when it stops working."""
+
+    access_token: str
+    scopes: tuple[str, ...]
+    expiry_ms: int
+
+
+def _fail(why: str) -> AuthenticationFailed:
+    return AuthenticationFailed(f"ext.certificate is invalid: {why}")
+
+
+def check_shape(cert: Any) -> dict[str, Any]:
+    """Structural checks of step 3 (types, version, seed); raises 401 on any problem."""
+    if not isinstance(cert, dict):
+        raise _fail("not an object")
+    if cert.get("version") != 1:
+        raise _fail("version must be 1")
+    seed = cert.get("seed")
+    if not isinstance(seed, str) or len(seed) != 44:
+        raise _fail("seed must be a 44-character string")
+    for key in ("start", "expiry"):
+        value = cert.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(f"{key} must be a number")
+    scopes = cert.get("scopes")
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and _SCOPE.match(s) for s in scopes):
+        raise _fail("scopes must be an array of valid scopes")
+    if not isinstance(cert.get("signature"), str):
+        raise _fail("signature must be a string")
+    if "issuer" in cert and not isinstance(cert["issuer"], str):
+        raise _fail("issuer must be a string")
+    return cert
+
+
+def verify(cert: dict[str, Any], *, client_id: str, issuer_token: str, now_ms: int) -> CertificateCheck:
+    """Times, lifetime and signature (scope checks against the issuer are the caller's job)."""
+    start, expiry = cert["start"], cert["expiry"]
+    if start > now_ms + SKEW_MS:
+        raise _fail("start is in the future")
+    if expiry < now_ms - SKEW_MS:
+        raise AuthenticationFailed("temporary credentials have expired")
+    if expiry - start > MAX_LIFETIME_MS:
+        raise _fail("credentials cannot last longer than 31 days")
+    name = client_id if "issuer" in cert else None
+    try:
+        signed = _signed_string(cert, name)
+    except (KeyError, TypeError) as exc:
+        raise _fail("cannot rebuild the signed string") from exc
+    expected = base64.b64encode(hmac.new(issuer_token.encode(), signed, hashlib.sha256).digest()).decode()
+    if not hmac.compare_digest(expected.encode(), str(cert["signature"]).encode()):
+        raise _fail("signature does not match")
+    return CertificateCheck(
+        access_token=derive_access_token(issuer_token, cert["seed"]),
+        scopes=tuple(cert["scopes"]),
+        expiry_ms=int(expiry),
+    )

@@ -1,0 +1,94 @@
+"""Platform error kinds and the one JSON error body every service answers with (spec §1.5).
+
+Service code raises :class:`PlatformError` subclasses only; the error middleware in ``app.py``
+turns them into ``{"code", "message", "requestInfo"}`` with the status from :data:`STATUS`.
+Anything else escaping a handler is a bug and becomes ``500 InternalServerError`` in the same
+shape, so clients always see Taskcluster's error format.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tcworker import tctime
+
+STATUS: dict[str, int] = {
+    "MalformedPayload": 400,
+    "InvalidRequestArguments": 400,
+    "InputValidationError": 400,
+    "InputError": 400,
+    "NoMatchingBackend": 400,
+    "AuthenticationFailed": 401,
+    "InsufficientScopes": 403,
+    "ResourceNotFound": 404,
+    "MethodNotAllowed": 405,
+    "NoMatchingMethod": 406,
+    "RequestConflict": 409,
+    "ResourceExpired": 410,
+    "InputTooLarge": 413,
+    "InternalServerError": 500,
+}
+
+
+class PlatformError(Exception):
+    """An error with a Taskcluster error code; ``code`` picks the HTTP status."""
+
+    code = "InternalServerError"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.code]
+
+
+def _kind(code: str) -> type[PlatformError]:
+    return type(code, (PlatformError,), {"code": code, "__doc__": f"Taskcluster error `{code}`."})
+
+
+MalformedPayload = _kind("MalformedPayload")
+InvalidRequestArguments = _kind("InvalidRequestArguments")
+InputValidationError = _kind("InputValidationError")
+InputError = _kind("InputError")
+NoMatchingBackend = _kind("NoMatchingBackend")
+AuthenticationFailed = _kind("AuthenticationFailed")
+InsufficientScopes = _kind("InsufficientScopes")
+ResourceNotFound = _kind("ResourceNotFound")
+MethodNotAllowed = _kind("MethodNotAllowed")
+NoMatchingMethod = _kind("NoMatchingMethod")
+RequestConflict = _kind("RequestConflict")
+ResourceExpired = _kind("ResourceExpired")
+InputTooLarge = _kind("InputTooLarge")
+InternalServerError = _kind("InternalServerError")
+
+
+def error_body(
+    code: str,
+    message: str,
+    *,
+    method: str = "unknown",
+    params: dict[str, Any] | None = None,
+    payload: Any = None,
+) -> bytes:
+    """The upstream error document: message followed by the `---` footer, plus requestInfo."""
+    now = tctime.to_json(tctime.now())
+    status = STATUS.get(code, 500)
+    footer = (
+        f"\n\n---\n\n* method:     {method}\n* errorCode:  {code}\n"
+        f"* statusCode: {status}\n* time:       {now}"
+    )
+    body = {
+        "code": code,
+        "message": message + footer,
+        "requestInfo": {
+            "method": method,
+            "params": params or {},
+            "payload": payload if payload is not None else {},
+            "time": now,
+        },
+    }
+    return json.dumps(body, separators=(",", ":"), default=str).encode()

@@ -1,0 +1,1 @@
+"""Object service of the local platform: uploads, downloads, content on disk."""

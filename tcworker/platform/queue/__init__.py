@@ -1,0 +1,1 @@
+"""Queue service of the local platform: tasks, runs, claims, artifacts."""

@@ -1,0 +1,100 @@
+"""Official request schemas, compiled once, with Taskcluster's "fill in defaults, then validate".
+
+The schemas are the self-contained draft-06 copies shipped in ``tcworker/schemas/queue/``
+(MPL-2.0, unmodified). Upstream validates with ajv ``useDefaults``; :func:`fill_defaults` does
+the same for object properties before validation, so handlers always see every default.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jsonschema
+
+from tcworker import tctime
+from tcworker.platform.errors import InputValidationError
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]*$")
+
+
+def _is_datetime(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if "T" not in value and "t" not in value:
+        return False
+    try:
+        tctime.parse(value)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
+def _is_uri(value: object) -> bool:
+    return not isinstance(value, str) or bool(_URI.match(value))
+
+
+def format_checker() -> jsonschema.FormatChecker:
+    checker = jsonschema.FormatChecker(formats=())
+    checker.checks("date-time")(_is_datetime)
+    checker.checks("uri")(_is_uri)
+    return checker
+
+
+def load_schema(relative: str) -> dict[str, Any]:
+    """``relative`` like ``queue/create-task-request.json`` under ``tcworker/schemas/queue``."""
+    path = importlib.resources.files("tcworker") / "schemas" / "queue" / relative
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def fill_defaults(schema: dict[str, Any], instance: Any) -> None:
+    """Insert ``default`` values of missing object properties, recursively (ajv useDefaults)."""
+    if isinstance(instance, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if not isinstance(sub, dict):
+                continue
+            if key not in instance and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+            if key in instance:
+                fill_defaults(sub, instance[key])
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            fill_defaults(schema["items"], item)
+
+
+class SchemaSet:
+    """Compiled validators keyed by schema path; ``patch`` adjusts a schema before compiling."""
+
+    def __init__(self) -> None:
+        self._checker = format_checker()
+        self._validators: dict[str, tuple[dict[str, Any], jsonschema.protocols.Validator]] = {}
+
+    def add(self, relative: str, patch: Callable[[dict[str, Any]], None] | None = None) -> None:
+        schema = load_schema(relative)
+        if patch is not None:
+            patch(schema)
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft6Validator)
+        self._validators[relative] = (schema, cls(schema, format_checker=self._checker))
+
+    def validate(self, relative: str, instance: Any) -> Any:
+        """Fill defaults into ``instance`` and validate it; raise 400 InputValidationError."""
+        if relative not in self._validators:
+            self.add(relative)
+        schema, validator = self._validators[relative]
+        fill_defaults(schema, instance)
+        errors = list(validator.iter_errors(instance))
+        if errors:
+            lines = []
+            for err in errors[:10]:
+                where = "/".join(str(p) for p in err.absolute_path)
+                text = err.message if len(err.message) < 500 else err.message[:500] + "..."
+                lines.append(f"  * data{'/' + where if where else ''}: {text}")
+            schema_id = schema.get("$id", relative)
+            raise InputValidationError(
+                f"Schema Validation Failed!\nRejecting Schema: {schema_id}\nErrors:\n" + "\n".join(lines)
+            )
+        return instance

@@ -1,0 +1,1 @@
+"""SQLite storage of the local platform: one writer thread, numbered immutable migrations."""

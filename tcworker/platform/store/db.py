@@ -1,0 +1,129 @@
+"""The platform's SQLite database: WAL mode, migrations, and the one thread that touches it.
+
+Every query runs on a single dedicated thread (a one-worker executor), so the event loop never
+blocks on SQLite and all transactions are naturally serialised; transitions are still written as
+compare-and-set ``UPDATE ... WHERE version = ?`` so a logic slip cannot double-hand a run.
+
+Durability: WAL with ``synchronous=NORMAL`` commits without an fsync per transaction. That is
+safe against ``kill -9`` of the server (a committed transaction is in the WAL file, in the OS page
+cache, and is replayed on the next open); only an OS crash or power loss may lose the last few
+commits, which is the trade-off the local platform makes for latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib.resources
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_PACKAGE = "tcworker.platform.store"
+
+
+def _migration_files() -> list[tuple[int, str, str]]:
+    """(number, name, sql) of every shipped migration, in order."""
+    found = []
+    for entry in (importlib.resources.files(_PACKAGE) / "migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class Database:
+    """Owns the connection and the writer thread; `run(fn, ...)` executes `fn(conn, ...)` there."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tcw-db")
+        self._conn: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+
+    async def open(self) -> None:
+        await self.run_raw(self._open)
+
+    def _open(self) -> None:
+        self._thread = threading.current_thread()
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        self._conn = conn
+        self._migrate(conn)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT)")
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for number, name, sql in _migration_files():
+            if number in done:
+                continue
+            record = f"INSERT INTO schema_migrations (version, name) VALUES ({number}, '{name}');"
+            try:
+                # One script, one transaction: a migration is applied whole or not at all.
+                conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\n{record}\nCOMMIT;")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    async def run_raw(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` inside one IMMEDIATE transaction on the writer thread."""
+        return await self.run_raw(self._transaction, fn, args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the writer thread without opening a write transaction."""
+        return await self.run_raw(self._plain, fn, args)
+
+    def _plain(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        assert self._conn is not None, "database not open"
+        return fn(self._conn, *args)
+
+    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._conn
+        assert conn is not None, "database not open"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self.run_raw(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def get_meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def ensure_meta(conn: sqlite3.Connection, key: str, make: Callable[[], str]) -> str:
+    """Read a persistent setting, creating it once with ``make()`` (e.g. the queue's issuer token)."""
+    value = get_meta(conn, key)
+    if value is None:
+        value = make()
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+    return value

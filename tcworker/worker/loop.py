@@ -1,0 +1,308 @@
+"""WorkerLoop: claim tasks up to free capacity, run them, and decide when the worker exits.
+
+spec/worker.md §1.5/§1.7: ``claimWork`` (the queue long-polls) for as many tasks as there is
+free capacity (capped so resolved + running never exceeds ``numberOfTasksToRun``); each claim
+becomes a ``TaskRun`` in its own asyncio task. A completion wakes the loop at once; empty or
+failed claims are rate-limited with backoff so an outage never turns into a busy loop or a crash.
+Exits: ``numberOfTasksToRun`` reached → 0, idle longer than ``idleTimeoutSecs`` → 68, SIGINT →
+let running tasks finish → 71, SIGTERM → abort running tasks (worker-shutdown, logs still
+uploaded) → 72, host unusable (tasks dir / disk space while idle) → 69.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tcworker.config import WorkerConfig
+from tcworker.engines.base import CancelReason, Engine
+from tcworker.exitcodes import ExitCode
+from tcworker.features.base import Feature
+from tcworker.worker.clients import Clients
+from tcworker.worker.taskdirs import remove_task_dirs, task_dir_name
+from tcworker.worker.tasklog import Listener
+from tcworker.worker.taskrun import TaskRun
+
+log = logging.getLogger(__name__)
+
+RESOLVED_COUNT_FILE = "tasks-resolved-count.txt"
+STATUS_FILE = "worker-status.json"
+EMPTY_CLAIM_PAUSE = 0.5  # after a claim that returned at once with nothing (the queue long-polls)
+MAX_ERROR_BACKOFF = 30.0
+NO_TASK_LOG_EVERY = 60.0
+
+
+class WorkerLoop:
+    """The worker's main loop; ``run()`` returns the process exit code."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        engine: Engine,
+        features: list[Feature],
+        clients: Clients,
+        state_dir: Path | None = None,
+        log_listeners: Callable[[str, int], list[Listener]] | None = None,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.features = features
+        self.clients = clients
+        self.state_dir = state_dir or Path.cwd()
+        self.log_listeners = log_listeners
+        self.install_signal_handlers = install_signal_handlers
+        self.running: dict[str, TaskRun] = {}  # "taskId/runId" → run
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._shutdown = False  # SIGTERM: abort running tasks, exit 72
+        self._stop = False  # SIGINT: finish running tasks, exit 71
+        self._exit_after_drain: ExitCode | None = None
+        self.resolved = self._read_resolved_count()
+        self._last_active = time.monotonic()
+        self._last_no_task_log = 0.0
+        self.scratch_root = config.tasks_dir / ".runs"
+        self.status_path = Path(tempfile.gettempdir()) / STATUS_FILE
+
+    # ---- external controls (signal handlers, tcworker local) -------------------------------
+    def request_shutdown(self) -> None:
+        """SIGTERM: abort every running task with worker-shutdown, claim nothing more, exit 72."""
+        if not self._shutdown:
+            log.warning("graceful termination requested: aborting %d running task(s)", len(self.running))
+        self._shutdown = True
+        for run in list(self.running.values()):
+            run.abort(CancelReason.WORKER_STOPPING)
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """SIGINT: stop claiming, let running tasks finish, exit 71."""
+        if not self._stop:
+            log.warning("interrupt: no more claims; waiting for %d running task(s)", len(self.running))
+        self._stop = True
+        self._wake.set()
+
+    # ---- state files ------------------------------------------------------------------------
+    def _read_resolved_count(self) -> int:
+        try:
+            return int((self.state_dir / RESOLVED_COUNT_FILE).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def _write_private(self, path: Path, text: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def _write_status(self) -> None:
+        try:
+            if self.running:
+                ids = sorted({key.split("/")[0] for key in self.running})
+                self._write_private(self.status_path, json.dumps({"currentTaskIds": ids}, indent=2) + "\n")
+            else:
+                self.status_path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("cannot update %s: %s", self.status_path, e)
+
+    # ---- main loop --------------------------------------------------------------------------
+    async def run(self) -> ExitCode:
+        loop = asyncio.get_running_loop()
+        if self.install_signal_handlers:
+            loop.add_signal_handler(signal.SIGTERM, self.request_shutdown)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        try:
+            self.config.tasks_dir.mkdir(parents=True, exist_ok=True)
+            self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            log.error("cannot create tasks directory %s: %s", self.config.tasks_dir, e)
+            return ExitCode.INTERNAL_ERROR
+        if self.config.cleanUpTaskDirs:
+            await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir)
+        try:
+            return await self._loop()
+        finally:
+            if self.install_signal_handlers:
+                loop.remove_signal_handler(signal.SIGTERM)
+                loop.remove_signal_handler(signal.SIGINT)
+            for run in list(self.running.values()):
+                run.abort(CancelReason.WORKER_STOPPING)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._write_status()
+
+    async def _loop(self) -> ExitCode:
+        error_backoff = 1.0
+        limit = self.config.numberOfTasksToRun
+        while True:
+            self._wake.clear()
+            if self._shutdown:
+                return await self._drain(ExitCode.WORKER_SHUTDOWN)
+            if self._stop:
+                return await self._drain(ExitCode.WORKER_STOPPED)
+            if self._exit_after_drain is not None:
+                return await self._drain(self._exit_after_drain)
+            if limit and self.resolved >= limit:
+                return await self._drain(ExitCode.TASKS_COMPLETE)
+            free = self.config.capacity - len(self.running)
+            if limit:
+                free = min(free, limit - self.resolved - len(self.running))
+            if not self.running and self._idle_expired():
+                log.info("idle for more than %ss: exiting", self.config.idleTimeoutSecs)
+                return ExitCode.IDLE_TIMEOUT
+            if free <= 0:
+                await self._wait(None)
+                continue
+            if not await self._ensure_disk_space():
+                if not self.running:
+                    return ExitCode.INTERNAL_ERROR
+                await self._wait(None)
+                continue
+            started = time.monotonic()
+            try:
+                claims = await self._claim(free)
+                error_backoff = 1.0
+            except Exception as e:
+                log.warning("claimWork failed: %s; retrying in %.0fs", e, error_backoff)
+                await self._wait(error_backoff)
+                error_backoff = min(error_backoff * 2, MAX_ERROR_BACKOFF)
+                continue
+            if claims is None:  # interrupted by a signal
+                continue
+            for claim in claims:
+                self._start_run(claim)
+            if not claims:
+                now = time.monotonic()
+                if now - self._last_no_task_log > NO_TASK_LOG_EVERY:
+                    log.info("no task claimed")
+                    self._last_no_task_log = now
+                if now - started < EMPTY_CLAIM_PAUSE:
+                    await self._wait(EMPTY_CLAIM_PAUSE)
+
+    def _idle_expired(self) -> bool:
+        idle = self.config.idleTimeoutSecs
+        return bool(idle) and time.monotonic() - self._last_active >= idle
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Sleep until woken (completion, signal) or ``timeout``; bounded by the idle deadline."""
+        if not self.running and self.config.idleTimeoutSecs:
+            left = self.config.idleTimeoutSecs - (time.monotonic() - self._last_active)
+            timeout = max(0.0, left) if timeout is None else min(timeout, max(0.0, left))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _claim(self, count: int) -> list[dict[str, Any]] | None:
+        """claimWork, raced against signals; ``None`` when a signal cut it short."""
+        queue = self.clients.queue()
+        body = {"workerGroup": self.config.workerGroup, "workerId": self.config.workerId, "tasks": count}
+        claim = asyncio.ensure_future(queue.claimWork(self.config.task_queue_id, body))
+        woken = asyncio.ensure_future(self._wake.wait())
+        timeout = None
+        if not self.running and self.config.idleTimeoutSecs:
+            timeout = max(0.1, self.config.idleTimeoutSecs - (time.monotonic() - self._last_active) + 0.5)
+        try:
+            while True:
+                done, _ = await asyncio.wait({claim, woken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if claim in done:
+                    result: dict[str, Any] = claim.result()
+                    return list(result.get("tasks", []))
+                if self._shutdown or self._stop:
+                    claim.cancel()
+                    return None
+                if not done:  # idle deadline passed while the long poll is still open
+                    if not self.running and self._idle_expired():
+                        claim.cancel()
+                        return None
+                    timeout = None
+                if woken in done:  # a completion: the claim keeps going, just re-arm
+                    self._wake.clear()
+                    woken = asyncio.ensure_future(self._wake.wait())
+        finally:
+            woken.cancel()
+
+    async def _ensure_disk_space(self) -> bool:
+        required = self.config.requiredDiskSpaceMegabytes * 1024 * 1024
+        gc = getattr(self.engine, "garbage_collect", None)
+        try:
+            if gc is not None:
+                await gc(required)
+            free = (await asyncio.to_thread(shutil.disk_usage, self.config.tasks_dir)).free
+        except Exception as e:
+            log.error("disk space garbage collection failed: %s", e)
+            return False
+        if free < required:
+            log.error(
+                "only %d MiB free in %s; requiredDiskSpaceMegabytes is %d",
+                free // (1024 * 1024),
+                self.config.tasks_dir,
+                self.config.requiredDiskSpaceMegabytes,
+            )
+            return False
+        return True
+
+    def _start_run(self, claim: dict[str, Any]) -> None:
+        task_id = claim["status"]["taskId"]
+        run_id = int(claim["runId"])
+        key = f"{task_id}/{run_id}"
+        listeners = self.log_listeners(task_id, run_id) if self.log_listeners else []
+        run = TaskRun(
+            config=self.config,
+            engine=self.engine,
+            features=self.features,
+            clients=self.clients,
+            claim=claim,
+            scratch_root=self.scratch_root,
+            log_listeners=listeners,
+        )
+        if self._shutdown:
+            run.abort(CancelReason.WORKER_STOPPING)
+        self.running[key] = run
+        self._last_active = time.monotonic()
+        self._write_status()
+        log.info("claimed task %s", key)
+        task = asyncio.create_task(self._run_one(key, run), name=f"task {key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_one(self, key: str, run: TaskRun) -> None:
+        try:
+            state, reason = await run.run()
+        except BaseException:
+            log.exception("task %s crashed the run wrapper", key)
+            state, reason = ("exception", "internal-error")
+        self.running.pop(key, None)
+        self.resolved += 1
+        self._last_active = time.monotonic()
+        try:
+            self._write_private(self.state_dir / RESOLVED_COUNT_FILE, f"{self.resolved}\n")
+        except OSError as e:
+            log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
+        self._write_status()
+        if reason == "worker-shutdown" and not self._shutdown:
+            self._exit_after_drain = ExitCode.WORKER_SHUTDOWN
+        if self.config.cleanUpTaskDirs:
+            keep = {task_dir_name(*_split(k)) for k in self.running}
+            await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, keep)
+        self._wake.set()
+
+    async def _drain(self, code: ExitCode) -> ExitCode:
+        if self._tasks:
+            log.info("waiting for %d running task(s) before exiting %d", len(self._tasks), int(code))
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        return code
+
+
+def _split(key: str) -> tuple[str, int]:
+    task_id, _, run_id = key.partition("/")
+    return task_id, int(run_id)

@@ -1,0 +1,74 @@
+"""Wiring of one worker process: engine, features, clients and the loop, from a validated config.
+
+Shared by ``tcworker run`` and ``tcworker local`` so both start the worker the same way.
+Worker-level failures keep generic-worker's exit codes: an unusable host or engine set-up is
+``ConfigError`` (73) or ``HostBroken`` (69).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from tcworker.config import WorkerConfig
+from tcworker.engines import create_engine
+from tcworker.errors import WorkerError
+from tcworker.exitcodes import ExitCode
+from tcworker.features import load_features
+from tcworker.worker.clients import Clients
+from tcworker.worker.loop import WorkerLoop
+from tcworker.worker.tasklog import Listener
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(
+    config: WorkerConfig,
+    *,
+    state_dir: Path | None = None,
+    log_listeners: Callable[[str, int], list[Listener]] | None = None,
+    install_signal_handlers: bool = True,
+    on_loop: Callable[[WorkerLoop], None] | None = None,
+) -> int:
+    """Run the worker until it decides to exit; returns the process exit code."""
+    engine = create_engine(config.engine)
+    try:
+        await engine.initialise(config)
+        features = load_features()
+        for feature in features:
+            await feature.initialise(config)
+    except WorkerError as e:
+        log.error("%s", e)
+        return int(e.exit_code)
+    clients = Clients(config.rootURL, config.credentials)
+    loop = WorkerLoop(
+        config,
+        engine,
+        features,
+        clients,
+        state_dir=state_dir,
+        log_listeners=log_listeners,
+        install_signal_handlers=install_signal_handlers,
+    )
+    if on_loop is not None:
+        on_loop(loop)
+    log.info(
+        "tcworker %s engine: worker %s/%s on %s (capacity %d)",
+        config.engine,
+        config.workerGroup,
+        config.workerId,
+        config.task_queue_id,
+        config.capacity,
+    )
+    try:
+        code = await loop.run()
+    except WorkerError as e:
+        log.error("%s", e)
+        code = e.exit_code
+    finally:
+        try:
+            await engine.shutdown()
+        finally:
+            await clients.close()
+    return int(code if isinstance(code, int) else ExitCode.INTERNAL_ERROR)

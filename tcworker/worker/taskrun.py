@@ -1,0 +1,404 @@
+"""TaskRun: one claimed run from validation to report — the only place a run is resolved.
+
+Flow (spec/worker.md §1.8, design G3/G4): open the task log → header → validate the payload
+(schema, payload kind vs engine, maxRunTime limit, toggles this build cannot serve) → per
+feature: pool gate, scopes, reserved artifact names → ``engine.prepare`` → features start in
+order inside one ``AsyncExitStack`` (each ``stop`` registered before its ``start``) → stops in
+reverse, every one, errors collected → final log lines → backing log + live-log link uploaded →
+report (``resolution_of``: first error decides, worker-shutdown wins, cancelled reports nothing)
+→ sandbox destroyed. Nothing escapes ``run()``: a bug becomes ``exception/internal-error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import platform
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tcworker import __version__, scopes
+from tcworker.config import WorkerConfig
+from tcworker.engines.base import CancelReason, Engine, RunContext, Sandbox
+from tcworker.errors import (
+    InternalError,
+    MalformedPayload,
+    ResourceUnavailable,
+    TaskCancelled,
+    TaskError,
+    WorkerShutdown,
+    resolution_of,
+)
+from tcworker.features import unimplemented_requests
+from tcworker.features.base import Feature, RunOutcome, TaskFeature
+from tcworker.worker import payload as payload_mod
+from tcworker.worker.clients import Clients, is_transient, status_code
+from tcworker.worker.status import RunStatus
+from tcworker.worker.taskdirs import task_dir_name
+from tcworker.worker.tasklog import Listener, TaskLog
+from tcworker.worker.upload import ArtifactPublisher
+
+log = logging.getLogger(__name__)
+
+LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+
+class TaskRun:
+    """One run of one task; implements ``tcworker.features.base.RunHandle`` for the features."""
+
+    def __init__(
+        self,
+        *,
+        config: WorkerConfig,
+        engine: Engine,
+        features: list[Feature],
+        clients: Clients,
+        claim: Mapping[str, Any],
+        scratch_root: Path,
+        log_listeners: list[Listener] | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.engine_name = engine.name
+        self.features = features
+        self.clients = clients
+        self.task: Mapping[str, Any] = claim["task"]
+        self.task_id: str = claim["status"]["taskId"]
+        self.run_id: int = int(claim["runId"])
+        raw_payload = self.task.get("payload")
+        self.payload: Mapping[str, Any] = raw_payload if isinstance(raw_payload, Mapping) else {}
+        self.payload_kind = payload_mod.payload_kind(self.payload)
+        self.model: payload_mod.RunModel | None = None  # set once the payload is valid
+        self.feature_env: dict[str, str] = {}
+        self.reserved_artifacts: dict[str, str] = {}
+        self.extra: dict[str, Any] = {}
+        self.outcome = RunOutcome()
+        self.abort_reason: CancelReason | None = None
+        self.scratch_dir = scratch_root / task_dir_name(self.task_id, self.run_id)
+        self._sandbox: Sandbox | None = None
+        self._log_listeners = log_listeners or []
+        self.status = RunStatus(
+            clients,
+            self.task_id,
+            self.run_id,
+            claim["credentials"],
+            claim["takenUntil"],
+            reclaim_interval=float(config.reclaimIntervalSecs),
+            on_lost=self._claim_lost,
+        )
+        self.publisher = ArtifactPublisher(clients, lambda: self.status.queue, self.task_id, self.run_id)
+        self.log: TaskLog  # opened in run()
+        self.resolution: tuple[str, str | None] = ("none", None)
+
+    # ---- RunHandle surface -------------------------------------------------------------
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            raise RuntimeError("sandbox not prepared yet")
+        return self._sandbox
+
+    @property
+    def queue(self) -> Any:
+        return self.status.queue
+
+    @property
+    def task_queue_id(self) -> str:
+        return self.config.task_queue_id
+
+    def abort(self, reason: CancelReason) -> None:
+        """Record ``reason`` (the first one wins) and stop the running command, if any (G7)."""
+        if self.abort_reason is not None:
+            return
+        self.abort_reason = reason
+        self.outcome.abort_reason = reason
+        if self._sandbox is not None:
+            self._sandbox.abort(reason)
+
+    def command_env(self) -> dict[str, str]:
+        """base env ← payload env ← feature env ← reserved variables (spec/worker.md §2.2)."""
+        assert self.model is not None
+        env = dict(self.sandbox.base_env())
+        env.update(self.model.env)
+        env.update(self.feature_env)
+        env.update(
+            TASK_ID=self.task_id,
+            RUN_ID=str(self.run_id),
+            TASK_WORKDIR=self.sandbox.workdir_in_task,
+            TASK_GROUP_ID=str(self.task.get("taskGroupId", "")),
+            TASKCLUSTER_ROOT_URL=self.clients.root_url,
+        )
+        if self.config.workerLocation:
+            env["TASKCLUSTER_WORKER_LOCATION"] = self.config.workerLocation
+        if self.config.instanceType:
+            env["TASKCLUSTER_INSTANCE_TYPE"] = self.config.instanceType
+        return env
+
+    def _claim_lost(self, reason: str) -> None:
+        self.log.error(f"Task run is no longer ours (queue says: {reason}); aborting it")
+        self.abort(CancelReason.CANCELLED)
+
+    # ---- the run ---------------------------------------------------------------------------
+    async def run(self) -> tuple[str, str | None]:
+        """Run to the end and report; returns the resolution ``(state, reason)``."""
+        self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.log = TaskLog(self.scratch_dir / "live_backing.log")
+        for listener in self._log_listeners:
+            self.log.add_listener(listener)
+        self.status.start()
+        started = time.monotonic()
+        errors = self.outcome.errors
+        try:
+            self._write_header()
+            try:
+                await self._run_pipeline()
+            except TaskError as e:
+                errors.append(e)
+            except Exception as e:  # a worker bug: internal-error, the worker goes on
+                log.exception("internal error running task %s/%s", self.task_id, self.run_id)
+                self.log.error("".join(traceback.format_exception_only(e)).rstrip())
+                errors.append(InternalError(f"worker error: {e!r}"))
+            self._add_abort_error(errors)
+            self.resolution = resolution_of(errors)
+            self._write_footer(errors, time.monotonic() - started)
+            await self._publish_logs(errors)
+            await self._report()
+        except Exception:
+            log.exception("cannot finish task %s/%s", self.task_id, self.run_id)
+        finally:
+            await self.status.stop()
+            if self._sandbox is not None:
+                try:
+                    await self._sandbox.destroy()
+                except Exception:
+                    log.exception("destroying the sandbox of %s/%s failed", self.task_id, self.run_id)
+            self.log.close()
+            if self.config.cleanUpTaskDirs:
+                shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        return self.resolution
+
+    def _write_header(self) -> None:
+        metadata = dict(self.config.workerTypeMetadata)
+        metadata["tcworker"] = {
+            "version": __version__,
+            "engine": self.engine_name,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
+        self.log.info(f"Worker Type ({self.config.task_queue_id}) settings:")
+        self.log.info("  " + json.dumps(metadata, indent=2, sort_keys=True).replace("\n", "\n  "))
+        self.log.info(
+            f"Worker: tcworker {__version__} ({self.engine_name} engine), "
+            f"worker {self.config.workerGroup}/{self.config.workerId}"
+        )
+        self.log.info(f"Task ID: {self.task_id}")
+        self.log.info(f"Run ID: {self.run_id}")
+
+    def _validate(self) -> payload_mod.RunModel:
+        kinds = self.engine.supported_payload_kinds()
+        if self.payload_kind not in kinds:
+            if self.payload_kind == "docker":
+                raise MalformedPayload(
+                    "This is a docker-worker payload (it has a top-level `image`), but worker pool "
+                    f"{self.config.task_queue_id} runs the {self.engine_name} engine, which only runs "
+                    "generic-worker payloads. Submit it to a pool with the docker engine."
+                )
+            raise MalformedPayload(
+                f"worker pool {self.config.task_queue_id} runs the {self.engine_name} engine, which only "
+                "runs docker-worker payloads (with a top-level `image`)"
+            )
+        if self.payload_kind == "generic" and self.config.disableNativePayloads:
+            raise MalformedPayload(
+                f"worker pool {self.config.task_queue_id} does not accept generic-worker payloads "
+                "(disableNativePayloads); only docker-worker payloads run here"
+            )
+        schema = payload_mod.schema_for(self.payload_kind, self.engine_name)
+        problems = payload_mod.validation_errors(self.task.get("payload"), schema)
+        if problems:
+            self.log.error("Task payload for this worker type must conform to the following jsonschema:")
+            self.log.error(json.dumps(schema, indent=2))
+            self.log.error("TASK FAIL since the task payload is invalid. See errors:")
+            for p in problems:
+                self.log.error(f"- {p}")
+            raise MalformedPayload(f"Validation of payload failed for task {self.task_id}")
+        model = payload_mod.to_run_model(self.payload)
+        if model.max_run_time > self.config.maxTaskRunTime:
+            raise MalformedPayload(
+                f"task's maxRunTime of {model.max_run_time} exceeded allowed maximum of {self.config.maxTaskRunTime}"
+            )
+        if self.payload_kind == "generic":
+            missing = unimplemented_requests(self.payload, self.features)
+            if missing:
+                raise MalformedPayload(
+                    f"This task requests {', '.join(missing)}, which tcworker {__version__} does not "
+                    "implement yet. Remove "
+                    f"{'it' if len(missing) == 1 else 'them'} from the payload."
+                )
+        return model
+
+    async def _run_pipeline(self) -> None:
+        self.model = self._validate()
+        for name in (self.model.backing_log_name, self.model.live_log_name):
+            self.reserved_artifacts[name] = "log"
+        task_features = await self._gate_features()
+        context = RunContext(
+            task_id=self.task_id,
+            run_id=self.run_id,
+            task=self.task,
+            payload=self.payload,
+            payload_kind=self.payload_kind,
+            log=self.log,
+            queue=self.status.queue,
+            root_url=self.clients.root_url,
+            expand_scopes=self.clients.expand_scopes,
+            extra=self.extra,
+        )
+        self._sandbox = await self.engine.prepare(context)
+        if self.abort_reason is not None:
+            self._sandbox.abort(self.abort_reason)
+        async with contextlib.AsyncExitStack() as stack:
+            for tf in task_features:
+                stack.push_async_callback(self._stop_feature, tf)
+                try:
+                    await tf.start()
+                except TaskError as e:
+                    self.outcome.errors.append(e)
+                    break
+
+    async def _stop_feature(self, tf: TaskFeature) -> None:
+        try:
+            await tf.stop(self.outcome)
+        except TaskError as e:
+            self.outcome.errors.append(e)
+        except Exception as e:
+            log.exception("feature %s failed to stop", type(tf).__name__)
+            self.log.error(f"{type(tf).__name__} failed while stopping: {e!r}")
+            self.outcome.errors.append(InternalError(f"{type(tf).__name__}: {e!r}"))
+
+    async def _gate_features(self) -> list[TaskFeature]:
+        """Pool gates, scopes and reserved names of every requested feature (before any start)."""
+        requested: list[tuple[Feature, TaskFeature]] = []
+        for feature in self.features:
+            tf = feature.for_run(self)
+            if tf is None:
+                continue
+            if not feature.enabled(self.config):
+                reason = feature.disabled_reason(self.config)
+                raise MalformedPayload(
+                    reason
+                    or (
+                        f"This task requests the {feature.name} feature, which is not enabled on worker "
+                        f"pool {self.config.task_queue_id} ({self.clients.root_url}/worker-manager/"
+                        f"{self.config.task_queue_id}). Either remove it from the payload, or submit the "
+                        "task to a pool that enables it."
+                    )
+                )
+            requested.append((feature, tf))
+        required = [expr for _, tf in requested for expr in tf.required_scopes()]
+        if required:
+            await self._check_scopes(required)
+        for feature, tf in requested:
+            for name in tf.reserved_artifacts():
+                if name in self.reserved_artifacts and self.reserved_artifacts[name] != feature.name:
+                    raise MalformedPayload(
+                        f"artifact {name!r} is reserved by both {self.reserved_artifacts[name]} and {feature.name}"
+                    )
+                self.reserved_artifacts[name] = feature.name
+        return [tf for _, tf in requested]
+
+    async def _check_scopes(self, required: list[scopes.ScopeExpr]) -> None:
+        held = list(self.task.get("scopes", []))
+        expr: scopes.ScopeExpr = {"AllOf": required}
+        if scopes.missing_scopes(held, expr) is None:
+            return
+        try:
+            held = await self.clients.expand_scopes(held)
+        except Exception as e:
+            raise ResourceUnavailable(f"cannot expand the task's scopes through the auth service: {e}") from e
+        missing = scopes.missing_scopes(held, expr)
+        if missing is not None:
+            self.log.error(f"The task is missing scopes required by its payload: {json.dumps(missing)}")
+            self.log.error(f"The task has these scopes: {json.dumps(self.task.get('scopes', []))}")
+            raise MalformedPayload(f"task.scopes does not satisfy the payload's requirements: {json.dumps(missing)}")
+
+    def _add_abort_error(self, errors: list[BaseException]) -> None:
+        """An abort that hit between commands or during uploads still decides the resolution."""
+        reason = self.abort_reason
+        if reason is CancelReason.CANCELLED and not any(isinstance(e, TaskCancelled) for e in errors):
+            errors.append(TaskCancelled(f"task was cancelled ({self.status.lost_reason})"))
+        elif reason is CancelReason.WORKER_STOPPING and not any(isinstance(e, WorkerShutdown) for e in errors):
+            errors.append(WorkerShutdown("worker is shutting down"))
+
+    def _write_footer(self, errors: list[BaseException], duration: float) -> None:
+        state, reason = self.resolution
+        if errors:
+            self.log.error(str(errors[0]) or type(errors[0]).__name__)
+        sentences = {
+            "completed": "completed successfully",
+            "failed": "failed: see the errors above",
+            "none": "ended without a report: the queue had already resolved this run",
+        }
+        text = sentences.get(state) or f"resolved as exception/{reason}"
+        hints = {
+            "malformed-payload": "fix the task definition; retrying it unchanged cannot succeed",
+            "worker-shutdown": "the queue will retry it on another worker",
+            "intermittent-task": "the queue will retry it if retries remain",
+            "internal-error": "this is a worker problem, please report it",
+            "resource-unavailable": "a service the task needs was unavailable; retry later",
+        }
+        hint = f" ({hints[reason]})" if reason in hints else ""
+        self.log.info(f"Task {self.task_id} run {self.run_id} {text}{hint}.")
+
+    async def _publish_logs(self, errors: list[BaseException]) -> None:
+        """Backing log (object, gzip-compressible text) then the live-log link; before the report."""
+        self.log.close()
+        model = self.model
+        backing = model.backing_log_name if model else payload_mod.DEFAULT_BACKING_LOG
+        live = model.live_log_name if model else payload_mod.DEFAULT_LIVE_LOG
+        enabled = model.backing_log_enabled if model else True
+        if not enabled:
+            return
+        expires = self.task["expires"]
+        try:
+            await self.publisher.upload_file(backing, self.log.path, LOG_CONTENT_TYPE, expires)
+            if (model is None or model.live_log_enabled) and live != backing:
+                await self.publisher.create_link(live, backing, LOG_CONTENT_TYPE, expires)
+        except TaskError as e:
+            log.error("publishing the log of %s/%s failed: %s", self.task_id, self.run_id, e)
+            errors.append(e)
+            if self.resolution == ("completed", None):
+                self.resolution = e.resolution
+
+    async def _report(self) -> None:
+        await self.status.stop()
+        state, reason = self.resolution
+        if state == "none" or self.status.lost:
+            log.info("task %s/%s: no report (run resolved by the queue)", self.task_id, self.run_id)
+            return
+        q = self.status.queue
+        call: Callable[[], Any]
+        if state == "completed":
+            call = lambda: q.reportCompleted(self.task_id, str(self.run_id))  # noqa: E731
+        elif state == "failed":
+            call = lambda: q.reportFailed(self.task_id, str(self.run_id))  # noqa: E731
+        else:
+            call = lambda: q.reportException(self.task_id, str(self.run_id), {"reason": reason})  # noqa: E731
+        for attempt in range(4):
+            try:
+                await call()
+                log.info("task %s/%s resolved %s%s", self.task_id, self.run_id, state, f"/{reason}" if reason else "")
+                return
+            except Exception as e:
+                if status_code(e) == 409:
+                    log.warning("report of %s/%s refused (409): run already resolved", self.task_id, self.run_id)
+                    return
+                if not is_transient(e) or attempt == 3:
+                    log.error("report of %s/%s failed: %s", self.task_id, self.run_id, e)
+                    return
+                await asyncio.sleep(2**attempt)
+
