@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tcw-bench-") as tmp:
-        token = secrets.token_urlsafe(32)
+        token = "t" + secrets.token_urlsafe(32)  # never starts with "-" (argparse)
         platform = Child(
             [
                 sys.executable,

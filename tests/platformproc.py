@@ -64,7 +64,8 @@ class PlatformProcess:
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.root_access_token = root_access_token or secrets.token_urlsafe(32)
+        # A leading "-" would make argparse read the token as an option: start with a letter.
+        self.root_access_token = root_access_token or "t" + secrets.token_urlsafe(32)
         self.claim_timeout = claim_timeout
         self.port = port
         self.extra_args = list(extra_args or [])

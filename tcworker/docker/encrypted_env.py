@@ -13,7 +13,8 @@ The taskId and the time window bind a message to one task, so a message copied i
 also written to the worker log with the reason, so an operator can match a user's report without
 the secret ever being logged.
 
-Making a message with GnuPG (proved by ``tests/docker_features/test_encrypted_env.py``)::
+Making a message with GnuPG (proved by ``tests/docker_features/test_encrypted_env.py``), after
+``gpg --import`` of the worker's public key (``PrivateKey.public_key()`` prints it)::
 
     printf '%s' '{"messageVersion":1,"taskId":"<taskId>","startTime":<ms>,"endTime":<ms>,
                   "name":"SECRET_TOKEN","value":"s3cr3t"}' \\
@@ -71,6 +72,10 @@ class PrivateKey:
         self._passphrase = passphrase
         self.fingerprint = fingerprint
 
+    def public_key(self) -> str:
+        """The ASCII-armored public key, to publish for task authors (``gpg --import`` it)."""
+        return str(self._tsk.extract_certificate())
+
     def decryptor(self) -> Any:
         return self._tsk.decryptor(self._passphrase) if self._passphrase else self._tsk.decryptor()
 
@@ -122,10 +127,6 @@ def _violation(why: str, *, task_id: str, index: int) -> MalformedPayload:
     return MalformedPayload(f"secret data violation -- {why}; incidentId: {incident}")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _decrypt_one(message: str, key: PrivateKey, *, task_id: str, index: int) -> dict[str, Any]:
     where = f"encryptedEnv[{index}]"
     if not isinstance(message, str):
@@ -144,7 +145,7 @@ def _decrypt_one(message: str, key: PrivateKey, *, task_id: str, index: int) -> 
             index=index,
         ) from None
     try:
-        doc = json.loads(plaintext)
+        doc = json.loads(plaintext or b"")
     except (UnicodeDecodeError, ValueError):
         raise _violation(f"{where} does not decrypt to JSON", task_id=task_id, index=index) from None
     if not isinstance(doc, dict):
@@ -181,7 +182,12 @@ def decrypt_env(
         if doc.get("taskId") != task_id:
             raise bad(f"{where} was made for task {doc.get('taskId')!r}, not for this task {task_id}")
         start, end = doc.get("startTime"), doc.get("endTime")
-        if not _is_int(start) or not _is_int(end):
+        if (
+            not isinstance(start, int)
+            or not isinstance(end, int)
+            or isinstance(start, bool)
+            or isinstance(end, bool)
+        ):
             raise bad(f"{where}: startTime and endTime must be integers (ms since epoch)")
         if start > now:
             raise bad(f"{where} is not valid yet (startTime {start} is after now {now})")

@@ -21,7 +21,8 @@ from tcworker import scopes as tcscopes
 from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskError
 from tcworker.scopes import ScopeExpr
 
-# Features whose use needs ``docker-worker:feature:<flag>`` (spec §3.6).
+# Features whose use needs ``docker-worker:feature:<flag>`` (spec §3.6). ``relengAPIProxy`` is not here:
+# its ``docker-worker:relengapi-proxy:<permission>`` scopes choose what the proxy grants, they gate nothing.
 SCOPED_FEATURES = ("allowPtrace", "balrogStageVPNProxy", "balrogVPNProxy")
 
 DOCKER_HUB = "docker.io"
@@ -152,6 +153,11 @@ def required_scopes(
     return required
 
 
+def _first_line(exc: BaseException) -> str:
+    """The client's errors append request details after the first line; the task log needs only that."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _can_assume(scope: str) -> bool:
     """True when ``scope`` grants some ``assume:`` scope, so role expansion could add scopes."""
     return scope.startswith("assume:") or (scope.endswith("*") and "assume:".startswith(scope[:-1]))
@@ -203,7 +209,7 @@ async def check_scopes(
             raise
         except Exception as exc:
             raise ResourceUnavailable(
-                f"could not expand the task's scopes through the auth service: {exc}"
+                f"could not expand the task's scopes through the auth service: {_first_line(exc)}"
             ) from exc
         missing = _unsatisfied(expanded, required)
         if not missing:

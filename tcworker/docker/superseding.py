@@ -39,7 +39,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import taskcluster
@@ -66,8 +66,14 @@ JSON = "application/json"
 Upload = Callable[[Any, str, int, str, bytes, str, str], Awaitable[None]]
 
 
+class WarnLog(Protocol):
+    """The part of a task log ``fetch_supersedes`` uses."""
+
+    def warn(self, message: str) -> None: ...
+
+
 async def fetch_supersedes(
-    superseder_url: str, task_id: str, *, timeout: float = 5.0, log: TaskLogWriter | None = None
+    superseder_url: str, task_id: str, *, timeout: float = 5.0, log: WarnLog | None = None
 ) -> list[str]:
     """The superseder's list for ``task_id``; every problem is a warning and an empty list.
 
@@ -91,7 +97,12 @@ async def fetch_supersedes(
         ):
             if resp.status != 200:
                 return warn(f"superseder {superseder_url} answered HTTP {resp.status}")
-            body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+            body = bytearray()
+            while len(body) <= MAX_RESPONSE_BYTES:
+                chunk = await resp.content.read(MAX_RESPONSE_BYTES + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return warn(f"superseder {superseder_url} could not be reached: {type(exc).__name__}: {exc}")
     if len(body) > MAX_RESPONSE_BYTES:
@@ -172,6 +183,18 @@ class Plan:
         return ExtraArtifact(SUPERSEDES, ArtifactFile("", path, len(data)), JSON)
 
 
+class _NoteLog:
+    """Passes superseder warnings to the task log (if any) and keeps them in ``plan.notes``."""
+
+    def __init__(self, plan: Plan, log: WarnLog | None) -> None:
+        self.plan, self.log = plan, log
+
+    def warn(self, message: str) -> None:
+        self.plan.notes.append(message)
+        if self.log is not None:
+            self.log.warn(message)
+
+
 def reclaim_delay(taken_until: str, margin: float) -> float:
     """Seconds until the next reclaim: ``margin`` before expiry, or half the time left when that is short."""
     remaining = (tctime.parse(taken_until) - tctime.now()).total_seconds()
@@ -226,9 +249,12 @@ class Superseding:
         self.reclaim_margin = reclaim_margin
 
     def _run_queue(self, held: HeldClaim) -> Any:
-        """A queue client with the claim credentials of one run (reclaim, report, artifacts)."""
+        """A queue client with the claim credentials of one run (reclaim, report, artifacts).
+
+        The credentials are copied: the client turns the strings of the dict it gets into bytes.
+        """
         return taskcluster.aio.Queue(
-            {"rootUrl": self.queue.options["rootUrl"], "credentials": held.claim["credentials"]}
+            {"rootUrl": self.queue.options["rootUrl"], "credentials": dict(held.claim["credentials"])}
         )
 
     async def plan(self, claim: Mapping[str, Any], *, log: TaskLogWriter | None = None) -> Plan:
@@ -246,7 +272,7 @@ class Superseding:
             if log is not None:
                 log.info(message)
 
-        listed = await fetch_supersedes(url, task_id, timeout=self.timeout, log=log)
+        listed = await fetch_supersedes(url, task_id, timeout=self.timeout, log=_NoteLog(plan, log))
         plan.listed = listed
         if task_id not in listed:
             if listed:

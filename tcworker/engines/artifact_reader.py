@@ -120,7 +120,7 @@ def _walk(full: str, top: str, root: str, unreadable: str) -> list[tuple[str, st
         raise Problem(
             INVALID, f"Could not read directory '{full}': {getattr(e, 'strerror', e)}: {e.filename}"
         )
-    return files
+    return sorted(files)
 
 
 def open_regular(real: str, shown: str, unreadable: str) -> int:

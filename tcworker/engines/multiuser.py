@@ -36,7 +36,7 @@ from tcworker.engines import artifact_reader
 from tcworker.engines.base import ArtifactFile, ArtifactInvalid, ArtifactNotReadable, RunContext
 from tcworker.engines.hostsandbox import HostSandbox, artifact_problem
 from tcworker.engines.process import Identity
-from tcworker.engines.proctree import kill_user_processes
+from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
 from tcworker.engines.taskusers import AccountError, Accounts, TaskUser, lookup
 from tcworker.errors import ConfigError, HostBroken, InternalError, MalformedPayload
 from tcworker.exitcodes import ExitCode
@@ -98,6 +98,20 @@ def check_signing_key(location: str) -> None:
         )
 
 
+def secure_config_file(path: str) -> None:
+    """The config holds the worker's access token: owned by the worker, mode 0600 (GW; else 77)."""
+    if not path:
+        return  # built in memory (tcworker local, tests): no file to protect
+    try:
+        os.chown(path, os.geteuid(), os.getegid())
+        os.chmod(path, 0o600)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot secure the config file {path!r} (chown/chmod 600): {e.strerror}",
+            ExitCode.CANT_SECURE_CONFIG,
+        ) from e
+
+
 def check_traversable(directory: Path) -> None:
     """Task users must be able to reach their home below ``tasksDir``."""
     for p in [directory, *directory.parents]:
@@ -121,6 +135,7 @@ class MultiuserSandbox(HostSandbox):
         self._groups: tuple[int, ...] = ()
         self._as_current_user = False
         self.on_destroyed: Callable[[], None] | None = None
+        self._born = boot_ticks_now() - 100  # a second's margin for clock-tick rounding
 
     def identity(self) -> Identity | None:
         if self._as_current_user:
@@ -131,7 +146,7 @@ class MultiuserSandbox(HostSandbox):
         return super().marker(env) if self._as_current_user else None
 
     async def _sweep(self) -> None:
-        await kill_user_processes(self.user.uid, self.user.gid)
+        await kill_user_processes(self.user.uid, self.user.gid, since=self._born)
 
     def base_env(self) -> dict[str, str]:
         return {"HOME": str(self.task_dir), "PATH": TASK_PATH, "USER": self.user.name}
@@ -322,6 +337,7 @@ class MultiuserEngine:
     async def initialise(self, config: WorkerConfig) -> None:
         if os.geteuid() != 0:
             raise ConfigError("the multiuser engine must run as root (it creates a user per task)")
+        secure_config_file(config.source)
         check_signing_key(config.ed25519SigningKeyLocation)
         tasks_dir = config.tasks_dir
         try:

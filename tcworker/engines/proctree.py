@@ -46,9 +46,12 @@ class ProcInfo:
 
 def read_stat(pid: int) -> ProcInfo | None:
     """The process's stat entry, or ``None`` when it is gone."""
-    try:
-        with open(f"{PROC}/{pid}/stat", "rb") as f:
-            raw = f.read()
+    try:  # os-level calls: this runs for every process on the host, several times per command
+        fd = os.open(f"{PROC}/{pid}/stat", os.O_RDONLY)
+        try:
+            raw = os.read(fd, 1024)
+        finally:
+            os.close(fd)
     except OSError:
         return None
     # The command name is in parentheses and may itself contain spaces and ')'.
@@ -124,6 +127,9 @@ class ProcessTree:
         self.marker = marker
         self._known: dict[int, int] = {}  # pid -> start time
         info = read_stat(leader)
+        # Only processes started after the leader can belong to it: the (costly) environment check
+        # is skipped for everything older.
+        self._since = info.start_time if info is not None else 0
         if info is not None:
             self._known[leader] = info.start_time
         self._exclude = {1, os.getpid()}
@@ -150,7 +156,11 @@ class ProcessTree:
                 continue
             if info.pgrp == self.leader or info.session == self.leader:
                 members[info.pid] = info
-            elif self.marker is not None and environ_has(info.pid, self.marker):
+            elif (
+                self.marker is not None
+                and info.start_time >= self._since
+                and environ_has(info.pid, self.marker)
+            ):
                 members[info.pid] = info
         for info in members.values():
             self._known[info.pid] = info.start_time
@@ -170,45 +180,58 @@ async def kill_tree(tree: ProcessTree, attempts: int = 50, pause: float = 0.02) 
     """SIGKILL the tree until a scan finds no living member; return how many are left (0 = clean)."""
     left = 0
     for _ in range(attempts):
-        left = tree.signal(signal.SIGKILL)
+        left = await asyncio.to_thread(tree.signal, signal.SIGKILL)
         if left == 0:
             return 0
         await asyncio.sleep(pause)
-    left = len(tree.refresh())
+    left = len(await asyncio.to_thread(tree.refresh))
     if left:
         log.warning("%d process(es) of command %d survived SIGKILL", left, tree.leader)
     return left
 
 
-def _user_processes(uid: int) -> list[int]:
+def boot_ticks_now() -> int:
+    """The current time in the unit of ``ProcInfo.start_time`` (clock ticks since boot)."""
+    with open(f"{PROC}/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return int(uptime * os.sysconf("SC_CLK_TCK"))
+
+
+def _user_processes(uid: int, since: int = 0) -> list[int]:
     table = scan()
-    return [pid for pid, info in table.items() if not info.zombie and uid in process_uids(pid)]
+    return [
+        pid
+        for pid, info in table.items()
+        if not info.zombie and info.start_time >= since and uid in process_uids(pid)
+    ]
 
 
-async def kill_user_processes(uid: int, gid: int, timeout: float = 10.0) -> list[int]:
+async def kill_user_processes(uid: int, gid: int, timeout: float = 10.0, since: int = 0) -> list[int]:
     """Kill every process whose real, effective or saved uid is ``uid``; return survivors' pids.
 
     ``kill(-1, SIGKILL)`` issued *as that user* reaches all of its processes in one kernel pass,
     so a fork loop cannot outrun it the way a scan-then-kill loop can; the scan afterwards only
     verifies. Refuses root and the worker's own uid (``kill -1`` there would take down the host).
+    ``since`` (clock ticks since boot, see ``boot_ticks_now``) limits the verification scan to
+    processes started after it: a shortcut for per-command sweeps, where nothing of the user can
+    be older than the user itself.
     """
     if uid == 0 or uid == os.getuid() or uid == os.geteuid():
         raise ValueError(f"refusing to kill every process of uid {uid}")
-    kill_exe = shutil.which("kill", path="/usr/bin:/bin")
+    # dash/bash builtin ``kill``; procps' /usr/bin/kill mis-parses ``-s KILL -- -1``.
+    shell = shutil.which("sh", path="/bin:/usr/bin")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        pids = await asyncio.to_thread(_user_processes, uid)
+        pids = await asyncio.to_thread(_user_processes, uid, since)
         if not pids:
             return []
-        if kill_exe is not None:
+        if shell is not None:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    kill_exe,
-                    "-s",
-                    "KILL",
-                    "--",
-                    "-1",
+                    shell,
+                    "-c",
+                    "kill -9 -1",
                     user=uid,
                     group=gid,
                     extra_groups=[],
@@ -220,12 +243,12 @@ async def kill_user_processes(uid: int, gid: int, timeout: float = 10.0) -> list
                 )
                 await proc.wait()
             except OSError as e:
-                log.warning("cannot run %s as uid %d: %s", kill_exe, uid, e)
-                kill_exe = None
-        if kill_exe is None:
+                log.warning("cannot run %s as uid %d: %s", shell, uid, e)
+                shell = None
+        if shell is None:
             _kill_pids(pids)
         if loop.time() > deadline:
-            survivors = await asyncio.to_thread(_user_processes, uid)
+            survivors = await asyncio.to_thread(_user_processes, uid, since)
             if survivors:
                 log.error("processes of uid %d survived SIGKILL: %s", uid, survivors)
             return survivors

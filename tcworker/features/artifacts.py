@@ -56,7 +56,11 @@ class ArtifactsTaskFeature(TaskFeature):
                 p
                 for spec in self.run.model.artifacts
                 if spec.expires
-                and (p := artifact_rules.expiry_problem(spec.name, spec.expires, task["deadline"], task["expires"]))
+                and (
+                    p := artifact_rules.expiry_problem(
+                        spec.name, spec.expires, task["deadline"], task["expires"]
+                    )
+                )
             ]
             if problems:
                 for p in problems:
@@ -80,11 +84,17 @@ class ArtifactsTaskFeature(TaskFeature):
                 continue
             found = await self._collect(spec, staging / str(i), errors)
             uploads.extend(found)
-        extra = getattr(self.run.sandbox, "post_run_artifacts", None)
-        if extra is not None:
-            extra_dir = staging / "extra"
-            extra_dir.mkdir(mode=0o700, exist_ok=True)
-            extras: list[ExtraArtifact] = await extra(extra_dir, outcome.last_result)
+        extra_dir = staging / "extra"
+        extra_dir.mkdir(mode=0o700, exist_ok=True)
+        extras: list[ExtraArtifact] = []
+        post_run = getattr(self.run.sandbox, "post_run_artifacts", None)
+        if post_run is not None:
+            extras.extend(await post_run(extra_dir, outcome.last_result))
+        if self.run.extra_artifacts is not None:
+            item = self.run.extra_artifacts(extra_dir)
+            if item is not None:
+                extras.append(item)
+        if extras:
             for item in extras:
                 uploads.append(
                     _Upload(
@@ -138,7 +148,9 @@ class ArtifactsTaskFeature(TaskFeature):
             if seen is None:
                 self._published[up.name] = source
                 todo.append(up)
-            elif seen != source and not await asyncio.to_thread(_same_content, Path(seen[0]), up.file.path, seen[1], up.content_type):
+            elif seen != source and not await asyncio.to_thread(
+                _same_content, Path(seen[0]), up.file.path, seen[1], up.content_type
+            ):
                 errors.append(
                     MalformedPayload(f"artifact {up.name!r} is declared twice with different content or type")
                 )
@@ -170,4 +182,3 @@ def _same_content(a: Path, b: Path, type_a: str, type_b: str) -> bool:
         return a.resolve() == b.resolve() or filecmp.cmp(a, b, shallow=False)
     except OSError:
         return False
-

@@ -26,7 +26,7 @@ Features never import each other; they share state only through the ``RunHandle`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from tcworker.config import WorkerConfig
-    from tcworker.engines.base import CancelReason, ProcessResult, Sandbox, TaskLogWriter
+    from tcworker.engines.base import CancelReason, ExtraArtifact, ProcessResult, Sandbox, TaskLogWriter
     from tcworker.scopes import ScopeExpr
     from tcworker.worker.payload import RunModel
     from tcworker.worker.upload import ArtifactPublisher
@@ -86,6 +86,8 @@ class RunHandle(Protocol):
     outcome: RunOutcome  # filled in as the run goes (last command result, abort reason)
     abort_reason: CancelReason | None
     publisher: ArtifactPublisher  # creates this run's artifacts with its current credentials
+    # An extra artifact the worker core adds to this run (superseding's public/supersedes.json).
+    extra_artifacts: Callable[[Path], ExtraArtifact | None] | None
 
     @property
     def sandbox(self) -> Sandbox: ...

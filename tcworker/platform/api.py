@@ -113,7 +113,9 @@ def render(expr: Any, params: Mapping[str, Any]) -> Any:
         return {key: out}
     if "for" in expr:
         return [
-            _PLACEHOLDER.sub(lambda m, v=v: str(v if m.group(1) == expr["for"] else params[m.group(1)]), expr["each"])
+            _PLACEHOLDER.sub(
+                lambda m, v=v: str(v if m.group(1) == expr["for"] else params[m.group(1)]), expr["each"]
+            )
             for v in params[expr["in"]]
         ]
     if "if" in expr:

@@ -3,6 +3,11 @@
 The schemas are the self-contained draft-06 copies shipped in ``tcworker/schemas/queue/``
 (MPL-2.0, unmodified). Upstream validates with ajv ``useDefaults``; :func:`fill_defaults` does
 the same for object properties before validation, so handlers always see every default.
+
+Speed: each schema is compiled twice, once with ``fastjsonschema`` (generated Python code,
+~20x faster: it decides "valid" on the hot path) and once with ``jsonschema`` (which only runs
+when the fast check fails, to list every error in the 400 answer). Both get the same format
+checkers, so they agree on what is valid.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 
 from tcworker import tctime
@@ -72,6 +78,7 @@ class SchemaSet:
     def __init__(self) -> None:
         self._checker = format_checker()
         self._validators: dict[str, tuple[dict[str, Any], jsonschema.protocols.Validator]] = {}
+        self._fast: dict[str, Callable[[Any], Any]] = {}
 
     def add(self, relative: str, patch: Callable[[dict[str, Any]], None] | None = None) -> None:
         schema = load_schema(relative)
@@ -79,6 +86,12 @@ class SchemaSet:
             patch(schema)
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft6Validator)
         self._validators[relative] = (schema, cls(schema, format_checker=self._checker))
+        self._fast[relative] = fastjsonschema.compile(
+            schema, formats={"date-time": _is_datetime, "uri": _is_uri}, use_default=False
+        )
+
+    def has(self, relative: str) -> bool:
+        return relative in self._validators
 
     def validate(self, relative: str, instance: Any) -> Any:
         """Fill defaults into ``instance`` and validate it; raise 400 InputValidationError."""
@@ -86,6 +99,11 @@ class SchemaSet:
             self.add(relative)
         schema, validator = self._validators[relative]
         fill_defaults(schema, instance)
+        try:
+            self._fast[relative](instance)
+            return instance
+        except Exception:  # invalid, or a case the generated code cannot judge: ask jsonschema
+            pass
         errors = list(validator.iter_errors(instance))
         if errors:
             lines = []

@@ -46,6 +46,8 @@ def _config_help() -> str:
         _, default = KEYS[key]
         mark = "*" if key in REQUIRED else " "
         shown = "" if key in REQUIRED else f" [default: {json.dumps(default)}]"
+        if key == "tasksDir":
+            shown = ' [default: "tasks"; multiuser: "/home"]'
         lines.append(f"  {mark} {key}{shown}")
     return "\n".join(lines)
 
@@ -59,7 +61,9 @@ def add_worker_commands(sub: Any) -> None:
         epilog=_config_help() + "\n\nTASKCLUSTER_ROOT_URL, TASKCLUSTER_CLIENT_ID, TASKCLUSTER_ACCESS_TOKEN,\n"
         "TASKCLUSTER_CERTIFICATE override the file's values.\n\n" + EXIT_CODE_HELP,
     )
-    run.add_argument("--config", default="generic-worker.config", help="config file (default generic-worker.config)")
+    run.add_argument(
+        "--config", default="generic-worker.config", help="config file (default generic-worker.config)"
+    )
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=cmd_run)
 
@@ -95,10 +99,14 @@ def add_worker_commands(sub: Any) -> None:
         "exit status: 0 completed, 1 failed, 2 exception",
     )
     submit.add_argument("task_file", metavar="TASK.yml", help="a task definition, or just its payload")
-    submit.add_argument("--root-url", default=os.environ.get("TASKCLUSTER_ROOT_URL"), help="platform root URL")
+    submit.add_argument(
+        "--root-url", default=os.environ.get("TASKCLUSTER_ROOT_URL"), help="platform root URL"
+    )
     submit.add_argument("--client-id", default=os.environ.get("TASKCLUSTER_CLIENT_ID"))
     submit.add_argument("--access-token", default=os.environ.get("TASKCLUSTER_ACCESS_TOKEN"))
-    submit.add_argument("--task-queue-id", default=None, help="queue for payload-only files (default local-provisioner/local)")
+    submit.add_argument(
+        "--task-queue-id", default=None, help="queue for payload-only files (default local-provisioner/local)"
+    )
     submit.add_argument("--no-wait", action="store_true", help="print the taskId and exit")
     submit.set_defaults(handler=cmd_submit)
 

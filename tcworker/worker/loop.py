@@ -20,7 +20,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,9 @@ class WorkerLoop:
         self.state_dir = state_dir or Path.cwd()
         self.log_listeners = log_listeners
         self.install_signal_handlers = install_signal_handlers
-        self.running: dict[str, TaskRun] = {}  # "taskId/runId" → run
+        # "taskId/runId" of each claim → its run (None while a superseding plan is being made)
+        self.running: dict[str, TaskRun | None] = {}
+        self._superseding: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._shutdown = False  # SIGTERM: abort running tasks, exit 72
@@ -81,12 +83,13 @@ class WorkerLoop:
             log.warning("graceful termination requested: aborting %d running task(s)", len(self.running))
         self._shutdown = True
         for run in list(self.running.values()):
-            run.abort(CancelReason.WORKER_STOPPING)
+            if run is not None:
+                run.abort(CancelReason.WORKER_STOPPING)
         self._wake.set()
 
-    def request_stop(self) -> None:
+    def request_stop(self, quiet: bool = False) -> None:
         """SIGINT: stop claiming, let running tasks finish, exit 71."""
-        if not self._stop:
+        if not self._stop and not quiet:
             log.warning("interrupt: no more claims; waiting for %d running task(s)", len(self.running))
         self._stop = True
         self._wake.set()
@@ -109,7 +112,7 @@ class WorkerLoop:
     def _write_status(self) -> None:
         try:
             if self.running:
-                ids = sorted({key.split("/")[0] for key in self.running})
+                ids = sorted({run.task_id if run else key.split("/")[0] for key, run in self.running.items()})
                 self._write_private(self.status_path, json.dumps({"currentTaskIds": ids}, indent=2) + "\n")
             else:
                 self.status_path.unlink(missing_ok=True)
@@ -137,7 +140,8 @@ class WorkerLoop:
                 loop.remove_signal_handler(signal.SIGTERM)
                 loop.remove_signal_handler(signal.SIGINT)
             for run in list(self.running.values()):
-                run.abort(CancelReason.WORKER_STOPPING)
+                if run is not None:
+                    run.abort(CancelReason.WORKER_STOPPING)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             self._write_status()
@@ -213,7 +217,9 @@ class WorkerLoop:
             timeout = max(0.1, self.config.idleTimeoutSecs - (time.monotonic() - self._last_active) + 0.5)
         try:
             while True:
-                done, _ = await asyncio.wait({claim, woken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {claim, woken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 if claim in done:
                     result: dict[str, Any] = claim.result()
                     return list(result.get("tasks", []))
@@ -252,11 +258,20 @@ class WorkerLoop:
         return True
 
     def _start_run(self, claim: dict[str, Any]) -> None:
+        key = f"{claim['status']['taskId']}/{int(claim['runId'])}"
+        self.running[key] = None
+        self._last_active = time.monotonic()
+        self._write_status()
+        log.info("claimed task %s", key)
+        task = asyncio.create_task(self._run_one(key, claim), name=f"task {key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _make_run(self, claim: dict[str, Any], plan: Any) -> TaskRun:
         task_id = claim["status"]["taskId"]
         run_id = int(claim["runId"])
-        key = f"{task_id}/{run_id}"
         listeners = self.log_listeners(task_id, run_id) if self.log_listeners else []
-        run = TaskRun(
+        return TaskRun(
             config=self.config,
             engine=self.engine,
             features=self.features,
@@ -264,23 +279,56 @@ class WorkerLoop:
             claim=claim,
             scratch_root=self.scratch_root,
             log_listeners=listeners,
+            notes=list(plan.notes) if plan is not None else [],
+            extra_artifacts=plan.primary_artifact if plan is not None else None,
+            before_log_upload=self._finish_superseding(plan) if plan is not None else None,
         )
-        if self._shutdown:
-            run.abort(CancelReason.WORKER_STOPPING)
-        self.running[key] = run
-        self._last_active = time.monotonic()
-        self._write_status()
-        log.info("claimed task %s", key)
-        task = asyncio.create_task(self._run_one(key, run), name=f"task {key}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    async def _run_one(self, key: str, run: TaskRun) -> None:
+    async def _plan_superseding(self, claim: dict[str, Any]) -> Any:
+        """docker-worker superseding (spec §6): maybe run another listed task instead."""
+        payload = (claim.get("task") or {}).get("payload") or {}
+        if not (isinstance(payload, dict) and "image" in payload and payload.get("supersederUrl")):
+            return None
+        if "docker" not in self.engine.supported_payload_kinds():
+            return None
+        from tcworker.docker.superseding import Superseding
+
+        if self._superseding is None:
+            self._superseding = Superseding(
+                self.clients.queue(),
+                self.config.workerGroup,
+                self.config.workerId,
+                task_queue_id=self.config.task_queue_id,
+            )
         try:
+            return await self._superseding.plan(claim)
+        except Exception:
+            log.exception("superseding lookup for %s failed; running it normally", claim["status"]["taskId"])
+            return None
+
+    def _finish_superseding(self, plan: Any) -> Callable[[tuple[str, str | None], Any], Awaitable[None]]:
+        async def finish(resolution: tuple[str, str | None], task_log: Any) -> None:
+            await self._superseding.finish(plan, resolution[0] in ("completed", "failed"), log=task_log)
+
+        return finish
+
+    async def _run_one(self, key: str, claim: dict[str, Any]) -> None:
+        reason: str | None = None
+        plan = None
+        try:
+            plan = await self._plan_superseding(claim)
+            run = self._make_run(plan.primary if plan is not None else claim, plan)
+            self.running[key] = run
+            if self._shutdown:
+                run.abort(CancelReason.WORKER_STOPPING)
             state, reason = await run.run()
+            if plan is not None:
+                await self._superseding.finish(plan, state in ("completed", "failed"))
         except BaseException:
             log.exception("task %s crashed the run wrapper", key)
-            state, reason = ("exception", "internal-error")
+            reason = "internal-error"
+            if plan is not None:
+                await self._superseding.finish(plan, False)
         self.running.pop(key, None)
         self.resolved += 1
         self._last_active = time.monotonic()
@@ -292,7 +340,8 @@ class WorkerLoop:
         if reason == "worker-shutdown" and not self._shutdown:
             self._exit_after_drain = ExitCode.WORKER_SHUTDOWN
         if self.config.cleanUpTaskDirs:
-            keep = {task_dir_name(*_split(k)) for k in self.running}
+            keep = {task_dir_name(r.task_id, r.run_id) for r in self.running.values() if r is not None}
+            keep |= {task_dir_name(*_split(k)) for k in self.running}
             await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, keep)
         self._wake.set()
 

@@ -120,7 +120,11 @@ def format_error(error: ValidationError) -> list[str]:
         case "minProperties":
             return [f"{where}: Must have at least {v} properties"]
         case "oneOf" | "anyOf":
-            word = "one and only one schema (oneOf)" if error.validator == "oneOf" else "at least one schema (anyOf)"
+            word = (
+                "one and only one schema (oneOf)"
+                if error.validator == "oneOf"
+                else "at least one schema (anyOf)"
+            )
             lines = [f"{where}: Must validate {word}"]
             if error.context:
                 best = min(error.context, key=lambda e: (len(e.absolute_path) * -1, str(e.message)))
@@ -144,7 +148,9 @@ def _first_duplicate(items: Any) -> tuple[int, int]:
 def validation_errors(payload: Any, schema: Mapping[str, Any]) -> list[str]:
     """Every violation of ``schema`` as gojsonschema-style lines, in a stable order."""
     validator = Draft6Validator(schema, format_checker=_format_checker())
-    errors = sorted(validator.iter_errors(payload), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    errors = sorted(
+        validator.iter_errors(payload), key=lambda e: (list(map(str, e.absolute_path)), e.validator)
+    )
     lines: list[str] = []
     for error in errors:
         for line in format_error(error):

@@ -65,7 +65,9 @@ class RunStatus:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._reclaim_loop(), name=f"reclaim {self.task_id}/{self.run_id}")
+            self._task = asyncio.create_task(
+                self._reclaim_loop(), name=f"reclaim {self.task_id}/{self.run_id}"
+            )
 
     async def stop(self) -> None:
         """Stop reclaiming (before a report, and when the run is over)."""

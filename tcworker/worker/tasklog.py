@@ -14,7 +14,10 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from tcworker.docker.encrypted_env import SecretMasker
 
 from tcworker import tctime
 
@@ -48,7 +51,18 @@ class TaskLog:
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._at_line_start = True
+        self._masker: SecretMasker | None = None
         self.bytes_written = 0
+
+    def add_secrets(self, values: list[str]) -> None:
+        """Mask these values (decrypted ``encryptedEnv``) in everything written from now on."""
+        from tcworker.docker.encrypted_env import SecretMasker
+
+        with self._lock:
+            if self._masker is None:
+                self._masker = SecretMasker(values)
+            else:
+                self._masker.add(values)
 
     def add_listener(self, listener: Listener) -> None:
         """Receive every chunk written from now on (called under the log's lock: keep it quick)."""
@@ -65,10 +79,20 @@ class TaskLog:
     def _write_locked(self, data: bytes) -> None:
         if self._file is None:
             return
+        if self._masker is not None:
+            self._at_line_start = data.endswith(b"\n")
+            data = self._masker.feed(data)
+            if not data:
+                return
+        self._emit_locked(data)
+
+    def _emit_locked(self, data: bytes) -> None:
+        assert self._file is not None
         self._file.write(data)
         self._file.flush()
         self.bytes_written += len(data)
-        self._at_line_start = data.endswith(b"\n")
+        if self._masker is None:
+            self._at_line_start = data.endswith(b"\n")
         for listener in self._listeners:
             try:
                 listener(data)
@@ -99,5 +123,9 @@ class TaskLog:
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
+                if self._masker is not None:
+                    tail = self._masker.flush()
+                    if tail:
+                        self._emit_locked(tail)
                 self._file.close()
                 self._file = None

@@ -19,13 +19,13 @@ import platform
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tcworker import __version__, scopes
 from tcworker.config import WorkerConfig
-from tcworker.engines.base import CancelReason, Engine, RunContext, Sandbox
+from tcworker.engines.base import CancelReason, Engine, ExtraArtifact, RunContext, Sandbox
 from tcworker.errors import (
     InternalError,
     MalformedPayload,
@@ -62,6 +62,9 @@ class TaskRun:
         claim: Mapping[str, Any],
         scratch_root: Path,
         log_listeners: list[Listener] | None = None,
+        notes: list[str] | None = None,
+        extra_artifacts: Callable[[Path], ExtraArtifact | None] | None = None,
+        before_log_upload: Callable[[tuple[str, str | None], TaskLog], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -83,6 +86,12 @@ class TaskRun:
         self.scratch_dir = scratch_root / task_dir_name(self.task_id, self.run_id)
         self._sandbox: Sandbox | None = None
         self._log_listeners = log_listeners or []
+        self._notes = notes or []
+        # Produces an extra artifact for this run (superseding's public/supersedes.json).
+        self.extra_artifacts = extra_artifacts
+        # Called with the resolution once it is known, while the task log is still open
+        # (superseding resolves the secondary runs there and logs what the queue said).
+        self._before_log_upload = before_log_upload
         self.status = RunStatus(
             clients,
             self.task_id,
@@ -166,6 +175,11 @@ class TaskRun:
             self._add_abort_error(errors)
             self.resolution = resolution_of(errors)
             self._write_footer(errors, time.monotonic() - started)
+            if self._before_log_upload is not None:
+                try:
+                    await self._before_log_upload(self.resolution, self.log)
+                except Exception:
+                    log.exception("before-log-upload hook of %s/%s failed", self.task_id, self.run_id)
             await self._publish_logs(errors)
             await self._report()
         except Exception:
@@ -198,6 +212,8 @@ class TaskRun:
         )
         self.log.info(f"Task ID: {self.task_id}")
         self.log.info(f"Run ID: {self.run_id}")
+        for note in self._notes:
+            self.log.info(note)
 
     def _validate(self) -> payload_mod.RunModel:
         kinds = self.engine.supported_payload_kinds()
@@ -324,14 +340,18 @@ class TaskRun:
         if missing is not None:
             self.log.error(f"The task is missing scopes required by its payload: {json.dumps(missing)}")
             self.log.error(f"The task has these scopes: {json.dumps(self.task.get('scopes', []))}")
-            raise MalformedPayload(f"task.scopes does not satisfy the payload's requirements: {json.dumps(missing)}")
+            raise MalformedPayload(
+                f"task.scopes does not satisfy the payload's requirements: {json.dumps(missing)}"
+            )
 
     def _add_abort_error(self, errors: list[BaseException]) -> None:
         """An abort that hit between commands or during uploads still decides the resolution."""
         reason = self.abort_reason
         if reason is CancelReason.CANCELLED and not any(isinstance(e, TaskCancelled) for e in errors):
             errors.append(TaskCancelled(f"task was cancelled ({self.status.lost_reason})"))
-        elif reason is CancelReason.WORKER_STOPPING and not any(isinstance(e, WorkerShutdown) for e in errors):
+        elif reason is CancelReason.WORKER_STOPPING and not any(
+            isinstance(e, WorkerShutdown) for e in errors
+        ):
             errors.append(WorkerShutdown("worker is shutting down"))
 
     def _write_footer(self, errors: list[BaseException], duration: float) -> None:
@@ -391,14 +411,21 @@ class TaskRun:
         for attempt in range(4):
             try:
                 await call()
-                log.info("task %s/%s resolved %s%s", self.task_id, self.run_id, state, f"/{reason}" if reason else "")
+                log.info(
+                    "task %s/%s resolved %s%s",
+                    self.task_id,
+                    self.run_id,
+                    state,
+                    f"/{reason}" if reason else "",
+                )
                 return
             except Exception as e:
                 if status_code(e) == 409:
-                    log.warning("report of %s/%s refused (409): run already resolved", self.task_id, self.run_id)
+                    log.warning(
+                        "report of %s/%s refused (409): run already resolved", self.task_id, self.run_id
+                    )
                     return
                 if not is_transient(e) or attempt == 3:
                     log.error("report of %s/%s failed: %s", self.task_id, self.run_id, e)
                     return
                 await asyncio.sleep(2**attempt)
-

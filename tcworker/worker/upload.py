@@ -83,7 +83,12 @@ class ArtifactPublisher:
                 self.task_id,
                 str(self.run_id),
                 name,
-                {"storageType": "object", "expires": expires, "contentType": content_type, "contentLength": size},
+                {
+                    "storageType": "object",
+                    "expires": expires,
+                    "contentType": content_type,
+                    "contentLength": size,
+                },
             )
             object_service = self._clients.object_service(resp["credentials"])
             f: BinaryIO = await asyncio.to_thread(open, path, "rb")
@@ -105,7 +110,9 @@ class ArtifactPublisher:
                 )
             finally:
                 f.close()
-            await self._queue().finishArtifact(self.task_id, str(self.run_id), name, {"uploadId": resp["uploadId"]})
+            await self._queue().finishArtifact(
+                self.task_id, str(self.run_id), name, {"uploadId": resp["uploadId"]}
+            )
 
         await self._with_retries(f"uploading artifact {name}", attempt)
 

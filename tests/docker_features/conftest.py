@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from dfhelpers import GpgKey, make_gpg_key
+from dfhelpers import WORKER, WORKER_SCOPES, GpgKey, RejectSupersededProxy, Superseder, make_gpg_key
+
+try:
+    from platformproc import PlatformProcess
+except ImportError:  # tests/ imported as a package
+    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +23,42 @@ def gpg_key() -> Iterator[GpgKey]:
 def other_gpg_key() -> Iterator[GpgKey]:
     """A second key: messages encrypted to it must not decrypt with the worker's key."""
     yield from make_gpg_key("future-default")
+
+
+@pytest.fixture
+async def superseder() -> AsyncIterator[Superseder]:
+    """A superseder HTTP service on 127.0.0.1 for one test."""
+    server = await Superseder().start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(scope="module")
+def sup_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """One local platform per test module, with a worker client holding only what a worker holds."""
+    proc = PlatformProcess(
+        tmp_path_factory.mktemp("sup-platform") / "data",
+        clients=[{**WORKER, "scopes": WORKER_SCOPES}],
+        roles=[
+            {
+                "roleId": "project:tcw-docker",
+                "scopes": ["docker-worker:cache:*", "docker-worker:capability:privileged"],
+            }
+        ],
+    )
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def reject_proxy(sup_platform: PlatformProcess) -> AsyncIterator[RejectSupersededProxy]:
+    """The platform behind a proxy that refuses reason ``superseded`` like the real queue."""
+    proxy = await RejectSupersededProxy(sup_platform.root_url).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()

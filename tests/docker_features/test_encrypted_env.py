@@ -275,3 +275,22 @@ def test_stream_equals_whole_buffer(secrets: list[str], data: str, cuts: list[in
     bounds = sorted({0, len(raw), *(c for c in cuts if c <= len(raw))})
     out = b"".join(stream.feed(raw[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)) + stream.flush()
     assert out == whole
+
+
+def test_published_public_key_works_for_task_authors(key: Any, tmp_path: Path) -> None:
+    """An author imports the key the worker publishes into their own keyring and encrypts with gpg."""
+    public = key.public_key()
+    assert public.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----") and "PRIVATE" not in public
+    gen = make_gpg_key("future-default")  # the author's own keyring (with an unrelated key of theirs)
+    author = next(gen)
+    try:
+        author.gpg("--import", input=public.encode())
+        tid = slugid.nice()
+        plaintext = json.dumps(doc(tid)).encode()
+        blob = author.gpg(
+            "--trust-model", "always", "--encrypt", "--recipient", key.fingerprint, input=plaintext
+        )
+        got = decrypt_env([base64.b64encode(blob).decode()], task_id=tid, payload_env={}, key=key)
+        assert got == {"SECRET_TOKEN": SECRET}
+    finally:
+        gen.close()

@@ -44,7 +44,12 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def submitter(shared_platform: PlatformProcess) -> Iterator[Submitter]:
-    sub = Submitter(shared_platform.queue(), shared_platform.root_url, unique_worker_type())
+    sub = Submitter(
+        shared_platform.queue(),
+        shared_platform.root_url,
+        unique_worker_type(),
+        shared_platform.root_access_token,
+    )
     try:
         yield sub
     finally:

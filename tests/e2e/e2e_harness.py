@@ -17,6 +17,7 @@ import gzip
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def new_signing_key(path: Path) -> Path:
 
 def unique_worker_type() -> str:
     """A task queue of its own per test, so tests sharing one platform never see each other's tasks."""
-    return "e2e-" + slugid.nice().replace("_", "x")[:20].lower()
+    return "e2e-" + secrets.token_hex(10)  # queue pattern: ^[a-z]([-a-z0-9]{0,36}[a-z0-9])?$
 
 
 @dataclass
@@ -216,6 +217,7 @@ class Submitter:
     queue: taskcluster.Queue
     root_url: str
     worker_type: str
+    root_token: str
     mark: str = field(default_factory=lambda: "mark-" + slugid.nice())
 
     def task_definition(
@@ -321,6 +323,13 @@ class Submitter:
             f"{name} reached the client still gzip-compressed: the Content-Encoding was lost on the way"
         )
         return data.decode("utf-8", "replace")
+
+    def explain(self, task_id: str, run_id: int = 0) -> str:
+        """The run's task log (tail) for assertion messages; never raises."""
+        try:
+            return "\n--- task log (tail) ---\n" + self.log(task_id, run_id)[-4000:]
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            return f"\n--- task log unavailable: {exc!r} ---"
 
     def raw_artifact(self, task_id: str, run_id: int, name: str) -> tuple[str, bytes]:
         """(Content-Encoding, bytes exactly as served) — bypasses the client's transparent decoding."""

@@ -130,7 +130,9 @@ def test_kill_9_of_worker_expires_claim_and_retry_completes_on_another_worker(
     submitter: Submitter, start_worker, platform_server
 ) -> None:
     plat = platform_server(claim_timeout=3)
-    sub = Submitter(plat.queue(), plat.root_url, submitter.worker_type, mark=submitter.mark)
+    sub = Submitter(
+        plat.queue(), plat.root_url, submitter.worker_type, plat.root_access_token, mark=submitter.mark
+    )
     first = start_worker(platform=plat, reclaimIntervalSecs=1)
     task_id = sub.create({"command": [["sh", "-c", RUN0_SLEEPS]], "maxRunTime": 300}, retries=2)
     sub.wait_running(task_id, worker=first)

@@ -22,8 +22,10 @@ MAKE_FILES = " && ".join(
         "printf custom > custom.dat",
         "printf '{\"k\": 1}' > outdir/c.json",
         "printf nested > outdir/sub/b.bin",
-        "ln -s /etc/passwd outdir/escape-link",
-        "ln -s /etc outdir/etc-dir-link",
+        "mkdir escdir",
+        "printf inside > escdir/inside.txt",
+        "ln -s /etc/passwd escdir/escape-link",
+        "ln -s /etc escdir/etc-dir-link",
         "ln -s /etc/passwd leak.txt",
     ]
 )
@@ -34,6 +36,7 @@ ARTIFACTS = [
     {"type": "file", "path": "public/plain.txt"},
     {"type": "file", "path": "custom.dat", "name": "public/custom.dat", "contentType": "application/x-e2e"},
     {"type": "directory", "path": "outdir", "name": "public/dir"},
+    {"type": "directory", "path": "escdir", "name": "public/escdir", "optional": True},
     {"type": "file", "path": "missing.txt", "name": "public/opt-missing.txt", "optional": True},
     {"type": "directory", "path": "missing-dir", "name": "public/opt-missing-dir", "optional": True},
     {"type": "file", "path": "outdir", "name": "public/file-is-dir", "optional": True},
@@ -54,7 +57,9 @@ def test_artifacts_of_every_kind(submitter: Submitter, start_worker) -> None:
         {"command": [["sh", "-c", MAKE_FILES]], "maxRunTime": 60, "artifacts": ARTIFACTS}
     )
     run = submitter.wait_run(task_id, worker=worker)
-    assert run["state"] == "completed", f"only optional artifacts are missing, so completed: {run}"
+    assert run["state"] == "completed", (
+        f"only optional artifacts are missing, so completed: {run}{submitter.explain(task_id)}"
+    )
     arts = submitter.artifacts(task_id, 0)
 
     assert submitter.download(task_id, 0, "public/a.txt")[0] == b"hello text\n"
@@ -69,13 +74,21 @@ def test_artifacts_of_every_kind(submitter: Submitter, start_worker) -> None:
     assert submitter.download(task_id, 0, "public/dir/sub/b.bin")[0] == b"nested"
     assert arts["public/dir/sub/b.bin"]["contentType"] == "application/octet-stream"
 
-    # Nothing outside the task directory is ever uploaded as data.
+    # Nothing outside the task directory is ever uploaded as data: the escaping entries of
+    # public/escdir (or the whole directory artifact) become error artifacts.
+    passwd = open("/etc/passwd", "rb").read()
     for name, art in arts.items():
-        if name.startswith(
-            ("public/dir/escape-link", "public/dir/etc-dir-link", "public/leak", "public/dotdot")
+        if art["storageType"] != "error" and name.startswith(
+            ("public/escdir", "public/leak", "public/dotdot")
         ):
-            assert art["storageType"] == "error", f"{name} escaped the task dir and was uploaded: {art}"
-    assert not any(n.startswith("public/dir/etc-dir-link/") for n in arts), "a directory symlink was followed"
+            assert submitter.download(task_id, 0, name)[0] != passwd, f"{name}: /etc/passwd was uploaded"
+            assert name == "public/escdir/inside.txt", f"{name} escaped the task dir and was uploaded: {art}"
+    assert not any(n.startswith("public/escdir/etc-dir-link/") for n in arts), (
+        "a directory symlink was followed"
+    )
+    assert any(n.startswith("public/escdir") and a["storageType"] == "error" for n, a in arts.items()), (
+        f"the escaping symlink produced no error artifact: {sorted(arts)}"
+    )
     for name in ("public/leak.txt", "public/dotdot"):
         _error(submitter, task_id, name)
 

@@ -70,7 +70,9 @@ class RoleMap:
         if cached is not None:
             return cached
         seen: set[str] = set(key)
-        todo = [s for s in key if s.startswith("assume:") or (s.endswith("*") and "assume:".startswith(s[:-1]))]
+        todo = [
+            s for s in key if s.startswith("assume:") or (s.endswith("*") and "assume:".startswith(s[:-1]))
+        ]
         if "*" not in seen:
             while todo:
                 scope = todo.pop()

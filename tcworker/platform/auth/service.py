@@ -116,7 +116,7 @@ class AuthService:
         self.clients = {c.client_id: c for c in clients}
         merged = {"anonymous": list(DEFAULT_ANONYMOUS_SCOPES), **roles}
         self.roles = RoleMap(merged)
-        self._anonymous = Identity(None, self.roles.expand(["assume:anonymous"]))
+        self.anonymous = Identity(None, self.roles.expand(["assume:anonymous"]))
 
     def client(self, client_id: str) -> Client | None:
         return self.clients.get(client_id)
@@ -124,12 +124,10 @@ class AuthService:
     def expand(self, scopes: Iterable[str]) -> tuple[str, ...]:
         return self.roles.expand(scopes)
 
-    def authenticate(
-        self, *, header: str | None, bewit: str | None, request: hawk.HawkRequest
-    ) -> Identity:
+    def authenticate(self, *, header: str | None, bewit: str | None, request: hawk.HawkRequest) -> Identity:
         """Steps 1-6 of §4.6. No credentials at all → the anonymous identity."""
         if header is None and bewit is None:
-            return self._anonymous
+            return self.anonymous
         if header is not None and bewit is not None:
             raise AuthenticationFailed("Cannot use both an Authorization header and a bewit")
         presented = hawk.parse_header(header) if header is not None else hawk.parse_bewit(bewit or "")

@@ -28,7 +28,9 @@ class ContentStore:
         digest = hashlib.sha256(f"{name}\0{upload_id}".encode()).hexdigest()
         return self.root / digest[:2] / digest
 
-    async def write(self, target: Path, chunks: AsyncIterator[bytes], expected_length: int | None) -> tuple[int, dict[str, str]]:
+    async def write(
+        self, target: Path, chunks: AsyncIterator[bytes], expected_length: int | None
+    ) -> tuple[int, dict[str, str]]:
         """Stream ``chunks`` into ``target`` (replacing it atomically); returns (length, hashes)."""
         part = target.with_name(f"{target.name}.part-{secrets.token_hex(4)}")
         sha256, sha512 = hashlib.sha256(), hashlib.sha512()

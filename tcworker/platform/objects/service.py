@@ -49,13 +49,22 @@ def register_upload(
     if row is None:
         conn.execute(
             "INSERT INTO objects (name, project_id, upload_id, expires_ms, hashes, data_file) VALUES (?,?,?,?,?,?)",
-            (name, project_id, upload_id, expires_ms, json.dumps(hashes), str(content.path_for(name, upload_id))),
+            (
+                name,
+                project_id,
+                upload_id,
+                expires_ms,
+                json.dumps(hashes),
+                str(content.path_for(name, upload_id)),
+            ),
         )
     else:
         if row["finished"]:
             raise RequestConflict(f"object {name} is already finished")
         if (row["project_id"], row["upload_id"], row["expires_ms"]) != (project_id, upload_id, expires_ms):
-            raise RequestConflict(f"object {name} already has an upload with a different projectId/uploadId/expires")
+            raise RequestConflict(
+                f"object {name} already has an upload with a different projectId/uploadId/expires"
+            )
         merged = merge_hashes(json.loads(row["hashes"]), hashes)
         conn.execute("UPDATE objects SET hashes = ? WHERE name = ?", (json.dumps(merged), name))
     return conn.execute("SELECT * FROM objects WHERE name = ?", (name,)).fetchone()
@@ -86,17 +95,30 @@ class ObjectService:
             if len(inline) > INLINE_LIMIT:
                 raise InputError(f"dataInline data is larger than {INLINE_LIMIT} bytes")
         row = await self.db.run(
-            register_upload, self.content, name, body["projectId"], body["uploadId"], expires_ms, body.get("hashes", {})
+            register_upload,
+            self.content,
+            name,
+            body["projectId"],
+            body["uploadId"],
+            expires_ms,
+            body.get("hashes", {}),
         )
         method: dict[str, Any] = {}
         if inline is not None:
             length, hashes = await self.content.write_bytes(Path(row["data_file"]), inline)
-            await self.db.run(self._record_data, name, body["uploadId"], proposed["dataInline"]["contentType"], length, hashes)
+            await self.db.run(
+                self._record_data,
+                name,
+                body["uploadId"],
+                proposed["dataInline"]["contentType"],
+                length,
+                hashes,
+            )
             method = {"dataInline": True}
         elif "putUrl" in proposed:
             put = proposed["putUrl"]
             expires_s = now_ms() // 1000 + PUT_URL_SECONDS
-            token = self.signer.sign("put", name, expires_s, body["uploadId"])
+            token = self.signer.sign("put", name, expires_s, body["uploadId"], int(put["contentLength"]))
             method = {
                 "putUrl": {
                     "url": f"{root_url}/object-data/{token}",
@@ -117,7 +139,12 @@ class ObjectService:
 
     @staticmethod
     def _record_data(
-        conn: sqlite3.Connection, name: str, upload_id: str, content_type: str, length: int, hashes: dict[str, str]
+        conn: sqlite3.Connection,
+        name: str,
+        upload_id: str,
+        content_type: str,
+        length: int,
+        hashes: dict[str, str],
     ) -> None:
         cur = conn.execute(
             "UPDATE objects SET content_type = ?, content_length = ?, data_hashes = ?"
@@ -134,12 +161,19 @@ class ObjectService:
         claims = self.signer.check("put", token)
         if claims is None:
             raise ResourceNotFound("unknown or expired upload URL")
-        name, upload_id = claims
+        name, upload_id, promised = claims
+        if promised >= 0 and length is not None and length != promised:
+            raise InputError(
+                f"Content-Length {length} differs from the contentLength {promised} given to createUpload"
+            )
         row = await self.db.read(_object_row, name)
         if row is None or row["upload_id"] != upload_id or row["finished"]:
             raise RequestConflict(f"object {name} is not accepting data for this upload")
-        size, hashes = await self.content.write(Path(row["data_file"]), chunks, length)
-        await self.db.run(self._record_data, name, upload_id, content_type or "application/binary", size, hashes)
+        expected = length if length is not None else (promised if promised >= 0 else None)
+        size, hashes = await self.content.write(Path(row["data_file"]), chunks, expected)
+        await self.db.run(
+            self._record_data, name, upload_id, content_type or "application/binary", size, hashes
+        )
 
     async def finish_upload(self, name: str, body: dict[str, Any]) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -193,7 +227,11 @@ class ObjectService:
 
     async def metadata(self, name: str) -> dict[str, Any]:
         row = await self.finished_object(name)
-        return {"projectId": row["project_id"], "expires": json_ms(row["expires_ms"]), "hashes": _public_hashes(row)}
+        return {
+            "projectId": row["project_id"],
+            "expires": json_ms(row["expires_ms"]),
+            "hashes": _public_hashes(row),
+        }
 
     async def data_for(self, token: str) -> tuple[Path, str]:
         claims = self.signer.check("get", token)

@@ -28,7 +28,9 @@ class Issuer:
         taken_until_ms: int,
     ) -> dict[str, str]:
         """Credentials for one claimed run: the three run scopes plus the task's own scopes."""
-        name = f"task-client/{task_id}/{run_id}/on/{worker[0]}/{worker[1]}/until/{unix_seconds(taken_until_ms)}"
+        name = (
+            f"task-client/{task_id}/{run_id}/on/{worker[0]}/{worker[1]}/until/{unix_seconds(taken_until_ms)}"
+        )
         scopes = [
             f"queue:reclaim-task:{task_id}/{run_id}",
             f"queue:resolve-task:{task_id}/{run_id}",
@@ -36,7 +38,12 @@ class Issuer:
             *task_scopes,
         ]
         return tempcreds.issue(
-            self.client_id, self.access_token, name=name, scopes=scopes, start_ms=now_ms, expiry_ms=taken_until_ms
+            self.client_id,
+            self.access_token,
+            name=name,
+            scopes=scopes,
+            start_ms=now_ms,
+            expiry_ms=taken_until_ms,
         )
 
     def upload_credentials(
@@ -47,7 +54,9 @@ class Issuer:
             self.client_id, self.access_token, name=name, scopes=[scope], start_ms=now_ms, expiry_ms=expiry_ms
         )
 
-    def download_credentials(self, task_id: str, run_id: int, name: str, scope: str, now_ms: int) -> dict[str, str]:
+    def download_credentials(
+        self, task_id: str, run_id: int, name: str, scope: str, now_ms: int
+    ) -> dict[str, str]:
         client_id = f"artifact-download/{task_id}/{run_id}/{name}"
         return tempcreds.issue(
             self.client_id,

@@ -73,3 +73,31 @@ class TaskRecord:
             "state": self.state,
             "runs": self.runs,
         }
+
+
+TASK_KEYS = (
+    "provisionerId",
+    "workerType",
+    "taskQueueId",
+    "schedulerId",
+    "projectId",
+    "taskGroupId",
+    "dependencies",
+    "requires",
+    "routes",
+    "priority",
+    "retries",
+    "created",
+    "deadline",
+    "expires",
+    "scopes",
+    "payload",
+    "metadata",
+    "tags",
+    "extra",
+)
+
+
+def canonical(d: dict[str, Any]) -> dict[str, Any]:
+    """The stored task definition: every field, in task.json's order."""
+    return {k: d[k] for k in TASK_KEYS if k in d}

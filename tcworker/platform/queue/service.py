@@ -16,7 +16,7 @@ from tcworker.platform.clock import json_ms, now_ms, parse_ms
 from tcworker.platform.errors import InputError, RequestConflict, ResourceNotFound
 from tcworker.platform.queue import taskstore
 from tcworker.platform.queue.credentials import Issuer
-from tcworker.platform.queue.models import TaskRecord
+from tcworker.platform.queue.models import TaskRecord, canonical
 from tcworker.platform.queue.waiters import Waiters
 from tcworker.platform.store.db import Database
 
@@ -97,6 +97,7 @@ class QueueService:
 
     async def create_task(self, task_id: str, d: dict[str, Any]) -> TaskRecord:
         deadline_ms, expires_ms = self.check_times(d)
+        d = canonical(d)
         if any(s.endswith("**") for s in d["scopes"]):
             raise InputError("scopes must not end in `**`")
         record = TaskRecord(task_id, d, d["retries"], d["retries"], deadline_ms, expires_ms)
@@ -145,7 +146,8 @@ class QueueService:
             raise RequestConflict(f"task group {d['taskGroupId']} is sealed")
         if row["expires_ms"] < expires_ms:
             conn.execute(
-                "UPDATE task_groups SET expires_ms = ? WHERE task_group_id = ?", (expires_ms, d["taskGroupId"])
+                "UPDATE task_groups SET expires_ms = ? WHERE task_group_id = ?",
+                (expires_ms, d["taskGroupId"]),
             )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -178,11 +180,18 @@ class QueueService:
             raise ResourceNotFound(f"Run {run_id} of task {task.task_id} not found")
         return task.runs[run_id]
 
-    async def resolve(self, task_id: str, run_id: int, event: str, reason: str | None = None) -> TaskRecord:
-        """reportCompleted / reportFailed / reportException: idempotent for the same resolution."""
+    async def resolve(
+        self, task_id: str, run_id: int, event: str, reason: str | None, authorize: Callable[[], None]
+    ) -> TaskRecord:
+        """reportCompleted / reportFailed / reportException: idempotent for the same resolution.
+
+        ``authorize`` runs after the task is found (404 before 403) inside the same database round
+        trip, which keeps the hot path to one hop to the writer thread.
+        """
 
         def op(conn: sqlite3.Connection) -> tuple[TaskRecord, list[str]]:
             task = self._must_load(conn, task_id)
+            authorize()
             run = self._check_run(task, run_id)
             wanted = {"completed": "completed", "failed": "failed"}.get(event, reason)
             state = {"completed": "completed", "failed": "failed"}.get(event, "exception")
@@ -196,14 +205,19 @@ class QueueService:
         self.notify(queues)
         return task
 
-    async def reclaim(self, task_id: str, run_id: int) -> tuple[TaskRecord, dict[str, str]]:
+    async def reclaim(
+        self, task_id: str, run_id: int, authorize: Callable[[], None]
+    ) -> tuple[TaskRecord, dict[str, str]]:
         def op(conn: sqlite3.Connection) -> TaskRecord:
             task = self._must_load(conn, task_id)
+            authorize()
             run = self._check_run(task, run_id)
             now = now_ms()
             if run_id != len(task.runs) - 1 or run["state"] != "running" or now >= task.deadline_ms:
                 raise RequestConflict(f"Run {run_id} of task {task_id} is no longer running; stop the task")
-            taskstore.transition(conn, task, "reclaim", now, self.order, taken_until_ms=now + self.claim_timeout_ms)
+            taskstore.transition(
+                conn, task, "reclaim", now, self.order, taken_until_ms=now + self.claim_timeout_ms
+            )
             return task
 
         task = await self.db.run(op)

@@ -113,7 +113,12 @@ def apply(
         run = runs[-1]
         run.update(state=TRANSITIONS[(state, event)], reasonResolved=final, resolved=now)
         retry_as = RETRY_REASON_CREATED.get(final)
-        if retry_as is not None and task.retries_left > 0 and now_ms < task.deadline_ms and len(runs) < MAX_RUNS:
+        if (
+            retry_as is not None
+            and task.retries_left > 0
+            and now_ms < task.deadline_ms
+            and len(runs) < MAX_RUNS
+        ):
             task.retries_left -= 1
             runs.append(_new_run(len(runs), retry_as, now))
             outcome.new_pending = True

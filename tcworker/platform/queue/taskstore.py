@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tcworker.platform.errors import InternalServerError
+from tcworker.platform.index.service import index_routes
 from tcworker.platform.queue import statemachine
 from tcworker.platform.queue.models import PRIORITY_RANK, TaskRecord
 
@@ -105,6 +106,8 @@ def transition(
     save(conn, task, order, requeued=outcome.new_pending)
     queues = [task.task_queue_id] if outcome.new_pending else []
     if outcome.resolved:
+        if task.state == "completed":
+            index_routes(conn, task.task_id, task.definition["routes"], task.expires_ms)
         queues += settle_dependents(conn, task, now_ms, order)
     return queues
 
@@ -131,7 +134,9 @@ def insert_dependencies(conn: sqlite3.Connection, task: TaskRecord, deps: dict[s
     return unsatisfied
 
 
-def settle_dependents(conn: sqlite3.Connection, task: TaskRecord, now_ms: int, order: PendingOrder) -> list[str]:
+def settle_dependents(
+    conn: sqlite3.Connection, task: TaskRecord, now_ms: int, order: PendingOrder
+) -> list[str]:
     """After ``task`` resolved: mark it satisfied for its dependents; schedule those now ready."""
     queues: list[str] = []
     rows = conn.execute(

@@ -1,0 +1,215 @@
+"""The aiohttp application: error middleware, the API dispatcher, data URLs, resolvers.
+
+Request pipeline for ``/api/<service>/v1/<route>`` (spec §1): match the raw path → decode and
+check params (400) → read the body (413 over 10 MB) → authenticate with Hawk (401) → parse
+JSON (400 MalformedPayload) and validate it with defaults (400 InputValidationError) → handler,
+which authorizes (403) and calls one service method. Every error leaves in the §1.5 shape; an
+unexpected exception becomes a logged ``500 InternalServerError`` in the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+import tcworker
+from tcworker.platform.api import Call, Reply
+from tcworker.platform.auth.hawk import HawkRequest, split_bewit
+from tcworker.platform.errors import (
+    AuthenticationFailed,
+    InputTooLarge,
+    InternalServerError,
+    MalformedPayload,
+    PlatformError,
+    ResourceNotFound,
+    error_body,
+)
+from tcworker.platform.objects import routes as object_routes
+from tcworker.platform.services import Services
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 10 * 1024 * 1024
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_COMPACT = (",", ":")
+_JSON = "application/json"
+
+SERVICES_KEY: web.AppKey[Services] = web.AppKey("services", Services)
+ROOT_URL_KEY: web.AppKey[list[str]] = web.AppKey("root_url", list)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(body, separators=_COMPACT).encode(),
+        status=status,
+        content_type=_JSON,
+        headers=headers,
+    )
+
+
+def _error_response(request: web.Request, err: PlatformError) -> web.Response:
+    headers = {"WWW-Authenticate": "hawk"} if isinstance(err, AuthenticationFailed) else None
+    body = error_body(
+        err.code,
+        err.message,
+        method=request.get("tc_method", "unknown"),
+        params=request.get("tc_params"),
+        payload=request.get("tc_payload"),
+    )
+    return web.Response(body=body, status=err.status, content_type=_JSON, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PlatformError as err:
+        return _error_response(request, err)
+    except web.HTTPRequestEntityTooLarge:
+        return _error_response(request, InputTooLarge(f"request body is larger than {MAX_BODY} bytes"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: ResourceNotFound, 413: InputTooLarge}.get(exc.status, MalformedPayload)
+        return _error_response(request, code(exc.reason or "bad request"))
+    except (ConnectionError, TimeoutError):
+        raise
+    except Exception as exc:  # the one place bugs become a 500 in Taskcluster's error shape
+        log.exception("internal error answering %s %s", request.method, request.path)
+        return _error_response(request, InternalServerError(f"internal error: {type(exc).__name__}"))
+
+
+def _host_port(request: web.Request) -> tuple[str, int]:
+    host = request.headers.get("Host", "")
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        return name, int(port)
+    return host, 443 if request.headers.get("X-Forwarded-Proto") == "https" else 80
+
+
+async def _read_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise InputTooLarge(f"request body is larger than {MAX_BODY} bytes")
+    if not request.body_exists:
+        return b""
+    return await request.read()
+
+
+def _parse_json(body: bytes, content_type: str) -> Any:
+    if content_type != _JSON:
+        raise MalformedPayload("request body must be sent with Content-Type: application/json")
+    try:
+        payload = json.loads(body)
+        if _SURROGATE.search(body):
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError, UnicodeError) as exc:
+        raise MalformedPayload(f"request body is not valid JSON: {str(exc)[:200]}") from exc
+    return payload
+
+
+class Dispatcher:
+    """Routes ``/api/<service>/v1/...`` to declared endpoints through the pipeline above."""
+
+    def __init__(self, services: Services, root_url: list[str]) -> None:
+        self.services = services
+        self.root_url = root_url
+        self.started = time.monotonic()
+
+    def monitoring(self, route: str) -> Any:
+        if route == "/ping":
+            return {"alive": True, "uptime": round(time.monotonic() - self.started, 3)}
+        if route in ("/__heartbeat__", "/__lbheartbeat__"):
+            return {}
+        if route == "/__version__":
+            return {
+                "source": "https://github.com/taskcluster/taskcluster",
+                "version": tcworker.__version__,
+                "commit": "local",
+                "build": "tcworker",
+            }
+        return None
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        monitor = self.monitoring(raw_path) if request.method in ("GET", "HEAD") else None
+        if monitor is not None and raw_path != "/ping":
+            return _json(monitor)
+        parts = raw_path.split("/", 4)
+        if len(parts) < 4 or parts[1] != "api" or parts[3] != "v1" or parts[2] not in self.services.routers:
+            raise ResourceNotFound(f"no such API: {request.method} {raw_path[:200]}")
+        route = "/" + (parts[4] if len(parts) > 4 else "")
+        monitor = self.monitoring(route) if request.method in ("GET", "HEAD") else None
+        if monitor is not None:
+            return _json(monitor)
+        matched = self.services.routers[parts[2]].match(request.method, route)
+        if matched is None:
+            raise ResourceNotFound(f"no such API method: {request.method} {raw_path[:200]}")
+        endpoint, params = matched
+        request["tc_method"], request["tc_params"] = endpoint.name, params
+        body = await _read_body(request)
+        identity = self.services.auth.anonymous
+        if endpoint.scopes is not None:
+            identity = self._authenticate(request, raw_path, raw_query, body)
+        payload: Any = None
+        if endpoint.input is not None:
+            payload = _parse_json(body, request.content_type)
+            request["tc_payload"] = payload
+            payload = self.services.schemas.validate(endpoint.input, payload)
+        call = Call(endpoint, params, request.rel_url.query, payload, identity, self.root_url[0], request)
+        if endpoint.auto_authorize:
+            call.authorize()
+        result = await endpoint.handler(call)
+        if endpoint.scopes is not None and not call.authorized:
+            raise InternalServerError(f"{endpoint.name} answered without authorizing")
+        if isinstance(result, Reply):
+            if result.body is None:
+                return web.Response(status=result.status, headers=result.headers)
+            return _json(result.body, result.status, result.headers)
+        if result is None:
+            return web.Response(status=204)
+        return _json(result)
+
+    def _authenticate(self, request: web.Request, raw_path: str, raw_query: str, body: bytes) -> Any:
+        header = request.headers.get("Authorization")
+        bewit, stripped = split_bewit(raw_query) if "bewit=" in raw_query else (None, raw_query)
+        host, port = _host_port(request)
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        hawk_request = HawkRequest(
+            method=request.method,
+            resource=raw_path + ("?" + stripped if stripped else ""),
+            host=host,
+            port=port,
+            content=body,
+            content_type=content_type,
+        )
+        try:
+            return self.services.auth.authenticate(header=header, bewit=bewit, request=hawk_request)
+        except PlatformError:
+            raise
+        except Exception as exc:  # malformed credentials of any kind are an authentication failure
+            raise AuthenticationFailed(f"cannot authenticate request: {type(exc).__name__}") from exc
+
+
+def build_app(services: Services) -> web.Application:
+    """The aiohttp app; ``app[ROOT_URL_KEY][0]`` must be set to the bound rootUrl before serving."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY + 1)
+    app[SERVICES_KEY] = services
+    app[ROOT_URL_KEY] = [""]
+    put, get = object_routes.data_handlers(services.objects)
+    app.router.add_route("PUT", object_routes.DATA_PATH, put)
+    app.router.add_route("GET", object_routes.DATA_PATH, get)
+    app.router.add_route("*", "/{tail:.*}", Dispatcher(services, app[ROOT_URL_KEY]))
+
+    async def resolvers(app: web.Application) -> AsyncIterator[None]:
+        assert services.resolvers is not None
+        async with services.resolvers.running():
+            yield
+
+    app.cleanup_ctx.append(resolvers)
+    return app

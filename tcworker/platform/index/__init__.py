@@ -1,0 +1,1 @@
+"""Index service of the local platform: namespaces → taskIds, plus route-based indexing."""

@@ -1,0 +1,1 @@
+"""Purge-cache service of the local platform: requests to purge worker caches."""

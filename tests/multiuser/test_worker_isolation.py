@@ -1,0 +1,164 @@
+"""Issue 4, acceptance 1, through the whole system: a real `tcworker run --config` process with
+`engine: multiuser` and capacity 2, against the real platform process, tasks submitted with the
+official client. The tasks try every forbidden thing; each attempt fails, the worker stays
+healthy, and no task user, process or temporary file is left afterwards."""
+
+from __future__ import annotations
+
+import pwd
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_harness import Submitter, WorkerProcess, marked_processes
+
+from tcworker.worker.taskdirs import task_dir_name
+
+pytestmark = pytest.mark.timeout(180)
+
+ATTEMPTS = {
+    "read-config": 'cat "$WORKER_CONFIG"',
+    "read-key": 'cat "$WORKER_KEY"',
+    "read-environ": 'cat "/proc/$WORKER_PID/environ"',
+    "signal-worker": 'kill -TERM "$WORKER_PID"',
+    "write-etc": 'touch "/etc/tcw-h4-e2e-$TASK_ID"',
+    "read-other-home": 'cat "$OTHER_HOME/secret.txt"',
+    "list-other-home": 'ls "$OTHER_HOME"',
+}
+
+
+def attempt_command(name: str, script: str) -> list[str]:
+    """One command per attempt that always exits 0 and says whether the attempt worked."""
+    return [
+        "sh",
+        "-c",
+        f"if ( {script} ) >/dev/null 2>&1; then echo BREACH:{name}; else echo denied:{name}; fi",
+    ]
+
+
+@pytest.fixture
+def mu_worker(start_host_worker: Any) -> tuple[WorkerProcess, Submitter]:
+    return start_host_worker(
+        engine="multiuser", capacity=2, env={"TCW_WORKER_SECRET": "worker-env-secret-h4"}
+    )
+
+
+def task_users_in(tasks_dir: Path) -> list[str]:
+    return [
+        e.pw_name
+        for e in pwd.getpwall()
+        if e.pw_name.startswith("task_") and e.pw_dir.startswith(f"{tasks_dir}/")
+    ]
+
+
+def test_tasks_cannot_reach_the_worker_or_each_other_and_leave_nothing(
+    mu_worker: tuple[WorkerProcess, Submitter],
+) -> None:
+    worker, submitter = mu_worker
+    tasks_dir = Path(worker.config["tasksDir"])
+    # Task B: keeps a secret in its home while task A runs, until the test drops a flag file.
+    flag = Path(f"/tmp/tcw-h4-e2e-flag-{submitter.mark}")
+    victim = submitter.create(
+        {
+            "command": [
+                ["sh", "-c", f"echo victim-secret > secret.txt; until [ -e {flag} ]; do sleep 0.05; done"]
+            ],
+            "maxRunTime": 120,
+        }
+    )
+    submitter.wait_running(victim, worker=worker)
+    other_home = tasks_dir / task_dir_name(victim, 0)
+    deadline = time.monotonic() + 30
+    while not (other_home / "secret.txt").exists():
+        assert time.monotonic() < deadline, worker.tail()
+        time.sleep(0.05)
+    # Task A: every forbidden thing, then a daemon and temp files left behind on purpose.
+    daemon = (
+        "python3 -c 'import os,sys,time\nif os.fork(): sys.exit(0)\nos.setsid()\n"
+        "if os.fork(): sys.exit(0)\nos.closerange(0, 3)\ntime.sleep(600)'"
+    )
+    commands = [attempt_command(name, script) for name, script in ATTEMPTS.items()]
+    commands += [
+        ["sh", "-c", "env; echo $$ > /tmp/tcw-h4-e2e-$TASK_ID; echo x > /dev/shm/tcw-h4-e2e-$TASK_ID"],
+        ["sh", "-c", daemon + " && (setsid nohup sleep 600 >/dev/null 2>&1 &) && echo daemons-started"],
+    ]
+    attacker = submitter.create(
+        {
+            "command": commands,
+            "maxRunTime": 120,
+            "env": {
+                "WORKER_CONFIG": str(worker.config_path),
+                "WORKER_KEY": worker.config["ed25519SigningKeyLocation"],
+                "WORKER_PID": str(worker.pid),
+                "OTHER_HOME": str(other_home),
+            },
+        }
+    )
+    run = submitter.wait_run(attacker, worker=worker, timeout=90)
+    log = submitter.log(attacker)
+    assert run["state"] == "completed", log
+    lines = log.splitlines()  # (the command lines themselves are echoed too: match whole lines)
+    for name in ATTEMPTS:
+        assert f"denied:{name}" in lines, log
+    assert [line for line in lines if line.startswith("BREACH:")] == []
+    assert "worker-env-secret-h4" not in log and "TCW_WORKER_SECRET" not in log
+    assert worker.config["accessToken"] not in log
+    assert "daemons-started" in lines
+    assert not Path(f"/etc/tcw-h4-e2e-{attacker}").exists()
+
+    # The victim's secret was never exposed; let it finish.
+    flag.touch()
+    try:
+        assert submitter.wait_run(victim, worker=worker, timeout=60)["state"] == "completed"
+    finally:
+        flag.unlink()
+
+    # Nothing of either task is left: processes, users, homes, temp files.
+    deadline = time.monotonic() + 20
+    while (marked_processes(submitter.mark) or task_users_in(tasks_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marked_processes(submitter.mark) == []
+    assert task_users_in(tasks_dir) == []
+    assert not (tasks_dir / task_dir_name(attacker, 0)).exists()
+    assert not Path(f"/tmp/tcw-h4-e2e-{attacker}").exists()
+    assert not Path(f"/dev/shm/tcw-h4-e2e-{attacker}").exists()
+
+    # The worker is healthy: still running and still serving tasks.
+    assert worker.running, worker.tail()
+    after = submitter.create({"command": [["sh", "-c", "id -u; echo still-serving"]], "maxRunTime": 60})
+    assert submitter.wait_run(after, worker=worker)["state"] == "completed"
+    assert "still-serving" in submitter.log(after)
+    assert worker.running
+
+
+def test_symlinks_to_secrets_are_published_as_error_artifacts(
+    mu_worker: tuple[WorkerProcess, Submitter],
+) -> None:
+    worker, submitter = mu_worker
+    key = worker.config["ed25519SigningKeyLocation"]
+    payload: dict[str, Any] = {
+        "command": [
+            ["sh", "-c", f"ln -s /etc/shadow shadow.txt && ln -s {key} key.txt && echo fine > ok.txt"],
+        ],
+        "maxRunTime": 60,
+        "artifacts": [
+            {"type": "file", "path": "shadow.txt", "name": "public/shadow.txt"},
+            {"type": "file", "path": "key.txt", "name": "public/key.txt"},
+            {"type": "file", "path": "ok.txt", "name": "public/ok.txt"},
+        ],
+    }
+    task_id = submitter.create(payload)
+    run = submitter.wait_run(task_id, worker=worker, timeout=60)
+    assert run["state"] == "failed", submitter.log(task_id)
+    arts = submitter.artifacts(task_id, 0)
+    for name in ("public/shadow.txt", "public/key.txt"):
+        assert arts[name]["storageType"] == "error", arts[name]
+    data, _ = submitter.download(task_id, 0, "public/ok.txt")
+    assert data == b"fine\n"
+    key_bytes = Path(key).read_bytes()
+    for name in ("public/shadow.txt", "public/key.txt"):
+        with pytest.raises(Exception):  # noqa: B017 - an error artifact has no content to download
+            submitter.download(task_id, 0, name)
+    assert key_bytes not in submitter.log(task_id).encode()
+    assert worker.running
