@@ -302,13 +302,13 @@ def report(platform: Results, floor: Results, args: argparse.Namespace, console:
         )
     console.print(table)
     console.print(
-        "Floor: the same client calls (same Hawk signing, JSON encoding and keep-alive session) sent to an\n"
-        "aiohttp app that answers {} to every request without checking auth or reading the body; the gap\n"
-        "between the columns is the platform's own work. Pickup delay: from createTask returning to the\n"
-        "claimWork (already waiting in its long poll) returning the task; the real queue polls its database\n"
-        "once a second (~430 ms per pickup). End-to-end = createTask + claimWork + reportCompleted per task,\n"
-        f"each client on its own task queue, {args.duration:.0f} s per figure. Client and servers share this\n"
-        f"machine's {os.cpu_count()} CPUs, so the figures include client-side CPU time."
+        "Floor: the same client calls (same Hawk signing, JSON encoding and keep-alive session) sent to an "
+        "aiohttp app that answers {} to every request without checking auth or reading the body; the gap "
+        "between the columns is the platform's own work. Pickup delay: from createTask returning to the "
+        "claimWork (already waiting in its long poll) returning the task; the real queue polls its database "
+        "once a second (~430 ms per pickup). End-to-end = createTask + claimWork + reportCompleted per task, "
+        f"each client on its own task queue, {args.duration:.0f} s per figure. Client and servers share this "
+        f"machine's {os.cpu_count()} CPUs, so the figures include client-side CPU time and any other load."
     )
 
 
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_floor:
         return serve_floor()
 
-    console = Console()
+    console = Console(width=max(130, Console().width))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tcw-bench-") as tmp:
         token = "t" + secrets.token_urlsafe(32)  # never starts with "-" (argparse)
@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             platform.stop()
             floor.stop()
     report(platform_results, floor_results, args, console)
-    console.print(f"total bench time {time.monotonic() - started:.0f} s")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    console.print(f"total bench time {time.monotonic() - started:.0f} s; load average at the end: {load}")
     return 0
 
 

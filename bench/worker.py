@@ -19,7 +19,16 @@ Bounded: a global budget (default 170 s) skips whatever would not fit, and every
 stopped on exit. Run: `python bench/worker.py` (`--quick` for a smoke run).
 """
 
+# ruff: noqa: E402 (imports follow the sys.path fix below)
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `python bench/worker.py` puts bench/ first on sys.path, where sibling scripts (bench/queue.py)
+# would shadow standard-library modules of the same name; this benchmark needs the real ones.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
 
 import argparse
 import contextlib
@@ -32,12 +41,10 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -48,7 +55,7 @@ from rich.table import Table
 
 PROVISIONER = "bench-prov"
 RESOLVED = ("completed", "failed", "exception")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 class Budget:
@@ -78,6 +85,7 @@ class Platform:
     """`tcworker queue serve` on 127.0.0.1:0; waits for its `rootUrl:` line."""
 
     def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_urlsafe(24)
         self.log = workdir / "platform.log"
         with open(self.log, "wb") as out:
@@ -227,7 +235,7 @@ def wait_resolved(
 
 
 def new_type() -> str:
-    return "bench-" + slugid.nice()[:16].replace("_", "x").lower()
+    return "bench-" + secrets.token_hex(8)  # queue pattern ^[a-z]([-a-z0-9]{0,36}[a-z0-9])?$
 
 
 def latency_series(queue: taskcluster.Queue, worker_type: str, runs: int, budget: Budget) -> list[float]:
@@ -302,7 +310,7 @@ def _sample_loop(worker: Worker, stop: threading.Event, sample: Callable[[Worker
 
 
 def ms(x: float) -> str:
-    return f"{x * 1000:.1f} ms" if x < 10 else f"{x:.2f} s"
+    return f"{x * 1000:.1f} ms" if abs(x) < 1 else f"{x:.2f} s"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -324,6 +332,119 @@ def workspace() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+Row = tuple[str, str, str, str]
+
+
+def phase_latency(platform: Platform, wt: str, runs: int, budget: Budget) -> Row:
+    """1: trivial-task latency through an idle worker vs a bare fork+exec."""
+    latency_series(platform.queue, wt, 1, budget)  # warm-up (imports, first claim)
+    lat = latency_series(platform.queue, wt, runs, budget)
+    base = baseline_true(runs)
+    return (
+        f"trivial task `true`, createTask → resolved ({len(lat)} runs)",
+        f"median {ms(statistics.median(lat))}, p90 {ms(pct(lat, 0.9))}",
+        f"subprocess.run(['true']): median {ms(statistics.median(base))}, p90 {ms(pct(base, 0.9))}",
+        f"{statistics.median(lat) / statistics.median(base):.0f}× the bare process",
+    )
+
+
+def phase_multiuser(platform: Platform, tmp: Path, key: Path, wt: str, runs: int, budget: Budget) -> Row:
+    """5: the same trivial task on a multiuser worker and the simple one, interleaved."""
+    label = "per-task overhead, engine multiuser vs simple"
+    if os.geteuid() != 0:
+        return (label, "skipped", "", "needs root to create task users")
+    if budget.left() < 60:
+        return (label, "skipped", "", "out of time budget")
+    mwt, homes = new_type(), tmp / "homes"
+    homes.mkdir(mode=0o755, exist_ok=True)
+    homes.chmod(0o755)  # task users must traverse it
+    multi = Worker(
+        tmp / "lat-multi",
+        platform,
+        key,
+        workerType=mwt,
+        engine="multiuser",
+        headlessTasks=True,
+        tasksDir=str(homes),
+    )
+    try:
+        latency_series(platform.queue, mwt, 1, budget)  # warm-up
+        mlat: list[float] = []
+        slat: list[float] = []
+        for _ in range(runs):  # interleaved, so load drift hits both alike
+            mlat += latency_series(platform.queue, mwt, 1, budget)
+            slat += latency_series(platform.queue, wt, 1, budget)
+        return (
+            f"{label} ({len(mlat)} runs each, interleaved)",
+            f"multiuser median {ms(statistics.median(mlat))}, p90 {ms(pct(mlat, 0.9))}",
+            f"simple median {ms(statistics.median(slat))}, p90 {ms(pct(slat, 0.9))}",
+            f"overhead {ms(statistics.median(mlat) - statistics.median(slat))} per task (median difference)",
+        )
+    except (TimeoutError, RuntimeError, taskcluster.TaskclusterFailure) as exc:
+        return (label, "FAILED", "", f"{exc}"[:200])
+    finally:
+        multi.stop()
+
+
+def phase_big_log(platform: Platform, tmp: Path, wt: str, size: int, budget: Budget) -> Row:
+    """3: `size` bytes to stdout through the worker (log to disk + upload) vs to a file directly."""
+    cmd = f"yes | head -c {size}"
+    if budget.left() < 60:
+        return (f"{mib(size)} to stdout", "skipped", "", "out of time budget")
+    t0 = time.perf_counter()
+    subprocess.run(["sh", "-c", f"{cmd} > {tmp / 'big.out'}"], check=True)
+    base = time.perf_counter() - t0
+    (tmp / "big.out").unlink()
+    t0 = time.time()
+    task_id = create(platform.queue, wt, ["sh", "-c", cmd], max_run_time=600)
+    try:
+        run = wait_resolved(platform.queue, task_id, timeout=max(10, budget.left() - 50), poll=0.1)
+    except TimeoutError as exc:
+        return (f"{mib(size)} to stdout", "TIMEOUT", f"subprocess: {ms(base)}", str(exc))
+    took = _parse(run["resolved"]) - t0
+    return (
+        f"task writing {mib(size)} to stdout, createTask → resolved ({run['state']})",
+        ms(took),
+        f"same command > file via subprocess: {ms(base)}",
+        f"{size / took / 2**20:.0f} MiB/s through the worker vs {size / base / 2**20:.0f} MiB/s",
+    )
+
+
+def phase_throughput(
+    platform: Platform, tmp: Path, key: Path, n: int, budget: Budget, idle_rss: int
+) -> list[Row]:
+    """2 + 4: tasks/s at capacity 1 and 8; RSS sampled while the capacity-8 worker drains its queue."""
+    rows: list[Row] = []
+    samples: list[int] = []
+    for capacity in (1, 8):
+        if budget.left() < 25:
+            rows.append((f"trivial tasks/s, capacity {capacity}", "skipped", "", "out of time budget"))
+            continue
+        sampler = (lambda w: samples.append(w.tree_rss())) if capacity == 8 else None
+        try:
+            rate, span = throughput(platform, tmp, key, capacity, n, budget, sampler)
+        except (TimeoutError, RuntimeError) as exc:
+            rows.append((f"trivial tasks/s, capacity {capacity}", "FAILED", "", str(exc)[:200]))
+            continue
+        rows.append(
+            (
+                f"trivial tasks/s, capacity {capacity} ({n} queued tasks)",
+                f"{rate:.1f} tasks/s",
+                "",
+                f"first started → last resolved {ms(span)}",
+            )
+        )
+    load = (
+        f"under load (capacity 8): median {mib(statistics.median(samples))}, max {mib(max(samples))}"
+        if samples
+        else "under load: no samples"
+    )
+    rows.append(
+        ("worker RSS (worker + descendants)", f"idle {mib(idle_rss)}", load, "psutil, sampled every 0.1 s")
+    )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30, help="sequential trivial tasks for latency (30)")
@@ -335,9 +456,8 @@ def main() -> int:
     if args.quick:
         args.runs, args.tasks, args.bytes = 5, 20, 2**26
     budget = Budget(args.budget)
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[Row] = []
     procs: list[Any] = []
-
     with workspace() as tmp:
         try:
             key = tmp / "ed25519.key"
@@ -353,133 +473,17 @@ def main() -> int:
             console.print(
                 f"platform at {platform.root_url}; {psutil.cpu_count()} CPUs; budget {args.budget:.0f}s"
             )
-
-            # 1 + 4 (idle): latency with an idle, long-polling worker.
             wt = new_type()
             simple = Worker(tmp / "lat-simple", platform, key, workerType=wt)
             procs.append(simple)
-            time.sleep(3)
+            time.sleep(3)  # let it settle into its claimWork long-poll
             idle_rss = simple.tree_rss()
-            latency_series(platform.queue, wt, 1, budget)  # warm-up (imports, first claim)
-            lat = latency_series(platform.queue, wt, args.runs, budget)
-            base = baseline_true(args.runs)
-            rows.append(
-                (
-                    f"trivial task `true`, createTask → resolved ({len(lat)} runs)",
-                    f"median {ms(statistics.median(lat))}, p90 {ms(pct(lat, 0.9))}",
-                    f"subprocess.run(['true']): median {ms(statistics.median(base))}, p90 {ms(pct(base, 0.9))}",
-                    f"{statistics.median(lat) / statistics.median(base):.0f}× the bare process",
-                )
-            )
-
-            # 5: multiuser vs simple, same measure, side by side.
-            if os.geteuid() != 0:
-                rows.append(
-                    (
-                        "per-task overhead multiuser vs simple",
-                        "skipped",
-                        "",
-                        "needs root to create task users",
-                    )
-                )
-            elif budget.left() < 60:
-                rows.append(("per-task overhead multiuser vs simple", "skipped", "", "out of time budget"))
-            else:
-                mwt = new_type()
-                (tmp / "homes").mkdir(exist_ok=True)
-                (tmp / "homes").chmod(0o755)
-                multi = Worker(
-                    tmp / "lat-multi",
-                    platform,
-                    key,
-                    workerType=mwt,
-                    engine="multiuser",
-                    headlessTasks=True,
-                    tasksDir=str(tmp / "homes"),
-                )
-                procs.append(multi)
-                try:
-                    latency_series(platform.queue, mwt, 1, budget)  # warm-up
-                    mlat: list[float] = []
-                    slat: list[float] = []
-                    for _ in range(max(5, args.runs // 2)):  # interleaved, so drift hits both alike
-                        mlat += latency_series(platform.queue, mwt, 1, budget)
-                        slat += latency_series(platform.queue, wt, 1, budget)
-                    rows.append(
-                        (
-                            f"trivial task, engine multiuser vs simple ({len(mlat)} runs each, interleaved)",
-                            f"multiuser median {ms(statistics.median(mlat))}, p90 {ms(pct(mlat, 0.9))}",
-                            f"simple median {ms(statistics.median(slat))}, p90 {ms(pct(slat, 0.9))}",
-                            f"overhead {ms(statistics.median(mlat) - statistics.median(slat))} per task",
-                        )
-                    )
-                except Exception as exc:  # report, keep benchmarking the rest
-                    rows.append(("per-task overhead multiuser vs simple", "FAILED", "", f"{exc}"[:200]))
-                finally:
-                    multi.stop()
-
-            # 3: 1 GiB to stdout vs redirected to a file.
-            size = args.bytes
-            cmd = f"yes | head -c {size}"
-            if budget.left() < 60:
-                rows.append((f"{mib(size)} to stdout", "skipped", "", "out of time budget"))
-            else:
-                t0 = time.perf_counter()
-                subprocess.run(["sh", "-c", f"{cmd} > {tmp / 'big.out'}"], check=True)
-                base_big = time.perf_counter() - t0
-                (tmp / "big.out").unlink()
-                t0 = time.time()
-                task_id = create(platform.queue, wt, ["sh", "-c", cmd], max_run_time=600)
-                try:
-                    run = wait_resolved(
-                        platform.queue, task_id, timeout=max(10, budget.left() - 50), poll=0.1
-                    )
-                    big = _parse(run["resolved"]) - t0
-                    rows.append(
-                        (
-                            f"task writing {mib(size)} to stdout, createTask → resolved ({run['state']})",
-                            ms(big),
-                            f"same command > file via subprocess: {ms(base_big)}",
-                            f"{size / big / 2**20:.0f} MiB/s through the worker vs {size / base_big / 2**20:.0f} MiB/s",
-                        )
-                    )
-                except TimeoutError as exc:
-                    rows.append(
-                        (f"{mib(size)} to stdout", "TIMEOUT", f"subprocess: {ms(base_big)}", str(exc))
-                    )
-
-            # 2 + 4 (load): throughput at capacity 1 and 8, RSS sampled while draining at 8.
-            samples: list[int] = []
-            for capacity in (1, 8):
-                if budget.left() < 25:
-                    rows.append((f"throughput capacity {capacity}", "skipped", "", "out of time budget"))
-                    continue
-                try:
-                    sampler = (lambda w: samples.append(w.tree_rss())) if capacity == 8 else None
-                    rate, span = throughput(platform, tmp, key, capacity, args.tasks, budget, sampler)
-                    rows.append(
-                        (
-                            f"trivial tasks/s, capacity {capacity} ({args.tasks} queued tasks)",
-                            f"{rate:.1f} tasks/s",
-                            "",
-                            f"first started → last resolved {ms(span)}",
-                        )
-                    )
-                except (TimeoutError, RuntimeError) as exc:
-                    rows.append((f"throughput capacity {capacity}", "FAILED", "", str(exc)[:200]))
-            rows.append(
-                (
-                    "worker RSS (process tree)",
-                    f"idle {mib(idle_rss)}",
-                    f"under load (capacity 8): median {mib(statistics.median(samples))}, max {mib(max(samples))}"
-                    if samples
-                    else "under load: no samples",
-                    "psutil, worker + descendants",
-                )
-            )
+            rows.append(phase_latency(platform, wt, args.runs, budget))
+            rows.append(phase_multiuser(platform, tmp, key, wt, max(5, args.runs // 2), budget))
+            rows.append(phase_big_log(platform, tmp, wt, args.bytes, budget))
+            rows += phase_throughput(platform, tmp, key, args.tasks, budget, idle_rss)
         finally:
             stop_all(procs)
-
     table = Table(title="tcworker worker benchmark (side by side, one run)")
     for col in ("measurement", "tcworker", "baseline / comparison", "note"):
         table.add_column(col)

@@ -51,7 +51,7 @@ def load_task_file(path: Path) -> dict[str, Any]:
 
 def build_task(data: dict[str, Any], source_name: str, task_queue_id: str | None = None) -> dict[str, Any]:
     """A complete task definition from a definition or a bare payload (missing fields filled in)."""
-    task = dict(data) if "payload" in data else {"payload": data}
+    task: dict[str, Any] = dict(data) if "payload" in data else {"payload": data}
     if not task.get("taskQueueId") and not (task.get("provisionerId") and task.get("workerType")):
         task["taskQueueId"] = task_queue_id or DEFAULT_TASK_QUEUE
     now = tctime.now()
@@ -135,13 +135,14 @@ async def _local(args: argparse.Namespace, data: dict[str, Any], console: Consol
     from tcworker.platform.serve import start_platform
     from tcworker.worker.runner import run_worker
 
-    setup_logging(logging.INFO if args.verbose else logging.WARNING)
+    redactor = setup_logging(logging.INFO if args.verbose else logging.WARNING)
     task = build_task(data, Path(args.task_file).name)
     provisioner_id, worker_type = queue_of(task)
     platform = await start_platform(listen="127.0.0.1:0", data_dir=data_dir)
     try:
         root_url = platform.root_url
         credentials = dict(platform.root_credentials)
+        redactor.add(credentials["accessToken"])
         worker_dir = data_dir / "worker"
         worker_dir.mkdir(parents=True, exist_ok=True)
         key_file = worker_dir / "ed25519.key"

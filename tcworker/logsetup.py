@@ -61,6 +61,7 @@ def setup_logging(level: int = logging.INFO, secrets: Iterable[str] = ()) -> Red
     handler._tcworker = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "taskcluster"):
+    # Third-party debug output carries request headers (Hawk ``ext`` with certificates): keep it out.
+    for noisy in ("aiohttp.access", "taskcluster", "mohawk", "urllib3", "docker"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     return redactor

@@ -36,7 +36,7 @@ from taskcluster.aio.download import downloadArtifactToFile
 from taskcluster.exceptions import TaskclusterArtifactError, TaskclusterRestFailure
 
 from tcworker.docker.statefile import read_state, write_state
-from tcworker.engines.base import RunContext
+from tcworker.engines.base import RunContext, TaskLogWriter
 from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskFailed
 
 log = logging.getLogger(__name__)
@@ -185,21 +185,24 @@ class ImageStore:
             run.log.info(f"Downloading image artifact {spec.path!r} of task {task_id}")
             with os.fdopen(fd, "w+b") as f:
                 await self._download(task_id, spec.path, run, f)
-            digest = await asyncio.to_thread(sha256_file, tmp)
-            artifact_hash = f"sha256:{digest}"
-            async with self._lock:
-                known = self._known_artifact(digest)
-                if known is not None and await self._exists(known["id"]):
-                    run.log.info(
-                        f"Image tarball {artifact_hash} was loaded before as {known['id']}: reusing it"
-                    )
-                    return ResolvedImage(id=known["id"], ref=known["ref"], artifact_hash=artifact_hash)
-                image = await asyncio.to_thread(self._load, tmp, spec)
-                self._remember_artifact(digest, image)
-            run.log.info(f"Loaded image {image.ref} ({image.id}) from {artifact_hash}")
-            return ResolvedImage(id=image.id, ref=image.ref, artifact_hash=artifact_hash)
+            return await self.load_tarball(tmp, spec.describe(), run.log)
         finally:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
+
+    async def load_tarball(self, tarball: Path, what: str, task_log: TaskLogWriter) -> ResolvedImage:
+        """``docker load`` an image tarball (plain / gz / bz2 / xz / zst / lz4) unless a tarball
+        with the same sha256 was loaded before and its image still exists."""
+        digest = await asyncio.to_thread(sha256_file, tarball)
+        artifact_hash = f"sha256:{digest}"
+        async with self._lock:
+            known = self._known_artifact(digest)
+            if known is not None and await self._exists(known["id"]):
+                task_log.info(f"Image tarball {artifact_hash} was loaded before as {known['id']}: reusing it")
+                return ResolvedImage(id=known["id"], ref=known["ref"], artifact_hash=artifact_hash)
+            image = await asyncio.to_thread(self._load, tarball, what)
+            await asyncio.to_thread(self._remember_artifact, digest, image)
+        task_log.info(f"Loaded image {image.ref} ({image.id}) from {what} ({artifact_hash})")
+        return ResolvedImage(id=image.id, ref=image.ref, artifact_hash=artifact_hash)
 
     async def _download(self, task_id: str, name: str, run: RunContext, f: Any) -> None:
         try:
@@ -227,7 +230,7 @@ class ImageStore:
                 f"downloading image artifact {name!r} of task {task_id} failed: {e}"
             ) from e
 
-    def _load(self, tarball: Path, spec: ImageSpec) -> ResolvedImage:
+    def _load(self, tarball: Path, what: str) -> ResolvedImage:
         """Decompress when needed and ``docker load`` (runs in a worker thread)."""
         fmt, argv = detect_format(tarball)
         source = tarball
@@ -238,12 +241,12 @@ class ImageStore:
                     raise TaskFailed(
                         f"{PULL_FAILED} {fmt} image tarballs need the {argv[0]!r} program on the worker"
                     )
-                plain = tarball.with_suffix(".tar")
+                plain = tarball.with_name(tarball.name + ".decompressed.tar")
                 with open(tarball, "rb") as src, open(plain, "wb") as dst:
                     proc = subprocess.run(argv, stdin=src, stdout=dst, stderr=subprocess.PIPE, check=False)
                 if proc.returncode != 0:
                     raise TaskFailed(
-                        f"{PULL_FAILED} {spec.describe()} is not a valid {fmt} stream: "
+                        f"{PULL_FAILED} {what} is not a valid {fmt} stream: "
                         f"{proc.stderr.decode(errors='replace').strip()}"
                     )
                 source = plain
@@ -251,12 +254,12 @@ class ImageStore:
                 try:
                     images = self._client.images.load(f)
                 except docker.errors.APIError as e:
-                    raise TaskFailed(f"{PULL_FAILED} Loading {spec.describe()} failed: {_explain(e)}") from e
+                    raise TaskFailed(f"{PULL_FAILED} Loading {what} failed: {_explain(e)}") from e
         finally:
             if plain is not None:
                 plain.unlink(missing_ok=True)
         if not images:
-            raise TaskFailed(f"{PULL_FAILED} {spec.describe()} holds no docker image")
+            raise TaskFailed(f"{PULL_FAILED} {what} holds no docker image")
         img = images[0]
         tags = list(img.tags)
         return ResolvedImage(id=str(img.id), ref=tags[0] if tags else str(img.id))
@@ -321,8 +324,6 @@ class ImageStore:
                     for k, v in state.get("artifacts", {}).items()
                     if v.get("ref") != ref and v.get("id") != ref
                 }
-            if _free_bytes(disk_path) < required_free_bytes:
-                await asyncio.to_thread(self._client.images.prune, filters={"dangling": True})
             await asyncio.to_thread(write_state, self._index_path, state)
         if removed:
             log.info("image GC removed %s", ", ".join(removed))

@@ -180,9 +180,6 @@ class DockerSandbox:
             return self._not_started(f"the container could not be started: {_explain(e)}", started)
         try:
             exit_code = await self._follow(container, log)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._kill(container))
-            raise
         finally:
             self._current = None
         self._last_exit = exit_code
@@ -209,6 +206,10 @@ class DockerSandbox:
         pumping = asyncio.ensure_future(asyncio.to_thread(pump))
         try:
             status = await asyncio.to_thread(api.wait, container.id)
+        except asyncio.CancelledError:
+            # Kill first: the log stream (awaited below) only ends when the container does.
+            await asyncio.shield(self._kill(container))
+            raise
         finally:
             try:
                 await pumping
@@ -282,6 +283,8 @@ class DockerSandbox:
         """Copy ``path`` (absolute in the container; generic payloads: relative to the task dir)
         out of the stopped container into ``staging``. Symlinks are followed inside the container
         (never on the host); generic payloads must stay within the task directory."""
+        if kind == "volume":  # D2G's artifact type: a directory that was a volume in the container
+            kind = "directory"
         target = self._container_path(path)
         container = await self._reader()
         for _ in range(MAX_SYMLINK_HOPS):

@@ -116,10 +116,8 @@ def _walk(full: str, top: str, root: str, unreadable: str) -> list[tuple[str, st
             if stat.S_ISREG(st.st_mode):
                 files.append((rel, real, st.st_size))
     if errors:
-        e = errors[0]
-        raise Problem(
-            INVALID, f"Could not read directory '{full}': {getattr(e, 'strerror', e)}: {e.filename}"
-        )
+        first = errors[0]
+        raise Problem(INVALID, f"Could not read directory '{full}': {first.strerror}: {first.filename}")
     return sorted(files)
 
 

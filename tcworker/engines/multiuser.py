@@ -8,7 +8,7 @@ After every command all processes of the uid are killed; ``destroy`` kills them 
 the user's files in the shared temporary directories and its IPC objects, the task directory
 (or hands it to root when ``cleanUpTaskDirs`` is false) and finally the account.
 
-Artifacts are read by a helper running *as the task user* (``artifact_reader``), so nothing the
+Artifacts are read by a helper running *as the task user* (``artifact_copy``), so nothing the
 task user cannot read itself — ``/etc/shadow``, the worker's config or signing key — can be
 published through a symlink. The worker refuses to start (exit 82) when its ed25519 signing key
 is missing or readable by anyone but the worker user. Stale task users of a crashed worker
@@ -26,15 +26,13 @@ import os
 import pwd
 import shutil
 import stat
-import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tcworker.engines import artifact_reader
-from tcworker.engines.base import ArtifactFile, ArtifactInvalid, ArtifactNotReadable, RunContext
-from tcworker.engines.hostsandbox import HostSandbox, artifact_problem
+from tcworker.engines.artifact_copy import copy_artifact, helper_interpreter
+from tcworker.engines.base import ArtifactFile, RunContext
+from tcworker.engines.hostsandbox import HostSandbox
 from tcworker.engines.process import Identity
 from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
 from tcworker.engines.taskusers import AccountError, Accounts, TaskUser, lookup
@@ -48,28 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TASK_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-HELPER_SOURCE = Path(artifact_reader.__file__).read_text()
-NOT_READABLE_AS_TASK_USER = "Could not copy file '{path}' to temporary location as task user: {error}"
-HEADER = artifact_reader.HEADER
-
-
-def _world_executable(path: Path) -> bool:
-    """True when any user can execute ``path`` (every parent directory searchable by others)."""
-    try:
-        real = path.resolve(strict=True)
-        if not real.stat().st_mode & stat.S_IXOTH:
-            return False
-        return all(p.stat().st_mode & stat.S_IXOTH for p in real.parents)
-    except OSError:
-        return False
-
-
-def helper_interpreter() -> str | None:
-    """A Python interpreter the task users can run (the worker's own may live under /root)."""
-    for candidate in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
-        if candidate and _world_executable(Path(candidate)):
-            return candidate
-    return None
 
 
 def check_signing_key(location: str) -> None:
@@ -210,103 +186,8 @@ class MultiuserSandbox(HostSandbox):
         return await proc.wait() == 0
 
     async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
-        """Copy the artifact into ``staging`` through a helper running as the task user."""
-        ident = self.identity()
-        request = {
-            "task_dir": str(self.task_dir),
-            "path": path,
-            "kind": kind,
-            "unreadable": NOT_READABLE_AS_TASK_USER,
-        }
-        kwargs: dict[str, object] = {}
-        if ident is not None:
-            kwargs = {"user": ident.uid, "group": ident.gid, "extra_groups": list(ident.groups)}
-        proc = await asyncio.create_subprocess_exec(
-            self._interpreter,
-            "-I",
-            "-S",
-            "-c",
-            HELPER_SOURCE,
-            json.dumps(request),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
-            cwd="/",
-            start_new_session=True,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        target = Path(tempfile.mkdtemp(prefix="artifact-", dir=staging))
-        try:
-            files = await _receive(proc.stdout, target, kind)
-        except asyncio.IncompleteReadError:
-            files = None
-        stderr = await proc.stderr.read()
-        await proc.wait()
-        if files is None:
-            detail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise ArtifactNotReadable(
-                f"Could not read {kind} '{path}' as task user: helper failed: {detail[0]}"
-            )
-        return files
-
-
-class _Staged:
-    """One file being received from the helper, written under a name the worker chose."""
-
-    def __init__(self, rel: str, dest: Path) -> None:
-        self.rel = rel
-        self.dest = dest
-        self.size = 0
-        self._file = open(dest, "xb")  # noqa: SIM115 - closed by close()
-
-    def write(self, data: bytes) -> None:
-        self._file.write(data)
-        self.size += len(data)
-
-    def close(self) -> ArtifactFile:
-        self._file.close()
-        return ArtifactFile(self.rel, self.dest, self.size)
-
-
-async def _receive(stream: asyncio.StreamReader, target: Path, kind: str) -> list[ArtifactFile]:
-    """Read the helper's frames into files under ``target`` (names chosen here, not by the task)."""
-    files: list[ArtifactFile] = []
-    current: _Staged | None = None
-    try:
-        while True:
-            kind_byte, length = HEADER.unpack(await stream.readexactly(HEADER.size))
-            payload = await stream.readexactly(length) if length else b""
-            if kind_byte == b"F" and current is None:
-                rel = json.loads(payload)["rel"]
-                if not _safe_relative(rel, kind):
-                    raise ArtifactInvalid(f"artifact helper returned an unsafe name {rel!r}")
-                current = _Staged(rel, target / f"f{len(files)}")
-            elif kind_byte == b"D" and current is not None:
-                current.write(payload)
-            elif kind_byte == b"E" and current is not None:
-                files.append(current.close())
-                current = None
-            elif kind_byte == b"P":
-                problem = json.loads(payload)
-                raise artifact_problem(problem["reason"], problem["message"])
-            elif kind_byte == b"Z" and current is None:
-                return files
-            else:
-                raise ArtifactInvalid(f"artifact helper sent an unexpected frame {kind_byte!r}")
-    finally:
-        if current is not None:
-            current.close()
-
-
-def _safe_relative(rel: object, kind: str) -> bool:
-    if not isinstance(rel, str):
-        return False
-    if kind == "file":
-        return rel == ""
-    parts = rel.split("/")
-    return bool(rel) and not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+        """Copy the artifact into ``staging`` through a helper running as the commands' user."""
+        return await copy_artifact(self._interpreter, self.task_dir, path, kind, staging, self.identity())
 
 
 def stale_task_users(tasks_dir: Path, active: set[str]) -> list[TaskUser]:

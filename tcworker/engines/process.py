@@ -28,6 +28,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tcworker.engines.base import EXIT_ABORTED, EXIT_NOT_STARTED, CancelReason, LogSink, ProcessResult
 from tcworker.engines.proctree import ProcessTree, kill_tree
@@ -168,15 +169,18 @@ class CommandRunner:
         exited = _exit_waiter(popen.pid)
         eof: asyncio.Future[None] = loop.create_future()
         pipe = os.fdopen(read_fd, "rb", buffering=0)
-        transport, _ = await loop.connect_read_pipe(lambda: _PipeToSink(sink, eof), pipe)
-        with contextlib.suppress(AttributeError):
-            transport.max_size = PIPE_SIZE  # type: ignore[attr-defined]  # read up to the pipe size at once
-        poller = asyncio.create_task(self._poll(tree, exited))
+        transport: asyncio.ReadTransport | None = None
+        poller: asyncio.Task[None] | None = None
         interrupted = False
         try:
+            transport, _ = await loop.connect_read_pipe(lambda: _PipeToSink(sink, eof), pipe)
+            with contextlib.suppress(AttributeError):
+                transport.max_size = PIPE_SIZE  # type: ignore[attr-defined]  # read up to the pipe size at once
+            poller = asyncio.create_task(self._poll(tree, exited))
             abort_wait = asyncio.ensure_future(self._abort_event.wait())
+            waiting: set[asyncio.Future[Any]] = {exited, abort_wait}
             try:
-                await asyncio.wait({exited, abort_wait}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 abort_wait.cancel()
             if not exited.done():
@@ -187,8 +191,9 @@ class CommandRunner:
             await asyncio.shield(self._stop(tree, exited))
             raise
         finally:
-            poller.cancel()
-            await asyncio.shield(self._finish(tree, exited, eof, transport))
+            if poller is not None:
+                poller.cancel()
+            await asyncio.shield(self._finish(tree, exited, eof, transport, pipe))
             popen.returncode = _returncode(exited)  # Popen must never waitpid() a recycled pid
         reason = self._reason if interrupted else None
         if exited.cancelled() or exited.exception() is not None:  # not our child any more: undetermined
@@ -210,10 +215,7 @@ class CommandRunner:
     def _spawn(
         argv: Sequence[str], env: Mapping[str, str], cwd: str, out_fd: int, identity: Identity | None
     ) -> subprocess.Popen[bytes]:
-        kwargs: dict[str, object] = {}
-        if identity is not None:
-            kwargs = {"user": identity.uid, "group": identity.gid, "extra_groups": list(identity.groups)}
-        return subprocess.Popen(  # noqa: S603 - argv comes from the task payload by design
+        return subprocess.Popen(  # argv comes from the task payload by design
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=out_fd,
@@ -222,10 +224,14 @@ class CommandRunner:
             env=dict(env),
             start_new_session=True,
             close_fds=True,
-            **kwargs,  # type: ignore[call-overload]
+            user=identity.uid if identity is not None else None,
+            group=identity.gid if identity is not None else None,
+            extra_groups=list(identity.groups) if identity is not None else None,
         )
 
-    async def _poll(self, tree: ProcessTree, exited: asyncio.Future[object]) -> None:
+    async def _poll(
+        self, tree: ProcessTree, exited: asyncio.Future[tuple[int, resource.struct_rusage]]
+    ) -> None:
         """Remember descendants while the command runs, so that ones which later leave the
         session or get re-parented are still known when the tree is killed."""
         intervals = iter(POLL_INTERVALS)
@@ -248,7 +254,8 @@ class CommandRunner:
         tree: ProcessTree,
         exited: asyncio.Future[tuple[int, resource.struct_rusage]],
         eof: asyncio.Future[None],
-        transport: asyncio.ReadTransport,
+        transport: asyncio.ReadTransport | None,
+        pipe: Any,
     ) -> None:
         """After the leader is done: kill what is left, reap, drain the pipe, close it."""
         if not exited.done():
@@ -258,6 +265,9 @@ class CommandRunner:
         await kill_tree(tree)
         if self._sweep is not None:
             await self._sweep()
+        if transport is None:  # never got as far as reading
+            pipe.close()
+            return
         try:
             await asyncio.wait_for(asyncio.shield(eof), EOF_WAIT)
         except TimeoutError:

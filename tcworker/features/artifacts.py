@@ -33,6 +33,7 @@ class _Upload:
     content_encoding: str
     expires: str
     optional: bool
+    display: str = ""  # where the task put it (for the log): the payload path, not a staging copy
 
 
 class ArtifactsFeature(Feature):
@@ -135,6 +136,9 @@ class ArtifactsTaskFeature(TaskFeature):
                     content_encoding=spec.content_encoding or artifact_rules.default_content_encoding(name),
                     expires=expires,
                     optional=spec.optional,
+                    display=spec.path
+                    if not f.relative_name
+                    else f"{spec.path.rstrip('/')}/{f.relative_name}",
                 )
             )
         return out
@@ -159,8 +163,12 @@ class ArtifactsTaskFeature(TaskFeature):
         async def one(up: _Upload) -> TaskError | None:
             async with limit:
                 try:
-                    self.run.log.info(f"Uploading artifact {up.name} from {up.file.path} ({up.content_type})")
-                    await self.run.publisher.upload_file(up.name, up.file.path, up.content_type, up.expires)
+                    self.run.log.info(
+                        f"Uploading artifact {up.name} from {up.display or up.file.path} ({up.content_type})"
+                    )
+                    await self.run.publisher.upload_file(
+                        up.name, up.file.path, up.content_type, up.expires, up.content_encoding
+                    )
                 except TaskError as e:
                     if up.optional:
                         self.run.log.warn(f"Optional artifact {up.name!r} could not be uploaded: {e}")

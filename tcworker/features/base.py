@@ -77,17 +77,25 @@ class RunHandle(Protocol):
     payload: Mapping[str, Any]
     payload_kind: str  # "generic" | "docker"
     engine_name: str  # "simple" | "multiuser" | "docker"
-    log: TaskLogWriter
     feature_env: dict[str, str]
     reserved_artifacts: dict[str, str]  # artifact name → feature name that reserved it
     extra: dict[str, Any]  # per-run scratch shared with the engine (RunContext.extra)
     scratch_dir: Path  # worker-private (0700) per-run directory, removed after the run
-    model: RunModel  # the validated payload in the worker's common shape
     outcome: RunOutcome  # filled in as the run goes (last command result, abort reason)
     abort_reason: CancelReason | None
     publisher: ArtifactPublisher  # creates this run's artifacts with its current credentials
     # An extra artifact the worker core adds to this run (superseding's public/supersedes.json).
     extra_artifacts: Callable[[Path], ExtraArtifact | None] | None
+
+    @property
+    def log(self) -> TaskLogWriter:
+        """The task log (``info`` / ``warn`` / ``error`` lines and raw output)."""
+        ...
+
+    @property
+    def model(self) -> RunModel:
+        """The validated payload in the worker's common shape."""
+        ...
 
     @property
     def sandbox(self) -> Sandbox: ...

@@ -38,7 +38,9 @@ def error_for_result(result: ProcessResult, retry_codes: frozenset[int]) -> Task
     if result.exit_code == 0:
         return None
     if result.exit_code in retry_codes:
-        return IntermittentTask(f"Task appears to have failed intermittently - exit code {result.exit_code} found in task payload.onExitStatus.retry list")
+        return IntermittentTask(
+            f"Task appears to have failed intermittently - exit code {result.exit_code} found in task payload.onExitStatus.retry list"
+        )
     if result.signal is not None:
         return TaskFailed(f"process killed by signal {result.signal}")
     return TaskFailed(f"exit status {result.exit_code}")
@@ -46,7 +48,9 @@ def error_for_result(result: ProcessResult, retry_codes: frozenset[int]) -> Task
 
 def footer_lines(result: ProcessResult) -> list[str]:
     if result.cancel_reason is not None:
-        return [f"Command ABORTED after {go_duration(result.wall_time)}: process aborted ({result.cancel_reason})"]
+        return [
+            f"Command ABORTED after {go_duration(result.wall_time)}: process aborted ({result.cancel_reason})"
+        ]
     return [
         f"{'Exit Code':>{LABEL_WIDTH}}: {result.exit_code}",
         f"{'User Time':>{LABEL_WIDTH}}: {go_duration(result.user_time)}",
@@ -78,9 +82,13 @@ class CommandExecutorTaskFeature(TaskFeature):
             for i, argv in enumerate(run.model.commands):
                 if run.abort_reason is not None:
                     error = error_for_abort(run.abort_reason)
-                    run.outcome.last_result = ProcessResult(exit_code=EXIT_ABORTED, cancel_reason=run.abort_reason)
+                    run.outcome.last_result = ProcessResult(
+                        exit_code=EXIT_ABORTED, cancel_reason=run.abort_reason
+                    )
                     break
-                run.log.info(f"Executing command {i}: {shlex.join(argv) if argv else '(image default command)'}")
+                run.log.info(
+                    f"Executing command {i}: {shlex.join(argv) if argv else '(image default command)'}"
+                )
                 result = await run.sandbox.execute(argv, env, run.log)
                 if result.cancel_reason is None and run.abort_reason is not None and not result.succeeded:
                     # Aborted from outside while the process was dying anyway: keep the reason.

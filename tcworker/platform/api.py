@@ -148,7 +148,7 @@ def decode_params(ep: Endpoint, raw: Mapping[str, str]) -> dict[str, str]:
     for name, value in raw.items():
         decoded = urllib.parse.unquote(value, errors="replace")
         pattern = PARAM_PATTERNS.get(name, _PRINTABLE)
-        if not pattern.match(decoded):
+        if not pattern.fullmatch(decoded):
             raise InvalidRequestArguments(
                 f"Invalid value for parameter `{name}`: {decoded[:200]!r} does not match {pattern.pattern}"
             )

@@ -101,11 +101,16 @@ async def _read_body(request: web.Request) -> bytes:
     return await request.read()
 
 
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser accepts them; upstream's does not)."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _parse_json(body: bytes, content_type: str) -> Any:
     if content_type != _JSON:
         raise MalformedPayload("request body must be sent with Content-Type: application/json")
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_reject_constant)
         if _SURROGATE.search(body):
             json.dumps(payload, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError, UnicodeError) as exc:

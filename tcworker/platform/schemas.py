@@ -41,7 +41,7 @@ def _is_datetime(value: object) -> bool:
 
 
 def _is_uri(value: object) -> bool:
-    return not isinstance(value, str) or bool(_URI.match(value))
+    return not isinstance(value, str) or bool(_URI.fullmatch(value))
 
 
 def format_checker() -> jsonschema.FormatChecker:

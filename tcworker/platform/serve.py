@@ -133,6 +133,9 @@ async def _serve(args: argparse.Namespace) -> int:
 def serve_main(args: argparse.Namespace) -> int:
     """Entry point of ``tcworker queue serve``; exit 0 after SIGTERM/SIGINT, 2 on bad arguments."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The event loop and the database thread hand work to each other for every request; with the
+    # default 5 ms GIL switch interval a busy loop can make the database thread wait that long.
+    sys.setswitchinterval(0.0005)
     try:
         return asyncio.run(_serve(args))
     except (ValueError, ClientsFileError, OSError) as exc:

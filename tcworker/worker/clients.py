@@ -18,12 +18,16 @@ def is_transient(error: BaseException) -> bool:
     """5xx, throttling and connection failures are worth retrying; other 4xx are final."""
     if isinstance(error, TaskclusterRestFailure):
         return error.status_code >= 500 or error.status_code in (408, 429)
+    if isinstance(error, aiohttp.ClientResponseError):
+        return error.status >= 500 or error.status in (408, 429)
     return isinstance(error, TaskclusterConnectionError | aiohttp.ClientError | TimeoutError | OSError)
 
 
 def status_code(error: BaseException) -> int | None:
     if isinstance(error, TaskclusterRestFailure):
         return int(error.status_code)
+    if isinstance(error, aiohttp.ClientResponseError):
+        return int(error.status)
     return None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 from urllib.parse import urlparse
 
@@ -28,16 +29,16 @@ def payload_kind(payload: Mapping[str, Any]) -> str:
     return "docker" if "image" in payload else "generic"
 
 
+def _is_uri(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    return bool(urlparse(value).scheme) and " " not in value
+
+
 def _format_checker() -> FormatChecker:
+    """date-time (rfc3339-validator) and a scheme check for uri, like upstream's validation."""
     checker = FormatChecker(formats=("date-time",))
-
-    @checker.checks("uri")
-    def _is_uri(value: object) -> bool:
-        if not isinstance(value, str):
-            return True
-        parsed = urlparse(value)
-        return bool(parsed.scheme) and " " not in value
-
+    checker.checks("uri")(_is_uri)
     return checker
 
 
@@ -145,9 +146,13 @@ def _first_duplicate(items: Any) -> tuple[int, int]:
     return (0, 1)
 
 
-def validation_errors(payload: Any, schema: Mapping[str, Any]) -> list[str]:
-    """Every violation of ``schema`` as gojsonschema-style lines, in a stable order."""
-    validator = Draft6Validator(schema, format_checker=_format_checker())
+def validation_errors(payload: Any, schema: Mapping[str, Any] | Draft6Validator) -> list[str]:
+    """Every violation of ``schema`` (a schema or a ready validator) as gojsonschema-style lines."""
+    validator = (
+        schema
+        if isinstance(schema, Draft6Validator)
+        else Draft6Validator(schema, format_checker=_format_checker())
+    )
     errors = sorted(
         validator.iter_errors(payload), key=lambda e: (list(map(str, e.absolute_path)), e.validator)
     )
@@ -157,6 +162,12 @@ def validation_errors(payload: Any, schema: Mapping[str, Any]) -> list[str]:
             if line not in lines:
                 lines.append(line)
     return lines
+
+
+@cache
+def validator_for(kind: str, engine: str) -> Draft6Validator:
+    """A compiled validator per payload kind and engine (built once: validation is per task)."""
+    return Draft6Validator(schema_for(kind, engine), format_checker=_format_checker())
 
 
 def schema_for(kind: str, engine: str) -> dict[str, Any]:

@@ -86,7 +86,8 @@ class RunStatus:
         delay = remaining - GW_RECLAIM_MARGIN
         if delay >= GW_MIN_DELAY:
             return delay
-        log.info(
+        log.log(
+            logging.DEBUG if self.reclaims else logging.INFO,
             "claim of %s/%s ends in %.0fs: too soon for generic-worker's schedule; reclaiming at half-time",
             self.task_id,
             self.run_id,

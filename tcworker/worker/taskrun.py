@@ -23,20 +23,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tcworker import __version__, scopes
+from tcworker import __version__
 from tcworker.config import WorkerConfig
 from tcworker.engines.base import CancelReason, Engine, ExtraArtifact, RunContext, Sandbox
 from tcworker.errors import (
     InternalError,
-    MalformedPayload,
-    ResourceUnavailable,
     TaskCancelled,
     TaskError,
     WorkerShutdown,
     resolution_of,
 )
-from tcworker.features import unimplemented_requests
 from tcworker.features.base import Feature, RunOutcome, TaskFeature
+from tcworker.worker import admission
 from tcworker.worker import payload as payload_mod
 from tcworker.worker.clients import Clients, is_transient, status_code
 from tcworker.worker.status import RunStatus
@@ -47,6 +45,8 @@ from tcworker.worker.upload import ArtifactPublisher
 log = logging.getLogger(__name__)
 
 LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
+# Upload gzip-encoded artifacts (and the backing log) with Content-Encoding: gzip.
+GZIP_ARTIFACTS = False
 
 
 class TaskRun:
@@ -77,7 +77,7 @@ class TaskRun:
         raw_payload = self.task.get("payload")
         self.payload: Mapping[str, Any] = raw_payload if isinstance(raw_payload, Mapping) else {}
         self.payload_kind = payload_mod.payload_kind(self.payload)
-        self.model: payload_mod.RunModel | None = None  # set once the payload is valid
+        self._model: payload_mod.RunModel | None = None  # set once the payload is valid
         self.feature_env: dict[str, str] = {}
         self.reserved_artifacts: dict[str, str] = {}
         self.extra: dict[str, Any] = {}
@@ -101,11 +101,30 @@ class TaskRun:
             reclaim_interval=float(config.reclaimIntervalSecs),
             on_lost=self._claim_lost,
         )
-        self.publisher = ArtifactPublisher(clients, lambda: self.status.queue, self.task_id, self.run_id)
-        self.log: TaskLog  # opened in run()
+        self.publisher = ArtifactPublisher(
+            clients,
+            lambda: self.status.queue,
+            self.task_id,
+            self.run_id,
+            tmp_dir=self.scratch_dir,
+            gzip=GZIP_ARTIFACTS,
+        )
+        self._log: TaskLog | None = None  # opened in run()
         self.resolution: tuple[str, str | None] = ("none", None)
 
     # ---- RunHandle surface -------------------------------------------------------------
+    @property
+    def log(self) -> TaskLog:
+        if self._log is None:
+            raise RuntimeError("task log not open yet")
+        return self._log
+
+    @property
+    def model(self) -> payload_mod.RunModel:
+        if self._model is None:
+            raise RuntimeError("payload not validated yet")
+        return self._model
+
     @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
@@ -131,7 +150,6 @@ class TaskRun:
 
     def command_env(self) -> dict[str, str]:
         """base env ← payload env ← feature env ← reserved variables (spec/worker.md §2.2)."""
-        assert self.model is not None
         env = dict(self.sandbox.base_env())
         env.update(self.model.env)
         env.update(self.feature_env)
@@ -156,7 +174,7 @@ class TaskRun:
     async def run(self) -> tuple[str, str | None]:
         """Run to the end and report; returns the resolution ``(state, reason)``."""
         self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.log = TaskLog(self.scratch_dir / "live_backing.log")
+        self._log = TaskLog(self.scratch_dir / "live_backing.log")
         for listener in self._log_listeners:
             self.log.add_listener(listener)
         self.status.start()
@@ -180,8 +198,18 @@ class TaskRun:
                     await self._before_log_upload(self.resolution, self.log)
                 except Exception:
                     log.exception("before-log-upload hook of %s/%s failed", self.task_id, self.run_id)
+            ran = time.monotonic()
             await self._publish_logs(errors)
+            uploaded = time.monotonic()
             await self._report()
+            log.debug(
+                "task %s/%s timings: run %.1fms, log upload %.1fms, report %.1fms",
+                self.task_id,
+                self.run_id,
+                (ran - started) * 1000,
+                (uploaded - ran) * 1000,
+                (time.monotonic() - uploaded) * 1000,
+            )
         except Exception:
             log.exception("cannot finish task %s/%s", self.task_id, self.run_id)
         finally:
@@ -215,53 +243,11 @@ class TaskRun:
         for note in self._notes:
             self.log.info(note)
 
-    def _validate(self) -> payload_mod.RunModel:
-        kinds = self.engine.supported_payload_kinds()
-        if self.payload_kind not in kinds:
-            if self.payload_kind == "docker":
-                raise MalformedPayload(
-                    "This is a docker-worker payload (it has a top-level `image`), but worker pool "
-                    f"{self.config.task_queue_id} runs the {self.engine_name} engine, which only runs "
-                    "generic-worker payloads. Submit it to a pool with the docker engine."
-                )
-            raise MalformedPayload(
-                f"worker pool {self.config.task_queue_id} runs the {self.engine_name} engine, which only "
-                "runs docker-worker payloads (with a top-level `image`)"
-            )
-        if self.payload_kind == "generic" and self.config.disableNativePayloads:
-            raise MalformedPayload(
-                f"worker pool {self.config.task_queue_id} does not accept generic-worker payloads "
-                "(disableNativePayloads); only docker-worker payloads run here"
-            )
-        schema = payload_mod.schema_for(self.payload_kind, self.engine_name)
-        problems = payload_mod.validation_errors(self.task.get("payload"), schema)
-        if problems:
-            self.log.error("Task payload for this worker type must conform to the following jsonschema:")
-            self.log.error(json.dumps(schema, indent=2))
-            self.log.error("TASK FAIL since the task payload is invalid. See errors:")
-            for p in problems:
-                self.log.error(f"- {p}")
-            raise MalformedPayload(f"Validation of payload failed for task {self.task_id}")
-        model = payload_mod.to_run_model(self.payload)
-        if model.max_run_time > self.config.maxTaskRunTime:
-            raise MalformedPayload(
-                f"task's maxRunTime of {model.max_run_time} exceeded allowed maximum of {self.config.maxTaskRunTime}"
-            )
-        if self.payload_kind == "generic":
-            missing = unimplemented_requests(self.payload, self.features)
-            if missing:
-                raise MalformedPayload(
-                    f"This task requests {', '.join(missing)}, which tcworker {__version__} does not "
-                    "implement yet. Remove "
-                    f"{'it' if len(missing) == 1 else 'them'} from the payload."
-                )
-        return model
-
     async def _run_pipeline(self) -> None:
-        self.model = self._validate()
+        self._model = admission.validate(self)
         for name in (self.model.backing_log_name, self.model.live_log_name):
             self.reserved_artifacts[name] = "log"
-        task_features = await self._gate_features()
+        task_features = await admission.gate_features(self)
         context = RunContext(
             task_id=self.task_id,
             run_id=self.run_id,
@@ -296,54 +282,6 @@ class TaskRun:
             self.log.error(f"{type(tf).__name__} failed while stopping: {e!r}")
             self.outcome.errors.append(InternalError(f"{type(tf).__name__}: {e!r}"))
 
-    async def _gate_features(self) -> list[TaskFeature]:
-        """Pool gates, scopes and reserved names of every requested feature (before any start)."""
-        requested: list[tuple[Feature, TaskFeature]] = []
-        for feature in self.features:
-            tf = feature.for_run(self)
-            if tf is None:
-                continue
-            if not feature.enabled(self.config):
-                reason = feature.disabled_reason(self.config)
-                raise MalformedPayload(
-                    reason
-                    or (
-                        f"This task requests the {feature.name} feature, which is not enabled on worker "
-                        f"pool {self.config.task_queue_id} ({self.clients.root_url}/worker-manager/"
-                        f"{self.config.task_queue_id}). Either remove it from the payload, or submit the "
-                        "task to a pool that enables it."
-                    )
-                )
-            requested.append((feature, tf))
-        required = [expr for _, tf in requested for expr in tf.required_scopes()]
-        if required:
-            await self._check_scopes(required)
-        for feature, tf in requested:
-            for name in tf.reserved_artifacts():
-                if name in self.reserved_artifacts and self.reserved_artifacts[name] != feature.name:
-                    raise MalformedPayload(
-                        f"artifact {name!r} is reserved by both {self.reserved_artifacts[name]} and {feature.name}"
-                    )
-                self.reserved_artifacts[name] = feature.name
-        return [tf for _, tf in requested]
-
-    async def _check_scopes(self, required: list[scopes.ScopeExpr]) -> None:
-        held = list(self.task.get("scopes", []))
-        expr: scopes.ScopeExpr = {"AllOf": required}
-        if scopes.missing_scopes(held, expr) is None:
-            return
-        try:
-            held = await self.clients.expand_scopes(held)
-        except Exception as e:
-            raise ResourceUnavailable(f"cannot expand the task's scopes through the auth service: {e}") from e
-        missing = scopes.missing_scopes(held, expr)
-        if missing is not None:
-            self.log.error(f"The task is missing scopes required by its payload: {json.dumps(missing)}")
-            self.log.error(f"The task has these scopes: {json.dumps(self.task.get('scopes', []))}")
-            raise MalformedPayload(
-                f"task.scopes does not satisfy the payload's requirements: {json.dumps(missing)}"
-            )
-
     def _add_abort_error(self, errors: list[BaseException]) -> None:
         """An abort that hit between commands or during uploads still decides the resolution."""
         reason = self.abort_reason
@@ -377,7 +315,7 @@ class TaskRun:
     async def _publish_logs(self, errors: list[BaseException]) -> None:
         """Backing log (object, gzip-compressible text) then the live-log link; before the report."""
         self.log.close()
-        model = self.model
+        model = self._model
         backing = model.backing_log_name if model else payload_mod.DEFAULT_BACKING_LOG
         live = model.live_log_name if model else payload_mod.DEFAULT_LIVE_LOG
         enabled = model.backing_log_enabled if model else True
@@ -385,9 +323,14 @@ class TaskRun:
             return
         expires = self.task["expires"]
         try:
-            await self.publisher.upload_file(backing, self.log.path, LOG_CONTENT_TYPE, expires)
+            calls = [self.publisher.upload_file(backing, self.log.path, LOG_CONTENT_TYPE, expires, "gzip")]
             if (model is None or model.live_log_enabled) and live != backing:
-                await self.publisher.create_link(live, backing, LOG_CONTENT_TYPE, expires)
+                # A link may point at an artifact that does not exist yet: both in one round trip.
+                calls.append(self.publisher.create_link(live, backing, LOG_CONTENT_TYPE, expires))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         except TaskError as e:
             log.error("publishing the log of %s/%s failed: %s", self.task_id, self.run_id, e)
             errors.append(e)

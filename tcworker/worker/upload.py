@@ -2,7 +2,8 @@
 
 Data artifacts follow the queue's object flow (spec/platform.md §3.4): ``createArtifact``
 (``storageType: object``) → ``taskcluster.aio.upload.upload`` with the returned credentials,
-streamed from the file on disk → ``finishArtifact``. Transient failures (5xx, connection) are
+streamed from the file on disk → ``finishArtifact``; gzip-encoded artifacts go through
+``gzip_upload`` instead (compressed copy, ``Content-Encoding: gzip``, hashes of the original). Transient failures (5xx, connection) are
 retried as a whole; the queue accepts an identical re-post. Errors are translated here, at the
 boundary (design G4): a 409 is the payload's fault (two different artifacts under one name →
 ``MalformedPayload``), anything else left after retries is ``ResourceUnavailable``.
@@ -20,6 +21,7 @@ from taskcluster.aio import upload as tc_upload
 
 from tcworker.errors import MalformedPayload, ResourceUnavailable
 from tcworker.worker.clients import Clients, is_transient, status_code
+from tcworker.worker.gzip_upload import upload_gzip
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +48,16 @@ class ArtifactPublisher:
         task_id: str,
         run_id: int,
         retry_delay: float = 1.0,
+        tmp_dir: Path | None = None,
+        gzip: bool = True,
     ) -> None:
         self._clients = clients
         self._queue = queue
         self.task_id = task_id
         self.run_id = run_id
         self._retry_delay = retry_delay
+        self.tmp_dir = tmp_dir  # where gzip copies are made (the run's private scratch dir)
+        self.gzip = gzip  # False: every artifact is stored as identity (GW's createObjectArtifacts mode)
 
     async def _with_retries(self, what: str, attempt: Callable[[], Any]) -> Any:
         delay = self._retry_delay
@@ -74,8 +80,10 @@ class ArtifactPublisher:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    async def upload_file(self, name: str, path: Path, content_type: str, expires: str) -> None:
-        """Upload ``path`` as object artifact ``name`` (streamed from disk)."""
+    async def upload_file(
+        self, name: str, path: Path, content_type: str, expires: str, content_encoding: str = "identity"
+    ) -> None:
+        """Upload ``path`` as object artifact ``name`` (streamed from disk; gzip-encoded on request)."""
         size = (await asyncio.to_thread(path.stat)).st_size
 
         async def attempt() -> None:
@@ -91,6 +99,22 @@ class ArtifactPublisher:
                 },
             )
             object_service = self._clients.object_service(resp["credentials"])
+            if content_encoding == "gzip" and self.gzip:
+                await upload_gzip(
+                    session=self._clients.session,
+                    object_service=object_service,
+                    project_id=resp["projectId"],
+                    name=resp["name"],
+                    upload_id=resp["uploadId"],
+                    expires=resp["expires"],
+                    content_type=content_type,
+                    source=path,
+                    tmp_dir=self.tmp_dir,
+                )
+                await self._queue().finishArtifact(
+                    self.task_id, str(self.run_id), name, {"uploadId": resp["uploadId"]}
+                )
+                return
             f: BinaryIO = await asyncio.to_thread(open, path, "rb")
             try:
 

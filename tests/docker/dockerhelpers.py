@@ -71,7 +71,11 @@ def rootfs_tar(extra_files: Mapping[str, bytes] | None = None) -> bytes:
 
 
 def import_image(
-    client: docker.DockerClient, name: str, *, extra_files: Mapping[str, bytes] | None = None, changes: list[str] | None = None
+    client: docker.DockerClient,
+    name: str,
+    *,
+    extra_files: Mapping[str, bytes] | None = None,
+    changes: list[str] | None = None,
 ) -> str:
     """``docker import`` a busybox root file system as ``name`` (``repo:tag``); returns the image id."""
     repo, _, tag = name.rpartition(":")
@@ -79,7 +83,7 @@ def import_image(
         rootfs_tar(extra_files),
         repository=repo,
         tag=tag,
-        changes=['ENV PATH=/bin:/usr/bin', 'CMD ["/bin/sh"]', *(changes or [])],
+        changes=["ENV PATH=/bin:/usr/bin", 'CMD ["/bin/sh"]', *(changes or [])],
     )
     return str(client.images.get(name).id)
 
@@ -122,7 +126,12 @@ def make_task(payload: Mapping[str, Any], scopes: list[str] | None = None) -> di
         "expires": tctime.to_json(tctime.from_now(86400)),
         "scopes": list(scopes or []),
         "payload": dict(payload),
-        "metadata": {"name": "t", "description": "t", "owner": "t@example.com", "source": "https://example.com"},
+        "metadata": {
+            "name": "t",
+            "description": "t",
+            "owner": "t@example.com",
+            "source": "https://example.com",
+        },
         "tags": {},
         "extra": {},
     }
@@ -162,7 +171,11 @@ def log_text(run: RunContext) -> str:
 
 
 def containers_of(client: docker.DockerClient, task_id: str) -> list[Any]:
-    return [c for c in client.containers.list(all=True) if c.labels.get("tcworker.run", "").startswith(f"{task_id}/")]
+    return [
+        c
+        for c in client.containers.list(all=True)
+        if c.labels.get("tcworker.run", "").startswith(f"{task_id}/")
+    ]
 
 
 def volume_names(client: docker.DockerClient) -> set[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from dockerhelpers import containers_of, log_text, make_run, volume_names
+from dockerhelpers import containers_of, import_image, log_text, make_run, volume_names
 
 from tcworker.docker.sandbox import DockerSandbox
 from tcworker.engines.base import (
@@ -41,11 +41,17 @@ def _payload(command: list[str], **extra) -> dict:
     return {"image": "tcworker-test/busybox:latest", "command": command, "maxRunTime": 60, **extra}
 
 
-async def test_container_output_is_streamed_to_the_task_log_and_exit_zero(make_engine, tmp_path: Path) -> None:
-    sandbox, run = await _prepare(make_engine, tmp_path, _payload(["sh", "-c", "echo hello from $TASK_ID; echo err >&2"]))
+async def test_container_output_is_streamed_to_the_task_log_and_exit_zero(
+    make_engine, tmp_path: Path
+) -> None:
+    sandbox, run = await _prepare(
+        make_engine, tmp_path, _payload(["sh", "-c", "echo hello from $TASK_ID; echo err >&2"])
+    )
     assert isinstance(sandbox, Sandbox)
     try:
-        result = await sandbox.execute(run.payload["command"], {"TASK_ID": run.task_id, "RUN_ID": "0"}, run.log)
+        result = await sandbox.execute(
+            run.payload["command"], {"TASK_ID": run.task_id, "RUN_ID": "0"}, run.log
+        )
     finally:
         await sandbox.destroy()
     assert result.exit_code == 0 and result.succeeded
@@ -55,7 +61,9 @@ async def test_container_output_is_streamed_to_the_task_log_and_exit_zero(make_e
 
 
 async def test_output_arrives_while_the_container_still_runs(make_engine, tmp_path: Path) -> None:
-    sandbox, run = await _prepare(make_engine, tmp_path, _payload(["sh", "-c", "echo EARLY-MARK; sleep 3; echo LATE-MARK"]))
+    sandbox, run = await _prepare(
+        make_engine, tmp_path, _payload(["sh", "-c", "echo EARLY-MARK; sleep 3; echo LATE-MARK"])
+    )
     try:
         task = asyncio.create_task(sandbox.execute(run.payload["command"], RESERVED, run.log))
         deadline = time.monotonic() + 2.5
@@ -80,17 +88,21 @@ async def test_non_zero_exit_code_is_reported(make_engine, tmp_path: Path) -> No
     assert not result.succeeded and result.cancel_reason is None
 
 
-async def test_env_reaches_the_container_and_empty_command_uses_image_default(make_engine, tmp_path: Path) -> None:
-    sandbox, run = await _prepare(make_engine, tmp_path, _payload(["sh", "-c", 'echo "V=$MY_VAR"']))
+async def test_env_reaches_the_container_and_empty_command_uses_image_default(
+    make_engine, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    import_image(docker_client, "tcworker-test/echo-cmd:latest", changes=['CMD ["echo", "DEFAULT-CMD-RAN"]'])
+    payload = _payload(["sh", "-c", 'echo "V=$MY_VAR"'], image="tcworker-test/echo-cmd:latest")
+    sandbox, run = await _prepare(make_engine, tmp_path, payload)
     try:
         result = await sandbox.execute(run.payload["command"], {**RESERVED, "MY_VAR": "a b\nc"}, run.log)
-        # [] → the image's own CMD (/bin/sh, which exits at once on a closed stdin).
-        default = await sandbox.execute([], RESERVED, run.log)
+        default = await sandbox.execute([], RESERVED, run.log)  # [] → the image's own CMD
     finally:
         await sandbox.destroy()
     assert result.exit_code == 0
     assert "V=a b" in log_text(run)
     assert default.exit_code == 0
+    assert "DEFAULT-CMD-RAN" in log_text(run)
 
 
 async def test_command_not_found_is_a_start_error(make_engine, tmp_path: Path) -> None:
@@ -107,7 +119,9 @@ async def test_command_not_found_is_a_start_error(make_engine, tmp_path: Path) -
 async def test_max_run_time_abort_kills_the_container_and_logs_docker_worker_line(
     make_engine, tmp_path: Path
 ) -> None:
-    sandbox, run = await _prepare(make_engine, tmp_path, _payload(["sh", "-c", "echo start; sleep 600"], maxRunTime=7))
+    sandbox, run = await _prepare(
+        make_engine, tmp_path, _payload(["sh", "-c", "echo start; sleep 600"], maxRunTime=7)
+    )
     try:
         task = asyncio.create_task(sandbox.execute(run.payload["command"], RESERVED, run.log))
         while "start" not in log_text(run):
@@ -141,7 +155,9 @@ async def test_cancelling_execute_kills_the_container(make_engine, tmp_path: Pat
         await sandbox.destroy()
 
 
-async def test_execute_after_abort_does_not_start_a_container(make_engine, tmp_path: Path, docker_client) -> None:
+async def test_execute_after_abort_does_not_start_a_container(
+    make_engine, tmp_path: Path, docker_client
+) -> None:
     sandbox, run = await _prepare(make_engine, tmp_path, _payload(["true"]))
     try:
         sandbox.abort(CancelReason.WORKER_STOPPING)
@@ -214,7 +230,10 @@ async def test_artifacts_can_be_read_even_when_no_command_ran(make_engine, tmp_p
 async def test_generic_payload_runs_in_the_pool_image_with_the_task_dir_mounted(
     make_engine, tmp_path: Path
 ) -> None:
-    payload = {"command": [["sh", "-c", "pwd; echo made > out.txt"], ["sh", "-c", "cat out.txt"]], "maxRunTime": 60}
+    payload = {
+        "command": [["sh", "-c", "pwd; echo made > out.txt"], ["sh", "-c", "cat out.txt"]],
+        "maxRunTime": 60,
+    }
     sandbox, run = await _prepare(make_engine, tmp_path, payload)
     staging = tmp_path / "staging"
     try:
@@ -236,18 +255,20 @@ async def test_generic_payload_runs_in_the_pool_image_with_the_task_dir_mounted(
 async def test_destroy_removes_containers_and_anonymous_volumes_and_is_idempotent(
     make_engine, tmp_path: Path, docker_client: docker.DockerClient, test_image: str
 ) -> None:
-    from dockerhelpers import import_image
-
     image = import_image(docker_client, "tcworker-test/with-volume:latest", changes=["VOLUME /data"])
     assert image
     volumes_before = volume_names(docker_client)
     sandbox, run = await _prepare(
-        make_engine, tmp_path, {**_payload(["sh", "-c", "echo x > /data/x"]), "image": "tcworker-test/with-volume:latest"}
+        make_engine,
+        tmp_path,
+        {**_payload(["sh", "-c", "echo x > /data/x"]), "image": "tcworker-test/with-volume:latest"},
     )
     await sandbox.execute(run.payload["command"], RESERVED, run.log)
     await sandbox.execute(["true"], RESERVED, run.log)
     assert len(containers_of(docker_client, run.task_id)) == 2
-    assert volume_names(docker_client) - volumes_before, "the image's VOLUME should have made an anonymous volume"
+    assert volume_names(docker_client) - volumes_before, (
+        "the image's VOLUME should have made an anonymous volume"
+    )
     await sandbox.destroy()
     await sandbox.destroy()
     assert containers_of(docker_client, run.task_id) == []

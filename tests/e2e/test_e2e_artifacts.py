@@ -177,3 +177,77 @@ def test_content_encoding_defaults_and_explicit_values(submitter: Submitter, sta
         assert submitter.download(task_id, 0, name)[0] == content, f"{name}: client download differs"
     log_encoding, _ = submitter.raw_artifact(task_id, 0, "public/logs/live_backing.log")
     assert log_encoding == "gzip", "the backing log is published gzip-encoded (issue 3)"
+
+
+def test_artifact_conflicts_and_duplicates(submitter: Submitter, start_worker) -> None:
+    """spec §7 case 16: two files under one name and an entry listed twice are malformed; a file
+    published both directly and through its directory is fine (identical re-post)."""
+    worker = start_worker(numberOfTasksToRun=3)
+    make = "mkdir -p d && echo one > d/one.txt && echo two > two.txt"
+    conflicting = submitter.create(
+        {
+            "command": [["sh", "-c", make]],
+            "maxRunTime": 60,
+            "artifacts": [
+                {"type": "file", "path": "d/one.txt", "name": "public/same.txt"},
+                {"type": "file", "path": "two.txt", "name": "public/same.txt"},
+            ],
+        }
+    )
+    twice = submitter.create(
+        {
+            "command": [["sh", "-c", make]],
+            "maxRunTime": 60,
+            "artifacts": [{"type": "file", "path": "two.txt", "name": "public/two.txt"}] * 2,
+        }
+    )
+    overlap = submitter.create(
+        {
+            "command": [["sh", "-c", make]],
+            "maxRunTime": 60,
+            "artifacts": [
+                {"type": "directory", "path": "d", "name": "public/d"},
+                {"type": "file", "path": "d/one.txt", "name": "public/d/one.txt"},
+            ],
+        }
+    )
+    for task_id in (conflicting, twice):
+        run = submitter.wait_run(task_id, worker=worker)
+        assert (run["state"], run.get("reasonResolved")) == ("exception", "malformed-payload"), (
+            f"{run}{submitter.explain(task_id)}"
+        )
+    run = submitter.wait_run(overlap, worker=worker)
+    assert run["state"] == "completed", f"{run}{submitter.explain(overlap)}"
+    assert submitter.download(overlap, 0, "public/d/one.txt")[0] == b"one\n"
+    assert worker.wait(30) == 0
+
+
+def test_payload_artifact_cannot_replace_the_task_log(submitter: Submitter, start_worker) -> None:
+    """spec §2.3 / §7 case 19: a payload artifact named like the backing log is skipped with a warning."""
+    worker = start_worker()
+    task_id = submitter.create(
+        {
+            "command": [["sh", "-c", "echo FORGED-LOG > fake.log; echo real-task-output"]],
+            "maxRunTime": 60,
+            "artifacts": [{"type": "file", "path": "fake.log", "name": "public/logs/live_backing.log"}],
+        }
+    )
+    run = submitter.wait_run(task_id, worker=worker)
+    assert run["state"] == "completed", f"{run}{submitter.explain(task_id)}"
+    log = submitter.log(task_id)
+    assert "real-task-output" in log
+    assert "FORGED-LOG" not in log.replace("echo FORGED-LOG", ""), (
+        "the payload artifact replaced the task log"
+    )
+
+
+def test_live_log_feature_disabled_publishes_only_the_backing_log(submitter: Submitter, start_worker) -> None:
+    worker = start_worker()
+    task_id = submitter.create(
+        {"command": [["echo", "no-live"]], "maxRunTime": 60, "features": {"liveLog": False}}
+    )
+    run = submitter.wait_run(task_id, worker=worker)
+    assert run["state"] == "completed", f"{run}{submitter.explain(task_id)}"
+    arts = submitter.artifacts(task_id, 0)
+    assert "public/logs/live_backing.log" in arts
+    assert "public/logs/live.log" not in arts, sorted(arts)

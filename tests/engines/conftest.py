@@ -31,8 +31,9 @@ def engine_params() -> list[Any]:
             pytest.param(
                 "docker",
                 marks=pytest.mark.skip(
-                    reason="the docker engine runs commands in containers; its contract tests live in "
-                    "tests/docker (H5) because host process and host path checks do not apply"
+                    reason="the docker engine runs commands in containers (needs dockerd and an image); "
+                    "its contract suite is tests/docker/test_docker_sandbox.py, since these cases use "
+                    "host tools (python3, env, mkfifo) and host paths"
                 ),
             )
         )

@@ -28,8 +28,9 @@ from enginehelpers import (
     write_signing_key,
 )
 
-from tcworker.engines.base import ArtifactInvalid, ArtifactNotReadable
+from tcworker.engines.base import ArtifactInvalid, ArtifactNotReadable, CancelReason
 from tcworker.engines.multiuser import MultiuserEngine
+from tcworker.engines.proctree import kill_user_processes
 from tcworker.engines.taskusers import ipc_objects_of
 from tcworker.errors import ConfigError, MalformedPayload
 from tcworker.exitcodes import ExitCode
@@ -298,3 +299,43 @@ async def test_stale_task_users_are_removed_at_start_up(
     finally:
         orphan.kill()
         subprocess.run(["userdel", "-f", name], capture_output=True)
+
+
+async def test_a_task_that_keeps_forking_is_stopped(box: Any) -> None:
+    token = unique_sleep()
+    log = RecordingLog()
+    script = f"echo ready; while :; do (setsid sleep {token} &); sleep 0.01; done"
+    running = asyncio.create_task(box.execute(["sh", "-c", script], command_env(box), log))
+    while "ready" not in log.text:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)
+    box.abort(CancelReason.CANCELLED)
+    result = await asyncio.wait_for(running, 20)
+    assert result.cancel_reason is CancelReason.CANCELLED
+    assert processes_of_uid(pwd.getpwnam(box.task_dir.name).pw_uid) == []
+
+
+async def test_the_sweep_refuses_root_and_the_worker_itself() -> None:
+    with pytest.raises(ValueError):
+        await kill_user_processes(0, 0)
+    with pytest.raises(ValueError):
+        await kill_user_processes(os.getuid(), os.getgid())
+
+
+async def test_run_after_user_creation_runs_as_the_new_user(
+    scratch_root: Path, worker_files: dict[str, Path]
+) -> None:
+    from enginehelpers import make_config
+
+    hook = scratch_root / "after-user-creation.sh"
+    hook.write_text('#!/bin/sh\nid -un > "$HOME/created-by.txt"\n')
+    os.chmod(hook, 0o755)
+    engine = MultiuserEngine()
+    await engine.initialise(make_config(scratch_root, "multiuser", runAfterUserCreation=str(hook)))
+    sandbox = await engine.prepare(run_context())
+    try:
+        marker = sandbox.task_dir / "created-by.txt"
+        assert marker.read_text().strip() == sandbox.task_dir.name
+        assert marker.stat().st_uid == pwd.getpwnam(sandbox.task_dir.name).pw_uid
+    finally:
+        await sandbox.destroy()

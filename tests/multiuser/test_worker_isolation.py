@@ -5,13 +5,24 @@ healthy, and no task user, process or temporary file is left afterwards."""
 
 from __future__ import annotations
 
+import json
 import pwd
+import stat
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import Submitter, WorkerProcess, marked_processes
+from e2e_harness import (
+    Submitter,
+    WorkerProcess,
+    clean_env,
+    marked_processes,
+    new_signing_key,
+    tcworker_cmd,
+    worker_config,
+)
 
 from tcworker.worker.taskdirs import task_dir_name
 
@@ -42,6 +53,13 @@ def mu_worker(start_host_worker: Any) -> tuple[WorkerProcess, Submitter]:
     return start_host_worker(
         engine="multiuser", capacity=2, env={"TCW_WORKER_SECRET": "worker-env-secret-h4"}
     )
+
+
+@pytest.fixture
+def host_root_dir(scratch_root: Path) -> Path:
+    path = scratch_root / "refuse"
+    path.mkdir(mode=0o755)
+    return path
 
 
 def task_users_in(tasks_dir: Path) -> list[str]:
@@ -162,3 +180,25 @@ def test_symlinks_to_secrets_are_published_as_error_artifacts(
             submitter.download(task_id, 0, name)
     assert key_bytes not in submitter.log(task_id).encode()
     assert worker.running
+
+
+def test_worker_refuses_to_start_with_a_readable_signing_key(host_root_dir: Path) -> None:
+    key = new_signing_key(host_root_dir / "ed25519.key")
+    key.chmod(0o644)
+    config_file = host_root_dir / "worker.config"
+    config = worker_config(
+        "http://127.0.0.1:9", "not-used", host_root_dir, key, engine="multiuser", workerType="wt"
+    )
+    config_file.write_text(json.dumps(config))
+    config_file.chmod(0o644)
+    result = subprocess.run(
+        tcworker_cmd("run", "--config", str(config_file)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        cwd=host_root_dir,
+    )
+    assert result.returncode == 82, result.stderr
+    assert "readable by other users" in result.stderr and str(key) in result.stderr
+    assert stat.S_IMODE(config_file.stat().st_mode) == 0o600  # the token-bearing config was locked down first

@@ -62,13 +62,18 @@ def _validator(service: str, name: str) -> jsonschema.Draft6Validator:
     return jsonschema.Draft6Validator(schema, format_checker=jsonschema.Draft6Validator.FORMAT_CHECKER)
 
 
-def check_schema(obj: Any, name: str, service: str = "queue") -> Any:
-    """Assert `obj` matches the official schema `<service>/<name>.json`; return it for chaining."""
+def check_schema(obj: Any, name: str, service: str = "queue", *, response: bool = True) -> Any:
+    """Assert `obj` matches the official schema `<service>/<name>.json`; return it for chaining.
+
+    Responses must also write timestamps the JavaScript way (§1.4); requests (`response=False`)
+    may use any RFC 3339 precision, as the Python client does.
+    """
     errors = sorted(_validator(service, name).iter_errors(obj), key=lambda e: list(e.absolute_path))
     assert not errors, f"{service}/{name}.json violations:\n" + "\n".join(
         f"- {list(e.absolute_path)}: {e.message}" for e in errors[:10]
     )
-    check_timestamps(obj)
+    if response:
+        check_timestamps(obj)
     return obj
 
 

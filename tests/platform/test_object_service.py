@@ -35,7 +35,7 @@ def test_data_inline_upload_and_both_download_methods(obj: taskcluster.Object) -
             "dataInline": {"contentType": "text/plain", "objectData": base64.b64encode(data).decode()}
         },
     }
-    check_schema(req, "create-upload-request", "object")
+    check_schema(req, "create-upload-request", "object", response=False)
     resp = check_schema(obj.createUpload(name, req), "create-upload-response", "object")
     assert resp["uploadMethod"] == {"dataInline": True}
     assert (resp["projectId"], resp["uploadId"]) == (req["projectId"], req["uploadId"])

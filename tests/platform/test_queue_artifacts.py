@@ -209,8 +209,35 @@ def test_reference_link_error_and_listing(
     assert types["public/missing.log"] == "error" and types["public/target.txt"] == "object"
     latest = check_schema(anon_queue.listLatestArtifacts(task_id), "list-artifacts-response")
     assert {a["name"] for a in latest["artifacts"]} == names
-    page = anon_queue.listArtifacts(task_id, 0, query={"limit": 2})
-    assert len(page["artifacts"]) <= 2 and "continuationToken" in page
+    pages: list[dict[str, Any]] = []
+    query: dict[str, Any] = {"limit": 2}
+    while True:  # follow continuationToken by hand, as paginationHandler does
+        page = check_schema(anon_queue.listArtifacts(task_id, 0, query=query), "list-artifacts-response")
+        assert len(page["artifacts"]) <= 2
+        pages.append(page)
+        if "continuationToken" not in page:
+            break
+        query = {"limit": 2, "continuationToken": page["continuationToken"]}
+        assert len(pages) < 10, "pagination does not end"
+    assert [a["name"] for p in pages for a in p["artifacts"]] == [a["name"] for a in listing["artifacts"]]
+    assert len(pages) >= 3
+
+    # link cycles are refused, not followed forever
+    rq.createArtifact(
+        task_id,
+        0,
+        "public/cycle-a",
+        {"storageType": "link", "artifact": "public/cycle-b", "expires": expires},
+    )
+    rq.createArtifact(
+        task_id,
+        0,
+        "public/cycle-b",
+        {"storageType": "link", "artifact": "public/cycle-a", "expires": expires},
+    )
+    with pytest.raises(taskcluster.TaskclusterRestFailure) as exc:
+        anon_queue.getArtifact(task_id, 0, "public/cycle-a")
+    rest_error(exc, 400)
 
     assert check_status(rq.reportCompleted(task_id, 0))["state"] == "completed"
     with pytest.raises(taskcluster.TaskclusterRestFailure) as exc:
@@ -249,6 +276,13 @@ def test_artifact_immutability_and_bad_requests(pserver: PlatformProcess, runnin
             {"storageType": "error", "reason": "bogus", "message": "x", "expires": expires},
         )
     rest_error(exc, 400, "InputValidationError")
+
+    task_expires = pserver.queue(maxRetries=0).task(task_id)["expires"]
+    for bad_expires in (from_now(days=800), from_now(minutes=-30)):  # after task.expires / long past
+        assert bad_expires > task_expires or bad_expires < from_now()
+        with pytest.raises(taskcluster.TaskclusterRestFailure) as exc:
+            rq.createArtifact(task_id, 0, "public/bad-expiry", dict(ref, expires=bad_expires))
+        rest_error(exc, 400)
 
     # finishArtifact before the object upload finished → 400; wrong uploadId → 400
     resp = rq.createArtifact(
@@ -294,3 +328,15 @@ def test_artifacts_allowed_after_exception(pserver: PlatformProcess, running: di
         download(pserver.queue(None, maxRetries=0), task_id, "public/logs/live.log", 0)[0]
         == b"log after exception"
     )
+
+
+def test_latest_artifact_of_task_without_runs_404(root_queue: taskcluster.Queue, queue_id: str) -> None:
+    blocker, _ = create_task(root_queue, queue_id)
+    task_id, _ = create_task(root_queue, queue_id, dependencies=[blocker])
+    for call in (
+        lambda: root_queue.getLatestArtifact(task_id, "public/x"),
+        lambda: root_queue.listLatestArtifacts(task_id),
+    ):
+        with pytest.raises(taskcluster.TaskclusterRestFailure) as exc:
+            call()
+        rest_error(exc, 404, "ResourceNotFound")

@@ -8,6 +8,7 @@ official response schemas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 
@@ -30,6 +31,11 @@ from pfhelpers import (
     task_def,
     wait_for,
 )
+
+try:
+    from platformproc import PlatformProcess
+except ImportError:
+    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
 
 
 def test_create_defaults_and_task_definition(root_queue: taskcluster.Queue, queue_id: str) -> None:
@@ -82,7 +88,9 @@ def test_provisioner_worker_type_form(root_queue: taskcluster.Queue, queue_id: s
     rest_error(exc, 400)
 
 
-def test_claim_reclaim_complete(pserver, root_queue: taskcluster.Queue, queue_id: str) -> None:
+def test_claim_reclaim_complete(
+    pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str
+) -> None:
     task_id, _ = create_task(root_queue, queue_id, scopes=["tcw-test:some-scope"])
     c = claim_task(root_queue, queue_id, task_id)
     assert c["runId"] == 0 and c["workerGroup"] == "wg" and c["workerId"] == "w1"
@@ -114,7 +122,7 @@ def test_claim_reclaim_complete(pserver, root_queue: taskcluster.Queue, queue_id
     rest_error(exc, 409, "RequestConflict")
 
 
-def test_report_failed(pserver, root_queue: taskcluster.Queue, queue_id: str) -> None:
+def test_report_failed(pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str) -> None:
     task_id, _ = create_task(root_queue, queue_id)
     c = claim_task(root_queue, queue_id, task_id)
     status = check_status(run_queue(pserver, c).reportFailed(task_id, 0))
@@ -133,7 +141,9 @@ def test_report_on_pending_run_conflicts(root_queue: taskcluster.Queue, queue_id
 
 
 @pytest.mark.parametrize("reason", EXCEPTION_REASONS)
-def test_report_exception(pserver, root_queue: taskcluster.Queue, queue_id: str, reason: str) -> None:
+def test_report_exception(
+    pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str, reason: str
+) -> None:
     task_id, _ = create_task(root_queue, queue_id, retries=2)
     c = claim_task(root_queue, queue_id, task_id)
     rq = run_queue(pserver, c)
@@ -161,7 +171,7 @@ def test_report_exception(pserver, root_queue: taskcluster.Queue, queue_id: str,
     rest_error(exc, 409, "RequestConflict")
 
 
-def test_retries_exhausted(pserver, root_queue: taskcluster.Queue, queue_id: str) -> None:
+def test_retries_exhausted(pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str) -> None:
     task_id, status = create_task(root_queue, queue_id, retries=1)
     assert status["retriesLeft"] == 1
     c = claim_task(root_queue, queue_id, task_id)
@@ -176,9 +186,9 @@ def test_retries_exhausted(pserver, root_queue: taskcluster.Queue, queue_id: str
     assert status["state"] == "exception"
 
 
-@pytest.mark.parametrize("reason", ["superseded", "canceled", "claim-expired", "deadline-exceeded", "nope"])
+@pytest.mark.parametrize("reason", ["canceled", "claim-expired", "deadline-exceeded", "nope"])
 def test_queue_only_reasons_rejected(
-    pserver, root_queue: taskcluster.Queue, queue_id: str, reason: str
+    pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str, reason: str
 ) -> None:
     task_id, _ = create_task(root_queue, queue_id)
     c = claim_task(root_queue, queue_id, task_id)
@@ -188,8 +198,21 @@ def test_queue_only_reasons_rejected(
     assert check_status(root_queue.status(task_id))["state"] == "running"
 
 
+def test_superseded_accepted_without_retry(
+    pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str
+) -> None:
+    """Deliberate deviation (lead's ruling, issue 5): the real v106 queue answers 400 for
+    `superseded`; the local platform accepts it so superseded tasks can resolve as upstream
+    docker-worker once did. It never retries."""
+    task_id, _ = create_task(root_queue, queue_id, retries=3)
+    c = claim_task(root_queue, queue_id, task_id)
+    status = check_status(run_queue(pserver, c).reportException(task_id, 0, {"reason": "superseded"}))
+    assert run_states(status) == [("exception", "scheduled", "superseded")]
+    assert status["state"] == "exception" and status["retriesLeft"] == 3
+
+
 def test_cancel_pending_running_unscheduled_resolved(
-    pserver, root_queue: taskcluster.Queue, queue_id: str
+    pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str
 ) -> None:
     pending_id, _ = create_task(root_queue, queue_id, priority="highest")
     status = check_status(root_queue.cancelTask(pending_id))
@@ -219,7 +242,7 @@ def test_cancel_pending_running_unscheduled_resolved(
     assert check_status(root_queue.cancelTask(done_id)) == done
 
 
-def test_rerun(pserver, root_queue: taskcluster.Queue, queue_id: str) -> None:
+def test_rerun(pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str) -> None:
     task_id, _ = create_task(root_queue, queue_id, retries=3)
     assert check_status(root_queue.rerunTask(task_id))["runs"][0]["state"] == "pending"  # no-op
     c = claim_task(root_queue, queue_id, task_id)
@@ -258,7 +281,7 @@ def test_claim_work_hands_several_and_pending_count(root_queue: taskcluster.Queu
 
 
 def test_dependencies_all_completed_and_all_resolved(
-    pserver, root_queue: taskcluster.Queue, queue_id: str
+    pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str
 ) -> None:
     a, _ = create_task(root_queue, queue_id)
     b, _ = create_task(root_queue, queue_id)
@@ -293,7 +316,7 @@ def test_dependencies_all_completed_and_all_resolved(
 
 
 def test_exception_with_retry_does_not_resolve_dependency(
-    pserver, root_queue: taskcluster.Queue, queue_id: str
+    pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str
 ) -> None:
     dep, _ = create_task(root_queue, queue_id)
     child, _ = create_task(root_queue, queue_id, dependencies=[dep], requires="all-resolved")
@@ -324,7 +347,7 @@ def test_list_task_group(root_queue: taskcluster.Queue, queue_id: str) -> None:
     rest_error(exc, 409, "RequestConflict")
 
 
-async def test_aio_lifecycle_and_longpoll_wakeup(pserver, queue_id: str) -> None:
+async def test_aio_lifecycle_and_longpoll_wakeup(pserver: PlatformProcess, queue_id: str) -> None:
     """A worker already waiting in claimWork gets a new task at once (notified, not polled)."""
     async with taskcluster.aio.createSession() as session:
         worker_q = taskcluster.aio.Queue(pserver.options(maxRetries=0), session=session)
@@ -349,3 +372,45 @@ async def test_aio_lifecycle_and_longpoll_wakeup(pserver, queue_id: str) -> None
             check_status(await rq.reportCompleted(task_id, 0))
         print(f"claimWork pickup delays after createTask: {[round(d * 1000, 1) for d in delays]} ms")
         assert max(delays) < 1.0
+
+
+async def test_abandoned_claim_work_does_not_swallow_a_task(pserver: PlatformProcess, queue_id: str) -> None:
+    """A poller that disconnects mid long-poll must not be handed the next task (it would be lost)."""
+    async with taskcluster.aio.createSession() as session:
+        queue = taskcluster.aio.Queue(pserver.options(maxRetries=0), session=session)
+        for i in range(3):
+            gone = asyncio.create_task(
+                queue.claimWork(queue_id, {"workerGroup": "wg", "workerId": f"gone{i}"})
+            )
+            await asyncio.sleep(0.3)
+            gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gone
+        await asyncio.sleep(0.3)
+        task_id = slugid.nice()
+        await queue.createTask(task_id, task_def(queue_id))
+        started = time.monotonic()
+        resp = await asyncio.wait_for(
+            queue.claimWork(queue_id, {"workerGroup": "wg", "workerId": "alive"}), timeout=25
+        )
+        assert [c["status"]["taskId"] for c in resp["tasks"]] == [task_id], (
+            f"task not handed to the live poller after {time.monotonic() - started:.1f}s: "
+            f"{(await queue.status(task_id))['status']}"
+        )
+        assert time.monotonic() - started < 2
+
+
+@pytest.mark.slow
+async def test_claim_work_long_poll_returns_empty_after_about_20s(
+    pserver: PlatformProcess, queue_id: str
+) -> None:
+    async with taskcluster.aio.createSession() as session:
+        queue = taskcluster.aio.Queue(pserver.options(maxRetries=0), session=session)
+        started = time.monotonic()
+        resp = await asyncio.wait_for(
+            queue.claimWork(queue_id, {"workerGroup": "wg", "workerId": "idle"}), 40
+        )
+        waited = time.monotonic() - started
+    check_schema(resp, "claim-work-response")
+    assert resp == {"tasks": []}
+    assert 15 <= waited <= 30, f"empty claimWork returned after {waited:.1f}s, expected ~20s"

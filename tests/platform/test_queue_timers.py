@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import slugid
@@ -143,7 +143,7 @@ def test_deadline_exceeded(pserver: PlatformProcess, root_queue: taskcluster.Que
         ("created", lambda: from_now(hours=2)),
     ],
 )
-def test_bad_times_rejected(root_queue: taskcluster.Queue, field: str, value) -> None:
+def test_bad_times_rejected(root_queue: taskcluster.Queue, field: str, value: Callable[[], str]) -> None:
     body = task_def(new_queue_id(), **{field: value()})
     with pytest.raises(taskcluster.TaskclusterRestFailure) as exc:
         root_queue.createTask(slugid.nice(), body)

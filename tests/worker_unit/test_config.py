@@ -71,7 +71,14 @@ def test_unknown_key_exits_64_and_names_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "key,value", [("cleanUpTaskDirs", "true"), ("capacity", "4"), ("capacity", True), ("rootURL", 5), ("idleTimeoutSecs", 1.5)]
+    "key,value",
+    [
+        ("cleanUpTaskDirs", "true"),
+        ("capacity", "4"),
+        ("capacity", True),
+        ("rootURL", 5),
+        ("idleTimeoutSecs", 1.5),
+    ],
 )
 def test_wrong_json_type_exits_64(tmp_path: Path, key: str, value: object) -> None:
     with pytest.raises(ConfigError) as e:
@@ -96,7 +103,9 @@ def test_multiuser_capacity_needs_headless(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         cfg.load(write(tmp_path, {**VALID, "engine": "multiuser", "capacity": 2}), environ={})
     assert "headlessTasks" in str(e.value)
-    cfg.load(write(tmp_path, {**VALID, "engine": "multiuser", "capacity": 2, "headlessTasks": True}), environ={})
+    cfg.load(
+        write(tmp_path, {**VALID, "engine": "multiuser", "capacity": 2, "headlessTasks": True}), environ={}
+    )
 
 
 def test_port_ranges_must_not_overlap(tmp_path: Path) -> None:
@@ -129,5 +138,10 @@ def test_old_spelling_of_worker_type_metadata_is_accepted(tmp_path: Path) -> Non
 
 def test_our_keys_have_documented_defaults(tmp_path: Path) -> None:
     c = cfg.load(write(tmp_path, VALID), environ={})
-    assert (c.dockerImage, c.openpgpPrivateKeyLocation, c.allowPrivileged, c.reclaimIntervalSecs) == ("", "", False, 0)
+    assert (c.dockerImage, c.openpgpPrivateKeyLocation, c.allowPrivileged, c.reclaimIntervalSecs) == (
+        "",
+        "",
+        False,
+        0,
+    )
     assert c.d2g("enableD2G") is False

@@ -45,7 +45,9 @@ def test_every_violation_gets_a_line() -> None:
 
 
 def test_dates_are_checked() -> None:
-    out = errors({"command": [["x"]], "maxRunTime": 1, "artifacts": [{"type": "file", "path": "a", "expires": "soon"}]})
+    out = errors(
+        {"command": [["x"]], "maxRunTime": 1, "artifacts": [{"type": "file", "path": "a", "expires": "soon"}]}
+    )
     assert out == ["artifacts.0.expires: Does not match format 'date-time'"]
 
 
@@ -59,7 +61,13 @@ def test_dates_are_checked() -> None:
             "env": {"A": "b"},
             "artifacts": [
                 {"type": "directory", "path": "d", "name": "public/d", "expires": "2030-01-01T00:00:00.000Z"},
-                {"type": "file", "path": "f.txt", "contentType": "text/x", "contentEncoding": "gzip", "optional": True},
+                {
+                    "type": "file",
+                    "path": "f.txt",
+                    "contentType": "text/x",
+                    "contentEncoding": "gzip",
+                    "optional": True,
+                },
             ],
             "features": {"backingLog": True, "liveLog": False},
             "logs": {"live": "public/l.log", "backing": "public/b.log"},
@@ -107,7 +115,10 @@ def test_docker_run_model_marks_artifacts_optional_and_derives_log_names() -> No
             "maxRunTime": 10,
             "command": ["echo", "hi"],
             "log": "public/logs/mine.log",
-            "artifacts": {"public/b": {"type": "file", "path": "/b"}, "public/a": {"type": "directory", "path": "/a"}},
+            "artifacts": {
+                "public/b": {"type": "file", "path": "/b"},
+                "public/a": {"type": "directory", "path": "/a"},
+            },
         }
     )
     assert model.commands == [["echo", "hi"]]
@@ -122,7 +133,11 @@ def test_docker_payload_without_command_runs_image_default() -> None:
 
 @pytest.mark.parametrize(
     "live,backing",
-    [("public/logs/live.log", "public/logs/live_backing.log"), ("a/b.log.txt", "a/b.log_backing.txt"), ("x/live", "x/live_backing")],
+    [
+        ("public/logs/live.log", "public/logs/live_backing.log"),
+        ("a/b.log.txt", "a/b.log_backing.txt"),
+        ("x/live", "x/live_backing"),
+    ],
 )
 def test_docker_backing_log_name(live: str, backing: str) -> None:
     assert p.backing_name_for(live) == backing

@@ -43,7 +43,9 @@ def test_command_results_map_to_resolutions(result: ProcessResult, expected: tup
 
 
 def test_max_run_time_error_line_says_so() -> None:
-    error = error_for_result(ProcessResult(exit_code=-4, cancel_reason=CancelReason.MAX_RUN_TIME), frozenset())
+    error = error_for_result(
+        ProcessResult(exit_code=-4, cancel_reason=CancelReason.MAX_RUN_TIME), frozenset()
+    )
     assert "max run time exceeded" in str(error)
 
 
@@ -115,7 +117,9 @@ def test_artifact_expiry_window_with_one_second_slack() -> None:
     assert rules.expiry_problem("a", "2029-12-31T23:59:59.500Z", deadline, expires) is None
     before = rules.expiry_problem("a", "2029-12-31T23:59:58.000Z", deadline, expires)
     after = rules.expiry_problem("a", "2030-02-01T00:00:02.000Z", deadline, expires)
-    assert before is not None and "expires before task deadline" in before.replace("(2029-12-31T23:59:58.000Z) ", "")
+    assert before is not None and "expires before task deadline" in before.replace(
+        "(2029-12-31T23:59:58.000Z) ", ""
+    )
     assert after is not None and "after task expiry" in after
 
 
@@ -124,3 +128,24 @@ def test_artifact_expiry_window_with_one_second_slack() -> None:
 )
 def test_durations_print_like_go(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
+
+
+def test_gzip_copy_decodes_to_the_original_and_hashes_the_original(tmp_path: Path) -> None:
+    import gzip
+    import hashlib
+
+    from tcworker.worker.gzip_upload import compress
+
+    source = tmp_path / "big.txt"
+    data = b"hello gzip\n" * 50_000
+    source.write_bytes(data)
+    packed, hashes = compress(source, tmp_path)
+    try:
+        assert gzip.decompress(packed.read_bytes()) == data
+        assert packed.stat().st_size < len(data) // 10
+        assert hashes == {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha512": hashlib.sha512(data).hexdigest(),
+        }
+    finally:
+        packed.unlink()

@@ -126,7 +126,7 @@ def split_bewit(query: str) -> tuple[str | None, str]:
 
 
 def parse_bewit(token: str) -> Presented:
-    if not _B64URL.match(token):
+    if not _B64URL.fullmatch(token):
         raise AuthenticationFailed("Invalid bewit encoding")
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")

@@ -78,7 +78,9 @@ def load_clients_file(path: Path) -> tuple[list[Client], dict[str, list[str]]]:
 
     def scopes_of(entry: Mapping[str, Any], where: str) -> list[str]:
         scopes = entry.get("scopes", [])
-        if not isinstance(scopes, list) or not all(isinstance(s, str) and _SCOPE.match(s) for s in scopes):
+        if not isinstance(scopes, list) or not all(
+            isinstance(s, str) and _SCOPE.fullmatch(s) for s in scopes
+        ):
             problems.append(f"{where}: scopes must be a list of printable-ASCII strings")
             return []
         if any(s.endswith("**") for s in scopes):
@@ -91,7 +93,7 @@ def load_clients_file(path: Path) -> tuple[list[Client], dict[str, list[str]]]:
             problems.append(f"{where}: must be a mapping")
             continue
         cid, token = entry.get("clientId"), entry.get("accessToken")
-        if not isinstance(cid, str) or not cid or not _SCOPE.match(cid):
+        if not isinstance(cid, str) or not cid or not _SCOPE.fullmatch(cid):
             problems.append(f"{where}: clientId must be a non-empty printable string")
         if not isinstance(token, str) or not token:
             problems.append(f"{where}: accessToken must be a non-empty string")
@@ -169,7 +171,7 @@ class AuthService:
         authorized = ext.get("authorizedScopes")
         if authorized is not None:
             if not isinstance(authorized, list) or not all(
-                isinstance(s, str) and _SCOPE.match(s) for s in authorized
+                isinstance(s, str) and _SCOPE.fullmatch(s) for s in authorized
             ):
                 raise AuthenticationFailed("ext.authorizedScopes must be an array of valid scopes")
             held = self.roles.expand((*scopes, "assume:anonymous"))

@@ -94,7 +94,7 @@ def check_shape(cert: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(f"{key} must be a number")
     scopes = cert.get("scopes")
-    if not isinstance(scopes, list) or not all(isinstance(s, str) and _SCOPE.match(s) for s in scopes):
+    if not isinstance(scopes, list) or not all(isinstance(s, str) and _SCOPE.fullmatch(s) for s in scopes):
         raise _fail("scopes must be an array of valid scopes")
     if not isinstance(cert.get("signature"), str):
         raise _fail("signature must be a string")

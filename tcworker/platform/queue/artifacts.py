@@ -21,8 +21,8 @@ from tcworker.platform.errors import InputError, RequestConflict, ResourceExpire
 from tcworker.platform.objects.service import ObjectService, register_upload
 from tcworker.platform.queue import taskstore
 from tcworker.platform.queue.credentials import Issuer
-from tcworker.platform.queue.models import TaskRecord
 from tcworker.platform.store.db import Database
+from tcworker.platform.store.models import TaskRecord
 
 AFTER_EXCEPTION_MS = 25 * 60 * 1000
 DAY_MS = 24 * 3600 * 1000

@@ -8,8 +8,8 @@ from typing import Any
 from tcworker.platform.clock import json_ms, now_ms
 from tcworker.platform.errors import RequestConflict, ResourceNotFound
 from tcworker.platform.queue import taskstore
-from tcworker.platform.queue.models import TaskRecord
 from tcworker.platform.store.db import Database
+from tcworker.platform.store.models import TaskRecord
 
 
 def _group_info(row: sqlite3.Row) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from tcworker.platform.clock import json_ms, now_ms, parse_ms
 from tcworker.platform.errors import InputError, RequestConflict, ResourceNotFound
 from tcworker.platform.queue import taskstore
 from tcworker.platform.queue.credentials import Issuer
-from tcworker.platform.queue.models import TaskRecord, canonical
 from tcworker.platform.queue.waiters import Waiters
 from tcworker.platform.store.db import Database
+from tcworker.platform.store.models import TaskRecord, canonical
 
 SKEW_MS = 15 * 60 * 1000
 MAX_DEADLINE_MS = 5 * 24 * 3600 * 1000

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tcworker.platform.clock import json_ms
 from tcworker.platform.errors import RequestConflict
-from tcworker.platform.queue.models import TaskRecord
+from tcworker.platform.store.models import TaskRecord
 
 #: (state of the task, event) → state of the run the event acts on afterwards.
 TRANSITIONS: dict[tuple[str, str], str] = {

@@ -16,7 +16,7 @@ from typing import Any
 from tcworker.platform.errors import InternalServerError
 from tcworker.platform.index.service import index_routes
 from tcworker.platform.queue import statemachine
-from tcworker.platform.queue.models import PRIORITY_RANK, TaskRecord
+from tcworker.platform.store.models import PRIORITY_RANK, TaskRecord
 
 _COMPACT = (",", ":")
 

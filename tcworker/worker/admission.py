@@ -1,0 +1,119 @@
+"""Admission of one run: is this payload runnable here, and may this task use what it asks for?
+
+Before anything touches the host, ``TaskRun`` checks (spec/worker.md §1.8, §1.10): the payload
+kind against the engine (docker-worker payloads need the docker engine), the shipped schema
+(every violation logged in generic-worker's words), ``maxRunTime`` against ``maxTaskRunTime``,
+payload toggles no loaded feature serves, each requested feature's pool gate, the scopes the
+features require (``task.scopes``, expanded through the auth service only when needed) and
+reserved artifact names. Every refusal is ``MalformedPayload`` (``ResourceUnavailable`` when the
+auth service cannot expand scopes).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from tcworker import __version__, scopes
+from tcworker.errors import MalformedPayload, ResourceUnavailable
+from tcworker.features import unimplemented_requests
+from tcworker.features.base import Feature, TaskFeature
+from tcworker.worker import payload as payload_mod
+
+if TYPE_CHECKING:
+    from tcworker.worker.taskrun import TaskRun
+
+
+def validate(run: TaskRun) -> payload_mod.RunModel:
+    """Payload kind vs engine, schema (violations logged GW-style), maxRunTime limit, unserved toggles."""
+    kinds = run.engine.supported_payload_kinds()
+    if run.payload_kind not in kinds:
+        if run.payload_kind == "docker":
+            raise MalformedPayload(
+                "This is a docker-worker payload (it has a top-level `image`), but worker pool "
+                f"{run.config.task_queue_id} runs the {run.engine_name} engine, which only runs "
+                "generic-worker payloads. Submit it to a pool with the docker engine."
+            )
+        raise MalformedPayload(
+            f"worker pool {run.config.task_queue_id} runs the {run.engine_name} engine, which only "
+            "runs docker-worker payloads (with a top-level `image`)"
+        )
+    if run.payload_kind == "generic" and run.config.disableNativePayloads:
+        raise MalformedPayload(
+            f"worker pool {run.config.task_queue_id} does not accept generic-worker payloads "
+            "(disableNativePayloads); only docker-worker payloads run here"
+        )
+    validator = payload_mod.validator_for(run.payload_kind, run.engine_name)
+    problems = payload_mod.validation_errors(run.task.get("payload"), validator)
+    schema = validator.schema
+    if problems:
+        run.log.error("Task payload for this worker type must conform to the following jsonschema:")
+        run.log.error(json.dumps(schema, indent=2))
+        run.log.error("TASK FAIL since the task payload is invalid. See errors:")
+        for p in problems:
+            run.log.error(f"- {p}")
+        raise MalformedPayload(f"Validation of payload failed for task {run.task_id}")
+    model = payload_mod.to_run_model(run.payload)
+    if model.max_run_time > run.config.maxTaskRunTime:
+        raise MalformedPayload(
+            f"task's maxRunTime of {model.max_run_time} exceeded allowed maximum of {run.config.maxTaskRunTime}"
+        )
+    if run.payload_kind == "generic":
+        missing = unimplemented_requests(run.payload, run.features)
+        if missing:
+            raise MalformedPayload(
+                f"This task requests {', '.join(missing)}, which tcworker {__version__} does not "
+                "implement yet. Remove "
+                f"{'it' if len(missing) == 1 else 'them'} from the payload."
+            )
+    return model
+
+
+async def gate_features(run: TaskRun) -> list[TaskFeature]:
+    """Pool gates, scopes and reserved names of every requested feature (before any start)."""
+    requested: list[tuple[Feature, TaskFeature]] = []
+    for feature in run.features:
+        tf = feature.for_run(run)
+        if tf is None:
+            continue
+        if not feature.enabled(run.config):
+            reason = feature.disabled_reason(run.config)
+            raise MalformedPayload(
+                reason
+                or (
+                    f"This task requests the {feature.name} feature, which is not enabled on worker "
+                    f"pool {run.config.task_queue_id} ({run.clients.root_url}/worker-manager/"
+                    f"{run.config.task_queue_id}). Either remove it from the payload, or submit the "
+                    "task to a pool that enables it."
+                )
+            )
+        requested.append((feature, tf))
+    required = [expr for _, tf in requested for expr in tf.required_scopes()]
+    if required:
+        await check_scopes(run, required)
+    for feature, tf in requested:
+        for name in tf.reserved_artifacts():
+            if name in run.reserved_artifacts and run.reserved_artifacts[name] != feature.name:
+                raise MalformedPayload(
+                    f"artifact {name!r} is reserved by both {run.reserved_artifacts[name]} and {feature.name}"
+                )
+            run.reserved_artifacts[name] = feature.name
+    return [tf for _, tf in requested]
+
+
+async def check_scopes(run: TaskRun, required: list[scopes.ScopeExpr]) -> None:
+    held = list(run.task.get("scopes", []))
+    expr: scopes.ScopeExpr = {"AllOf": required}
+    if scopes.missing_scopes(held, expr) is None:
+        return
+    try:
+        held = await run.clients.expand_scopes(held)
+    except Exception as e:
+        raise ResourceUnavailable(f"cannot expand the task's scopes through the auth service: {e}") from e
+    missing = scopes.missing_scopes(held, expr)
+    if missing is not None:
+        run.log.error(f"The task is missing scopes required by its payload: {json.dumps(missing)}")
+        run.log.error(f"The task has these scopes: {json.dumps(run.task.get('scopes', []))}")
+        raise MalformedPayload(
+            f"task.scopes does not satisfy the payload's requirements: {json.dumps(missing)}"
+        )
