@@ -16,17 +16,10 @@ from typing import Any
 import taskcluster
 import taskcluster.aio
 
+from tcworker import tctime
 from tcworker.docker.caches import CacheStore
 
 log = logging.getLogger(__name__)
-
-
-def _parse_time(value: str) -> float:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def _format_time(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class PurgePoller:
@@ -39,14 +32,16 @@ class PurgePoller:
         self._caches = caches
         self._options = options
         self._pool = worker_pool_id
-        self._since: float | None = None
+        self._since: dt.datetime | None = None
         self._lock = asyncio.Lock()
 
     async def poll(self) -> int:
         """Fetch requests since the last poll and apply them; returns instances purged."""
         async with self._lock:
-            started = dt.datetime.now(dt.UTC).timestamp()
-            query = {} if self._since is None else {"since": _format_time(self._since - self.OVERLAP_SECONDS)}
+            started = tctime.now()
+            query: dict[str, str] = {}
+            if self._since is not None:
+                query["since"] = tctime.to_json(self._since - dt.timedelta(seconds=self.OVERLAP_SECONDS))
             client = taskcluster.aio.PurgeCache(self._options)
             try:
                 answer = await client.purgeRequests(self._pool, query=query)
@@ -56,7 +51,7 @@ class PurgePoller:
             purged = 0
             for request in answer.get("requests", []):
                 try:
-                    before = _parse_time(str(request["before"]))
+                    before = tctime.parse(str(request["before"])).timestamp()
                     name = str(request["cacheName"])
                 except (KeyError, ValueError) as e:
                     log.warning("ignoring malformed purge request %r: %s", request, e)

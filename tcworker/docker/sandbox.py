@@ -95,6 +95,7 @@ class DockerSandbox:
         self._last_exit: int | None = None
         self._committed: str | None = None
         self._destroyed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- Sandbox protocol: facts ---------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class DockerSandbox:
         if self._destroyed:
             raise InternalError("execute() called on a destroyed docker sandbox")
         started = time.monotonic()
+        self._loop = asyncio.get_running_loop()
         if self._abort_reason is not None:
             return self._aborted(started)
         full_env = {**self._secret_env, **env}  # reserved / payload names win over encryptedEnv
@@ -246,8 +248,18 @@ class DockerSandbox:
                 f"Task timeout after {self._run.payload.get('maxRunTime')} seconds. Force killing container."
             )
         container = self._current
-        if container is not None:
-            self._kill_tasks.append(asyncio.get_running_loop().create_task(self._kill(container)))
+        if container is None or self._loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._kill_tasks.append(self._loop.create_task(self._kill(container)))
+        else:  # called from another thread (a signal handler thread, a timer): hop onto the loop
+            self._loop.call_soon_threadsafe(
+                lambda: self._kill_tasks.append(asyncio.ensure_future(self._kill(container)))
+            )
 
     async def _kill(self, container: Any) -> None:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):

@@ -78,10 +78,11 @@ class DockerEngine:
         """Connect to dockerd (``ConfigError`` when it does not answer) and set up the stores."""
         self._config = config
         try:
-            self._client = await asyncio.to_thread(docker.from_env, timeout=API_TIMEOUT_SECONDS)
+            client = await asyncio.to_thread(docker.from_env, timeout=API_TIMEOUT_SECONDS)
+            await asyncio.to_thread(client.ping)
             # Streams (logs, wait, save, load, pull) may be silent for longer than any API timeout.
             self._stream_client = await asyncio.to_thread(docker.from_env, timeout=None)
-            await asyncio.to_thread(self._client.ping)
+            self._client = client
         except docker.errors.DockerException as e:
             raise ConfigError(
                 f"engine 'docker' needs a running Docker daemon it can reach (DOCKER_HOST or "
@@ -92,7 +93,12 @@ class DockerEngine:
         self._images = ImageStore(self._stream_client, state_dir, downloads_dir)
         if config.openpgpPrivateKeyLocation:
             self._key = await asyncio.to_thread(load_private_key, config.openpgpPrivateKeyLocation)
-        options: dict[str, Any] = {"rootUrl": config.rootURL, "credentials": config.credentials}
+        # Best effort: a purge-cache outage must not hold every task up for the client's full retries.
+        options: dict[str, Any] = {
+            "rootUrl": config.rootURL,
+            "credentials": config.credentials,
+            "maxRetries": 1,
+        }
         self._purger = PurgePoller(self._caches, options, config.task_queue_id)
         self._purge_loop = asyncio.get_running_loop().create_task(
             self._purger.run_forever(PURGE_POLL_SECONDS)

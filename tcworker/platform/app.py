@@ -41,6 +41,8 @@ _COMPACT = (",", ":")
 _JSON = "application/json"
 
 SERVICES_KEY: web.AppKey[Services] = web.AppKey("services", Services)
+#: What the error body's requestInfo reports (method name, params, payload) for this request.
+INFO_KEY: Any = web.RequestKey("tc_info", dict) if hasattr(web, "RequestKey") else "tc_info"
 ROOT_URL_KEY: web.AppKey[list[str]] = web.AppKey("root_url", list)
 
 
@@ -55,12 +57,13 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _error_response(request: web.Request, err: PlatformError) -> web.Response:
     headers = {"WWW-Authenticate": "hawk"} if isinstance(err, AuthenticationFailed) else None
+    info = request.get(INFO_KEY) or {}
     body = error_body(
         err.code,
         err.message,
-        method=request.get("tc_method", "unknown"),
-        params=request.get("tc_params"),
-        payload=request.get("tc_payload"),
+        method=info.get("method", "unknown"),
+        params=info.get("params"),
+        payload=info.get("payload"),
     )
     return web.Response(body=body, status=err.status, content_type=_JSON, headers=headers)
 
@@ -156,7 +159,8 @@ class Dispatcher:
         if matched is None:
             raise ResourceNotFound(f"no such API method: {request.method} {raw_path[:200]}")
         endpoint, params = matched
-        request["tc_method"], request["tc_params"] = endpoint.name, params
+        info: dict[str, Any] = {"method": endpoint.name, "params": params}
+        request[INFO_KEY] = info
         body = await _read_body(request)
         identity = self.services.auth.anonymous
         if endpoint.scopes is not None:
@@ -164,7 +168,7 @@ class Dispatcher:
         payload: Any = None
         if endpoint.input is not None:
             payload = _parse_json(body, request.content_type)
-            request["tc_payload"] = payload
+            info["payload"] = payload
             payload = self.services.schemas.validate(endpoint.input, payload)
         call = Call(endpoint, params, request.rel_url.query, payload, identity, self.root_url[0], request)
         if endpoint.auto_authorize:

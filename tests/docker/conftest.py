@@ -16,14 +16,9 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from dockerhelpers import TEST_IMAGE, busybox_path, engine_config, import_image
+from dockerhelpers import TEST_IMAGE, busybox_path, engine_config, import_image, skip_or_fail
 
 from tcworker.engines.docker import DockerEngine
-
-try:
-    from conftest import skip_or_fail  # tests/conftest.py (tests/ on sys.path)
-except ImportError:  # pragma: no cover - tests imported as a package
-    from tests.conftest import skip_or_fail  # type: ignore[no-redef]
 
 SETUP_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "docker-setup.sh"
 

@@ -273,3 +273,28 @@ async def test_destroy_removes_containers_and_anonymous_volumes_and_is_idempoten
     await sandbox.destroy()
     assert containers_of(docker_client, run.task_id) == []
     assert volume_names(docker_client) - volumes_before == set()
+
+
+async def test_abort_from_another_thread_kills_the_container(make_engine, tmp_path: Path) -> None:
+    sandbox, run = await _prepare(make_engine, tmp_path, _payload(["sh", "-c", "echo ready; sleep 600"]))
+    try:
+        task = asyncio.create_task(sandbox.execute(run.payload["command"], RESERVED, run.log))
+        while "ready" not in log_text(run):
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(sandbox.abort, CancelReason.WORKER_STOPPING)
+        result = await asyncio.wait_for(task, 20)
+    finally:
+        await sandbox.destroy()
+    assert result.cancel_reason is CancelReason.WORKER_STOPPING
+
+
+async def test_unreachable_daemon_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dockerhelpers import engine_config
+
+    from tcworker.engines.docker import DockerEngine
+    from tcworker.errors import ConfigError
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    with pytest.raises(ConfigError, match="needs a running Docker daemon") as info:
+        await DockerEngine().initialise(engine_config(tmp_path))
+    assert info.value.exit_code == 73

@@ -121,6 +121,28 @@ def test_stale_timestamp_and_payload_hash_mismatch_401(pserver: PlatformProcess)
     assert good.status_code == 200, good.text
 
 
+def test_bewit_and_authorization_header_together_401(pserver: PlatformProcess) -> None:
+    queue = pserver.queue(maxRetries=0)
+    task_id = slugid.nice()
+    url = queue.buildSignedUrl("status", task_id)
+    assert requests.get(url, timeout=10).status_code == 404  # the bewit alone authenticates
+    path = url[len(pserver.root_url) :]
+    sender = mohawk.Sender(
+        credentials={
+            "id": pserver.root_credentials["clientId"],
+            "key": pserver.root_access_token,
+            "algorithm": "sha256",
+        },
+        url=url,
+        method="GET",
+        content="",
+        content_type="",
+        ext="e30=",
+    )
+    resp = requests.get(pserver.root_url + path, headers={"Authorization": sender.request_header}, timeout=10)
+    assert_error(resp, 401, "AuthenticationFailed")
+
+
 def test_missing_scope_403_names_it(pserver: PlatformProcess) -> None:
     queue = pserver.queue(LIMITED, maxRetries=0)
     ok_q = new_queue_id("tcw-limited")

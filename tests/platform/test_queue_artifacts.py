@@ -340,3 +340,22 @@ def test_latest_artifact_of_task_without_runs_404(root_queue: taskcluster.Queue,
         with pytest.raises(taskcluster.TaskclusterRestFailure) as exc:
             call()
         rest_error(exc, 404, "ResourceNotFound")
+
+
+def test_latest_artifact_is_from_the_latest_run(
+    pserver: PlatformProcess, root_queue: taskcluster.Queue, queue_id: str
+) -> None:
+    task_id, _ = create_task(root_queue, queue_id, retries=1)
+    c0 = claim_task(root_queue, queue_id, task_id)
+    upload_artifact(pserver, c0["credentials"], task_id, 0, "public/out.txt", b"run 0")
+    run_queue(pserver, c0).reportException(task_id, 0, {"reason": "worker-shutdown"})
+    c1 = claim_task(root_queue, queue_id, task_id)
+    assert c1["runId"] == 1
+    anon = pserver.queue(None, maxRetries=0)
+    with pytest.raises(taskcluster.TaskclusterRestFailure) as exc:
+        anon.getLatestArtifact(task_id, "public/out.txt")  # latest run (1) has no such artifact yet
+    rest_error(exc, 404)
+    upload_artifact(pserver, c1["credentials"], task_id, 1, "public/out.txt", b"run 1")
+    assert download(anon, task_id, "public/out.txt")[0] == b"run 1"
+    assert download(anon, task_id, "public/out.txt", 0)[0] == b"run 0"
+    assert {a["name"] for a in anon.listLatestArtifacts(task_id)["artifacts"]} == {"public/out.txt"}

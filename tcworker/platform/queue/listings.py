@@ -36,12 +36,15 @@ class Listings:
 
     async def counts(self, queue: str) -> dict[str, Any]:
         def op(conn: sqlite3.Connection) -> dict[str, int]:
-            rows = conn.execute(
-                "SELECT state, COUNT(*) FROM tasks WHERE task_queue_id = ? AND state IN ('pending', 'running')"
-                " GROUP BY state",
+            # Two queries so each can use its partial index (tasks_pending, tasks_claimed).
+            pending = conn.execute(
+                "SELECT COUNT(*) FROM tasks WHERE task_queue_id = ? AND state = 'pending'", (queue,)
+            ).fetchone()[0]
+            running = conn.execute(
+                "SELECT COUNT(*) FROM tasks INDEXED BY tasks_claimed WHERE state = 'running' AND task_queue_id = ?",
                 (queue,),
-            ).fetchall()
-            return {r[0]: r[1] for r in rows}
+            ).fetchone()[0]
+            return {"pending": pending, "running": running}
 
         found = await self.db.read(op)
         prov, _, wt = queue.partition("/")

@@ -14,7 +14,7 @@ from typing import Any
 
 from tcworker.platform.clock import json_ms, now_ms, parse_ms
 from tcworker.platform.errors import InputError, RequestConflict, ResourceNotFound
-from tcworker.platform.queue import taskstore
+from tcworker.platform.queue import statemachine, taskstore
 from tcworker.platform.queue.credentials import Issuer
 from tcworker.platform.queue.waiters import Waiters
 from tcworker.platform.store.db import Database
@@ -117,10 +117,10 @@ class QueueService:
                 raise InputError("dependencies expire before this task's deadline: " + ", ".join(short[:20]))
             self._join_group(conn, d, expires_ms)
             unsatisfied = taskstore.insert_dependencies(conn, record, deps)
+            if unsatisfied == 0:  # scheduled at once: insert it already pending (one write, not two)
+                statemachine.apply(record, "schedule", now_ms())
             taskstore.insert(conn, record, self.order)
-            if unsatisfied == 0:
-                return record, taskstore.transition(conn, record, "schedule", now_ms(), self.order)
-            return record, []
+            return record, [record.task_queue_id] if unsatisfied == 0 else []
 
         task, queues = await self.db.run(op)
         self.notify(queues)
