@@ -112,16 +112,21 @@ def render(expr: Any, params: Mapping[str, Any]) -> Any:
             out.extend(value if isinstance(value, list) else [value])
         return {key: out}
     if "for" in expr:
-        return [
-            _PLACEHOLDER.sub(
-                lambda m, v=v: str(v if m.group(1) == expr["for"] else params[m.group(1)]), expr["each"]
-            )
-            for v in params[expr["in"]]
-        ]
+        return [_PLACEHOLDER.sub(_filler(params, expr["for"], v), expr["each"]) for v in params[expr["in"]]]
     if "if" in expr:
         branch = expr.get("then") if params.get(expr["if"]) else expr.get("else")
         return {"AllOf": []} if branch is None else render(branch, params)
     raise ValueError(f"bad scope template {expr!r}")
+
+
+def _filler(params: Mapping[str, Any], name: str, value: Any) -> Callable[[re.Match[str]], str]:
+    """Placeholder replacement for one ``for`` element: ``<name>`` is the element, others are params."""
+
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        return str(value if key == name else params[key])
+
+    return fill
 
 
 class Router:

@@ -71,7 +71,8 @@ def _error_response(request: web.Request, err: PlatformError) -> web.Response:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except PlatformError as err:
         return _error_response(request, err)
     except web.HTTPRequestEntityTooLarge:
@@ -143,7 +144,7 @@ class Dispatcher:
             }
         return None
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         raw_path, _, raw_query = request.raw_path.partition("?")
         monitor = self.monitoring(raw_path) if request.method in ("GET", "HEAD") else None
         if monitor is not None and raw_path != "/ping":
@@ -213,7 +214,7 @@ def build_app(services: Services) -> web.Application:
     put, get = object_routes.data_handlers(services.objects)
     app.router.add_route("PUT", object_routes.DATA_PATH, put)
     app.router.add_route("GET", object_routes.DATA_PATH, get)
-    app.router.add_route("*", "/{tail:.*}", Dispatcher(services, app[ROOT_URL_KEY]))
+    app.router.add_route("*", "/{tail:.*}", Dispatcher(services, app[ROOT_URL_KEY]).handle)
 
     async def resolvers(app: web.Application) -> AsyncIterator[None]:
         assert services.resolvers is not None

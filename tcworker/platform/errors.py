@@ -46,24 +46,60 @@ class PlatformError(Exception):
         return STATUS[self.code]
 
 
-def _kind(code: str) -> type[PlatformError]:
-    return type(code, (PlatformError,), {"code": code, "__doc__": f"Taskcluster error `{code}`."})
+class MalformedPayload(PlatformError):
+    code = "MalformedPayload"
 
 
-MalformedPayload = _kind("MalformedPayload")
-InvalidRequestArguments = _kind("InvalidRequestArguments")
-InputValidationError = _kind("InputValidationError")
-InputError = _kind("InputError")
-NoMatchingBackend = _kind("NoMatchingBackend")
-AuthenticationFailed = _kind("AuthenticationFailed")
-InsufficientScopes = _kind("InsufficientScopes")
-ResourceNotFound = _kind("ResourceNotFound")
-MethodNotAllowed = _kind("MethodNotAllowed")
-NoMatchingMethod = _kind("NoMatchingMethod")
-RequestConflict = _kind("RequestConflict")
-ResourceExpired = _kind("ResourceExpired")
-InputTooLarge = _kind("InputTooLarge")
-InternalServerError = _kind("InternalServerError")
+class InvalidRequestArguments(PlatformError):
+    code = "InvalidRequestArguments"
+
+
+class InputValidationError(PlatformError):
+    code = "InputValidationError"
+
+
+class InputError(PlatformError):
+    code = "InputError"
+
+
+class NoMatchingBackend(PlatformError):
+    code = "NoMatchingBackend"
+
+
+class AuthenticationFailed(PlatformError):
+    code = "AuthenticationFailed"
+
+
+class InsufficientScopes(PlatformError):
+    code = "InsufficientScopes"
+
+
+class ResourceNotFound(PlatformError):
+    code = "ResourceNotFound"
+
+
+class MethodNotAllowed(PlatformError):
+    code = "MethodNotAllowed"
+
+
+class NoMatchingMethod(PlatformError):
+    code = "NoMatchingMethod"
+
+
+class RequestConflict(PlatformError):
+    code = "RequestConflict"
+
+
+class ResourceExpired(PlatformError):
+    code = "ResourceExpired"
+
+
+class InputTooLarge(PlatformError):
+    code = "InputTooLarge"
+
+
+class InternalServerError(PlatformError):
+    code = "InternalServerError"
 
 
 def error_body(

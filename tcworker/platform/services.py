@@ -3,6 +3,15 @@
 Holds no request logic: it opens the store, loads static clients and roles, creates the queue's
 issuer client and the object-URL signing key (both persisted, so credentials and URLs handed out
 before a restart keep working), and builds each service's endpoint table.
+
+Deviations from upstream v106 decided here (documented for the README):
+
+* ``reportException`` also accepts reason ``superseded`` (validated against the official
+  ``task-exception-request.json`` with that one enum value added): docker-worker-style superseding
+  resolves the superseded runs that way, and ``task-status.json`` still lists it. It is not retried.
+* ``createArtifact`` with ``storageType: s3`` answers 400 (use ``object``); see ``queue/artifacts.py``.
+* ``claimTask`` validates its body against a reconstructed ``local/task-claim-request.json``
+  (the official file is not in the shipped schema set).
 """
 
 from __future__ import annotations

@@ -152,7 +152,8 @@ class AuthService:
         if issuer is None:
             raise AuthenticationFailed(f"Client `{issuer_id}` not found")
         issuer_scopes = self.roles.expand((*issuer.scopes, "assume:anonymous"))
-        key, scopes, expires_ms = issuer.access_token, issuer.scopes, None
+        key, expires_ms = issuer.access_token, None
+        scopes: Sequence[str] = issuer.scopes
         if cert is not None:
             now_ms = int(time.time() * 1000)
             if "issuer" in cert:

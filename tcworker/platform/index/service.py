@@ -52,7 +52,10 @@ class IndexService:
 
     async def find(self, path: str) -> dict[str, Any]:
         def op(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            return conn.execute("SELECT * FROM index_entries WHERE namespace = ?", (path,)).fetchone()
+            row: sqlite3.Row | None = conn.execute(
+                "SELECT * FROM index_entries WHERE namespace = ?", (path,)
+            ).fetchone()
+            return row
 
         row = await self.db.read(op)
         if row is None or row["expires_ms"] < now_ms():
@@ -64,6 +67,9 @@ class IndexService:
 
         def op(conn: sqlite3.Connection) -> sqlite3.Row:
             upsert(conn, namespace, body["taskId"], body["rank"], body["data"], expires_ms)
-            return conn.execute("SELECT * FROM index_entries WHERE namespace = ?", (namespace,)).fetchone()
+            row: sqlite3.Row | None = conn.execute(
+                "SELECT * FROM index_entries WHERE namespace = ?", (namespace,)
+            ).fetchone()
+            return row
 
         return _entry(await self.db.run(op))

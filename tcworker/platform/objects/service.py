@@ -67,7 +67,8 @@ def register_upload(
             )
         merged = merge_hashes(json.loads(row["hashes"]), hashes)
         conn.execute("UPDATE objects SET hashes = ? WHERE name = ?", (json.dumps(merged), name))
-    return conn.execute("SELECT * FROM objects WHERE name = ?", (name,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM objects WHERE name = ?", (name,)).fetchone()
+    return row
 
 
 def merge_hashes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +243,8 @@ class ObjectService:
 
 
 def _object_row(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
-    return conn.execute("SELECT * FROM objects WHERE name = ?", (name,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM objects WHERE name = ?", (name,)).fetchone()
+    return row
 
 
 def _public_hashes(row: sqlite3.Row) -> dict[str, str]:

@@ -98,7 +98,7 @@ class ArtifactService:
             raise InputError("storageType `s3` is not supported by the local platform; use `object`")
         expires_ms = parse_ms(body["expires"])
         content_type = body.get("contentType", "application/binary")
-        details = {k: body[k] for k in ("url", "artifact", "reason", "message") if k in body}
+        details: dict[str, Any] = {k: body[k] for k in ("url", "artifact", "reason", "message") if k in body}
 
         def op(conn: sqlite3.Connection) -> tuple[TaskRecord, Artifact]:
             now = now_ms()
@@ -121,7 +121,7 @@ class ArtifactService:
             if expires_ms > task.expires_ms:
                 raise InputError("artifact expires after the task expires")
             old = _row(conn, task_id, run_id, name)
-            det = dict(details)
+            det: dict[str, Any] = dict(details)
             if old is not None:
                 if not _replaceable(old, kind, content_type, details, expires_ms):
                     raise RequestConflict(f"artifact {name} already exists with different content")
@@ -130,6 +130,11 @@ class ArtifactService:
             if kind == "object":
                 det.setdefault("uploadId", slugid.nice())
                 object_name = f"t/{task_id}/{run_id}/{name}"
+                # An extended artifact expiry extends the object's too (the triple stays consistent).
+                conn.execute(
+                    "UPDATE objects SET expires_ms = ? WHERE name = ? AND upload_id = ? AND expires_ms < ?",
+                    (expires_ms, object_name, det["uploadId"], expires_ms),
+                )
                 finished = conn.execute(
                     "SELECT finished FROM objects WHERE name = ? AND upload_id = ?",
                     (object_name, det["uploadId"]),
@@ -141,7 +146,7 @@ class ArtifactService:
                         object_name,
                         task.definition["projectId"],
                         det["uploadId"],
-                        old.expires_ms if old is not None and old.storage_type == "object" else expires_ms,
+                        expires_ms,
                         {},
                     )
             conn.execute(

@@ -24,7 +24,9 @@ def _group_info(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _group_row(conn: sqlite3.Connection, group_id: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM task_groups WHERE task_group_id = ?", (group_id,)).fetchone()
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM task_groups WHERE task_group_id = ?", (group_id,)
+    ).fetchone()
     if row is None:
         raise ResourceNotFound(f"task group {group_id} not found")
     return row
