@@ -270,12 +270,19 @@ def throughput(
     n: int,
     budget: Budget,
     sample: Callable[[Worker], None] | None,
+    **config: Any,
 ) -> tuple[float, float]:
     """(tasks/s, span s): queue n trivial tasks, then one worker with `capacity` drains them."""
     worker_type = new_type()
     task_ids = [create(platform.queue, worker_type, ["true"]) for _ in range(n)]
     worker = Worker(
-        tmp / f"tp-{capacity}", platform, key, workerType=worker_type, capacity=capacity, numberOfTasksToRun=n
+        tmp / f"tp-{worker_type}",
+        platform,
+        key,
+        workerType=worker_type,
+        capacity=capacity,
+        numberOfTasksToRun=n,
+        **config,
     )
     stop = threading.Event()
     sampler = None
@@ -348,42 +355,59 @@ def phase_latency(platform: Platform, wt: str, runs: int, budget: Budget) -> Row
     )
 
 
-def phase_multiuser(platform: Platform, tmp: Path, key: Path, wt: str, runs: int, budget: Budget) -> Row:
-    """5: the same trivial task on a multiuser worker and the simple one, interleaved."""
+def phase_multiuser(
+    platform: Platform, tmp: Path, key: Path, wt: str, runs: int, n: int, budget: Budget
+) -> list[Row]:
+    """5: the same trivial task on a multiuser worker and the simple one.
+
+    Two views: latency of single tasks (interleaved, so load drift hits both alike), and a
+    back-to-back drain of `n` queued tasks at capacity 1, which also counts the work a multiuser
+    worker does after reporting (removing the task user and its files) before its next claim.
+    """
     label = "per-task overhead, engine multiuser vs simple"
     if os.geteuid() != 0:
-        return (label, "skipped", "", "needs root to create task users")
-    if budget.left() < 60:
-        return (label, "skipped", "", "out of time budget")
+        return [(label, "skipped", "", "needs root to create task users")]
+    if budget.left() < 90:
+        return [(label, "skipped", "", "out of time budget")]
     mwt, homes = new_type(), tmp / "homes"
-    homes.mkdir(mode=0o755, exist_ok=True)
+    homes.mkdir(exist_ok=True)
     homes.chmod(0o755)  # task users must traverse it
-    multi = Worker(
-        tmp / "lat-multi",
-        platform,
-        key,
-        workerType=mwt,
-        engine="multiuser",
-        headlessTasks=True,
-        tasksDir=str(homes),
-    )
+    multi_conf = {"engine": "multiuser", "headlessTasks": True, "tasksDir": str(homes)}
+    multi = Worker(tmp / "lat-multi", platform, key, workerType=mwt, **multi_conf)
+    rows: list[Row] = []
     try:
         latency_series(platform.queue, mwt, 1, budget)  # warm-up
         mlat: list[float] = []
         slat: list[float] = []
-        for _ in range(runs):  # interleaved, so load drift hits both alike
+        for _ in range(runs):
             mlat += latency_series(platform.queue, mwt, 1, budget)
             slat += latency_series(platform.queue, wt, 1, budget)
-        return (
-            f"{label} ({len(mlat)} runs each, interleaved)",
-            f"multiuser median {ms(statistics.median(mlat))}, p90 {ms(pct(mlat, 0.9))}",
-            f"simple median {ms(statistics.median(slat))}, p90 {ms(pct(slat, 0.9))}",
-            f"overhead {ms(statistics.median(mlat) - statistics.median(slat))} per task (median difference)",
+        rows.append(
+            (
+                f"{label}: latency ({len(mlat)} runs each, interleaved)",
+                f"multiuser median {ms(statistics.median(mlat))}, p90 {ms(pct(mlat, 0.9))}",
+                f"simple median {ms(statistics.median(slat))}, p90 {ms(pct(slat, 0.9))}",
+                f"+{ms(statistics.median(mlat) - statistics.median(slat))} per task (median difference)",
+            )
         )
     except (TimeoutError, RuntimeError, taskcluster.TaskclusterFailure) as exc:
-        return (label, "FAILED", "", f"{exc}"[:200])
+        rows.append((label, "FAILED", "", f"{exc}"[:200]))
     finally:
         multi.stop()
+    try:
+        m_rate, _ = throughput(platform, tmp, key, 1, n, budget, None, **multi_conf)
+        s_rate, _ = throughput(platform, tmp, key, 1, n, budget, None)
+        rows.append(
+            (
+                f"{label}: back to back ({n} queued tasks, capacity 1)",
+                f"multiuser {ms(1 / m_rate)} per task",
+                f"simple {ms(1 / s_rate)} per task",
+                f"+{ms(1 / m_rate - 1 / s_rate)} per task (user created and removed)",
+            )
+        )
+    except (TimeoutError, RuntimeError) as exc:
+        rows.append((f"{label}: back to back", "FAILED", "", str(exc)[:200]))
+    return rows
 
 
 def phase_big_log(platform: Platform, tmp: Path, wt: str, size: int, budget: Budget) -> Row:
@@ -479,7 +503,9 @@ def main() -> int:
             time.sleep(3)  # let it settle into its claimWork long-poll
             idle_rss = simple.tree_rss()
             rows.append(phase_latency(platform, wt, args.runs, budget))
-            rows.append(phase_multiuser(platform, tmp, key, wt, max(5, args.runs // 2), budget))
+            rows += phase_multiuser(
+                platform, tmp, key, wt, max(5, args.runs // 2), max(10, args.tasks // 5), budget
+            )
             rows.append(phase_big_log(platform, tmp, wt, args.bytes, budget))
             rows += phase_throughput(platform, tmp, key, args.tasks, budget, idle_rss)
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -110,11 +111,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """``1e400`` would parse to infinity, which JSON cannot carry back out."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:50]} is out of range")
+    return value
+
+
 def _parse_json(body: bytes, content_type: str) -> Any:
     if content_type != _JSON:
         raise MalformedPayload("request body must be sent with Content-Type: application/json")
     try:
-        payload = json.loads(body, parse_constant=_reject_constant)
+        payload = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
         if _SURROGATE.search(body):
             json.dumps(payload, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError, UnicodeError) as exc:

@@ -57,19 +57,36 @@ def load_schema(relative: str) -> dict[str, Any]:
     return dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def fill_defaults(schema: dict[str, Any], instance: Any) -> None:
-    """Insert ``default`` values of missing object properties, recursively (ajv useDefaults)."""
-    if isinstance(instance, dict):
-        for key, sub in schema.get("properties", {}).items():
-            if not isinstance(sub, dict):
+DefaultPlan = tuple[tuple[str, bool, Any, "DefaultPlan"], ...]
+
+
+def default_plan(schema: dict[str, Any]) -> DefaultPlan:
+    """Which object properties have defaults, at any depth: (key, has default, default, sub-plan).
+
+    Computed once per schema so that filling defaults only walks the branches that need it
+    (a task payload is never traversed).
+    """
+    plan = []
+    for key, sub in schema.get("properties", {}).items():
+        if not isinstance(sub, dict):
+            continue
+        nested = default_plan(sub)
+        if "default" in sub or nested:
+            plan.append((key, "default" in sub, sub.get("default"), nested))
+    return tuple(plan)
+
+
+def fill_defaults(plan: DefaultPlan, instance: Any) -> None:
+    """Insert ``default`` values of missing object properties along ``plan`` (ajv useDefaults)."""
+    if not isinstance(instance, dict):
+        return
+    for key, has_default, default, nested in plan:
+        if key not in instance:
+            if not has_default:
                 continue
-            if key not in instance and "default" in sub:
-                instance[key] = copy.deepcopy(sub["default"])
-            if key in instance:
-                fill_defaults(sub, instance[key])
-    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
-        for item in instance:
-            fill_defaults(schema["items"], item)
+            instance[key] = copy.deepcopy(default)
+        if nested:
+            fill_defaults(nested, instance[key])
 
 
 class SchemaSet:
@@ -78,6 +95,7 @@ class SchemaSet:
     def __init__(self) -> None:
         self._checker = format_checker()
         self._validators: dict[str, tuple[dict[str, Any], jsonschema.protocols.Validator]] = {}
+        self._plans: dict[str, DefaultPlan] = {}
         self._fast: dict[str, Callable[[Any], Any]] = {}
 
     def add(self, relative: str, patch: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -86,6 +104,7 @@ class SchemaSet:
             patch(schema)
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft6Validator)
         self._validators[relative] = (schema, cls(schema, format_checker=self._checker))
+        self._plans[relative] = default_plan(schema)
         self._fast[relative] = fastjsonschema.compile(
             schema, formats={"date-time": _is_datetime, "uri": _is_uri}, use_default=False
         )
@@ -98,7 +117,7 @@ class SchemaSet:
         if relative not in self._validators:
             self.add(relative)
         schema, validator = self._validators[relative]
-        fill_defaults(schema, instance)
+        fill_defaults(self._plans[relative], instance)
         try:
             self._fast[relative](instance)
             return instance

@@ -86,7 +86,10 @@ async def start_platform(
     await services.open()
     try:
         app = build_app(services)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        # auto_decompress=False: a gzip PUT to an object data URL is stored as sent (objects/content.py).
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=5.0, auto_decompress=False
+        )
         await runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -75,6 +75,7 @@ class WorkerLoop:
         self._last_no_task_log = 0.0
         self.scratch_root = config.tasks_dir / ".runs"
         self.status_path = Path(tempfile.gettempdir()) / STATUS_FILE
+        self._status_lock = asyncio.Lock()
 
     # ---- external controls (signal handlers, tcworker local) -------------------------------
     def request_shutdown(self) -> None:
@@ -101,23 +102,31 @@ class WorkerLoop:
         except (OSError, ValueError):
             return 0
 
-    def _write_private(self, path: Path, text: str) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-
-    def _write_status(self) -> None:
+    @staticmethod
+    def _write_private(path: Path, text: str) -> None:
+        """Atomically replace ``path`` with ``text``, mode 0600 (the task user must not read it)."""
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
-            if self.running:
-                ids = sorted({run.task_id if run else key.split("/")[0] for key, run in self.running.items()})
-                self._write_private(self.status_path, json.dumps({"currentTaskIds": ids}, indent=2) + "\n")
-            else:
-                self.status_path.unlink(missing_ok=True)
-        except OSError as e:
-            log.warning("cannot update %s: %s", self.status_path, e)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    async def _save_status(self) -> None:
+        """``$TMPDIR/worker-status.json`` = the running task ids (removed when idle), off the loop."""
+        async with self._status_lock:
+            ids = sorted({run.task_id if run else key.split("/")[0] for key, run in self.running.items()})
+            try:
+                if ids:
+                    text = json.dumps({"currentTaskIds": ids}, indent=2) + "\n"
+                    await asyncio.to_thread(self._write_private, self.status_path, text)
+                else:
+                    await asyncio.to_thread(self.status_path.unlink, True)
+            except OSError as e:
+                log.warning("cannot update %s: %s", self.status_path, e)
 
     # ---- main loop --------------------------------------------------------------------------
     async def run(self) -> ExitCode:
@@ -144,7 +153,7 @@ class WorkerLoop:
                     run.abort(CancelReason.WORKER_STOPPING)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._write_status()
+            await self._save_status()
 
     async def _loop(self) -> ExitCode:
         error_backoff = 1.0
@@ -261,7 +270,6 @@ class WorkerLoop:
         key = f"{claim['status']['taskId']}/{int(claim['runId'])}"
         self.running[key] = None
         self._last_active = time.monotonic()
-        self._write_status()
         log.info("claimed task %s", key)
         task = asyncio.create_task(self._run_one(key, claim), name=f"task {key}")
         self._tasks.add(task)
@@ -316,6 +324,7 @@ class WorkerLoop:
         reason: str | None = None
         plan = None
         try:
+            await self._save_status()
             plan = await self._plan_superseding(claim)
             run = self._make_run(plan.primary if plan is not None else claim, plan)
             self.running[key] = run
@@ -332,11 +341,14 @@ class WorkerLoop:
         self.running.pop(key, None)
         self.resolved += 1
         self._last_active = time.monotonic()
-        try:
-            self._write_private(self.state_dir / RESOLVED_COUNT_FILE, f"{self.resolved}\n")
-        except OSError as e:
-            log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
-        self._write_status()
+        async with self._status_lock:  # written in completion order, whatever the threads do
+            try:
+                await asyncio.to_thread(
+                    self._write_private, self.state_dir / RESOLVED_COUNT_FILE, f"{self.resolved}\n"
+                )
+            except OSError as e:
+                log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
+        await self._save_status()
         if reason == "worker-shutdown" and not self._shutdown:
             self._exit_after_drain = ExitCode.WORKER_SHUTDOWN
         if self.config.cleanUpTaskDirs:

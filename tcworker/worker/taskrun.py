@@ -45,8 +45,6 @@ from tcworker.worker.upload import ArtifactPublisher
 log = logging.getLogger(__name__)
 
 LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
-# Upload gzip-encoded artifacts (and the backing log) with Content-Encoding: gzip.
-GZIP_ARTIFACTS = False
 
 
 class TaskRun:
@@ -107,7 +105,6 @@ class TaskRun:
             self.task_id,
             self.run_id,
             tmp_dir=self.scratch_dir,
-            gzip=GZIP_ARTIFACTS,
         )
         self._log: TaskLog | None = None  # opened in run()
         self.resolution: tuple[str, str | None] = ("none", None)
@@ -221,7 +218,7 @@ class TaskRun:
                     log.exception("destroying the sandbox of %s/%s failed", self.task_id, self.run_id)
             self.log.close()
             if self.config.cleanUpTaskDirs:
-                shutil.rmtree(self.scratch_dir, ignore_errors=True)
+                await asyncio.to_thread(shutil.rmtree, self.scratch_dir, True)
         return self.resolution
 
     def _write_header(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from tcworker.platform.auth import hawk, tempcreds
-from tcworker.platform.auth.roles import RoleMap, normalise
+from tcworker.platform.auth.roles import RoleMap
 from tcworker.platform.errors import AuthenticationFailed
 from tcworker.scopes import scope_satisfied
 
@@ -179,4 +179,4 @@ class AuthService:
             if not all(scope_satisfied(held, s) for s in authorized):
                 raise AuthenticationFailed("ext.authorizedScopes must be satisfied by the client's scopes")
             scopes = list(authorized)
-        return key, normalise(scopes), expires_ms
+        return key, scopes, expires_ms  # normalised (and cached) by RoleMap.expand

@@ -12,7 +12,7 @@ import sqlite3
 from typing import Any
 
 from tcworker.platform.clock import json_ms, now_ms, parse_ms
-from tcworker.platform.errors import ResourceNotFound
+from tcworker.platform.errors import InputError, ResourceNotFound
 from tcworker.platform.store.db import Database
 
 
@@ -64,10 +64,14 @@ class IndexService:
 
     async def insert(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         expires_ms = parse_ms(body["expires"])
+        try:
+            rank = float(body["rank"])
+        except OverflowError as exc:
+            raise InputError("rank is too large") from exc
 
         def op(conn: sqlite3.Connection) -> sqlite3.Row:
-            upsert(conn, namespace, body["taskId"], body["rank"], body["data"], expires_ms)
-            row: sqlite3.Row | None = conn.execute(
+            upsert(conn, namespace, body["taskId"], rank, body["data"], expires_ms)
+            row: sqlite3.Row = conn.execute(
                 "SELECT * FROM index_entries WHERE namespace = ?", (namespace,)
             ).fetchone()
             return row

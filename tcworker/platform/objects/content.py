@@ -2,6 +2,10 @@
 
 Writes and hashing happen off the event loop in ~1 MiB batches, so an upload never sits in
 memory whole and the loop never blocks on the disk.
+
+A ``gzip`` upload (PUT with ``Content-Encoding: gzip``) is stored as sent and served back with
+that encoding; its hashes are computed over the *decoded* bytes, because that is what the
+official download helper verifies after its HTTP client has decoded the response.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,20 +34,36 @@ class ContentStore:
         return self.root / digest[:2] / digest
 
     async def write(
-        self, target: Path, chunks: AsyncIterator[bytes], expected_length: int | None
+        self, target: Path, chunks: AsyncIterator[bytes], expected_length: int | None, *, gzip: bool = False
     ) -> tuple[int, dict[str, str]]:
         """Stream ``chunks`` into ``target`` (replacing it atomically); returns (length, hashes)."""
         part = target.with_name(f"{target.name}.part-{secrets.token_hex(4)}")
         sha256, sha512 = hashlib.sha256(), hashlib.sha512()
+        decoder = zlib.decompressobj(wbits=31) if gzip else None
         length = 0
+
+        def digest(data: bytes) -> None:
+            if decoder is None:
+                sha256.update(data)
+                sha512.update(data)
+                return
+            if decoder.eof and data:
+                raise InputError("data continues after the end of the gzip stream")
+            try:
+                while data:
+                    plain = decoder.decompress(data, BATCH)
+                    sha256.update(plain)
+                    sha512.update(plain)
+                    data = decoder.unconsumed_tail
+            except zlib.error as exc:
+                raise InputError(f"Content-Encoding is gzip but the body is not valid gzip: {exc}") from exc
 
         def open_part() -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
         def flush(fd: int, data: bytes) -> None:
-            sha256.update(data)
-            sha512.update(data)
+            digest(data)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -62,6 +83,8 @@ class ContentStore:
                 await asyncio.to_thread(flush, fd, b"".join(buffer))
             if expected_length is not None and length != expected_length:
                 raise InputError(f"received {length} bytes but Content-Length said {expected_length}")
+            if decoder is not None and not decoder.eof:
+                raise InputError("the gzip stream is truncated")
             await asyncio.to_thread(os.replace, part, target)
         except BaseException:
             await asyncio.to_thread(_unlink, part)

@@ -83,11 +83,12 @@ def data_handlers(objects: ObjectService) -> tuple[Any, Any]:
             request.content.iter_chunked(1 << 16),
             request.headers.get("Content-Type", ""),
             length,
+            request.headers.get("Content-Encoding", "identity").strip().lower() or "identity",
         )
         return web.Response(status=200)
 
     async def get(request: web.Request) -> web.StreamResponse:
-        path, content_type = await objects.data_for(request.match_info["token"])
-        return web.FileResponse(path, headers={"Content-Type": content_type})
+        path, headers = await objects.data_for(request.match_info["token"])
+        return web.FileResponse(path, headers=headers)
 
     return put, get

@@ -67,8 +67,8 @@ def register_upload(
             )
         merged = merge_hashes(json.loads(row["hashes"]), hashes)
         conn.execute("UPDATE objects SET hashes = ? WHERE name = ?", (json.dumps(merged), name))
-    row: sqlite3.Row | None = conn.execute("SELECT * FROM objects WHERE name = ?", (name,)).fetchone()
-    return row
+    final: sqlite3.Row = conn.execute("SELECT * FROM objects WHERE name = ?", (name,)).fetchone()
+    return final
 
 
 def merge_hashes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -146,22 +146,33 @@ class ObjectService:
         content_type: str,
         length: int,
         hashes: dict[str, str],
+        encoding: str | None = None,
     ) -> None:
         cur = conn.execute(
-            "UPDATE objects SET content_type = ?, content_length = ?, data_hashes = ?"
+            "UPDATE objects SET content_type = ?, content_length = ?, data_hashes = ?, content_encoding = ?"
             " WHERE name = ? AND upload_id = ? AND finished = 0",
-            (content_type, length, json.dumps(hashes), name, upload_id),
+            (content_type, length, json.dumps(hashes), encoding, name, upload_id),
         )
         if cur.rowcount != 1:
             raise RequestConflict(f"object {name} is no longer accepting data for this upload")
 
     async def receive(
-        self, token: str, chunks: AsyncIterator[bytes], content_type: str, length: int | None
+        self,
+        token: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        length: int | None,
+        encoding: str = "identity",
     ) -> None:
-        """The PUT behind a ``putUrl``: stream the body to disk, record its hashes."""
+        """The PUT behind a ``putUrl``: stream the body to disk, record its hashes.
+
+        ``encoding`` is the PUT's Content-Encoding: ``identity`` or ``gzip`` (kept and served back).
+        """
         claims = self.signer.check("put", token)
         if claims is None:
             raise ResourceNotFound("unknown or expired upload URL")
+        if encoding not in ("identity", "gzip"):
+            raise InputError(f"Content-Encoding {encoding[:50]!r} is not supported (identity or gzip)")
         name, upload_id, promised = claims
         if promised >= 0 and length is not None and length != promised:
             raise InputError(
@@ -171,9 +182,16 @@ class ObjectService:
         if row is None or row["upload_id"] != upload_id or row["finished"]:
             raise RequestConflict(f"object {name} is not accepting data for this upload")
         expected = length if length is not None else (promised if promised >= 0 else None)
-        size, hashes = await self.content.write(Path(row["data_file"]), chunks, expected)
+        gzip = encoding == "gzip"
+        size, hashes = await self.content.write(Path(row["data_file"]), chunks, expected, gzip=gzip)
         await self.db.run(
-            self._record_data, name, upload_id, content_type or "application/binary", size, hashes
+            self._record_data,
+            name,
+            upload_id,
+            content_type or "application/binary",
+            size,
+            hashes,
+            "gzip" if gzip else None,
         )
 
     async def finish_upload(self, name: str, body: dict[str, Any]) -> None:
@@ -234,12 +252,16 @@ class ObjectService:
             "hashes": _public_hashes(row),
         }
 
-    async def data_for(self, token: str) -> tuple[Path, str]:
+    async def data_for(self, token: str) -> tuple[Path, dict[str, str]]:
+        """The file behind a download URL and the headers to serve it with."""
         claims = self.signer.check("get", token)
         if claims is None:
             raise ResourceNotFound("unknown or expired download URL")
         row = await self.finished_object(claims[0])
-        return Path(row["data_file"]), row["content_type"] or "application/binary"
+        headers = {"Content-Type": row["content_type"] or "application/binary"}
+        if row["content_encoding"]:
+            headers["Content-Encoding"] = row["content_encoding"]
+        return Path(row["data_file"]), headers
 
 
 def _object_row(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
