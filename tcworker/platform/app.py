@@ -222,7 +222,7 @@ def build_app(services: Services) -> web.Application:
     app[ROOT_URL_KEY] = [""]
     put, get = object_routes.data_handlers(services.objects)
     app.router.add_route("PUT", object_routes.DATA_PATH, put)
-    app.router.add_route("GET", object_routes.DATA_PATH, get)
+    app.router.add_get(object_routes.DATA_PATH, get)  # HEAD too
     app.router.add_route("*", "/{tail:.*}", Dispatcher(services, app[ROOT_URL_KEY]).handle)
 
     async def resolvers(app: web.Application) -> AsyncIterator[None]:

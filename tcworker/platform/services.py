@@ -16,6 +16,7 @@ Deviations from upstream v106 decided here (documented for the README):
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class Services:
         self.auth = AuthService(clients, roles)
         issuer = Issuer(QUEUE_CLIENT_ID, issuer_token)
         content = ContentStore(cfg.data_dir / "objects")
+        await asyncio.to_thread(content.remove_partial_uploads)
         self.objects = ObjectService(self.db, content, TokenSigner(signing_key))
         self.queue = QueueService(self.db, self.waiters, issuer, cfg.claim_timeout)
         self.artifacts = ArtifactService(self.db, self.objects, issuer)

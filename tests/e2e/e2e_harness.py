@@ -164,19 +164,6 @@ class WorkerProcess:
     def tail(self, chars: int = 6000) -> str:
         return self.output()[-chars:]
 
-    def tree_rss(self) -> int:
-        """Resident memory of the worker and all its descendants (bytes)."""
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
-        total = 0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        return total
-
 
 def worker_config(
     root_url: str, access_token: str, workdir: Path, key: Path, **overrides: Any

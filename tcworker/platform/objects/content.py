@@ -99,6 +99,14 @@ class ContentStore:
 
         return await self.write(target, one(), len(data))
 
+    def remove_partial_uploads(self) -> int:
+        """Delete ``*.part-*`` files left by a crash mid-upload (call before serving); returns how many."""
+        removed = 0
+        for part in self.root.glob("*/*.part-*") if self.root.exists() else []:
+            _unlink(part)
+            removed += 1
+        return removed
+
     @staticmethod
     def remove(path: Path) -> None:
         _unlink(path)
