@@ -15,40 +15,16 @@ from __future__ import annotations
 import copy
 import importlib.resources
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 import fastjsonschema
 import jsonschema
 
-from tcworker import tctime
+from tcworker import jsonformats
 from tcworker.platform.errors import InputValidationError
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]*$")
-
-
-def _is_datetime(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    if "T" not in value and "t" not in value:
-        return False
-    try:
-        tctime.parse(value)
-    except (ValueError, OverflowError):
-        return False
-    return True
-
-
-def _is_uri(value: object) -> bool:
-    return not isinstance(value, str) or bool(_URI.fullmatch(value))
-
-
-def format_checker() -> jsonschema.FormatChecker:
-    checker = jsonschema.FormatChecker(formats=())
-    checker.checks("date-time")(_is_datetime)
-    checker.checks("uri")(_is_uri)
-    return checker
+format_checker = jsonformats.format_checker
 
 
 def load_schema(relative: str) -> dict[str, Any]:
@@ -106,7 +82,9 @@ class SchemaSet:
         self._validators[relative] = (schema, cls(schema, format_checker=self._checker))
         self._plans[relative] = default_plan(schema)
         self._fast[relative] = fastjsonschema.compile(
-            schema, formats={"date-time": _is_datetime, "uri": _is_uri}, use_default=False
+            schema,
+            formats={"date-time": jsonformats.is_datetime, "uri": jsonformats.is_uri},
+            use_default=False,
         )
 
     def has(self, relative: str) -> bool:

@@ -7,50 +7,85 @@ protocol's ``putUrl`` method itself: the file is compressed to a temporary file 
 pass that also hashes the original bytes (off the event loop), the compressed file is streamed to
 the PUT URL with the service's headers plus ``Content-Encoding: gzip``, and ``finishUpload``
 records the hashes of the uncompressed content. S3/GCS-backed object services store that header
-and serve it back; the local platform does the same.
+and serve it back; the local platform does the same. The task log's gzip copy is made while the
+log is written (``logpack``), so publishing it after the command is only the PUT.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
-import hashlib
 import os
 import tempfile
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 import aiohttp
 
-CHUNK = 1 << 20
+from tcworker.worker.digests import PlainDigests
+
+CHUNK = 4 << 20
+ARTIFACT_LEVEL = 6  # zlib's default, as generic-worker's gzip writer
+LOG_LEVEL = 1  # task logs can be GiBs of text: level 1 is ~2.5× faster to write and to verify
 
 
-def compress(source: Path, tmp_dir: Path | None) -> tuple[Path, dict[str, str]]:
+class Packed(NamedTuple):
+    """A gzip copy ready to PUT and the hashes of the *plain* bytes it decodes to."""
+
+    path: Path
+    hashes: dict[str, str]
+
+
+class GzipHashWriter:
+    """One pass over plain bytes that both gzips them into ``out`` and hashes them.
+
+    ``zlib`` with ``wbits=31`` writes the gzip header (mtime 0) and CRC itself, avoiding
+    ``GzipFile``'s extra CRC pass; both zlib and hashlib release the GIL on big chunks.
+    """
+
+    def __init__(self, out: BinaryIO, level: int) -> None:
+        self._out = out
+        self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)
+        self._digests = PlainDigests()
+
+    def write(self, chunk: bytes) -> None:
+        self._digests.update(chunk)  # sha512 starts on its thread, then sha256 + deflate here
+        self._out.write(self._zlib.compress(chunk))
+
+    def finish(self) -> dict[str, str]:
+        """Write the gzip trailer; returns the plain bytes' hashes."""
+        self._out.write(self._zlib.flush())
+        self._out.flush()
+        return self._digests.hexdigests()
+
+    def close(self) -> None:
+        self._digests.close()
+
+
+def compress(source: Path, tmp_dir: Path | None, level: int = ARTIFACT_LEVEL) -> Packed:
     """Gzip ``source`` into a new temp file; returns it and the sha256/sha512 of the *original*."""
-    sha256, sha512 = hashlib.sha256(), hashlib.sha512()
     fd, name = tempfile.mkstemp(prefix="gzip-", suffix=".gz", dir=tmp_dir)
     target = Path(name)
     try:
-        with (
-            os.fdopen(fd, "wb") as raw,
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out,
-        ):
-            with open(source, "rb") as f:
+        with os.fdopen(fd, "wb") as raw, open(source, "rb") as f:
+            writer = GzipHashWriter(raw, level)
+            try:
                 while chunk := f.read(CHUNK):
-                    sha256.update(chunk)
-                    sha512.update(chunk)
-                    out.write(chunk)
+                    writer.write(chunk)
+                hashes = writer.finish()
+            finally:
+                writer.close()
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return target, {"sha256": sha256.hexdigest(), "sha512": sha512.hexdigest()}
+    return Packed(target, hashes)
 
 
 async def _body(path: Path) -> AsyncIterator[bytes]:
     f = await asyncio.to_thread(open, path, "rb")
     try:
-        while chunk := await asyncio.to_thread(f.read, 64 * 1024):
+        while chunk := await asyncio.to_thread(f.read, 1 << 20):
             yield chunk
     finally:
         f.close()
@@ -65,33 +100,29 @@ async def upload_gzip(
     upload_id: str,
     expires: str,
     content_type: str,
-    source: Path,
-    tmp_dir: Path | None = None,
+    packed: Packed,
 ) -> None:
-    """createUpload (putUrl) → PUT gzip bytes with ``Content-Encoding: gzip`` → finishUpload."""
-    packed, hashes = await asyncio.to_thread(compress, source, tmp_dir)
-    try:
-        size = packed.stat().st_size
-        resp = await object_service.createUpload(
-            name,
-            {
-                "projectId": project_id,
-                "uploadId": upload_id,
-                "expires": expires,
-                "proposedUploadMethods": {"putUrl": {"contentType": content_type, "contentLength": size}},
-            },
-        )
-        method = resp.get("uploadMethod", {}).get("putUrl")
-        if not method:
-            raise RuntimeError(
-                f"object service offered no putUrl upload for {name}: {resp.get('uploadMethod')}"
-            )
-        headers = {**method["headers"], "Content-Encoding": "gzip"}
-        headers.setdefault("Content-Length", str(size))
-        async with session.put(method["url"], data=_body(packed), headers=headers) as put:
-            put.raise_for_status()
-        await object_service.finishUpload(
-            name, {"projectId": project_id, "uploadId": upload_id, "hashes": hashes}
-        )
-    finally:
-        await asyncio.to_thread(packed.unlink, True)
+    """createUpload (putUrl) → PUT the gzip copy with ``Content-Encoding: gzip`` → finishUpload.
+
+    ``packed`` stays on disk (the caller owns it), so a retried attempt re-sends it as is.
+    """
+    size = (await asyncio.to_thread(packed.path.stat)).st_size
+    resp = await object_service.createUpload(
+        name,
+        {
+            "projectId": project_id,
+            "uploadId": upload_id,
+            "expires": expires,
+            "proposedUploadMethods": {"putUrl": {"contentType": content_type, "contentLength": size}},
+        },
+    )
+    method = resp.get("uploadMethod", {}).get("putUrl")
+    if not method:
+        raise RuntimeError(f"object service offered no putUrl upload for {name}: {resp.get('uploadMethod')}")
+    headers = {**method["headers"], "Content-Encoding": "gzip"}
+    headers.setdefault("Content-Length", str(size))
+    async with session.put(method["url"], data=_body(packed.path), headers=headers) as put:
+        put.raise_for_status()
+    await object_service.finishUpload(
+        name, {"projectId": project_id, "uploadId": upload_id, "hashes": packed.hashes}
+    )

@@ -37,6 +37,8 @@ from tcworker.features.base import Feature, RunOutcome, TaskFeature
 from tcworker.worker import admission
 from tcworker.worker import payload as payload_mod
 from tcworker.worker.clients import Clients, is_transient, status_code
+from tcworker.worker.gzip_upload import Packed
+from tcworker.worker.logpack import LogPacker
 from tcworker.worker.status import RunStatus
 from tcworker.worker.taskdirs import task_dir_name
 from tcworker.worker.tasklog import Listener, TaskLog
@@ -107,6 +109,7 @@ class TaskRun:
             tmp_dir=self.scratch_dir,
         )
         self._log: TaskLog | None = None  # opened in run()
+        self._log_packer: LogPacker | None = None  # gzips the log as it is written
         self.resolution: tuple[str, str | None] = ("none", None)
 
     # ---- RunHandle surface -------------------------------------------------------------
@@ -172,6 +175,7 @@ class TaskRun:
         """Run to the end and report; returns the resolution ``(state, reason)``."""
         self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._log = TaskLog(self.scratch_dir / "live_backing.log")
+        self._start_log_packer()
         for listener in self._log_listeners:
             self.log.add_listener(listener)
         self.status.start()
@@ -199,7 +203,7 @@ class TaskRun:
             await self._publish_logs(errors)
             uploaded = time.monotonic()
             await self._report()
-            log.debug(
+            log.info(
                 "task %s/%s timings: run %.1fms, log upload %.1fms, report %.1fms",
                 self.task_id,
                 self.run_id,
@@ -217,6 +221,8 @@ class TaskRun:
                 except Exception:
                     log.exception("destroying the sandbox of %s/%s failed", self.task_id, self.run_id)
             self.log.close()
+            if self._log_packer is not None:
+                await asyncio.to_thread(self._log_packer.discard)
             if self.config.cleanUpTaskDirs:
                 await asyncio.to_thread(shutil.rmtree, self.scratch_dir, True)
         return self.resolution
@@ -309,6 +315,30 @@ class TaskRun:
         hint = f" ({hints[reason]})" if reason in hints else ""
         self.log.info(f"Task {self.task_id} run {self.run_id} {text}{hint}.")
 
+    def _start_log_packer(self) -> None:
+        """Gzip the log while it is written (``logpack``) when it will be published gzip-encoded."""
+        if not self.publisher.gzip:
+            return
+        try:
+            self._log_packer = LogPacker(self.log.path, self.scratch_dir)
+        except OSError as e:  # the upload then compresses the log after the run instead
+            log.warning("cannot follow the task log for gzip: %s", e)
+            return
+        self.log.add_listener(self._log_packer.wake)
+
+    async def _packed_log(self) -> Packed | None:
+        """The log's gzip copy once the log is closed; None: the upload compresses it itself."""
+        if self._log_packer is None:
+            return None
+        try:
+            t0 = time.monotonic()
+            r = await asyncio.to_thread(self._log_packer.finish)
+            log.info("H8TMP packer finish wait %.2fs", time.monotonic() - t0)
+            return r
+        except RuntimeError as e:
+            log.warning("%s; compressing it after the run instead", e)
+            return None
+
     async def _publish_logs(self, errors: list[BaseException]) -> None:
         """Backing log (object, gzip-compressible text) then the live-log link; before the report."""
         self.log.close()
@@ -319,8 +349,13 @@ class TaskRun:
         if not enabled:
             return
         expires = self.task["expires"]
+        packed = await self._packed_log()
         try:
-            calls = [self.publisher.upload_file(backing, self.log.path, LOG_CONTENT_TYPE, expires, "gzip")]
+            calls = [
+                self.publisher.upload_file(
+                    backing, self.log.path, LOG_CONTENT_TYPE, expires, "gzip", packed=packed
+                )
+            ]
             if (model is None or model.live_log_enabled) and live != backing:
                 # A link may point at an artifact that does not exist yet: both in one round trip.
                 calls.append(self.publisher.create_link(live, backing, LOG_CONTENT_TYPE, expires))

@@ -3,8 +3,9 @@
 Data artifacts follow the queue's object flow (spec/platform.md §3.4): ``createArtifact``
 (``storageType: object``) → ``taskcluster.aio.upload.upload`` with the returned credentials,
 streamed from the file on disk → ``finishArtifact``; gzip-encoded artifacts go through
-``gzip_upload`` instead (compressed copy, ``Content-Encoding: gzip``, hashes of the original). Transient failures (5xx, connection) are
-retried as a whole; the queue accepts an identical re-post. Errors are translated here, at the
+``gzip_upload`` instead (compressed copy, ``Content-Encoding: gzip``, hashes of the original),
+compressed once before the first attempt (or handed over ready-made: the task log's copy).
+Transient failures (5xx, connection) are retried as a whole; the queue accepts an identical re-post. Errors are translated here, at the
 boundary (design G4): a 409 is the payload's fault (two different artifacts under one name →
 ``MalformedPayload``), anything else left after retries is ``ResourceUnavailable``.
 """
@@ -21,7 +22,7 @@ from taskcluster.aio import upload as tc_upload
 
 from tcworker.errors import MalformedPayload, ResourceUnavailable
 from tcworker.worker.clients import Clients, is_transient, status_code
-from tcworker.worker.gzip_upload import upload_gzip
+from tcworker.worker.gzip_upload import Packed, compress, upload_gzip
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,34 @@ class ArtifactPublisher:
         raise AssertionError("unreachable")
 
     async def upload_file(
-        self, name: str, path: Path, content_type: str, expires: str, content_encoding: str = "identity"
+        self,
+        name: str,
+        path: Path,
+        content_type: str,
+        expires: str,
+        content_encoding: str = "identity",
+        packed: Packed | None = None,
     ) -> None:
-        """Upload ``path`` as object artifact ``name`` (streamed from disk; gzip-encoded on request)."""
-        size = (await asyncio.to_thread(path.stat)).st_size
+        """Upload ``path`` as object artifact ``name`` (streamed from disk; gzip-encoded on request).
 
+        ``packed``: ``path``'s gzip copy and plain hashes, already made (the caller deletes it).
+        """
+        size = (await asyncio.to_thread(path.stat)).st_size
+        gzipped = content_encoding == "gzip" and self.gzip
+        own_copy = gzipped and packed is None
+        if own_copy:
+            packed = await self._with_retries(
+                f"uploading artifact {name}", lambda: asyncio.to_thread(compress, path, self.tmp_dir)
+            )
+        try:
+            await self._upload(name, path, size, content_type, expires, packed if gzipped else None)
+        finally:
+            if own_copy and packed is not None:
+                await asyncio.to_thread(packed.path.unlink, True)
+
+    async def _upload(
+        self, name: str, path: Path, size: int, content_type: str, expires: str, packed: Packed | None
+    ) -> None:
         async def attempt() -> None:
             resp = await self._queue().createArtifact(
                 self.task_id,
@@ -99,7 +123,7 @@ class ArtifactPublisher:
                 },
             )
             object_service = self._clients.object_service(resp["credentials"])
-            if content_encoding == "gzip" and self.gzip:
+            if packed is not None:
                 await upload_gzip(
                     session=self._clients.session,
                     object_service=object_service,
@@ -108,8 +132,7 @@ class ArtifactPublisher:
                     upload_id=resp["uploadId"],
                     expires=resp["expires"],
                     content_type=content_type,
-                    source=path,
-                    tmp_dir=self.tmp_dir,
+                    packed=packed,
                 )
                 await self._queue().finishArtifact(
                     self.task_id, str(self.run_id), name, {"uploadId": resp["uploadId"]}

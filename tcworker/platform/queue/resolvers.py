@@ -4,7 +4,8 @@ Claim expiry and deadlines are checked every ``tick`` seconds (default 0.5 s), s
 ``takenUntil`` passed becomes ``exception/claim-expired`` (with a retry run while retries
 remain) within about a second — also right after a restart, since claims are stored with their
 ``takenUntil``. Expired tasks, artifacts, objects (and their files) and index entries are
-deleted every ``expire_every`` seconds.
+deleted once at start-up and then every ``expire_every`` seconds (so a restart removes whatever
+has expired; ``tests/platform/test_queue_expiry.py`` relies on that).
 """
 
 from __future__ import annotations
