@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import aiohttp
 
-from tcworker.worker.digests import PlainDigests
+from tcworker.digests import PlainDigests
 
 CHUNK = 4 << 20
 ARTIFACT_LEVEL = 6  # zlib's default, as generic-worker's gzip writer
@@ -50,7 +50,7 @@ class GzipHashWriter:
         self._digests = PlainDigests()
 
     def write(self, chunk: bytes) -> None:
-        self._digests.update(chunk)  # sha512 starts on its thread, then sha256 + deflate here
+        self._digests.update(chunk)  # hashed on the helper thread while deflate runs here
         self._out.write(self._zlib.compress(chunk))
 
     def finish(self) -> dict[str, str]:

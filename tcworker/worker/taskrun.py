@@ -203,7 +203,7 @@ class TaskRun:
             await self._publish_logs(errors)
             uploaded = time.monotonic()
             await self._report()
-            log.info(
+            log.debug(
                 "task %s/%s timings: run %.1fms, log upload %.1fms, report %.1fms",
                 self.task_id,
                 self.run_id,
@@ -331,10 +331,7 @@ class TaskRun:
         if self._log_packer is None:
             return None
         try:
-            t0 = time.monotonic()
-            r = await asyncio.to_thread(self._log_packer.finish)
-            log.info("H8TMP packer finish wait %.2fs", time.monotonic() - t0)
-            return r
+            return await asyncio.to_thread(self._log_packer.finish)
         except RuntimeError as e:
             log.warning("%s; compressing it after the run instead", e)
             return None

@@ -18,8 +18,8 @@ import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from tcworker.digests import PlainDigests
 from tcworker.platform.errors import InputError
-from tcworker.platform.objects.digests import PlainDigests
 
 BATCH = 1 << 20
 

@@ -1,0 +1,82 @@
+"""The task log's gzip copy made while the log is written (``logpack``) and the hashing behind it.
+
+Real files and threads: a writer thread appends to a ``TaskLog`` (with a masked secret) while the
+``LogPacker`` follows it; the copy must decode to exactly the bytes on disk and carry their
+hashes, including chunks big enough to take the parallel-hash path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from tcworker.digests import PARALLEL_MIN, PlainDigests
+from tcworker.worker.logpack import LogPacker
+from tcworker.worker.tasklog import TaskLog
+
+
+def _expected(data: bytes) -> dict[str, str]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "sha512": hashlib.sha512(data).hexdigest()}
+
+
+def test_digests_match_hashlib_for_small_and_parallel_chunks() -> None:
+    pieces = [b"a" * 10, os.urandom(PARALLEL_MIN + 7), b"b" * 100, os.urandom(3 * PARALLEL_MIN), b""]
+    with PlainDigests() as digests:
+        for piece in pieces:
+            digests.update(piece)
+        assert digests.hexdigests() == _expected(b"".join(pieces))
+
+
+def test_packer_follows_a_growing_log_and_matches_its_bytes(tmp_path: Path) -> None:
+    task_log = TaskLog(tmp_path / "live_backing.log")
+    packer = LogPacker(task_log.path, tmp_path)
+    task_log.add_listener(packer.wake)
+    task_log.add_secrets(["s3cret-value"])
+
+    def writer() -> None:
+        for i in range(200):
+            task_log.write(f"line {i} s3cret-value\n".encode())
+        task_log.write(os.urandom(PARALLEL_MIN * 2))  # incompressible, parallel-hash sized
+        task_log.info("done")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join()
+    task_log.close()
+    packed = packer.finish()
+    try:
+        on_disk = task_log.path.read_bytes()
+        assert b"s3cret-value" not in on_disk
+        assert gzip.decompress(packed.path.read_bytes()) == on_disk
+        assert packed.hashes == _expected(on_disk)
+    finally:
+        packer.discard()
+    assert not packed.path.exists()
+
+
+def test_packer_of_an_empty_log_is_a_valid_empty_gzip(tmp_path: Path) -> None:
+    task_log = TaskLog(tmp_path / "live_backing.log")
+    packer = LogPacker(task_log.path, tmp_path)
+    task_log.close()
+    packed = packer.finish()
+    assert gzip.decompress(packed.path.read_bytes()) == b""
+    assert packed.hashes == _expected(b"")
+    packer.discard()
+
+
+def test_packer_failure_is_reported_by_finish(tmp_path: Path) -> None:
+    task_log = TaskLog(tmp_path / "live_backing.log")
+    packer = LogPacker(task_log.path, tmp_path)
+    packer._out.close()  # the copy's disk goes away: the next write fails in the thread
+    task_log.write(b"x" * 1000)
+    packer.wake()
+    task_log.close()
+    with pytest.raises(RuntimeError, match="compressing the task log failed"):
+        packer.finish()
+    packer.discard()
+    assert not packer.path.exists()
