@@ -130,3 +130,65 @@ def test_split_bewit_keeps_other_query_parameters() -> None:
     assert split_bewit("a=b&bewit=X") == ("X", "a=b")
     assert split_bewit("a=b&bewit=X&c=d") == ("X", "a=b&c=d")
     assert split_bewit("a=b") == (None, "a=b")
+
+
+@pytest.mark.parametrize(
+    ("method", "resource", "host", "port", "phash", "ext", "app", "dlg"),
+    [
+        ("GET", "/api/queue/v1/task/abc%2Fdef/status?x=1", "127.0.0.1", 8080, None, None, None, None),
+        ("post", "/api/queue/v1/task/T/runs/0/completed", "LocalHost", 80, "aGFzaA==", "e30=", None, None),
+        ("PUT", "/x?a=%C3%A9&b=", "example.com", 443, "", "ZXh0", "some-app", None),
+        ("DELETE", "/é/unicode", "h", 1, "x", "", "app", "dlg"),
+    ],
+)
+def test_own_header_mac_equals_mohawks(
+    method: str,
+    resource: str,
+    host: str,
+    port: int,
+    phash: str | None,
+    ext: str | None,
+    app: str | None,
+    dlg: str | None,
+) -> None:
+    """The hot path computes the MAC itself; it must be exactly mohawk's ``calculate_mac``."""
+    import mohawk.util
+
+    from tcworker.platform.auth.hawk import header_mac
+
+    class Res:
+        credentials = {"id": "c", "key": "k3y-value", "algorithm": "sha256"}
+        timestamp, nonce = "1700000000", "n0nce"
+        name = resource
+
+    res = Res()
+    res.method, res.host, res.port = method.upper(), host.lower(), str(port)  # type: ignore[attr-defined]
+    res.ext, res.app, res.dlg = ext, app, dlg  # type: ignore[attr-defined]
+    theirs = mohawk.util.calculate_mac("header", res, phash)
+    ours = header_mac(
+        "k3y-value",
+        ts="1700000000",
+        nonce="n0nce",
+        method=method,
+        resource=resource,
+        host=host,
+        port=port,
+        payload_hash=phash,
+        ext=ext,
+        app=app,
+        dlg=dlg,
+    )
+    assert ours == theirs
+    assert header_mac(
+        "other", ts="1", nonce="n", method="GET", resource="/", host="h", port=1, payload_hash=None, ext=None
+    ) != header_mac(
+        "k3y-value",
+        ts="1",
+        nonce="n",
+        method="GET",
+        resource="/",
+        host="h",
+        port=1,
+        payload_hash=None,
+        ext=None,
+    )

@@ -40,3 +40,33 @@ def test_anonymous_role_defaults_and_override() -> None:
     restricted = AuthService([Client("c", "t", ())], {"anonymous": ["queue:ping"]})
     assert "queue:get-task:*" not in restricted.anonymous.scopes
     assert "queue:ping" in restricted.anonymous.scopes
+
+
+def test_normalise_matches_the_pairwise_definition_on_generated_sets() -> None:
+    """The fast normalise equals "drop s when another held p* has p as a prefix of s"."""
+    import random
+
+    def pairwise(scopes: list[str]) -> list[str]:
+        unique = sorted(set(scopes))
+        if "*" in unique:
+            return ["*"]
+        stars = [s for s in unique if s.endswith("*")]
+        return [s for s in unique if not any(o != s and s.startswith(o[:-1]) for o in stars)]
+
+    rng = random.Random(7)
+    for _ in range(5000):
+        scopes = [
+            "".join(rng.choice("ab*:") for _ in range(rng.randint(0, 5))) for _ in range(rng.randint(0, 8))
+        ]
+        assert normalise(scopes) == pairwise(scopes), scopes
+    # Not transitive and each star may drop the other: the pairwise rule exactly (`**` is refused on input).
+    assert normalise(["a*", "a**", "ab"]) == []
+    assert normalise(["ab*", "a*", "abc"]) == ["a*"]
+
+
+def test_expansion_of_new_sets_reuses_the_granting_closure() -> None:
+    roles = RoleMap({"anonymous": ["queue:get-task:*", "assume:x"], "x": ["q:y"]})
+    first = roles.expand(["assume:anonymous", "queue:reclaim-task:T1/0"])
+    second = roles.expand(["assume:anonymous", "queue:reclaim-task:T2/0", "queue:get-task:abc"])
+    assert first == ("assume:anonymous", "assume:x", "q:y", "queue:get-task:*", "queue:reclaim-task:T1/0")
+    assert second == ("assume:anonymous", "assume:x", "q:y", "queue:get-task:*", "queue:reclaim-task:T2/0")

@@ -6,6 +6,7 @@ scopes) or raises ``401``. It never imports aiohttp; ``api.py`` hands it a ``Haw
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -119,6 +120,9 @@ class AuthService:
         merged = {"anonymous": list(DEFAULT_ANONYMOUS_SCOPES), **roles}
         self.roles = RoleMap(merged)
         self.anonymous = Identity(None, self.roles.expand(["assume:anonymous"]))
+        # A client sends the same ext (certificate and all) on every call; decoding it costs more
+        # than the MAC check, so decoded exts are kept (read-only: nothing here mutates them).
+        self._decode_ext = functools.lru_cache(maxsize=256)(hawk.decode_ext)
 
     def client(self, client_id: str) -> Client | None:
         return self.clients.get(client_id)
@@ -132,7 +136,11 @@ class AuthService:
             return self.anonymous
         if header is not None and bewit is not None:
             raise AuthenticationFailed("Cannot use both an Authorization header and a bewit")
-        presented = hawk.parse_header(header) if header is not None else hawk.parse_bewit(bewit or "")
+        presented = (
+            hawk.parse_header(header, self._decode_ext)
+            if header is not None
+            else hawk.parse_bewit(bewit or "")
+        )
         key, scopes, expires_ms = self._key_and_scopes(presented)
         hawk.verify(presented, request, key)
         unexpanded = tuple(scopes) + ("assume:anonymous",)
