@@ -27,6 +27,7 @@ from tcworker.digests import PlainDigests
 
 CHUNK = 4 << 20
 ARTIFACT_LEVEL = 6  # zlib's default, as generic-worker's gzip writer
+SMALL_BODY = 256 * 1024  # PUT from memory up to this size
 LOG_LEVEL = 1  # task logs can be GiBs of text: level 1 is ~2.5× faster to write and to verify
 
 
@@ -82,6 +83,14 @@ def compress(source: Path, tmp_dir: Path | None, level: int = ARTIFACT_LEVEL) ->
     return Packed(target, hashes)
 
 
+def _size_and_small_body(path: Path) -> tuple[int, bytes | None]:
+    """The copy's size, and its bytes when it is small (the common short log): one thread trip
+    instead of one per read, each of which may wait for the GIL while the loop is busy."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        return size, (f.read() if size <= SMALL_BODY else None)
+
+
 async def _body(path: Path) -> AsyncIterator[bytes]:
     f = await asyncio.to_thread(open, path, "rb")
     try:
@@ -106,7 +115,7 @@ async def upload_gzip(
 
     ``packed`` stays on disk (the caller owns it), so a retried attempt re-sends it as is.
     """
-    size = (await asyncio.to_thread(packed.path.stat)).st_size
+    size, small = await asyncio.to_thread(_size_and_small_body, packed.path)
     resp = await object_service.createUpload(
         name,
         {
@@ -121,7 +130,8 @@ async def upload_gzip(
         raise RuntimeError(f"object service offered no putUrl upload for {name}: {resp.get('uploadMethod')}")
     headers = {**method["headers"], "Content-Encoding": "gzip"}
     headers.setdefault("Content-Length", str(size))
-    async with session.put(method["url"], data=_body(packed.path), headers=headers) as put:
+    body = small if small is not None else _body(packed.path)
+    async with session.put(method["url"], data=body, headers=headers) as put:
         put.raise_for_status()
     await object_service.finishUpload(
         name, {"projectId": project_id, "uploadId": upload_id, "hashes": packed.hashes}

@@ -275,7 +275,12 @@ class WorkerLoop:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _make_run(self, claim: dict[str, Any], plan: Any) -> TaskRun:
+    def _make_run(
+        self,
+        claim: dict[str, Any],
+        plan: Any,
+        on_reported: Callable[[tuple[str, str | None]], None] | None = None,
+    ) -> TaskRun:
         task_id = claim["status"]["taskId"]
         run_id = int(claim["runId"])
         listeners = self.log_listeners(task_id, run_id) if self.log_listeners else []
@@ -290,6 +295,7 @@ class WorkerLoop:
             notes=list(plan.notes) if plan is not None else [],
             extra_artifacts=plan.primary_artifact if plan is not None else None,
             before_log_upload=self._finish_superseding(plan) if plan is not None else None,
+            on_reported=on_reported,
         )
 
     async def _plan_superseding(self, claim: dict[str, Any]) -> Any:
@@ -320,13 +326,28 @@ class WorkerLoop:
 
         return finish
 
+    def _release(self, key: str, reason: str | None) -> None:
+        """The run of ``key`` is reported: its slot is free, so the loop claims again at once
+        while the run cleans up (a drain still waits for that before the worker exits)."""
+        if key not in self.running:
+            return
+        del self.running[key]
+        self.resolved += 1
+        self._last_active = time.monotonic()
+        if reason == "worker-shutdown" and not self._shutdown:
+            self._exit_after_drain = ExitCode.WORKER_SHUTDOWN
+        self._wake.set()
+
     async def _run_one(self, key: str, claim: dict[str, Any]) -> None:
         reason: str | None = None
         plan = None
+        # The status file is written while the run starts (its lock keeps the writes in order).
+        status = asyncio.create_task(self._save_status())
         try:
-            await self._save_status()
             plan = await self._plan_superseding(claim)
-            run = self._make_run(plan.primary if plan is not None else claim, plan)
+            run = self._make_run(
+                plan.primary if plan is not None else claim, plan, lambda res: self._release(key, res[1])
+            )
             self.running[key] = run
             if self._shutdown:
                 run.abort(CancelReason.WORKER_STOPPING)
@@ -338,9 +359,11 @@ class WorkerLoop:
             reason = "internal-error"
             if plan is not None:
                 await self._superseding.finish(plan, False)
-        self.running.pop(key, None)
-        self.resolved += 1
-        self._last_active = time.monotonic()
+        try:
+            await status
+        except Exception:
+            log.exception("cannot record the start of task %s", key)
+        self._release(key, reason)  # when the run ended without a report
         async with self._status_lock:  # written in completion order, whatever the threads do
             try:
                 await asyncio.to_thread(
@@ -349,13 +372,10 @@ class WorkerLoop:
             except OSError as e:
                 log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
         await self._save_status()
-        if reason == "worker-shutdown" and not self._shutdown:
-            self._exit_after_drain = ExitCode.WORKER_SHUTDOWN
         if self.config.cleanUpTaskDirs:
             keep = {task_dir_name(r.task_id, r.run_id) for r in self.running.values() if r is not None}
             keep |= {task_dir_name(*_split(k)) for k in self.running}
             await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, keep)
-        self._wake.set()
 
     async def _drain(self, code: ExitCode) -> ExitCode:
         if self._tasks:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import platform
@@ -37,8 +38,7 @@ from tcworker.features.base import Feature, RunOutcome, TaskFeature
 from tcworker.worker import admission
 from tcworker.worker import payload as payload_mod
 from tcworker.worker.clients import Clients, is_transient, status_code
-from tcworker.worker.gzip_upload import Packed
-from tcworker.worker.logpack import LogPacker
+from tcworker.worker.logpublish import LogPublication
 from tcworker.worker.status import RunStatus
 from tcworker.worker.taskdirs import task_dir_name
 from tcworker.worker.tasklog import Listener, TaskLog
@@ -46,7 +46,11 @@ from tcworker.worker.upload import ArtifactPublisher
 
 log = logging.getLogger(__name__)
 
-LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+@functools.cache
+def _platform_name() -> str:
+    """``platform.platform()`` reads the interpreter binary (libc version): once per process."""
+    return platform.platform()
 
 
 class TaskRun:
@@ -65,6 +69,7 @@ class TaskRun:
         notes: list[str] | None = None,
         extra_artifacts: Callable[[Path], ExtraArtifact | None] | None = None,
         before_log_upload: Callable[[tuple[str, str | None], TaskLog], Awaitable[None]] | None = None,
+        on_reported: Callable[[tuple[str, str | None]], None] | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -92,6 +97,8 @@ class TaskRun:
         # Called with the resolution once it is known, while the task log is still open
         # (superseding resolves the secondary runs there and logs what the queue said).
         self._before_log_upload = before_log_upload
+        # Called once the run is reported, before the clean-up: the worker's slot is free then.
+        self._on_reported = on_reported
         self.status = RunStatus(
             clients,
             self.task_id,
@@ -109,7 +116,9 @@ class TaskRun:
             tmp_dir=self.scratch_dir,
         )
         self._log: TaskLog | None = None  # opened in run()
-        self._log_packer: LogPacker | None = None  # gzips the log as it is written
+        self._log_publication = LogPublication(
+            self.publisher, self.task["expires"], self.scratch_dir, f"{self.task_id}/{self.run_id}"
+        )
         self.resolution: tuple[str, str | None] = ("none", None)
 
     # ---- RunHandle surface -------------------------------------------------------------
@@ -175,7 +184,7 @@ class TaskRun:
         """Run to the end and report; returns the resolution ``(state, reason)``."""
         self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._log = TaskLog(self.scratch_dir / "live_backing.log")
-        self._start_log_packer()
+        self._log_publication.follow(self.log)
         for listener in self._log_listeners:
             self.log.add_listener(listener)
         self.status.start()
@@ -203,6 +212,8 @@ class TaskRun:
             await self._publish_logs(errors)
             uploaded = time.monotonic()
             await self._report()
+            if self._on_reported is not None:
+                self._on_reported(self.resolution)
             log.debug(
                 "task %s/%s timings: run %.1fms, log upload %.1fms, report %.1fms",
                 self.task_id,
@@ -214,6 +225,7 @@ class TaskRun:
         except Exception:
             log.exception("cannot finish task %s/%s", self.task_id, self.run_id)
         finally:
+            self._log_publication.abandon()
             await self.status.stop()
             if self._sandbox is not None:
                 try:
@@ -221,11 +233,14 @@ class TaskRun:
                 except Exception:
                     log.exception("destroying the sandbox of %s/%s failed", self.task_id, self.run_id)
             self.log.close()
-            if self._log_packer is not None:
-                await asyncio.to_thread(self._log_packer.discard)
-            if self.config.cleanUpTaskDirs:
-                await asyncio.to_thread(shutil.rmtree, self.scratch_dir, True)
+            await asyncio.to_thread(self._drop_scratch)
         return self.resolution
+
+    def _drop_scratch(self) -> None:
+        """The log's gzip copy and the scratch dir, in one trip off the loop (blocking)."""
+        self._log_publication.discard()
+        if self.config.cleanUpTaskDirs:
+            shutil.rmtree(self.scratch_dir, True)
 
     def _write_header(self) -> None:
         metadata = dict(self.config.workerTypeMetadata)
@@ -233,7 +248,7 @@ class TaskRun:
             "version": __version__,
             "engine": self.engine_name,
             "python": platform.python_version(),
-            "platform": platform.platform(),
+            "platform": _platform_name(),
         }
         self.log.info(f"Worker Type ({self.config.task_queue_id}) settings:")
         self.log.info("  " + json.dumps(metadata, indent=2, sort_keys=True).replace("\n", "\n  "))
@@ -250,6 +265,8 @@ class TaskRun:
         self._model = admission.validate(self)
         for name in (self.model.backing_log_name, self.model.live_log_name):
             self.reserved_artifacts[name] = "log"
+        if self.model.backing_log_enabled:
+            self._log_publication.precreate(self.model.backing_log_name)
         task_features = await admission.gate_features(self)
         context = RunContext(
             task_id=self.task_id,
@@ -315,27 +332,6 @@ class TaskRun:
         hint = f" ({hints[reason]})" if reason in hints else ""
         self.log.info(f"Task {self.task_id} run {self.run_id} {text}{hint}.")
 
-    def _start_log_packer(self) -> None:
-        """Gzip the log while it is written (``logpack``) when it will be published gzip-encoded."""
-        if not self.publisher.gzip:
-            return
-        try:
-            self._log_packer = LogPacker(self.log.path, self.scratch_dir)
-        except OSError as e:  # the upload then compresses the log after the run instead
-            log.warning("cannot follow the task log for gzip: %s", e)
-            return
-        self.log.add_listener(self._log_packer.wake)
-
-    async def _packed_log(self) -> Packed | None:
-        """The log's gzip copy once the log is closed; None: the upload compresses it itself."""
-        if self._log_packer is None:
-            return None
-        try:
-            return await asyncio.to_thread(self._log_packer.finish)
-        except RuntimeError as e:
-            log.warning("%s; compressing it after the run instead", e)
-            return None
-
     async def _publish_logs(self, errors: list[BaseException]) -> None:
         """Backing log (object, gzip-compressible text) then the live-log link; before the report."""
         self.log.close()
@@ -345,21 +341,9 @@ class TaskRun:
         enabled = model.backing_log_enabled if model else True
         if not enabled:
             return
-        expires = self.task["expires"]
-        packed = await self._packed_log()
+        live_enabled = model is None or model.live_log_enabled
         try:
-            calls = [
-                self.publisher.upload_file(
-                    backing, self.log.path, LOG_CONTENT_TYPE, expires, "gzip", packed=packed
-                )
-            ]
-            if (model is None or model.live_log_enabled) and live != backing:
-                # A link may point at an artifact that does not exist yet: both in one round trip.
-                calls.append(self.publisher.create_link(live, backing, LOG_CONTENT_TYPE, expires))
-            results = await asyncio.gather(*calls, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+            await self._log_publication.publish(self.log, backing, live if live_enabled else None)
         except TaskError as e:
             log.error("publishing the log of %s/%s failed: %s", self.task_id, self.run_id, e)
             errors.append(e)

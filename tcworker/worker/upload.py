@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -89,39 +89,65 @@ class ArtifactPublisher:
         expires: str,
         content_encoding: str = "identity",
         packed: Packed | None = None,
+        created: Mapping[str, Any] | None = None,
+        announce_length: bool = True,
     ) -> None:
         """Upload ``path`` as object artifact ``name`` (streamed from disk; gzip-encoded on request).
 
         ``packed``: ``path``'s gzip copy and plain hashes, already made (the caller deletes it).
+        ``created``: the answer of an earlier ``create_object`` for this artifact (made while the
+        task ran), so the first attempt starts at the object service; retries re-post the
+        identical request, which the queue accepts (spec §2.6.8). ``announce_length=False``
+        leaves the optional ``contentLength`` out, as ``create_object`` does.
         """
-        size = (await asyncio.to_thread(path.stat)).st_size
         gzipped = content_encoding == "gzip" and self.gzip
         own_copy = gzipped and packed is None
+        size = -1  # only needed to announce it or to send the file as is
+        if announce_length or not gzipped:
+            size = (await asyncio.to_thread(path.stat)).st_size
         if own_copy:
             packed = await self._with_retries(
                 f"uploading artifact {name}", lambda: asyncio.to_thread(compress, path, self.tmp_dir)
             )
         try:
-            await self._upload(name, path, size, content_type, expires, packed if gzipped else None)
+            length = size if announce_length else None
+            await self._upload(
+                name, path, length, size, content_type, expires, packed if gzipped else None, created
+            )
         finally:
             if own_copy and packed is not None:
                 await asyncio.to_thread(packed.path.unlink, True)
 
+    async def create_object(
+        self, name: str, content_type: str, expires: str, length: int | None = None
+    ) -> dict[str, Any]:
+        """``createArtifact`` (``object``) alone: the upload's name, ``uploadId`` and credentials."""
+        body = _object_body(content_type, expires, length)
+        result: dict[str, Any] = await self._with_retries(
+            f"uploading artifact {name}",
+            lambda: self._queue().createArtifact(self.task_id, str(self.run_id), name, body),
+        )
+        return result
+
     async def _upload(
-        self, name: str, path: Path, size: int, content_type: str, expires: str, packed: Packed | None
+        self,
+        name: str,
+        path: Path,
+        length: int | None,
+        size: int,
+        content_type: str,
+        expires: str,
+        packed: Packed | None,
+        created: Mapping[str, Any] | None,
     ) -> None:
+        body = _object_body(content_type, expires, length)
+        ready = [created] if created is not None else []
+
         async def attempt() -> None:
-            resp = await self._queue().createArtifact(
-                self.task_id,
-                str(self.run_id),
-                name,
-                {
-                    "storageType": "object",
-                    "expires": expires,
-                    "contentType": content_type,
-                    "contentLength": size,
-                },
-            )
+            if ready:
+                resp = ready.pop()
+            else:
+                resp = await self._queue().createArtifact(self.task_id, str(self.run_id), name, body)
             object_service = self._clients.object_service(resp["credentials"])
             if packed is not None:
                 await upload_gzip(
@@ -183,3 +209,10 @@ class ArtifactPublisher:
             f"creating reference artifact {name}",
             lambda: self._queue().createArtifact(self.task_id, str(self.run_id), name, body),
         )
+
+
+def _object_body(content_type: str, expires: str, length: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"storageType": "object", "expires": expires, "contentType": content_type}
+    if length is not None:
+        body["contentLength"] = length
+    return body
