@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tcworker.config import WorkerConfig
 from tcworker.engines import artifact_reader
 from tcworker.engines.base import (
     ArtifactInvalid,
@@ -106,3 +107,20 @@ class HostSandbox:
             await asyncio.to_thread(shutil.rmtree, self._task_dir, ignore_errors=True)
             if self._task_dir.exists():
                 log.warning("could not remove task directory %s completely", self._task_dir)
+
+
+class HostEngine:
+    """What the simple and multiuser engines share: the config kept at ``initialise`` and the
+    kill grace their sandboxes use; neither has anything to release at ``shutdown``."""
+
+    def __init__(self, kill_grace: float = 3.0) -> None:
+        self.kill_grace = kill_grace
+        self._config: WorkerConfig | None = None
+
+    async def shutdown(self) -> None:
+        return None
+
+    def _require_config(self) -> WorkerConfig:
+        if self._config is None:
+            raise RuntimeError("engine used before initialise()")
+        return self._config

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from tcworker.engines.artifact_copy import copy_artifact, helper_interpreter
 from tcworker.engines.base import ArtifactFile, RunContext
-from tcworker.engines.hostsandbox import HostSandbox
+from tcworker.engines.hostsandbox import HostEngine, HostSandbox
 from tcworker.engines.process import Identity
 from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
 from tcworker.engines.taskusers import AccountError, Accounts, TaskUser, lookup
@@ -203,14 +203,13 @@ def stale_task_users(tasks_dir: Path, active: set[str]) -> list[TaskUser]:
     return found
 
 
-class MultiuserEngine:
+class MultiuserEngine(HostEngine):
     """Runs generic-worker payloads, each run as a fresh OS user. Needs root."""
 
     name = "multiuser"
 
     def __init__(self, kill_grace: float = 3.0) -> None:
-        self.kill_grace = kill_grace
-        self._config: WorkerConfig | None = None
+        super().__init__(kill_grace)
         self._accounts = Accounts()
         self._interpreter = ""
         self._active: set[str] = set()
@@ -300,14 +299,6 @@ class MultiuserEngine:
                 f"runAfterUserCreation {command!r} failed for {sandbox.user.name}: "
                 f"{result.start_error or f'exit code {result.exit_code}'}: {bytes(sink.data[-2000:]).decode(errors='replace')}"
             )
-
-    async def shutdown(self) -> None:
-        return None
-
-    def _require_config(self) -> WorkerConfig:
-        if self._config is None:
-            raise RuntimeError("engine used before initialise()")
-        return self._config
 
 
 class _Collect:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from tcworker.engines import artifact_reader
 from tcworker.engines.base import ArtifactFile, RunContext
-from tcworker.engines.hostsandbox import HostSandbox, artifact_problem, make_task_dir
+from tcworker.engines.hostsandbox import HostEngine, HostSandbox, artifact_problem, make_task_dir
 from tcworker.errors import ConfigError, MalformedPayload
 from tcworker.worker.taskdirs import task_dir_name
 
@@ -79,14 +79,10 @@ class SimpleSandbox(HostSandbox):
         await self._remove_task_dir()
 
 
-class SimpleEngine:
+class SimpleEngine(HostEngine):
     """Runs generic-worker payloads as the worker's own user."""
 
     name = "simple"
-
-    def __init__(self, kill_grace: float = 3.0) -> None:
-        self.kill_grace = kill_grace
-        self._config: WorkerConfig | None = None
 
     async def initialise(self, config: WorkerConfig) -> None:
         self._config = config
@@ -106,11 +102,3 @@ class SimpleEngine:
         else:  # two mkdirs: cheaper inline than a thread hop, which waits for the GIL under load
             make_task_dir(task_dir)
         return SimpleSandbox(task_dir, clean_up=bool(config.cleanUpTaskDirs), grace=self.kill_grace)
-
-    async def shutdown(self) -> None:
-        return None
-
-    def _require_config(self) -> WorkerConfig:
-        if self._config is None:
-            raise RuntimeError("engine used before initialise()")
-        return self._config

@@ -103,15 +103,7 @@ def endpoints(
     async def reclaim(call: Call) -> Any:
         run_id = int(call.params["runId"])
         task, creds = await queue.reclaim(call.params["taskId"], run_id, call.authorize)
-        run = task.runs[run_id]
-        return {
-            "status": task.status(),
-            "runId": run_id,
-            "workerGroup": run["workerGroup"],
-            "workerId": run["workerId"],
-            "takenUntil": run["takenUntil"],
-            "credentials": creds,
-        }
+        return queue.run_answer(task, run_id, creds)
 
     def resolution(event: str) -> Any:
         async def handler(call: Call) -> Any:

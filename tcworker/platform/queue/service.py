@@ -236,7 +236,15 @@ class QueueService:
         )
 
     def claim_answer(self, task: TaskRecord) -> dict[str, Any]:
+        """claimWork / claimTask entry: the run answer plus the task definition."""
         run_id = len(task.runs) - 1
+        answer = self.run_answer(task, run_id, self._credentials(task, run_id))
+        answer["task"] = task.definition
+        return answer
+
+    @staticmethod
+    def run_answer(task: TaskRecord, run_id: int, credentials: dict[str, Any]) -> dict[str, Any]:
+        """The fields claim and reclaim answers share (task-reclaim-response.json)."""
         run = task.runs[run_id]
         return {
             "status": task.status(),
@@ -244,8 +252,7 @@ class QueueService:
             "workerGroup": run["workerGroup"],
             "workerId": run["workerId"],
             "takenUntil": run["takenUntil"],
-            "task": task.definition,
-            "credentials": self._credentials(task, run_id),
+            "credentials": credentials,
         }
 
     async def claim_task(self, task_id: str, run_id: int, worker: tuple[str, str]) -> TaskRecord:
