@@ -109,6 +109,8 @@ KEYS: dict[str, tuple[type, Any]] = {
     "dockerImage": (str, ""),  # docker engine: image for generic-worker payloads ("" = engine default)
     "openpgpPrivateKeyLocation": (str, ""),  # docker engine: key for encryptedEnv
     "reclaimIntervalSecs": (int, 0),  # test knob: reclaim every N s (0 = GW's takenUntil − 3 min)
+    "enableProvenance": (bool, True),  # chainOfTrust also publishes signed SLSA provenance
+    "openpgpSigningKeyLocation": (str, ""),  # generateCertificate: armored OpenPGP secret key (GW 12–13)
 }
 
 # Older generic-worker spelling still found in configs (and in its --help text).

@@ -20,10 +20,10 @@ from tcworker.errors import MalformedPayload
 # do what these asked for. ``bufferLog`` (named in the issue) never existed in docker-worker; it is
 # accepted as an alias of ``bulkLog`` (whole-log upload = the normal backing log).
 LOG_FEATURES = frozenset({"localLiveLog", "bulkLog", "bufferLog"})
-HANDLED_FEATURES = LOG_FEATURES | {"dockerSave", "allowPtrace", "artifacts"}
+# ``chainOfTrust`` is served by the generic feature (tcworker.features.chain_of_trust).
+HANDLED_FEATURES = LOG_FEATURES | {"dockerSave", "allowPtrace", "artifacts", "chainOfTrust"}
 NOT_YET = {
     "taskclusterProxy": "the taskcluster proxy is not implemented for docker-worker payloads yet",
-    "chainOfTrust": "chain-of-trust artifacts are not implemented for docker-worker payloads yet",
 }
 NOT_SUPPORTED = {
     "interactive": "interactive (docker exec over websocket) sessions are not supported by tcworker",

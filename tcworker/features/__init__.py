@@ -5,6 +5,8 @@ order ``TaskRun`` starts them (and stops them in reverse). Positions that matter
 generic-worker's ``TaskRun.Run`` order:
 
 - ``osGroups`` and ``runTaskAsCurrentUser`` before anything that runs code as the task user.
+- ``chainOfTrust`` (and ``generateCertificate`` before it) just before ``artifacts``: their stops
+  run after the artifacts' stop, so every artifact is uploaded (and hashed) when they sign.
 - ``artifacts`` late: its ``stop`` runs early in the reverse unwind, right after the max-run-time
   timer is stopped, so payload artifacts are found after the commands and before the logs.
 - ``maxRunTime`` second to last: its timer starts just before the commands and stops before uploads.
@@ -25,6 +27,8 @@ from tcworker.features.base import Feature
 FEATURES: list[str] = [
     "tcworker.features.os_groups:OSGroupsFeature",  # payload.osGroups (scopes per group)
     "tcworker.features.run_task_as_current_user:RunTaskAsCurrentUserFeature",  # multiuser only
+    "tcworker.features.generate_certificate:GenerateCertificateFeature",  # stops after chainOfTrust
+    "tcworker.features.chain_of_trust:ChainOfTrustFeature",  # stops after every artifact is uploaded
     "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts (+ engine extras)
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands
@@ -56,7 +60,6 @@ PAYLOAD_TOGGLES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "osGroups": lambda p: bool(p.get("osGroups")),
     "taskclusterProxy": _flag("taskclusterProxy"),
     "interactive": _flag("interactive"),
-    "chainOfTrust": _flag("chainOfTrust"),
     "runTaskAsCurrentUser": _flag("runTaskAsCurrentUser"),
     "loopbackVideo": _flag("loopbackVideo"),
     "loopbackAudio": _flag("loopbackAudio"),

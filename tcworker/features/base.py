@@ -101,6 +101,16 @@ class RunHandle(Protocol):
     def sandbox(self) -> Sandbox: ...
 
     @property
+    def root_url(self) -> str:
+        """The deployment's root URL (chain of trust names the builder and artifacts with it)."""
+        ...
+
+    @property
+    def log_path(self) -> Path:
+        """The task log file as written so far (chain of trust publishes a copy of it)."""
+        ...
+
+    @property
     def queue(self) -> Any: ...
 
     @property

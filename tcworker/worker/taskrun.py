@@ -145,6 +145,14 @@ class TaskRun:
         return self.status.queue
 
     @property
+    def root_url(self) -> str:
+        return self.clients.root_url
+
+    @property
+    def log_path(self) -> Path:
+        return self.log.path
+
+    @property
     def task_queue_id(self) -> str:
         return self.config.task_queue_id
 

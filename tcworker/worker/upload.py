@@ -13,7 +13,10 @@ boundary (design G4): a 409 is the payload's fault (two different artifacts unde
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,13 +33,20 @@ ATTEMPTS = 4
 
 
 class _ThreadFileReader:
-    """``taskcluster`` reader that reads the file off the event loop (large logs, big builds)."""
+    """``taskcluster`` reader that reads the file off the event loop (large logs, big builds) and
+    hashes what it read on the same thread trip (the chain of trust lists every upload's sha256)."""
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
+        self.sha256 = hashlib.sha256()
+
+    def _read_and_hash(self, max_size: int) -> bytes:
+        data = self._file.read(max_size)
+        self.sha256.update(data)
+        return data
 
     async def read(self, max_size: int) -> bytes:
-        return await asyncio.to_thread(self._file.read, max_size)
+        return await asyncio.to_thread(self._read_and_hash, max_size)
 
 
 class ArtifactPublisher:
@@ -59,6 +69,9 @@ class ArtifactPublisher:
         self._retry_delay = retry_delay
         self.tmp_dir = tmp_dir  # where gzip copies are made (the run's private scratch dir)
         self.gzip = gzip  # False: every artifact is stored as identity (GW's createObjectArtifacts mode)
+        # artifact name → sha256 hex of the plain (un-encoded) bytes of every object artifact
+        # uploaded so far, filled as each upload is finished (the chain of trust signs these).
+        self.uploaded_sha256: dict[str, str] = {}
 
     async def _with_retries(self, what: str, attempt: Callable[[], Any]) -> Any:
         delay = self._retry_delay
@@ -118,6 +131,23 @@ class ArtifactPublisher:
             if own_copy and packed is not None:
                 await asyncio.to_thread(packed.path.unlink, True)
 
+    async def upload_bytes(
+        self, name: str, data: bytes, content_type: str, expires: str, content_encoding: str = "identity"
+    ) -> None:
+        """Upload ``data`` (made by the worker: chain-of-trust documents) as object artifact ``name``."""
+
+        def spill() -> Path:
+            fd, tmp = tempfile.mkstemp(prefix="bytes-", dir=self.tmp_dir)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return Path(tmp)
+
+        path = await asyncio.to_thread(spill)
+        try:
+            await self.upload_file(name, path, content_type, expires, content_encoding)
+        finally:
+            await asyncio.to_thread(path.unlink, True)
+
     async def create_object(
         self, name: str, content_type: str, expires: str, length: int | None = None
     ) -> dict[str, Any]:
@@ -163,13 +193,16 @@ class ArtifactPublisher:
                 await self._queue().finishArtifact(
                     self.task_id, str(self.run_id), name, {"uploadId": resp["uploadId"]}
                 )
+                self.uploaded_sha256[name] = packed.hashes["sha256"]
                 return
             f: BinaryIO = await asyncio.to_thread(open, path, "rb")
+            readers: list[_ThreadFileReader] = []
             try:
 
                 async def reader_factory() -> _ThreadFileReader:
                     await asyncio.to_thread(f.seek, 0)
-                    return _ThreadFileReader(f)
+                    readers.append(_ThreadFileReader(f))
+                    return readers[-1]
 
                 await tc_upload.upload(
                     projectId=resp["projectId"],
@@ -186,6 +219,10 @@ class ArtifactPublisher:
             await self._queue().finishArtifact(
                 self.task_id, str(self.run_id), name, {"uploadId": resp["uploadId"]}
             )
+            if readers:
+                self.uploaded_sha256[name] = readers[-1].sha256.hexdigest()
+            else:  # the helper never read (an empty file): hash what is on disk
+                self.uploaded_sha256[name] = await asyncio.to_thread(_file_sha256, path)
 
         await self._with_retries(f"uploading artifact {name}", attempt)
 
@@ -209,6 +246,11 @@ class ArtifactPublisher:
             f"creating reference artifact {name}",
             lambda: self._queue().createArtifact(self.task_id, str(self.run_id), name, body),
         )
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _object_body(content_type: str, expires: str, length: int | None) -> dict[str, Any]:
