@@ -36,9 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--clients", default=None, help="YAML file of further static clients and their scopes")
 
+    from tcworker.provenance.verify_cli import add_verify_command
     from tcworker.worker.commands import add_worker_commands
 
     add_worker_commands(sub)
+    add_verify_command(sub)
     return parser
 
 
