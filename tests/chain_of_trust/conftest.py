@@ -156,3 +156,30 @@ def mu_pool(host_root: Path, shared_platform: PlatformProcess) -> Iterator[Pool]
     finally:
         pool.worker.stop()
         print(f"\n===== multiuser worker output (tail) =====\n{pool.worker.tail(8000)}")
+
+
+@pytest.fixture(scope="module")
+def docker_pool(host_root: Path, shared_platform: PlatformProcess) -> Iterator[Pool]:
+    """A docker-engine worker with the busybox test image (docker-worker and generic payloads)."""
+    import docker
+    import docker.errors
+    from dockerhelpers import TEST_IMAGE, busybox_path, import_image
+
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException:
+        skip_or_fail("no Docker daemon answers (run .ci/docker-setup.sh as root to start one)")
+    try:
+        client.images.get(TEST_IMAGE)
+    except docker.errors.ImageNotFound:
+        if busybox_path() is None:
+            skip_or_fail("busybox-static is not installed, so the test image cannot be built")
+        import_image(client, TEST_IMAGE)
+    pool = start_pool(host_root, shared_platform, "docker", engine="docker", dockerImage=TEST_IMAGE)
+    try:
+        yield pool
+    finally:
+        pool.worker.stop()
+        client.close()
+        print(f"\n===== docker worker output (tail) =====\n{pool.worker.tail(8000)}")

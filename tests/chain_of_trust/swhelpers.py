@@ -83,13 +83,17 @@ def signing_task(upstream: Mapping[str, Iterable[str]]) -> dict[str, Any]:
 
 
 def chain(
-    ctx: Context, upstream: Mapping[str, Iterable[str]], tasks: Mapping[str, Mapping[str, Any]]
+    ctx: Context,
+    upstream: Mapping[str, Iterable[str]],
+    tasks: Mapping[str, Mapping[str, Any]],
+    names: Mapping[str, str] | None = None,
 ) -> ChainOfTrust:
-    """A chain whose links are the tcworker tasks (``tasks``: taskId → definition, name "build")."""
+    """A chain whose links are the tcworker tasks (``tasks``: taskId → definition; ``names``:
+    taskId → link name, which sets scriptworker's task type; default "build")."""
     ctx.task = signing_task(upstream)
     cot = ChainOfTrust(ctx, "signing", task_id=slugid.nice())
     for task_id, definition in tasks.items():
-        link = LinkOfTrust(ctx, "build", task_id)
+        link = LinkOfTrust(ctx, (names or {}).get(task_id, "build"), task_id)
         link.task = dict(definition)
         cot.links.append(link)
     return cot
