@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from tcworker import __version__, tctime
 from tcworker.engines.base import ArtifactMissing, ArtifactProblem, CancelReason
-from tcworker.errors import ConfigError, InternalError, MalformedPayload, TaskFailed
+from tcworker.errors import ConfigError, InternalError, TaskFailed
 from tcworker.exitcodes import ExitCode
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature, payload_feature_flag
+from tcworker.features.signing import refuse_readable_key, simple_engine_reason, worker_facts
 from tcworker.provenance import certificate, certified_log, slsa
 from tcworker.provenance.keys import UnusableKey, load_signing_key, public_key_b64
 
@@ -41,45 +42,6 @@ PROVENANCE = "public/provenance.intoto.jsonl"
 ADDITIONAL_DATA = "chain-of-trust-additional-data.json"
 ADDITIONAL_DATA_MAX = 4 << 20  # bytes: the file is merged into a signed document, not a bulk store
 PROVENANCE_CONTENT_TYPE = "application/vnd.in-toto+json"
-
-
-def simple_engine_reason(feature: str) -> str:
-    return (
-        f"features.{feature} is not available on the simple engine: its commands run as the "
-        "worker's own user, who can read the worker's signing key, so a task could forge the "
-        "signature. Use a pool with the multiuser or docker engine, or remove the feature."
-    )
-
-
-def worker_facts(config: WorkerConfig) -> certificate.WorkerFacts:
-    return certificate.WorkerFacts(
-        worker_group=str(config.workerGroup),
-        worker_id=str(config.workerId),
-        public_ip=str(config.publicIP),
-        private_ip=str(config.privateIP),
-        instance_id=str(config.instanceId),
-        instance_type=str(config.instanceType),
-        region=str(config.region),
-    )
-
-
-async def refuse_readable_key(run: RunHandle, location: str, feature: str) -> None:
-    """malformed-payload when the commands' user can read ``location`` (spec §4.4)."""
-    can_read = getattr(run.sandbox, "task_user_can_read", None)
-    if can_read is None:  # docker: the key is on the host, never mounted into a container
-        return
-    if await can_read(location):
-        message = (
-            f"features.{feature}: the task's commands can read the worker's signing key "
-            f"({location}), so the task could forge signatures; refusing to run it"
-        )
-        if payload_feature_flag(run.payload, "runTaskAsCurrentUser"):
-            message += (
-                " (features.runTaskAsCurrentUser runs the commands as the worker's own user: "
-                f"it cannot be combined with features.{feature})"
-            )
-        run.log.error(message)
-        raise MalformedPayload(message)
 
 
 class ChainOfTrustFeature(Feature):

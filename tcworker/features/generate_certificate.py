@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from tcworker.engines.base import CancelReason
 from tcworker.errors import ConfigError, MalformedPayload
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature, payload_feature_flag
-from tcworker.features.chain_of_trust import refuse_readable_key, simple_engine_reason, worker_facts
+from tcworker.features.signing import refuse_readable_key, simple_engine_reason, worker_facts
 from tcworker.provenance import certified_log, openpgp_cert
 
 if TYPE_CHECKING:
