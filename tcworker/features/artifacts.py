@@ -20,7 +20,7 @@ from tcworker.engines.base import ArtifactFile, ArtifactProblem, ExtraArtifact
 from tcworker.errors import MalformedPayload, TaskError, TaskFailed
 from tcworker.features import artifact_rules
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature
-from tcworker.worker.payload import ArtifactSpec
+from tcworker.payload import ArtifactSpec
 
 PARALLEL_UPLOADS = 10
 

@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
     from tcworker.config import WorkerConfig
     from tcworker.engines.base import CancelReason, ExtraArtifact, ProcessResult, Sandbox, TaskLogWriter
+    from tcworker.payload import RunModel
     from tcworker.scopes import ScopeExpr
-    from tcworker.worker.payload import RunModel
-    from tcworker.worker.upload import ArtifactPublisher
+    from tcworker.tcapi.upload import ArtifactPublisher
 
 
 @dataclass

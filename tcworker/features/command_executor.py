@@ -13,10 +13,10 @@ from __future__ import annotations
 import shlex
 import time
 
+from tcworker.durations import go_duration
 from tcworker.engines.base import EXIT_ABORTED, CancelReason, ProcessResult
 from tcworker.errors import IntermittentTask, TaskCancelled, TaskError, TaskFailed, WorkerShutdown
 from tcworker.features.base import Feature, RunHandle, TaskFeature
-from tcworker.worker.durations import go_duration
 
 LABEL_WIDTH = 32
 

@@ -15,10 +15,10 @@ import json
 from typing import TYPE_CHECKING
 
 from tcworker import __version__, scopes
+from tcworker import payload as payload_mod
 from tcworker.errors import MalformedPayload, ResourceUnavailable
 from tcworker.features import unimplemented_requests
 from tcworker.features.base import Feature, TaskFeature
-from tcworker.worker import payload as payload_mod
 
 if TYPE_CHECKING:
     from tcworker.worker.taskrun import TaskRun

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tcworker.worker.gzip_upload import LOG_LEVEL, Packed, compress
+from tcworker.tcapi.gzip_upload import LOG_LEVEL, Packed, compress
+from tcworker.tcapi.upload import ArtifactPublisher
 from tcworker.worker.logpack import LogPacker
 from tcworker.worker.tasklog import TaskLog
-from tcworker.worker.upload import ArtifactPublisher
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from tcworker.config import WorkerConfig
 from tcworker.engines.base import CancelReason, Engine
 from tcworker.exitcodes import ExitCode
 from tcworker.features.base import Feature
-from tcworker.worker.clients import Clients
-from tcworker.worker.taskdirs import remove_task_dirs, task_dir_name
+from tcworker.taskdirs import remove_task_dirs, task_dir_name
+from tcworker.tcapi.clients import Clients
 from tcworker.worker.tasklog import Listener
 from tcworker.worker.taskrun import TaskRun
 
@@ -305,7 +305,7 @@ class WorkerLoop:
             return None
         if "docker" not in self.engine.supported_payload_kinds():
             return None
-        from tcworker.docker.superseding import Superseding
+        from tcworker.features.superseding import Superseding
 
         if self._superseding is None:
             self._superseding = Superseding(

@@ -16,7 +16,7 @@ from tcworker.engines import create_engine
 from tcworker.errors import WorkerError
 from tcworker.exitcodes import ExitCode
 from tcworker.features import load_features
-from tcworker.worker.clients import Clients
+from tcworker.tcapi.clients import Clients
 from tcworker.worker.loop import WorkerLoop
 from tcworker.worker.tasklog import Listener
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tcworker import __version__
+from tcworker import payload as payload_mod
 from tcworker.config import WorkerConfig
 from tcworker.engines.base import CancelReason, Engine, ExtraArtifact, RunContext, Sandbox
 from tcworker.errors import (
@@ -35,14 +36,13 @@ from tcworker.errors import (
     resolution_of,
 )
 from tcworker.features.base import Feature, RunOutcome, TaskFeature
+from tcworker.taskdirs import task_dir_name
+from tcworker.tcapi.claim import RunStatus
+from tcworker.tcapi.clients import Clients, is_transient, status_code
+from tcworker.tcapi.upload import ArtifactPublisher
 from tcworker.worker import admission
-from tcworker.worker import payload as payload_mod
-from tcworker.worker.clients import Clients, is_transient, status_code
 from tcworker.worker.logpublish import LogPublication
-from tcworker.worker.status import RunStatus
-from tcworker.worker.taskdirs import task_dir_name
 from tcworker.worker.tasklog import Listener, TaskLog
-from tcworker.worker.upload import ArtifactPublisher
 
 log = logging.getLogger(__name__)
 

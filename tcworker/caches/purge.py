@@ -17,7 +17,7 @@ import taskcluster
 import taskcluster.aio
 
 from tcworker import tctime
-from tcworker.docker.caches import CacheStore
+from tcworker.caches.store import CacheStore
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,7 @@ import docker.errors
 from docker.types import LogConfig
 
 from tcworker import tctime
-from tcworker.docker import archive
-from tcworker.docker.caches import CacheLease, CacheStore
-from tcworker.docker.containeropts import SHM_SIZE, ContainerOptions
-from tcworker.docker.encrypted_env import SecretMasker
-from tcworker.docker.images import ImageStore, ResolvedImage
-from tcworker.docker.saving import save_caches, save_container
+from tcworker.caches.store import CacheLease, CacheStore
 from tcworker.engines.base import (
     EXIT_ABORTED,
     EXIT_NOT_STARTED,
@@ -45,7 +40,12 @@ from tcworker.engines.base import (
     ProcessResult,
     RunContext,
 )
+from tcworker.engines.docker import archive
+from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions
+from tcworker.engines.docker.images import ImageStore, ResolvedImage
+from tcworker.engines.docker.saving import save_caches, save_container
 from tcworker.errors import InternalError
+from tcworker.features.encrypted_env import SecretMasker
 
 log = logging.getLogger(__name__)
 

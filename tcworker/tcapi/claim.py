@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tcworker import tctime
-from tcworker.worker.clients import Clients, is_transient
+from tcworker.tcapi.clients import Clients, is_transient
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ import taskcluster.aio
 from taskcluster.aio.download import downloadArtifactToFile
 from taskcluster.exceptions import TaskclusterArtifactError, TaskclusterRestFailure
 
-from tcworker.docker.statefile import read_state, write_state
 from tcworker.engines.base import RunContext, TaskLogWriter
+from tcworker.engines.docker.statefile import read_state, write_state
 from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskFailed
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from tcworker.docker.caches import CacheLease, cache_dir_name
+from tcworker.caches.store import CacheLease, cache_dir_name
 from tcworker.engines.base import ArtifactFile
 from tcworker.errors import InternalError
 

@@ -2,7 +2,7 @@
 
 ``DockerEngine`` is made once per worker: it checks that the Docker daemon answers, owns the
 image store, the named caches, the purge-cache poller and the encryptedEnv key, and turns each
-claimed run into a ``DockerSandbox`` (``tcworker.docker.sandbox``). ``prepare`` does every check
+claimed run into a ``DockerSandbox`` (``tcworker.engines.docker.sandbox``). ``prepare`` does every check
 that can refuse a task before anything runs, in this order: scopes (H7's docker-worker rules,
 expanded through auth when needed) → features / capabilities → caches → encryptedEnv → purge
 requests → image (pull / download + load) → cache leases.
@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any
 import docker
 import docker.errors
 
-from tcworker.docker.caches import CacheStore, parse_cache_payload
-from tcworker.docker.containeropts import ContainerOptions, container_options
-from tcworker.docker.encrypted_env import PrivateKey, decrypt_env, load_private_key
-from tcworker.docker.images import ImageSpec, ImageStore
-from tcworker.docker.purge import PurgePoller
-from tcworker.docker.sandbox import LABEL_WORKER, DockerSandbox
-from tcworker.docker.scopes import check_scopes
+from tcworker.caches.purge import PurgePoller
+from tcworker.caches.store import CacheStore, parse_cache_payload
 from tcworker.engines.base import RunContext, Sandbox
+from tcworker.engines.docker.containeropts import ContainerOptions, container_options
+from tcworker.engines.docker.images import ImageSpec, ImageStore
+from tcworker.engines.docker.sandbox import LABEL_WORKER, DockerSandbox
+from tcworker.engines.docker.scopes import check_scopes
 from tcworker.errors import ConfigError, InternalError, MalformedPayload
-from tcworker.worker.taskdirs import task_dir_name
+from tcworker.features.encrypted_env import PrivateKey, decrypt_env, load_private_key
+from tcworker.taskdirs import task_dir_name
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig

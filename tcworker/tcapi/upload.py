@@ -21,8 +21,8 @@ from typing import Any, BinaryIO
 from taskcluster.aio import upload as tc_upload
 
 from tcworker.errors import MalformedPayload, ResourceUnavailable
-from tcworker.worker.clients import Clients, is_transient, status_code
-from tcworker.worker.gzip_upload import Packed, compress, upload_gzip
+from tcworker.tcapi.clients import Clients, is_transient, status_code
+from tcworker.tcapi.gzip_upload import Packed, compress, upload_gzip
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Decides, once per run and before anything is created, which payload toggles this engine honours,
 which it refuses (``malformed-payload`` naming the feature), and what each accepted one adds to
 the container: ``privileged``, devices, ``CapAdd``, seccomp. Scope checks are separate
-(``tcworker.docker.scopes``); the pool-level ``allowPrivileged`` gate is checked here because it
+(``tcworker.engines.docker.scopes``); the pool-level ``allowPrivileged`` gate is checked here because it
 is a property of this worker, not of the task.
 """
 
