@@ -30,11 +30,13 @@ from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature, 
 from tcworker.features.signing import refuse_readable_key, simple_engine_reason, worker_facts
 from tcworker.provenance import certificate, certified_log, slsa
 from tcworker.provenance.keys import UnusableKey, load_signing_key, public_key_b64
+from tcworker.provenance.publishing import publish_bytes
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from tcworker.config import WorkerConfig
+    from tcworker.tcapi.clients import Clients
 
 CHAIN_OF_TRUST = "public/chain-of-trust.json"
 SIGNATURE = "public/chain-of-trust.json.sig"
@@ -57,7 +59,7 @@ class ChainOfTrustFeature(Feature):
     def disabled_reason(self, config: WorkerConfig) -> str | None:
         return simple_engine_reason(self.name) if config.engine == "simple" else None
 
-    async def initialise(self, config: WorkerConfig) -> None:
+    async def initialise(self, config: WorkerConfig, clients: Clients) -> None:
         """Read the signing key once (generic-worker reads it at start-up: exit 82 when unusable)."""
         if not self.enabled(config):
             return
@@ -127,8 +129,11 @@ class ChainOfTrustTaskFeature(TaskFeature):
         # generic-worker gzips all three; docker-worker uploaded the document and signature as is.
         encoding = "identity" if self.docker_payload else "gzip"
         json_type = "text/plain" if self.docker_payload else "text/plain; charset=utf-8"
-        await run.publisher.upload_bytes(CHAIN_OF_TRUST, body, json_type, expires, encoding)
-        await run.publisher.upload_bytes(SIGNATURE, signature, "application/octet-stream", expires, encoding)
+        for name, data, content_type in (
+            (CHAIN_OF_TRUST, body, json_type),
+            (SIGNATURE, signature, "application/octet-stream"),
+        ):
+            await publish_bytes(run.publisher, run.scratch_dir, name, data, content_type, expires, encoding)
         run.log.info(
             f"[chainOfTrust] Signed {CHAIN_OF_TRUST} ({len(hashes)} artifact hashes) with ed25519 key "
             f"{public_key_b64(self.key)}"
@@ -137,8 +142,7 @@ class ChainOfTrustTaskFeature(TaskFeature):
             await self._publish_provenance(image, expires)
 
     def _image_facts(self) -> Mapping[str, str] | None:
-        facts = self.run.extra.get("docker") if isinstance(self.run.extra, Mapping) else None
-        return facts if isinstance(facts, Mapping) else None
+        return self.run.sandbox.image_facts() or None
 
     async def _additional_data(self) -> dict[str, Any] | None:
         """The task's additional data, read with the task's own rights (a symlink to a file the

@@ -20,9 +20,11 @@ from tcworker.errors import ConfigError, MalformedPayload
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature, payload_feature_flag
 from tcworker.features.signing import refuse_readable_key, simple_engine_reason, worker_facts
 from tcworker.provenance import certified_log, openpgp_cert
+from tcworker.provenance.publishing import publish_bytes
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
+    from tcworker.tcapi.clients import Clients
 
 CERTIFICATE = "public/logs/certificate.json.gpg"
 
@@ -39,7 +41,7 @@ class GenerateCertificateFeature(Feature):
     def disabled_reason(self, config: WorkerConfig) -> str | None:
         return simple_engine_reason(self.name) if config.engine == "simple" else None
 
-    async def initialise(self, config: WorkerConfig) -> None:
+    async def initialise(self, config: WorkerConfig, clients: Clients) -> None:
         if not config.openpgpSigningKeyLocation or not self.enabled(config):
             return
         try:
@@ -97,7 +99,9 @@ class GenerateCertificateTaskFeature(TaskFeature):
             facts=worker_facts(run.config),
         )
         signed = await asyncio.to_thread(self.signer.clearsign, text)
-        await run.publisher.upload_bytes(CERTIFICATE, signed, "text/plain; charset=utf-8", expires, "gzip")
+        await publish_bytes(
+            run.publisher, run.scratch_dir, CERTIFICATE, signed, "text/plain; charset=utf-8", expires, "gzip"
+        )
         run.log.info(
             f"[generateCertificate] Published {CERTIFICATE} ({len(hashes)} artifact hashes), signed by "
             f"OpenPGP key {self.signer.fingerprint}"

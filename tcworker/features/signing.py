@@ -37,10 +37,7 @@ def worker_facts(config: WorkerConfig) -> certificate.WorkerFacts:
 
 async def refuse_readable_key(run: RunHandle, location: str, feature: str) -> None:
     """malformed-payload when the commands' user can read ``location`` (spec §4.4)."""
-    can_read = getattr(run.sandbox, "task_user_can_read", None)
-    if can_read is None:  # docker: the key is on the host, never mounted into a container
-        return
-    if await can_read(location):
+    if await run.sandbox.task_user_can_read(location):
         message = (
             f"features.{feature}: the task's commands can read the worker's signing key "
             f"({location}), so the task could forge signatures; refusing to run it"

@@ -24,7 +24,7 @@ from dfhelpers import (
 )
 from taskcluster.exceptions import TaskclusterRestFailure
 
-from tcworker.docker.superseding import SUPERSEDED_BY, SUPERSEDES, Plan, Superseding, object_upload
+from tcworker.features.superseding import SUPERSEDED_BY, SUPERSEDES, Plan, Superseding, object_upload
 
 WORKER_ID = "sup-worker-1"
 

@@ -7,7 +7,7 @@ import time
 import slugid
 from dfhelpers import RecordingLog, Superseder
 
-from tcworker.docker.superseding import MAX_SUPERSEDES, Superseding, fetch_supersedes
+from tcworker.features.superseding import MAX_SUPERSEDES, Superseding, fetch_supersedes
 
 
 async def test_list_is_returned_and_task_id_sent(superseder: Superseder) -> None:
