@@ -18,7 +18,9 @@ provenance, ``tcworker.provenance.slsa``). A cancelled run is not certified (doc
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -105,11 +107,10 @@ class ChainOfTrustTaskFeature(TaskFeature):
             run.log.warn("[chainOfTrust] the run was cancelled: no chain-of-trust artifacts")
             return
         expires = str(run.task["expires"])
-        await certified_log.publish(
-            run.publisher, run.log_path, run.scratch_dir, expires, self.docker_payload
-        )
+        log_copy, log_sha256 = await certified_log.snapshot(run.log_path, run.scratch_dir)
         own = {CHAIN_OF_TRUST, SIGNATURE, PROVENANCE}
         hashes = {name: h for name, h in run.publisher.uploaded_sha256.items() if name not in own}
+        hashes[certified_log.CERTIFIED_LOG] = log_sha256
         facts = worker_facts(run.config)
         image = self._image_facts()
         doc = certificate.build(
@@ -129,17 +130,36 @@ class ChainOfTrustTaskFeature(TaskFeature):
         # generic-worker gzips all three; docker-worker uploaded the document and signature as is.
         encoding = "identity" if self.docker_payload else "gzip"
         json_type = "text/plain" if self.docker_payload else "text/plain; charset=utf-8"
-        for name, data, content_type in (
-            (CHAIN_OF_TRUST, body, json_type),
-            (SIGNATURE, signature, "application/octet-stream"),
-        ):
-            await publish_bytes(run.publisher, run.scratch_dir, name, data, content_type, expires, encoding)
+        uploads = [
+            certified_log.upload(run.publisher, log_copy, expires, self.docker_payload),
+            publish_bytes(run.publisher, run.scratch_dir, CHAIN_OF_TRUST, body, json_type, expires, encoding),
+            publish_bytes(
+                run.publisher,
+                run.scratch_dir,
+                SIGNATURE,
+                signature,
+                "application/octet-stream",
+                expires,
+                encoding,
+            ),
+        ]
+        if run.config.enableProvenance:
+            subjects = {**hashes, CHAIN_OF_TRUST: sha256_hex(body), SIGNATURE: sha256_hex(signature)}
+            bundle = self._provenance(subjects, image)
+            uploads.append(run.publisher.upload_bytes(PROVENANCE, bundle, PROVENANCE_CONTENT_TYPE, expires))
+        # All documents are signed over locally computed hashes: upload them side by side.
+        results = await asyncio.gather(*uploads, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
         run.log.info(
             f"[chainOfTrust] Signed {CHAIN_OF_TRUST} ({len(hashes)} artifact hashes) with ed25519 key "
             f"{public_key_b64(self.key)}"
         )
         if run.config.enableProvenance:
-            await self._publish_provenance(image, expires)
+            run.log.info(
+                f"[chainOfTrust] Signed SLSA provenance for {len(hashes) + 2} artifacts: {PROVENANCE}"
+            )
 
     def _image_facts(self) -> Mapping[str, str] | None:
         return self.run.sandbox.image_facts() or None
@@ -148,6 +168,9 @@ class ChainOfTrustTaskFeature(TaskFeature):
         """The task's additional data, read with the task's own rights (a symlink to a file the
         task cannot read is refused like an artifact would be)."""
         run = self.run
+        # Nothing there (not even a dangling symlink): no helper process needs to look.
+        if not await asyncio.to_thread(os.path.lexists, run.sandbox.task_dir / ADDITIONAL_DATA):
+            return None
         staging = run.scratch_dir / "cot-additional"
         await asyncio.to_thread(staging.mkdir, mode=0o700, parents=True, exist_ok=True)
         try:
@@ -192,10 +215,10 @@ class ChainOfTrustTaskFeature(TaskFeature):
             out.append({"name": "image-tarball", "uri": uri, "digest": _digest(image["imageArtifactHash"])})
         return out
 
-    async def _publish_provenance(self, image: Mapping[str, str] | None, expires: str) -> None:
+    def _provenance(self, subjects: Mapping[str, str], image: Mapping[str, str] | None) -> bytes:
+        """The signed SLSA statement (one DSSE envelope, one line)."""
         run = self.run
         assert self.key is not None
-        subjects = {n: h for n, h in run.publisher.uploaded_sha256.items() if n != PROVENANCE}
         doc = slsa.statement(
             subjects=subjects,
             task=certificate.task_definition(run.task),
@@ -214,9 +237,11 @@ class ChainOfTrustTaskFeature(TaskFeature):
             started_on=self.started_on,
             finished_on=tctime.to_json(tctime.now()),
         )
-        bundle = slsa.jsonl(slsa.envelope(doc, self.key))
-        await run.publisher.upload_bytes(PROVENANCE, bundle, PROVENANCE_CONTENT_TYPE, expires)
-        run.log.info(f"[chainOfTrust] Signed SLSA provenance for {len(subjects)} artifacts: {PROVENANCE}")
+        return slsa.jsonl(slsa.envelope(doc, self.key))
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _digest(value: str) -> dict[str, str]:
