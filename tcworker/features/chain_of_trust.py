@@ -5,14 +5,17 @@ At ``start`` the worker's ed25519 key must be out of the task's reach: on multiu
 runs ``/bin/cat <key>`` as the commands' user and refuses the task (malformed-payload) when that
 succeeds — which is what makes ``runTaskAsCurrentUser`` + ``chainOfTrust`` fail, as in
 generic-worker. On the simple engine the commands run as the worker's own user, so the pool gate
-refuses the feature with that reason. At ``stop`` — placed before ``artifacts`` in ``FEATURES``,
-so it stops after every payload and engine artifact is uploaded — it publishes
-``public/logs/certified.log``, then ``public/chain-of-trust.json`` (every object artifact uploaded
+refuses the feature with that reason. At ``stop`` — placed before ``dockerSave`` and ``artifacts``
+in ``FEATURES``, so it stops after every payload and engine artifact is uploaded — it publishes
+``public/logs/certified.log`` (a copy of the log so far), ``public/chain-of-trust.json`` (every
+object artifact uploaded
 so far with the sha256 of its plain bytes, the task, the worker, the environment; for generic
 payloads merged with the task's ``chain-of-trust-additional-data.json``, worker values winning)
 and ``public/chain-of-trust.json.sig`` (the raw 64-byte ed25519 signature of exactly those
 bytes), and, unless ``enableProvenance`` is false, ``public/provenance.intoto.jsonl`` (signed SLSA
-provenance, ``tcworker.provenance.slsa``). A cancelled run is not certified (docker-worker's rule).
+provenance, ``tcworker.provenance.slsa``). Every hash is known before these uploads start (the
+log copy is hashed while it is made), so the four uploads run side by side. A cancelled run is
+not certified (docker-worker's rule).
 """
 
 from __future__ import annotations

@@ -69,13 +69,17 @@ class GenerateCertificateTaskFeature(TaskFeature):
             return [CERTIFICATE]
         return [CERTIFICATE, certified_log.CERTIFIED_LOG]
 
-    async def start(self) -> None:
+    async def admit(self) -> None:
         if self.signer is None:
             raise MalformedPayload(
                 f"features.generateCertificate needs the worker's OpenPGP signing key, but worker pool "
                 f"{self.run.task_queue_id} has none (config openpgpSigningKeyLocation is empty). "
                 "Remove the feature, or use features.chainOfTrust."
             )
+
+    async def start(self) -> None:
+        if self.signer is None:
+            return
         await refuse_readable_key(
             self.run, str(self.run.config.openpgpSigningKeyLocation), "generateCertificate"
         )
