@@ -7,6 +7,7 @@ Images are built locally (no registry is reachable in CI): a root file system ma
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
@@ -98,6 +99,16 @@ def import_image(
     return str(client.images.get(name).id)
 
 
+def signing_key(directory: Path) -> Path:
+    """A real ed25519 seed file (the chain-of-trust feature reads the key when a worker starts)."""
+    path = directory / "ed25519.key"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64encode(os.urandom(32)))
+        path.chmod(0o600)
+    return path
+
+
 def engine_config(tmp_path: Path, **overrides: Any) -> WorkerConfig:
     """A docker-engine config whose directories all live under ``tmp_path``."""
     values: dict[str, Any] = {
@@ -108,7 +119,7 @@ def engine_config(tmp_path: Path, **overrides: Any) -> WorkerConfig:
         "workerId": f"w-{slugid.nice()[:8]}",
         "workerType": f"docker-{uuid.uuid4().hex[:8]}",
         "provisionerId": "tcworker-test",
-        "ed25519SigningKeyLocation": "unused",
+        "ed25519SigningKeyLocation": str(signing_key(tmp_path)),
         "tasksDir": str(tmp_path / "tasks"),
         "cachesDir": str(tmp_path / "caches"),
         "downloadsDir": str(tmp_path / "downloads"),
