@@ -161,3 +161,16 @@ def test_generic_payload_in_a_container_is_certified_with_its_image(docker_pool:
     assert result.returncode == 0, result.stdout
     wrong = tcworker_verify(docker_pool.platform.root_url, task_id, base64.b64encode(os.urandom(32)).decode())
     assert wrong.returncode == 1
+
+
+async def test_enable_provenance_false_publishes_no_provenance(
+    docker_pool: Pool, shared_platform: Any, tmp_path: Path
+) -> None:
+    from dockerhelpers import InProcessRun
+
+    async with InProcessRun(shared_platform, tmp_path, enableProvenance=False) as worker:
+        resolution, log, task_id = await worker.run(dw_payload("echo x > /out.txt"))
+    assert resolution == ("completed", None), log
+    names = {a["name"] for a in shared_platform.queue().listArtifacts(task_id, "0")["artifacts"]}
+    assert {COT, SIG, CERTIFIED, "public/out.txt"} <= names
+    assert PROVENANCE not in names
