@@ -272,6 +272,16 @@ def test_altered_object_fails_scriptworker_and_tcworker_verify(mu_pool: Pool, tm
     assert not any("public/a.txt" in line for line in failed), result.stdout
     with pytest.raises(CoTError, match="BAD HASH"):
         asyncio.run(_scriptworker(mu_pool, tmp_path, task_id, body, sig, "generic-worker"))
+    # A forged provenance statement (same envelope, altered payload) fails its DSSE check.
+    bundle, _ = sub.download(task_id, 0, PROVENANCE)
+    envelope = json.loads(bundle)
+    statement = base64.b64decode(envelope["payload"])
+    envelope["payload"] = base64.b64encode(statement.replace(b"public/a.txt", b"public/b.txt")).decode()
+    forged = (json.dumps(envelope, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    object_file(mu_pool.platform.data_dir, bundle).write_bytes(forged)
+    result = tcworker_verify(mu_pool.platform.root_url, task_id, mu_pool.public_key)
+    failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
+    assert result.returncode == 1 and any(PROVENANCE in line for line in failed), result.stdout
 
 
 def test_tcworker_verify_with_the_public_key_in_a_file_and_with_a_wrong_key(
