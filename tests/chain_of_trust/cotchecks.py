@@ -42,9 +42,11 @@ def object_file(data_dir: Path, content: bytes) -> Path:
     return found[0]
 
 
-def tcworker_verify(root_url: str, task_id: str, public_key: str) -> subprocess.CompletedProcess[str]:
+def tcworker_verify(
+    root_url: str, task_id: str, public_key: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        tcworker_cmd("verify", task_id, "--root-url", root_url, "--public-key", public_key),
+        tcworker_cmd("verify", task_id, "--root-url", root_url, "--public-key", public_key, *extra),
         capture_output=True,
         text=True,
         timeout=120,

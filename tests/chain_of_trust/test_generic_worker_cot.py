@@ -289,7 +289,12 @@ def test_tcworker_verify_with_the_public_key_in_a_file_and_with_a_wrong_key(
 ) -> None:
     key_file = tmp_path / "worker.pub"
     key_file.write_text(mu_pool.public_key)
-    assert tcworker_verify(mu_pool.platform.root_url, honest["task_id"], str(key_file)).returncode == 0
+    assert (
+        tcworker_verify(mu_pool.platform.root_url, honest["task_id"], str(key_file), "--run", "0").returncode
+        == 0
+    )
+    no_run = tcworker_verify(mu_pool.platform.root_url, honest["task_id"], mu_pool.public_key, "--run", "1")
+    assert no_run.returncode == 1 and "cannot download" in no_run.stdout
     wrong = tcworker_verify(
         mu_pool.platform.root_url, honest["task_id"], base64.b64encode(os.urandom(32)).decode()
     )
