@@ -118,6 +118,10 @@ class RunHandle:
         self.outcome = outcome
         self.feature_env: dict[str, str] = {}
         self.reserved_artifacts: dict[str, str] = {}  # artifact name → feature that reserved it
+        # What the run consumed (mounted artifacts, downloaded files), as in-toto resource
+        # descriptors ``{"name", "uri", "digest": {"sha256": hex}}``: features that fetch inputs
+        # append here; chainOfTrust signs them as SLSA ``resolvedDependencies``.
+        self.resolved_inputs: list[dict[str, Any]] = []
         self._reserved_env = reserved_env
         self._model: RunModel | None = None
         self._sandbox: Sandbox | None = None

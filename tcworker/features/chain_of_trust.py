@@ -196,28 +196,6 @@ class ChainOfTrustTaskFeature(TaskFeature):
         run.log.info(f"[chainOfTrust] Merging {ADDITIONAL_DATA} into the certificate (worker values win)")
         return data
 
-    def _dependencies(self, image: Mapping[str, str] | None) -> list[dict[str, Any]]:
-        """The image the commands ran in (resolvedDependencies): the local image by its id and,
-        for task / indexed images, the downloaded tarball by its artifact URL and sha256."""
-        if not image or not image.get("imageHash"):
-            return []
-        spec = self.run.payload.get("image") if self.docker_payload else self.run.config.dockerImage
-        base = self.run.root_url.rstrip("/")
-        name = (
-            spec if isinstance(spec, str) else (spec or {}).get("name") if isinstance(spec, Mapping) else None
-        )
-        local: dict[str, Any] = {"name": "image", "digest": _digest(image["imageHash"])}
-        if name:
-            local["uri"] = f"docker-image:{name}"
-        out = [local]
-        if image.get("imageArtifactHash") and isinstance(spec, Mapping):
-            if spec.get("type") == "task-image":
-                uri = f"{base}/api/queue/v1/task/{spec.get('taskId')}/artifacts/{spec.get('path')}"
-            else:
-                uri = f"{base}/api/index/v1/task/{spec.get('namespace')}/artifacts/{spec.get('path')}"
-            out.append({"name": "image-tarball", "uri": uri, "digest": _digest(image["imageArtifactHash"])})
-        return out
-
     def _provenance(self, subjects: Mapping[str, str], image: Mapping[str, str] | None) -> bytes:
         """The signed SLSA statement (one DSSE envelope, one line)."""
         run = self.run
@@ -236,7 +214,14 @@ class ChainOfTrustTaskFeature(TaskFeature):
                 "implementation": f"tcworker {__version__}",
             },
             docker_payload=self.docker_payload,
-            dependencies=self._dependencies(image),
+            dependencies=[
+                *slsa.image_dependencies(
+                    image,
+                    run.payload.get("image") if self.docker_payload else run.config.dockerImage,
+                    run.root_url,
+                ),
+                *run.resolved_inputs,
+            ],
             started_on=self.started_on,
             finished_on=tctime.to_json(tctime.now()),
         )
@@ -245,9 +230,3 @@ class ChainOfTrustTaskFeature(TaskFeature):
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _digest(value: str) -> dict[str, str]:
-    """``sha256:<hex>`` (docker ids, artifact hashes) → ``{"sha256": "<hex>"}``."""
-    algorithm, _, hexdigest = value.partition(":")
-    return {algorithm: hexdigest} if hexdigest else {"sha256": value}

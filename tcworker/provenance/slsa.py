@@ -29,6 +29,33 @@ BUILD_TYPE = "https://github.com/taskcluster/taskcluster/tree/main/workers/gener
 DOCKER_BUILD_TYPE = "https://github.com/taskcluster/docker-worker#payload-v1"
 
 
+def image_dependencies(image: Mapping[str, str] | None, spec: Any, root_url: str) -> list[dict[str, Any]]:
+    """resolvedDependencies for the image the commands ran in: the local image by its id and, for
+    task / indexed images, the downloaded tarball by its artifact URL and sha256. ``image`` is the
+    sandbox's ``image_facts()``; ``spec`` the payload's ``image`` (or the configured image name)."""
+    if not image or not image.get("imageHash"):
+        return []
+    base = root_url.rstrip("/")
+    name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, Mapping) else None
+    local: dict[str, Any] = {"name": "image", "digest": _digest(image["imageHash"])}
+    if name:
+        local["uri"] = f"docker-image:{name}"
+    out = [local]
+    if image.get("imageArtifactHash") and isinstance(spec, Mapping):
+        if spec.get("type") == "task-image":
+            uri = f"{base}/api/queue/v1/task/{spec.get('taskId')}/artifacts/{spec.get('path')}"
+        else:
+            uri = f"{base}/api/index/v1/task/{spec.get('namespace')}/artifacts/{spec.get('path')}"
+        out.append({"name": "image-tarball", "uri": uri, "digest": _digest(image["imageArtifactHash"])})
+    return out
+
+
+def _digest(value: str) -> dict[str, str]:
+    """``sha256:<hex>`` (docker image ids, artifact hashes) → ``{"sha256": "<hex>"}``."""
+    algorithm, _, hexdigest = value.partition(":")
+    return {algorithm: hexdigest} if hexdigest else {"sha256": value}
+
+
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE's pre-authentication encoding: what the signature actually covers."""
     kind = payload_type.encode()

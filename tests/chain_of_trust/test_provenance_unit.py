@@ -81,3 +81,21 @@ def test_envelope_opens_only_with_its_key_and_untouched_payload() -> None:
     assert slsa.open_envelope(env, other.public_key()) is None
     tampered = dict(env, payload=base64.b64encode(b'{"_type": "x"}').decode())
     assert slsa.open_envelope(tampered, key.public_key()) is None
+
+
+def test_image_dependencies_name_the_image_and_its_tarball() -> None:
+    facts = {"imageHash": "sha256:" + "a" * 64, "imageArtifactHash": "sha256:" + "b" * 64}
+    spec = {"type": "task-image", "taskId": "T1", "path": "public/image.tar"}
+    assert slsa.image_dependencies(facts, spec, "http://tc/") == [
+        {"name": "image", "digest": {"sha256": "a" * 64}},
+        {
+            "name": "image-tarball",
+            "uri": "http://tc/api/queue/v1/task/T1/artifacts/public/image.tar",
+            "digest": {"sha256": "b" * 64},
+        },
+    ]
+    plain = {"imageHash": "sha256:" + "c" * 64}
+    assert slsa.image_dependencies(plain, "busybox:latest", "http://tc") == [
+        {"name": "image", "uri": "docker-image:busybox:latest", "digest": {"sha256": "c" * 64}}
+    ]
+    assert slsa.image_dependencies({}, "busybox", "http://tc") == []
