@@ -23,13 +23,16 @@ import tcworker
 from tcworker.platform.api import Call, Reply
 from tcworker.platform.auth.hawk import HawkRequest, split_bewit
 from tcworker.platform.errors import (
+    DISK_FULL_MESSAGE,
     AuthenticationFailed,
     InputTooLarge,
+    InsufficientStorage,
     InternalServerError,
     MalformedPayload,
     PlatformError,
     ResourceNotFound,
     error_body,
+    is_disk_full,
 )
 from tcworker.platform.objects import routes as object_routes
 from tcworker.platform.services import Services
@@ -88,6 +91,9 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except (ConnectionError, TimeoutError):
         raise
     except Exception as exc:  # the one place bugs become a 500 in Taskcluster's error shape
+        if is_disk_full(exc):
+            log.warning("refused %s %s: the data disk is full (%s)", request.method, request.path, exc)
+            return _error_response(request, InsufficientStorage(DISK_FULL_MESSAGE))
         log.exception("internal error answering %s %s", request.method, request.path)
         return _error_response(request, InternalServerError(f"internal error: {type(exc).__name__}"))
 

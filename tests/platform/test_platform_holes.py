@@ -61,7 +61,9 @@ def test_chunked_put_over_declared_length_is_refused_before_the_body_ends(pserve
             "projectId": "tcw-test",
             "uploadId": slugid.nice(),
             "expires": from_now(days=1),
-            "proposedUploadMethods": {"putUrl": {"contentType": "application/octet-stream", "contentLength": 1024}},
+            "proposedUploadMethods": {
+                "putUrl": {"contentType": "application/octet-stream", "contentLength": 1024}
+            },
         },
     )
     url = urllib.parse.urlsplit(resp["uploadMethod"]["putUrl"]["url"])
@@ -109,7 +111,9 @@ def test_chunked_put_of_43_mb_for_1_kib_is_refused_and_leaves_nothing(pserver: P
             "projectId": "tcw-test",
             "uploadId": slugid.nice(),
             "expires": from_now(days=1),
-            "proposedUploadMethods": {"putUrl": {"contentType": "application/octet-stream", "contentLength": 1024}},
+            "proposedUploadMethods": {
+                "putUrl": {"contentType": "application/octet-stream", "contentLength": 1024}
+            },
         },
     )
     largest_part = 0
@@ -147,8 +151,13 @@ def running(root_queue: taskcluster.Queue, queue_id: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "url",
-    ["javascript:alert(document.cookie)", "data:text/html,<script>alert(1)</script>", "file:///etc/passwd",
-     "ftp://example.com/x", "http:///no-host"],
+    [
+        "javascript:alert(document.cookie)",
+        "data:text/html,<script>alert(1)</script>",
+        "file:///etc/passwd",
+        "ftp://example.com/x",
+        "http:///no-host",
+    ],
 )
 def test_reference_artifact_only_takes_http_urls(
     pserver: PlatformProcess, running: dict[str, Any], url: str
@@ -181,7 +190,12 @@ def test_undownloadable_artifact_names_are_refused(
     task_id = running["status"]["taskId"]
     for body in (
         {"storageType": "object", "contentType": "text/plain", "expires": from_now(days=1)},
-        {"storageType": "error", "reason": "file-missing-on-worker", "message": "gone", "expires": from_now(days=1)},
+        {
+            "storageType": "error",
+            "reason": "file-missing-on-worker",
+            "message": "gone",
+            "expires": from_now(days=1),
+        },
     ):
         with pytest.raises(taskcluster.TaskclusterRestFailure) as exc:
             rq.createArtifact(task_id, 0, name, body)

@@ -61,9 +61,7 @@ def reference_url_problem(url: str) -> str | None:
     except ValueError:
         parts, host = None, None
     if parts is None or parts.scheme.lower() not in REFERENCE_SCHEMES or not host:
-        return (
-            f"reference artifact url must be an absolute http or https URL with a host, got {url[:100]!r}"
-        )
+        return f"reference artifact url must be an absolute http or https URL with a host, got {url[:100]!r}"
     return None
 
 
