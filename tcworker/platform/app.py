@@ -34,9 +34,9 @@ from tcworker.platform.errors import (
     error_body,
     is_disk_full,
 )
-from tcworker.platform.objects import routes as object_routes
 from tcworker.platform.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tcworker.platform.metrics import PlatformMetrics
+from tcworker.platform.objects import routes as object_routes
 from tcworker.platform.services import Services
 
 log = logging.getLogger(__name__)
