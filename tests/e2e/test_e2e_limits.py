@@ -134,3 +134,56 @@ def test_env_entries_no_process_can_receive_are_malformed(submitter: Submitter, 
     assert run["state"] == "completed", run
     assert "ok-1" in submitter.log(good)
     assert worker.wait(30) == 0
+
+
+def _docker_daemon_or_skip() -> None:
+    import os
+
+    import docker
+    import docker.errors
+
+    try:
+        docker.from_env(timeout=30).ping()
+    except docker.errors.DockerException as e:
+        reason = f"no Docker daemon answers ({e}); run .ci/docker-setup.sh as root"
+        if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}:
+            pytest.fail(f"{reason} (CI=true, so this is a failure, not a skip)")
+        pytest.skip(reason)
+
+
+def test_docker_worker_payload_env_entries_are_malformed_too(submitter: Submitter, start_worker) -> None:
+    """The same rule for docker-worker payloads on the docker engine (checked at admission, so
+    before any container exists); a good docker task still runs afterwards."""
+    _docker_daemon_or_skip()
+    worker = start_worker(engine="docker", numberOfTasksToRun=2)
+    image = "tcworker-test/busybox:latest"
+    bad = submitter.create(
+        {
+            "image": image,
+            "command": ["true"],
+            "maxRunTime": 30,
+            "env": {"E2E_D=1": "x", "E2E_DV": "a\u0000b"},
+        }
+    )
+    good = submitter.create(
+        {
+            "image": image,
+            "command": ["sh", "-c", "echo docker-$E2E_OK"],
+            "maxRunTime": 30,
+            "env": {"E2E_OK": "ok"},
+        }
+    )
+    run = submitter.wait_run(bad, worker=worker)
+    assert (run["state"], run.get("reasonResolved")) == ("exception", "malformed-payload"), (
+        run,
+        submitter.log(bad)[-3000:],
+    )
+    lines = [line for line in submitter.log(bad).splitlines() if "- env" in line]
+    assert len(lines) == 2 and '"E2E_D=1"' in lines[0] and '"E2E_DV"' in lines[1], lines
+    run = submitter.wait_run(good, worker=worker)
+    if run["state"] != "completed":
+        log = submitter.log(good)
+        if image in log and ("not found" in log or "cannot" in log):
+            pytest.skip(f"the docker test image {image} is not on this host (tests/docker builds it)")
+    assert run["state"] == "completed", (run, submitter.log(good)[-3000:])
+    assert "docker-ok" in submitter.log(good)
