@@ -38,7 +38,7 @@ from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
 from tcworker.engines.taskusers import AccountError, Accounts, TaskUser, lookup
 from tcworker.errors import ConfigError, HostBroken, InternalError, MalformedPayload
 from tcworker.exitcodes import ExitCode
-from tcworker.worker.taskdirs import task_dir_name
+from tcworker.taskdirs import task_dir_name
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
