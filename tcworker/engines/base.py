@@ -144,6 +144,40 @@ class TaskLogWriter(LogSink, Protocol):
     def error(self, message: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class TaskNetwork:
+    """A network of this run's own, which its containers join (``NetworkedSandbox``)."""
+
+    name: str
+    gateway: str  # the host's address on it: where per-run services (the proxy) listen
+    subnet: str  # CIDR of the run's containers
+
+
+@runtime_checkable
+class NetworkedSandbox(Protocol):
+    """A sandbox whose commands run in containers that can get a network of their own (docker).
+
+    ``join_task_network`` creates the run's network (once; later calls return it) and makes every
+    container created afterwards join it instead of the default bridge; ``add_host`` adds an
+    ``/etc/hosts`` entry to those containers. The sandbox removes the network in ``destroy``.
+    """
+
+    async def join_task_network(self) -> TaskNetwork: ...
+
+    def add_host(self, name: str, address: str) -> None: ...
+
+
+@runtime_checkable
+class HostUserSandbox(Protocol):
+    """A host sandbox that knows which OS user its commands run as (multiuser: the task user).
+
+    ``identity()`` returns an object with ``uid`` / ``gid`` (``tcworker.engines.process.Identity``),
+    or ``None`` when commands run as the worker's own user.
+    """
+
+    def identity(self) -> Any: ...
+
+
 @runtime_checkable
 class Sandbox(Protocol):
     """Everything one run owns on the host. ``destroy`` is idempotent and always called."""

@@ -25,6 +25,7 @@ from tcworker.features.base import Feature
 FEATURES: list[str] = [
     "tcworker.features.os_groups:OSGroupsFeature",  # payload.osGroups (scopes per group)
     "tcworker.features.run_task_as_current_user:RunTaskAsCurrentUserFeature",  # multiuser only
+    "tcworker.features.taskcluster_proxy:TaskclusterProxyFeature",  # before the commands (§5.2)
     "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts (+ engine extras)
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands
@@ -54,7 +55,6 @@ def _flag(name: str) -> Callable[[Mapping[str, Any]], bool]:
 PAYLOAD_TOGGLES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "mounts": lambda p: bool(p.get("mounts")),
     "osGroups": lambda p: bool(p.get("osGroups")),
-    "taskclusterProxy": _flag("taskclusterProxy"),
     "interactive": _flag("interactive"),
     "chainOfTrust": _flag("chainOfTrust"),
     "runTaskAsCurrentUser": _flag("runTaskAsCurrentUser"),

@@ -106,6 +106,18 @@ class RunHandle(Protocol):
     @property
     def task_queue_id(self) -> str: ...
 
+    @property
+    def root_url(self) -> str: ...
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """The run's *current* temporary credentials (they change after each reclaim)."""
+        ...
+
+    def on_credentials(self, callback: Callable[[dict[str, str]], None]) -> None:
+        """Register ``callback(new_credentials)``, called after each successful reclaim."""
+        ...
+
     def abort(self, reason: CancelReason) -> None:
         """Stop the running command (if any) for ``reason``; the first reason wins."""
         ...

@@ -107,7 +107,9 @@ class TaskRun:
             claim["takenUntil"],
             reclaim_interval=float(config.reclaimIntervalSecs),
             on_lost=self._claim_lost,
+            on_reclaimed=self._credentials_changed,
         )
+        self._credential_listeners: list[Callable[[dict[str, str]], None]] = []
         self.publisher = ArtifactPublisher(
             clients,
             lambda: self.status.queue,
@@ -147,6 +149,26 @@ class TaskRun:
     @property
     def task_queue_id(self) -> str:
         return self.config.task_queue_id
+
+    @property
+    def root_url(self) -> str:
+        return self.clients.root_url
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """The run's current temporary credentials (replaced after every reclaim)."""
+        return dict(self.status.credentials)
+
+    def on_credentials(self, callback: Callable[[dict[str, str]], None]) -> None:
+        """Call ``callback`` with the new credentials after every successful reclaim."""
+        self._credential_listeners.append(callback)
+
+    def _credentials_changed(self, credentials: dict[str, str]) -> None:
+        for callback in list(self._credential_listeners):
+            try:
+                callback(dict(credentials))
+            except Exception:
+                log.exception("credentials listener of %s/%s failed", self.task_id, self.run_id)
 
     def abort(self, reason: CancelReason) -> None:
         """Record ``reason`` (the first one wins) and stop the running command, if any (G7)."""
