@@ -107,8 +107,7 @@ class TaskclusterProxyRun(TaskFeature):
         self.slot: int | None = None
         self.server: ProxyServer | None = None
         self.on_gateway = False
-        features = run.payload.get("features") or {}
-        self.interface = str(features.get("taskclusterProxyInterface", "localhost"))
+        self.interface = str(run.payload.get("taskclusterProxyInterface", "localhost"))
 
     @property
     def _run_key(self) -> tuple[str, int]:
@@ -143,7 +142,7 @@ class TaskclusterProxyRun(TaskFeature):
         else:
             if self.interface != "localhost":
                 raise MalformedPayload(
-                    f"features.taskclusterProxyInterface {self.interface!r} needs the docker engine; "
+                    f"payload.taskclusterProxyInterface {self.interface!r} needs the docker engine; "
                     f"the {run.engine_name} engine serves the proxy on localhost only"
                 )
             policy = PeerPolicy()

@@ -12,6 +12,7 @@ shared, reference-counted listener per run, so features stay independent of each
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from tcworker.proxy.peers import PeerPolicy
 from tcworker.proxy.server import Handler, ProxyServer
 
 GATEWAY_PORT = 80
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,7 +44,11 @@ async def serve_on_gateway(
         shared = _by_run.get(run_key)
         if shared is None:
             network = await sandbox.join_task_network()
-            server = ProxyServer({}, PeerPolicy(allowed_network=network.subnet))
+
+            def refused(reason: str) -> None:
+                log.warning("proxy of %s/%s refused a connection: %s", run_key[0], run_key[1], reason)
+
+            server = ProxyServer({}, PeerPolicy(allowed_network=network.subnet), on_refused=refused)
             await server.listen(network.gateway, GATEWAY_PORT)
             shared = _by_run[run_key] = _Shared(network, server)
         shared.users += 1

@@ -3,6 +3,7 @@ and with them credential swaps, happen during a task) and real ``tcworker run`` 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 import shutil
@@ -55,8 +56,9 @@ def docker0_address() -> str | None:
         import docker
 
         client = docker.from_env()
-        network = client.networks.get("bridge")
-        return str(network.attrs["IPAM"]["Config"][0]["Gateway"])
+        config = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+        # docker0's own address: the gateway (dockerd leaves it out when it is the subnet's first host).
+        return str(config.get("Gateway") or next(ipaddress.ip_network(config["Subnet"]).hosts()))
     except Exception:
         return None
 
@@ -71,7 +73,9 @@ def proxy_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reachab
     """Listens on docker0's address when Docker is there (containers follow artifact redirects
     to it), else on 127.0.0.1; both are host-local."""
     host = docker0_address() or "127.0.0.1"
-    proc = ReachablePlatform(tmp_path_factory.mktemp("proxy-platform") / "data", host=host, claim_timeout=CLAIM_TIMEOUT)
+    proc = ReachablePlatform(
+        tmp_path_factory.mktemp("proxy-platform") / "data", host=host, claim_timeout=CLAIM_TIMEOUT
+    )
     proc.start()
     try:
         yield proc

@@ -146,13 +146,14 @@ print("PROXY-RESULT " + json.dumps(out), flush=True)
 DOCKER_CONSUMER = r"""
 set -u
 raw() {  # raw METHOD PATH BODY: one HTTP/1.0 exchange with the proxy through nc
-  printf '%s %s HTTP/1.0\r\nHost: taskcluster\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' \
-    "$1" "$2" "${#3}" "$3" | nc taskcluster 80
+  { printf '%s %s HTTP/1.0\r\nHost: taskcluster\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' \
+    "$1" "$2" "${#3}" "$3"; sleep 2; } | nc taskcluster 80
 }
 status() { head -n1 | cut -d' ' -f2; }
 own=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$TASK_ID" 2>&1 | grep -c '"payload"')
 legacy=$(wget -q -O - "http://taskcluster/queue/v1/task/$TASK_ID" 2>&1 | grep -c '"payload"')
-art=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$PRODUCER/runs/0/artifacts/private/secret.txt" 2>&1)
+# The object service serves the artifact gzip-encoded, as it was uploaded: gunzip it.
+art=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$PRODUCER/runs/0/artifacts/private/secret.txt" | gunzip -c)
 create=$(raw PUT "/api/queue/v1/task/$FOLLOWUP_ID" "$FOLLOWUP_DEF" | status)
 cancel_all=$(raw POST "/api/queue/v1/task/$PRODUCER/cancel" "" | tr -d '\r"\\' | tr '\n' ' ')
 cancel=$(echo "$cancel_all" | cut -d' ' -f2)
@@ -161,6 +162,6 @@ bewit=$(raw POST /bewit "$TASKCLUSTER_ROOT_URL/api/queue/v1/task/$PRODUCER/runs/
   | tr -d '\r' | grep -i '^Location:' | cut -d' ' -f2)
 sleep "${SLEEP:-0}"
 after=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$TASK_ID" 2>&1 | grep -c '"payload"')
-after_art=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$PRODUCER/runs/0/artifacts/private/secret.txt" 2>&1)
+after_art=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$PRODUCER/runs/0/artifacts/private/secret.txt" | gunzip -c)
 echo "PROXY-RESULT {\"own\": $own, \"legacy\": $legacy, \"artifact\": \"$art\", \"create_task\": \"$create\", \"cancel\": \"$cancel\", \"missing\": \"$missing\", \"bewit\": \"$bewit\", \"after_reclaim\": $after, \"after_artifact\": \"$after_art\", \"proxy_url\": \"$TASKCLUSTER_PROXY_URL\"}"
 """

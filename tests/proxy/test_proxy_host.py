@@ -132,7 +132,9 @@ def test_multiuser_task_cannot_use_another_tasks_proxy(start_worker: Any) -> Non
         [
             "/bin/sh",
             "-c",
-            'for u in ' + " ".join(urls) + '; do [ "$u" != "$TASKCLUSTER_PROXY_URL" ] && OTHER_PROXY=$u; done; '
+            "for u in "
+            + " ".join(urls)
+            + '; do [ "$u" != "$TASKCLUSTER_PROXY_URL" ] && OTHER_PROXY=$u; done; '
             'export OTHER_PROXY; exec python3 -c "$SCRIPT"',
         ]
     ]
