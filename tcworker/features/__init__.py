@@ -26,6 +26,10 @@ FEATURES: list[str] = [
     "tcworker.features.os_groups:OSGroupsFeature",  # payload.osGroups (scopes per group)
     "tcworker.features.run_task_as_current_user:RunTaskAsCurrentUserFeature",  # multiuser only
     "tcworker.features.taskcluster_proxy:TaskclusterProxyFeature",  # before the commands (§5.2)
+    "tcworker.features.docker_proxies:RelengAPIProxyFeature",  # docker-worker forwarders (§3.6)
+    "tcworker.features.docker_proxies:BalrogVPNProxyFeature",
+    "tcworker.features.docker_proxies:BalrogStageVPNProxyFeature",
+    "tcworker.features.docker_proxies:TestdroidProxyFeature",
     "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts (+ engine extras)
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands

@@ -167,7 +167,7 @@ async def test_allow_ptrace_needs_its_scope(make_engine, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "feature", ["taskclusterProxy", "chainOfTrust", "interactive", "dind", "noSuchFeature"]
+    "feature", ["chainOfTrust", "interactive", "dind", "noSuchFeature"]
 )
 async def test_feature_this_worker_lacks_is_malformed_payload_naming_it(
     make_engine, tmp_path: Path, feature: str

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docker"))
 
+from dockerhelpers import TEST_IMAGE, busybox_path, import_image, skip_or_fail  # noqa: E402
 from e2e_harness import (  # noqa: E402
     Submitter,
     WorkerProcess,
@@ -140,3 +141,23 @@ def start_worker(
             worker.stop()
             kill_marked(sub.mark)
             print(f"\n===== worker {worker.worker_id} output (tail) =====\n{worker.tail(8000)}")
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[str]:
+    """The busybox test image (``tests/docker/dockerhelpers.py``); skip / fail without Docker."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # noqa: BLE001
+        skip_or_fail(f"no Docker daemon answers: {e}")
+    try:
+        client.images.get(TEST_IMAGE)
+    except docker.errors.ImageNotFound:
+        if busybox_path() is None:
+            skip_or_fail("busybox-static is not installed, so the test image cannot be built")
+        import_image(client, TEST_IMAGE)
+    yield TEST_IMAGE
+    client.close()

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import docker
-import pytest
 import requests
 import slugid
 from conftest import CLAIM_TIMEOUT
-from dockerhelpers import TEST_IMAGE, busybox_path, import_image, skip_or_fail
 from proxyhelpers import (
     DOCKER_CONSUMER,
     SECRET,
@@ -26,23 +23,6 @@ from proxyhelpers import (
 )
 
 SLEEP = CLAIM_TIMEOUT + 3
-
-
-@pytest.fixture(scope="module")
-def image() -> Iterator[str]:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as e:  # noqa: BLE001
-        skip_or_fail(f"no Docker daemon answers: {e}")
-    try:
-        client.images.get(TEST_IMAGE)
-    except docker.errors.ImageNotFound:
-        if busybox_path() is None:
-            skip_or_fail("busybox-static is not installed, so the test image cannot be built")
-        import_image(client, TEST_IMAGE)
-    yield TEST_IMAGE
-    client.close()
 
 
 def run_networks(task_id: str) -> list[Any]:
