@@ -150,3 +150,113 @@ def test_multiuser_task_cannot_use_another_tasks_proxy(start_worker: Any) -> Non
     assert run_a["state"] == "completed", sub.explain(task_a)
     check_consumer(sub, task_a, result_of(sub.log(task_a)), followup_a)
     assert "refused a connection" in worker.output()
+
+
+MANY_CONNECTIONS = r"""
+import concurrent.futures, os, socket, time, urllib.request
+proxy = os.environ["TASKCLUSTER_PROXY_URL"]
+host, port = proxy.rsplit("/", 1)[-1].split(":")
+held = []
+for _ in range(600):  # far more idle connections than the per-run cap
+    s = socket.create_connection((host, int(port)), timeout=10)
+    held.append(s)
+time.sleep(0.5)
+def get(_=None):
+    try:
+        with urllib.request.urlopen(proxy + "/api/queue/v1/task/" + os.environ["TASK_ID"], timeout=60) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError as e:
+        return repr(e)
+print("WHILE-HELD", get())
+for s in held:
+    s.close()
+time.sleep(0.5)
+with concurrent.futures.ThreadPoolExecutor(50) as pool:
+    statuses = list(pool.map(get, range(200)))
+print("AFTER", sorted(set(map(str, statuses))), len(statuses))
+"""
+
+
+def test_many_connections_do_not_break_the_proxy_or_the_worker(start_worker: Any) -> None:
+    worker, sub = start_worker(engine="simple")
+    task_id = sub.create(
+        {
+            "command": [["python3", "-c", MANY_CONNECTIONS]],
+            "maxRunTime": 120,
+            "features": {"taskclusterProxy": True},
+        }
+    )
+    run = sub.wait_run(task_id, worker=worker, timeout=150)
+    log = sub.log(task_id)
+    assert run["state"] == "completed", sub.explain(task_id)
+    assert "WHILE-HELD 503" in log, log[-2000:]  # over the cap: answered, not hung
+    assert "AFTER ['200'] 200" in log, log[-2000:]
+    # The worker is still healthy: the next task runs.
+    after = sub.create({"command": [["true"]], "maxRunTime": 30})
+    assert sub.wait_run(after, worker=worker)["state"] == "completed"
+
+
+LEAK_CHECK = r"""
+import os
+print("ENV-NAMES", sorted(k for k in os.environ if k.startswith("TASKCLUSTER_")))
+open("marker.txt", "w").write("x")
+import time; time.sleep(6)
+"""
+
+
+@pytest.mark.parametrize("engine", ["simple", "multiuser"])
+def test_credentials_never_visible_to_the_task(start_worker: Any, proxy_platform: Any, engine: str) -> None:
+    """While a proxy task runs, no process's environment or argv and no file of the task holds the
+    worker's token or a credential set of the run (its temporary clientId ``task-client/<taskId>``
+    and certificate travel together with its access token)."""
+    if engine == "multiuser":
+        needs_root()
+    worker, sub = start_worker(engine=engine, cleanUpTaskDirs=False)
+    task_id = sub.create(
+        {"command": [["python3", "-c", LEAK_CHECK]], "maxRunTime": 60, "features": {"taskclusterProxy": True}}
+    )
+    sub.wait_running(task_id, worker=worker)
+    needles = [
+        worker.config["accessToken"].encode(),
+        f"task-client/{task_id}".encode(),
+        b"TASKCLUSTER_ACCESS_TOKEN",
+        b"TASKCLUSTER_CERTIFICATE",
+    ]
+    tasks_dir = worker.config["tasksDir"]
+    deadline = time.monotonic() + 5
+    scanned = 0
+    while time.monotonic() < deadline:
+        for pid in os.listdir("/proc"):
+            # The platform's argv holds the root token by the test harness's design; the worker's
+            # own process and every task process are scanned.
+            if not pid.isdigit() or int(pid) in (os.getpid(), proxy_platform.pid):
+                continue
+            for what in ("environ", "cmdline"):
+                try:
+                    data = open(f"/proc/{pid}/{what}", "rb").read()
+                except OSError:
+                    continue
+                scanned += 1
+                for needle in needles:
+                    assert needle not in data, f"{needle!r} found in /proc/{pid}/{what}"
+        time.sleep(0.5)
+    assert scanned > 20
+    run = sub.wait_run(task_id, worker=worker)
+    assert run["state"] == "completed", sub.explain(task_id)
+    log = sub.log(task_id)
+    assert "ENV-NAMES ['TASKCLUSTER_PROXY_URL', 'TASKCLUSTER_ROOT_URL']" in log, log[-2000:]
+    for needle in needles[:2]:
+        assert needle.decode() not in log
+    files = 0
+    for dirpath, _, names in os.walk(tasks_dir):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            data = open(path, "rb").read()
+            files += 1
+            for needle in needles[:2]:
+                assert needle not in data, f"{needle!r} found in {path}"
+    assert files >= 1  # marker.txt at least
