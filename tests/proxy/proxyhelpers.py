@@ -81,6 +81,31 @@ def consumer_scopes(sub: Submitter, follow_type: str) -> list[str]:
     ]
 
 
+def scan_processes_for(needles: list[bytes], skip: set[int], seconds: float) -> int:
+    """Fail when any needle is in a process's environ or argv (all of /proc, containers included:
+    their processes are host processes); returns how many files were read."""
+    import os
+    import time
+
+    deadline = time.monotonic() + seconds
+    scanned = 0
+    while time.monotonic() < deadline:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) in skip:
+                continue
+            for what in ("environ", "cmdline"):
+                try:
+                    with open(f"/proc/{pid}/{what}", "rb") as fh:
+                        data = fh.read()
+                except OSError:
+                    continue
+                scanned += 1
+                for needle in needles:
+                    assert needle not in data, f"{needle!r} found in /proc/{pid}/{what}"
+        time.sleep(0.5)
+    return scanned
+
+
 def result_of(log: str) -> dict[str, Any]:
     found = RESULT.findall(log)
     assert found, f"the task printed no PROXY-RESULT line:\n{log[-4000:]}"
@@ -160,8 +185,9 @@ cancel=$(echo "$cancel_all" | cut -d' ' -f2)
 missing=$(echo "$cancel_all" | grep -o 'queue:cancel-task[^ ,]*' | head -n1)
 bewit=$(raw POST /bewit "$TASKCLUSTER_ROOT_URL/api/queue/v1/task/$PRODUCER/runs/0/artifacts/private/secret.txt" \
   | tr -d '\r' | grep -i '^Location:' | cut -d' ' -f2)
+credenv=$(env | grep -c -e TASKCLUSTER_ACCESS_TOKEN -e TASKCLUSTER_CERTIFICATE -e TASKCLUSTER_CLIENT_ID)
 sleep "${SLEEP:-0}"
 after=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$TASK_ID" 2>&1 | grep -c '"payload"')
 after_art=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$PRODUCER/runs/0/artifacts/private/secret.txt" | gunzip -c)
-echo "PROXY-RESULT {\"own\": $own, \"legacy\": $legacy, \"artifact\": \"$art\", \"create_task\": \"$create\", \"cancel\": \"$cancel\", \"missing\": \"$missing\", \"bewit\": \"$bewit\", \"after_reclaim\": $after, \"after_artifact\": \"$after_art\", \"proxy_url\": \"$TASKCLUSTER_PROXY_URL\"}"
+echo "PROXY-RESULT {\"own\": $own, \"legacy\": $legacy, \"artifact\": \"$art\", \"create_task\": \"$create\", \"cancel\": \"$cancel\", \"missing\": \"$missing\", \"bewit\": \"$bewit\", \"after_reclaim\": $after, \"after_artifact\": \"$after_art\", \"proxy_url\": \"$TASKCLUSTER_PROXY_URL\", \"credential_env\": $credenv}"
 """

@@ -20,6 +20,7 @@ from proxyhelpers import (
     docker_producer_payload,
     followup_definition,
     result_of,
+    scan_processes_for,
 )
 
 SLEEP = CLAIM_TIMEOUT + 3
@@ -51,7 +52,9 @@ def docker_consumer(sub: Any, image: str, producer: str) -> tuple[dict[str, Any]
     return payload, followup_id
 
 
-def test_container_reaches_taskcluster_through_the_proxy(start_worker: Any, image: str) -> None:
+def test_container_reaches_taskcluster_through_the_proxy(
+    start_worker: Any, proxy_platform: Any, image: str
+) -> None:
     worker, sub = start_worker(engine="docker", capacity=2)
     producer = sub.create(docker_producer_payload(image))
     assert sub.wait_run(producer, worker=worker)["state"] == "completed", sub.explain(producer)
@@ -80,11 +83,15 @@ def test_container_reaches_taskcluster_through_the_proxy(start_worker: Any, imag
     assert '"payload"' not in log_b, "a container of another task read through A's proxy"
     assert "bad address 'taskcluster'" in log_b or "unable to resolve" in log_b.lower(), log_b[-3000:]
 
+    # No process (the container's included) shows the worker's token or the run's credentials.
+    needles = [worker.config["accessToken"].encode(), f"task-client/{task_a}".encode()]
+    assert scan_processes_for(needles, {proxy_platform.pid}, 2) > 20
     run = sub.wait_run(task_a, worker=worker, timeout=120)
     log = sub.log(task_a)
     assert run["state"] == "completed", sub.explain(task_a)
     result = result_of(log)
     assert result["proxy_url"] == "http://taskcluster", result
+    assert result["credential_env"] == 0, result
     # Seed 000: ``taskcluster/queue/v1/task/<taskId>`` answers on port 80 with the definition.
     assert result["legacy"] == 1 and result["own"] == 1, result
     assert result["artifact"] == SECRET, result
