@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from tcworker.engines.base import NetworkedSandbox
+from tcworker.engines.base import Unsupported
 from tcworker.errors import InternalError, MalformedPayload
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature, payload_feature_flag
 from tcworker.proxy import gateway
@@ -107,15 +107,16 @@ class ForwarderRun(TaskFeature):
         feature.check_scopes(run.task)
         config = getattr(run.config, feature.name)
         token = str(config.get("token", ""))
-        add_secrets = getattr(run.log, "add_secrets", None)  # the task log masks it, should it appear
-        if token and callable(add_secrets):
-            add_secrets([token])
-        sandbox = run.sandbox
-        if not isinstance(sandbox, NetworkedSandbox):
-            raise InternalError(f"the {run.engine_name} engine cannot give a container its own network")
+        if token:
+            run.log.add_secrets([token])  # masked in the task log, should it ever appear there
         forwarder = Forwarder(str(config["upstream"]), token, feature.session, feature.name)
         key = (run.task_id, run.run_id)
-        network = await gateway.serve_on_gateway(key, sandbox, {feature.host_name: forwarder})
+        try:
+            network = await gateway.serve_on_gateway(key, run.sandbox, {feature.host_name: forwarder})
+        except Unsupported as e:
+            raise InternalError(
+                f"the {run.engine_name} engine cannot give a container its own network"
+            ) from e
         self.serving = True
         run.log.info(
             f"[{feature.name}] http://{feature.host_name} forwards to the configured upstream "

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from tcworker.engines.base import HostUserSandbox, NetworkedSandbox
+from tcworker.engines.base import Unsupported
 from tcworker.errors import InternalError, MalformedPayload
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature, payload_feature_flag
 from tcworker.proxy import gateway
@@ -123,13 +123,16 @@ class TaskclusterProxyRun(TaskFeature):
         routes = TaskclusterRoutes(run.root_url, signer, self.feature.session)
         sandbox = run.sandbox
         if run.payload_kind == "docker":
-            if not isinstance(sandbox, NetworkedSandbox):
-                raise InternalError(f"the {run.engine_name} engine cannot give a container its own network")
+            try:
+                network = await gateway.serve_on_gateway(self._run_key, sandbox, {DOCKER_HOST_NAME: routes})
+            except Unsupported as e:
+                raise InternalError(
+                    f"the {run.engine_name} engine cannot give a container its own network"
+                ) from e
             self.on_gateway = True
-            network = await gateway.serve_on_gateway(self._run_key, sandbox, {DOCKER_HOST_NAME: routes})
             url = f"http://{DOCKER_HOST_NAME}"
             where = f"{network.gateway}:{gateway.GATEWAY_PORT} on network {network.name}"
-        elif isinstance(sandbox, NetworkedSandbox):
+        elif run.engine_name == "docker":
             network = await sandbox.join_task_network()
             sandbox.add_host(DOCKER_HOST_NAME, network.gateway)
             port = self._port()
@@ -146,9 +149,10 @@ class TaskclusterProxyRun(TaskFeature):
                     f"the {run.engine_name} engine serves the proxy on localhost only"
                 )
             policy = PeerPolicy()
-            if isinstance(sandbox, HostUserSandbox) and run.engine_name == "multiuser":
-                identity = sandbox.identity()
-                policy = PeerPolicy(allowed_uids=(identity.uid,) if identity is not None else (0,))
+            if run.engine_name == "multiuser":
+                # Only the task user and root; under runTaskAsCurrentUser the commands run as root.
+                uid = sandbox.task_uid()
+                policy = PeerPolicy(allowed_uids=(uid if uid is not None else 0,))
             port = self._port()
             await self._listen(routes, policy, "127.0.0.1", port)
             url = f"http://127.0.0.1:{port}"

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tcworker.engines.base import NetworkedSandbox, TaskNetwork
+from tcworker.engines.base import Sandbox, TaskNetwork
 from tcworker.proxy.peers import PeerPolicy
 from tcworker.proxy.server import Handler, ProxyServer
 
@@ -37,7 +37,7 @@ _lock = asyncio.Lock()
 
 
 async def serve_on_gateway(
-    run_key: tuple[str, int], sandbox: NetworkedSandbox, hosts: Mapping[str, Handler]
+    run_key: tuple[str, int], sandbox: Sandbox, hosts: Mapping[str, Handler]
 ) -> TaskNetwork:
     """Serve ``hosts`` (Host name → handler) on the run's gateway port 80; names resolve there."""
     async with _lock:
