@@ -45,6 +45,11 @@ class ForwarderFeature(Feature):
             self._session = new_upstream_session(limit=32)
         return self._session
 
+    async def shutdown(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
     def enabled(self, config: WorkerConfig) -> bool:
         return bool(getattr(config, self.name))
 

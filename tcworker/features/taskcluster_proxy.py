@@ -37,6 +37,7 @@ from tcworker.proxy.signing import ProxyCredentials, RequestSigner
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
+    from tcworker.tcapi.clients import Clients
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,13 @@ class TaskclusterProxyFeature(Feature):
         self.slots = SlotPool()
         self._session: aiohttp.ClientSession | None = None
 
-    async def initialise(self, config: WorkerConfig) -> None:
+    async def initialise(self, config: WorkerConfig, clients: Clients) -> None:
         raise_open_file_limit()
+
+    async def shutdown(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
