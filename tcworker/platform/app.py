@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 import tcworker
+from tcworker.platform import inspector
 from tcworker.platform.api import Call, Reply
 from tcworker.platform.auth.hawk import HawkRequest, split_bewit
 from tcworker.platform.errors import (
@@ -225,6 +226,7 @@ def build_app(services: Services) -> web.Application:
     put, get = object_routes.data_handlers(services.objects)
     app.router.add_route("PUT", object_routes.DATA_PATH, put)
     app.router.add_get(object_routes.DATA_PATH, get)  # HEAD too
+    inspector.register(app, services)
     app.router.add_route("*", "/{tail:.*}", Dispatcher(services, app[ROOT_URL_KEY]).handle)
 
     async def resolvers(app: web.Application) -> AsyncIterator[None]:
