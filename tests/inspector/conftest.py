@@ -29,12 +29,10 @@ from e2e_harness import (  # noqa: E402
     unique_worker_type,
     worker_config,
 )
-from inspectorhelpers import skip_or_fail  # noqa: E402
+from inspectorhelpers import LIMITED, LIMITED_SCOPES, skip_or_fail  # noqa: E402
 from platformproc import PlatformProcess  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-LIMITED = {"clientId": "inspector/limited", "accessToken": "limited-token-" + "x" * 20}
-LIMITED_SCOPES = ["queue:create-task:*", "queue:scheduler-id:-", "queue:get-artifact:*"]
 
 
 @pytest.fixture(scope="module")

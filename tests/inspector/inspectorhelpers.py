@@ -15,6 +15,9 @@ import requests
 import slugid
 
 PROVISIONER = "inspector-prov"
+#: A client that may create tasks but not cancel them: the 403 the page must show.
+LIMITED = {"clientId": "inspector/limited", "accessToken": "limited-token-" + "x" * 20}
+LIMITED_SCOPES = ["queue:create-task:*", "queue:scheduler-id:-", "queue:get-artifact:*"]
 
 
 def skip_or_fail(reason: str) -> None:
