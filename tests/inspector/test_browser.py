@@ -140,9 +140,9 @@ def test_running_task_in_list_log_final_state_and_artifacts(
         assert lines_while_running, "live.log is a reference while the task runs, but no line showed"
 
     page.wait_for_function(
-        "document.querySelector('#task-state .state').textContent === 'completed'", timeout=60000
+        "() => document.querySelector('#task-state .state').textContent === 'completed'", timeout=60000
     )
-    page.wait_for_function("document.getElementById('log').dataset.state === 'complete'", timeout=30000)
+    page.wait_for_function("() => document.getElementById('log').dataset.state === 'complete'", timeout=30000)
     text = log_text(page)
     for i in range(1, 13):
         assert f"line {i} plain" in text, f"line {i} missing from the page's log:\n{text[-2000:]}"
@@ -197,14 +197,14 @@ def test_cancel_and_rerun_buttons_need_credentials(
     run = submitter.wait_run(task_id, worker=worker)
     assert (run["state"], run["reasonResolved"]) == ("exception", "canceled")
     page.wait_for_function(
-        "document.querySelector('#task-state .state').textContent === 'exception'", timeout=30000
+        "() => document.querySelector('#task-state .state').textContent === 'exception'", timeout=30000
     )
     assert "canceled" in str(page.locator("#runs").text_content())
 
     out = click_action(page, "rerun", "done")
     assert "rerunTask: done" in out
     submitter.wait_running(task_id, run_id=1, worker=worker)
-    page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 2", timeout=30000)
+    page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 2", timeout=30000)
     out = click_action(page, "cancel", "done")
     assert "the task is now exception" in out
     assert submitter.wait_run(task_id, run_id=1, worker=worker)["reasonResolved"] == "canceled"
@@ -250,7 +250,9 @@ def test_live_log_reference_is_streamed_and_resumed(page: Any, iplatform: Platfo
         first_cut = len("".join(f"\x1b[1;31mstream line {i}\x1b[0m\n" for i in range(1, 4)).encode())
         assert live.feed.offsets[1] == first_cut, "the page resumed at the bytes it had received"
         live.feed.finish()
-        page.wait_for_function("document.getElementById('log').dataset.state !== 'following'", timeout=20000)
+        page.wait_for_function(
+            "() => document.getElementById('log').dataset.state !== 'following'", timeout=20000
+        )
     text = log_text(page)
     for i in range(1, 7):
         assert text.count(f"stream line {i}") == 1, text
@@ -260,14 +262,20 @@ def test_live_log_reference_is_streamed_and_resumed(page: Any, iplatform: Platfo
     queue.createArtifact(
         task_id,
         "0",
+        "public/logs/stored.log",
+        {"storageType": "reference", "url": live.url, "expires": expires, "contentType": "text/plain"},
+    )
+    queue.createArtifact(
+        task_id,
+        "0",
         "public/logs/live.log",
-        {"storageType": "link", "artifact": "public/logs/live.log.stored", "expires": expires},
+        {"storageType": "link", "artifact": "public/logs/stored.log", "expires": expires},
     )
     queue.reportCompleted(task_id, "0")
     page.wait_for_function(
-        "document.querySelector('#task-state .state').textContent === 'completed'", timeout=30000
+        "() => document.querySelector('#task-state .state').textContent === 'completed'", timeout=30000
     )
-    page.wait_for_function("document.getElementById('log').dataset.state === 'complete'", timeout=30000)
+    page.wait_for_function("() => document.getElementById('log').dataset.state === 'complete'", timeout=30000)
     assert log_text(page) == text
     live_origin = urllib.parse.urlsplit(live.url)
     same_origin_only(seen, iplatform.root_url, (f"http://{live_origin.netloc}/log/",))

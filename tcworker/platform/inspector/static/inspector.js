@@ -264,20 +264,18 @@
     }
 
     update(source) {
-      const { kind, url, run } = source.dataset;
+      const { kind, url, run, resolved } = source.dataset;
       if (run !== this.run) {
         this.reset();
         this.run = run;
       }
-      document.getElementById("log").dataset.state = this.state();
+      if (this.streamEnded && !this.busy && (resolved === "true" || kind === "static")) {
+        this.complete = true; // the live stream ended and the run is over: that was the whole log
+      }
+      this.show();
       if (this.busy || this.complete || !url) return;
       if (kind === "stream" && !this.streamEnded) this.read(url, true);
       else if (kind === "static") {
-        if (this.streamEnded) {
-          this.complete = true;
-          this.show();
-          return;
-        }
         if (this.bytes) this.reset();
         this.run = run;
         this.read(url, false);
