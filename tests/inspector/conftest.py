@@ -73,6 +73,9 @@ def worker(
         workdir,
         signing_key,
         workerType=submitter.worker_type,
+        # Reclaim every second so a task cancelled from the page is killed at once (a reclaim
+        # answered 409 is how a worker learns of it) and the next run can be claimed.
+        reclaimIntervalSecs=1,
     )
     proc = WorkerProcess(workdir, config, clean_env())
     proc.start()
