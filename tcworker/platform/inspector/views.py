@@ -120,13 +120,13 @@ class InspectorViews:
             counts = {
                 str(state): int(n)
                 for state, n in conn.execute(
-                    "SELECT state, COUNT(*) FROM tasks INDEXED BY tasks_group_state"
+                    "SELECT state, COUNT(*) FROM tasks"
                     " WHERE task_group_id = ? GROUP BY state",
                     (group_id,),
                 )
             }
             rows = conn.execute(
-                f"SELECT {_LIST_COLUMNS} FROM tasks INDEXED BY tasks_group_newest"
+                f"SELECT {_LIST_COLUMNS} FROM tasks"
                 " WHERE task_group_id = ? AND rowid < ? ORDER BY rowid DESC LIMIT ?",
                 (group_id, _before(before), limit + 1),
             ).fetchall()
