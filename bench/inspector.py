@@ -259,7 +259,8 @@ async def in_process(data_dir: Path, big: str, shown: str, mid_cursor: int, samp
         pages = InspectorPages(InspectorViews(services.db))
 
         def call(handler: Any, path: str, **match: str) -> Callable[[], Awaitable[Any]]:
-            return lambda: handler(make_mocked_request("GET", path, match_info=match))
+            request = make_mocked_request("GET", path, match_info=match)  # built once: mock is slow
+            return lambda: handler(request)
 
         rows = [
             ("list page /", call(pages.tasks, "/")),

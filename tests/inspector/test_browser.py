@@ -106,6 +106,7 @@ def test_running_task_in_list_log_final_state_and_artifacts(
 ) -> None:
     seen: list[str] = []
     page.on("request", lambda req: seen.append(req.url))
+    page.goto(iplatform.root_url + "/")  # before the task exists: the list must refresh itself
     task_id = submitter.create(
         {
             "command": [["bash", "-c", PRINTER + "; mkdir -p out; echo result > out/r.txt"]],
@@ -113,11 +114,15 @@ def test_running_task_in_list_log_final_state_and_artifacts(
             "artifacts": [{"type": "file", "path": "out/r.txt", "name": "public/result.txt"}],
         }
     )
-    submitter.wait_running(task_id, worker=worker)
-    page.goto(iplatform.root_url + "/")
     row = page.locator(f'tr[data-task-id="{task_id}"]')
     row.wait_for(timeout=15000)
     assert "tcworker e2e task" in str(row.text_content())
+    submitter.wait_running(task_id, worker=worker)
+    page.wait_for_function(
+        "id => document.querySelector(`tr[data-task-id='${id}'] .state`).textContent === 'running'",
+        arg=task_id,
+        timeout=15000,
+    )
     row.locator("a.task-link").click()
     page.wait_for_url(f"**/tasks/{task_id}")
     assert page.locator("#task-id").text_content() == task_id

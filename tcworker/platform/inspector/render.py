@@ -145,14 +145,16 @@ def task_table(tasks: TaskList, *, show_group: bool, older_href: str | None, new
     body = _task_rows(tasks.lines, show_group=show_group) or (
         f'<tr><td colspan="{10 if show_group else 9}" class="empty">no tasks</td></tr>'
     )
-    return f"""<table class="tasks" id="task-table" data-live>
+    return f"""<div id="task-list" data-live>
+<table class="tasks" id="task-table">
 <thead><tr><th>taskId</th><th>name</th><th>state</th>{group_head}<th>task queue</th><th>runs</th>
 <th>created</th><th>started</th><th>resolved</th><th>took</th></tr></thead>
 <tbody>
 {body}
 </tbody>
 </table>
-<nav class="pages">{" · ".join(nav)}</nav>"""
+<nav class="pages">{" · ".join(nav)}</nav>
+</div>"""
 
 
 def tasks_page(tasks: TaskList, groups: list[str], before: int | None, versions: dict[str, str]) -> str:
