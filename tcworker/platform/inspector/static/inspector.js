@@ -271,10 +271,13 @@
       }
       if (this.streamEnded && !this.busy && (resolved === "true" || kind === "static")) {
         this.complete = true; // the live stream ended and the run is over: that was the whole log
+        this.error = "";
       }
       this.show();
       if (this.busy || this.complete || !url) return;
-      if (kind === "stream" && !this.streamEnded) this.read(url, true);
+      // A stream that ended while the run still runs may have been closed early by the server:
+      // ask again from the bytes already shown (an ended log just ends again at once).
+      if (kind === "stream") this.read(url, true);
       else if (kind === "static") {
         if (this.bytes) this.reset();
         this.run = run;
