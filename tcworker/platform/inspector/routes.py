@@ -74,8 +74,7 @@ class InspectorPages:
 
     async def tasks(self, request: web.Request) -> web.Response:
         before = _cursor(request)
-        tasks = await self.views.recent_tasks(before)
-        groups = await self.views.recent_groups()
+        tasks, groups = await self.views.front(before)
         return _page(render.tasks_page(tasks, groups, before, self.versions))
 
     async def group(self, request: web.Request) -> web.Response:
@@ -88,15 +87,9 @@ class InspectorPages:
 
     async def task(self, request: web.Request) -> web.Response:
         task_id = request.match_info["taskId"]
-        task = await self.views.task(task_id)
+        task, run_id, artifacts = await self.views.task(task_id, _cursor(request, "run"))
         if task is None:
             return self.not_found(f"task {task_id} not found")
-        run_id = _cursor(request, "run")
-        if not task.runs:
-            run_id = None
-        elif run_id is None or run_id >= len(task.runs):
-            run_id = len(task.runs) - 1
-        artifacts = await self.views.artifacts(task_id, run_id) if run_id is not None else []
         log = None
         if run_id is not None:
             log = log_source(task_id, run_id, live_log_name(task.definition), {a.name: a for a in artifacts})

@@ -94,23 +94,24 @@ class InspectorViews:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def recent_tasks(self, before: int | None, limit: int = PAGE_SIZE) -> TaskList:
-        def op(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            return conn.execute(
+    async def front(
+        self, before: int | None, limit: int = PAGE_SIZE, groups: int = 10
+    ) -> tuple[TaskList, list[str]]:
+        """One page of all tasks and the last task groups created, in one trip to the database
+        thread (each trip is a thread hand-off, which is what costs most on a busy machine)."""
+
+        def op(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[str]]:
+            rows = conn.execute(
                 f"SELECT {_LIST_COLUMNS} FROM tasks WHERE rowid < ? ORDER BY rowid DESC LIMIT ?",
                 (_before(before), limit + 1),
             ).fetchall()
-
-        return _page(await self.db.read(op), limit)
-
-    async def recent_groups(self, limit: int = 10) -> list[str]:
-        def op(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(
-                "SELECT task_group_id FROM task_groups ORDER BY rowid DESC LIMIT ?", (limit,)
+            recent = conn.execute(
+                "SELECT task_group_id FROM task_groups ORDER BY rowid DESC LIMIT ?", (groups,)
             ).fetchall()
-            return [str(r[0]) for r in rows]
+            return rows, [str(r[0]) for r in recent]
 
-        return await self.db.read(op)
+        rows, recent = await self.db.read(op)
+        return _page(rows, limit), recent
 
     async def group(self, group_id: str, before: int | None, limit: int = PAGE_SIZE) -> GroupView | None:
         def op(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, dict[str, int], list[sqlite3.Row]]:
@@ -120,8 +121,7 @@ class InspectorViews:
             counts = {
                 str(state): int(n)
                 for state, n in conn.execute(
-                    "SELECT state, COUNT(*) FROM tasks"
-                    " WHERE task_group_id = ? GROUP BY state",
+                    "SELECT state, COUNT(*) FROM tasks WHERE task_group_id = ? GROUP BY state",
                     (group_id,),
                 )
             }
@@ -144,19 +144,25 @@ class InspectorViews:
             tasks=_page(rows, limit),
         )
 
-    async def task(self, task_id: str) -> TaskRecord | None:
-        return await self.db.read(taskstore.load, task_id)
+    async def task(
+        self, task_id: str, run: int | None
+    ) -> tuple[TaskRecord | None, int | None, list[Artifact]]:
+        """The task, the run shown (``run`` if it exists, else the latest; None without runs) and
+        every artifact of that run (unfinished uploads too, which the page marks), in one trip."""
 
-    async def artifacts(self, task_id: str, run_id: int) -> list[Artifact]:
-        """Every artifact of one run (also unfinished uploads, which the page marks as such)."""
-
-        def op(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            return conn.execute(
+        def op(conn: sqlite3.Connection) -> tuple[TaskRecord | None, int | None, list[sqlite3.Row]]:
+            task = taskstore.load(conn, task_id)
+            if task is None or not task.runs:
+                return task, None, []
+            run_id = run if run is not None and run < len(task.runs) else len(task.runs) - 1
+            rows = conn.execute(
                 "SELECT * FROM artifacts WHERE task_id = ? AND run_id = ? ORDER BY name LIMIT ?",
                 (task_id, run_id, MAX_ARTIFACTS),
             ).fetchall()
+            return task, run_id, rows
 
-        return [Artifact.from_row(r) for r in await self.db.read(op)]
+        task, run_id, rows = await self.db.read(op)
+        return task, run_id, [Artifact.from_row(r) for r in rows]
 
     async def kind_of(self, task_id: str) -> str | None:
         """``task`` or ``group`` for the search box; None when neither exists."""
