@@ -4,8 +4,8 @@ What the page must handle once the worker publishes ``public/logs/live.log`` as 
 to ``http://<ip>:<port>/log/<token>``: a chunked response that grows while the task runs, ends
 when the log is complete, can be resumed with ``?offset=<bytes>`` and carries
 ``Access-Control-Allow-Origin: *``. This server serves exactly that from lines the test feeds it,
-and can cut a connection mid-stream (no final chunk) once, so the test sees the page resume from
-the right offset. It is a real HTTP server on 127.0.0.1 in a thread; only its content is the
+and can break the open connection mid-stream (no final chunk) when the test asks, so the test
+sees the page resume from the right offset. It is a real HTTP server on 127.0.0.1 in a thread; only its content is the
 test's.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.server
 import secrets
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -26,13 +25,18 @@ class LogFeed:
     token: str
     data: bytearray = field(default_factory=bytearray)
     complete: bool = False
-    cut_after: int | None = None  # cut the first connection after this many bytes
+    cut_requested: bool = False  # break the open connection (no final chunk) once
     offsets: list[int] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def write(self, text: str) -> None:
         with self.cond:
             self.data += text.encode()
+            self.cond.notify_all()
+
+    def cut(self) -> None:
+        with self.cond:
+            self.cut_requested = True
             self.cond.notify_all()
 
     def finish(self) -> None:
@@ -65,26 +69,19 @@ def _handler(feed: LogFeed) -> type[http.server.BaseHTTPRequestHandler]:
             sent = offset
             while True:
                 with feed.cond:
-                    while len(feed.data) <= sent and not feed.complete:
+                    while len(feed.data) <= sent and not feed.complete and not feed.cut_requested:
                         feed.cond.wait(timeout=1)
                     chunk = bytes(feed.data[sent:])
                     complete = feed.complete
-                    cut, feed.cut_after = (
-                        (feed.cut_after, None)
-                        if feed.cut_after is not None and len(feed.data) >= feed.cut_after
-                        else (None, feed.cut_after)
-                    )
-                if cut is not None:
-                    chunk = chunk[: max(0, cut - sent)]
+                    cut, feed.cut_requested = feed.cut_requested, False
+                if cut:
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # no final chunk: the browser sees a broken stream
+                    return
                 if chunk:
                     self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                     self.wfile.flush()
                     sent += len(chunk)
-                if cut is not None:
-                    time.sleep(0.2)
-                    self.close_connection = True
-                    self.connection.shutdown(2)  # no final chunk: the browser sees a broken stream
-                    return
                 if complete and sent >= len(feed.data):
                     self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
