@@ -122,6 +122,9 @@ KEYS: dict[str, tuple[type, Any]] = {
     "dockerImage": (str, ""),  # docker engine: image for generic-worker payloads ("" = engine default)
     "openpgpPrivateKeyLocation": (str, ""),  # docker engine: key for encryptedEnv
     "reclaimIntervalSecs": (int, 0),  # test knob: reclaim every N s (0 = GW's takenUntil − 3 min)
+    # Largest artifact file uploaded, in MiB; bigger ones become error artifacts. 5 GiB is what a
+    # single PUT to S3 (the object service's putUrl on a real deployment) accepts at most.
+    "maxArtifactSizeMegabytes": (int, 5120),
 }
 
 # Older generic-worker spelling still found in configs (and in its --help text).
@@ -343,6 +346,10 @@ def validate(values: Mapping[str, Any], private: PrivateConfig) -> list[str]:
         problems.append(f"config key 'capacity' must be between 1 and 255, got {values['capacity']}")
     if values["engine"] == "multiuser" and values["capacity"] > 1 and not values["headlessTasks"]:
         problems.append("config key 'capacity' > 1 with the multiuser engine requires 'headlessTasks': true")
+    if values["maxArtifactSizeMegabytes"] < 1:
+        problems.append(
+            f"config key 'maxArtifactSizeMegabytes' must be >= 1, got {values['maxArtifactSizeMegabytes']}"
+        )
     if values["maxTaskRunTime"] < 1:
         problems.append(f"config key 'maxTaskRunTime' must be >= 1, got {values['maxTaskRunTime']}")
     if not 1 <= values["maxMemoryUsagePercent"] <= 100:
