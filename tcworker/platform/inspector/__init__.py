@@ -9,18 +9,38 @@ inspector adds no way to act on tasks that the API does not already check.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from aiohttp import web
 
 from tcworker.platform.inspector.routes import InspectorPages
 from tcworker.platform.inspector.views import InspectorViews
 from tcworker.platform.services import Services
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-def register(app: web.Application, services: Services) -> None:
-    """Add the inspector's routes; call before the API catch-all route is added."""
+
+def _labelled(handler: Handler, page: str, info_key: Any) -> Handler:
+    """Report the page to the platform's request bookkeeping (/metrics: service ``inspector``)."""
+
+    async def labelled(request: web.Request) -> web.StreamResponse:
+        request[info_key] = {"method": page, "service": "inspector"}
+        return await handler(request)
+
+    return labelled
+
+
+def register(app: web.Application, services: Services, info_key: Any) -> None:
+    """Add the inspector's routes; call before the API catch-all route is added.
+
+    ``info_key`` is the app's request key for the method name its middleware reports."""
     pages = InspectorPages(InspectorViews(services.db))
-    app.router.add_get("/", pages.tasks)
-    app.router.add_get("/find", pages.find)
-    app.router.add_get("/groups/{taskGroupId}", pages.group)
-    app.router.add_get("/tasks/{taskId}", pages.task)
-    app.router.add_get("/inspector/static/{name}", pages.static_file)
+    for path, handler, page in (
+        ("/", pages.tasks, "tasks"),
+        ("/find", pages.find, "find"),
+        ("/groups/{taskGroupId}", pages.group, "group"),
+        ("/tasks/{taskId}", pages.task, "task"),
+        ("/inspector/static/{name}", pages.static_file, "static"),
+    ):
+        app.router.add_get(path, _labelled(handler, page, info_key))
