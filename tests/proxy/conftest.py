@@ -30,9 +30,7 @@ from e2e_harness import (  # noqa: E402
     unique_worker_type,
     worker_config,
 )
-from proxyhelpers import ReachablePlatform  # noqa: E402
-
-CLAIM_TIMEOUT = 5  # seconds: the claim's credentials expire during a task that sleeps longer
+from proxyhelpers import CLAIM_TIMEOUT, ReachablePlatform  # noqa: E402
 
 
 def free_port_block(count: int = 8) -> int:

@@ -191,3 +191,5 @@ after=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$TASK_ID" 2>&1 | grep
 after_art=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$PRODUCER/runs/0/artifacts/private/secret.txt" | gunzip -c)
 echo "PROXY-RESULT {\"own\": $own, \"legacy\": $legacy, \"artifact\": \"$art\", \"create_task\": \"$create\", \"cancel\": \"$cancel\", \"missing\": \"$missing\", \"bewit\": \"$bewit\", \"after_reclaim\": $after, \"after_artifact\": \"$after_art\", \"proxy_url\": \"$TASKCLUSTER_PROXY_URL\", \"credential_env\": $credenv}"
 """
+
+CLAIM_TIMEOUT = 5  # seconds: the claim's credentials expire during a task that sleeps longer

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 import slugid
-from conftest import CLAIM_TIMEOUT
 from e2e_harness import Submitter, WorkerProcess
 from proxyhelpers import (
+    CLAIM_TIMEOUT,
     HOST_CONSUMER,
     SECRET,
     consumer_scopes,
