@@ -16,8 +16,8 @@ import aiohttp
 import docker
 import pytest
 import swhelpers
-from conftest import Pool
 from cotchecks import CERTIFIED, COT, PROVENANCE, SIG, cot_of, run_task, sha256, tcworker_verify
+from cotpools import Pool
 from dockerhelpers import TEST_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]

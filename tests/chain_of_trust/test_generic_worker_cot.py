@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import jsonschema
 import pytest
-from conftest import Pool
 from cotchecks import (
     CERTIFIED,
     COT,
@@ -32,6 +31,7 @@ from cotchecks import (
     sha256,
     tcworker_verify,
 )
+from cotpools import Pool
 from e2e_harness import clean_env
 from scriptworker.constants import DEFAULT_CONFIG
 

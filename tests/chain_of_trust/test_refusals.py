@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Pool, start_pool
 from cotchecks import COT, run_task
+from cotpools import Pool, start_pool
 from e2e_harness import WorkerProcess, clean_env, worker_config
 from platformproc import PlatformProcess
 
