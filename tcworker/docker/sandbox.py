@@ -238,6 +238,14 @@ class DockerSandbox:
             wall_time=time.monotonic() - started,
         )
 
+    async def make_dirs(self, path: Path) -> None:
+        """Mount targets lie inside the bind-mounted task directory (the mounts feature refuses
+        others on this engine), so the worker creates them on the host."""
+        await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+
+    async def give_to_task(self, path: Path) -> None:
+        """Nothing to do: container users are the image's (as generic-worker skips chown under D2G)."""
+
     def abort(self, reason: CancelReason) -> None:
         """Record ``reason`` (the first one wins) and kill the running container, if any."""
         if self._abort_reason is not None:

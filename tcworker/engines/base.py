@@ -180,6 +180,16 @@ class Sandbox(Protocol):
         when needed. Raises an ``ArtifactProblem`` subclass when it cannot be published."""
         ...
 
+    async def make_dirs(self, path: Path) -> None:
+        """Create ``path`` and its missing parents with the task user's rights (mounts: a target
+        the task user could not create must fail); raises ``OSError`` when it cannot."""
+        ...
+
+    async def give_to_task(self, path: Path) -> None:
+        """Hand the tree at ``path`` (a mount the worker just placed) to the task user; engines
+        whose commands run as the worker's user (simple, docker) do nothing."""
+        ...
+
     async def destroy(self) -> None: ...
 
 

@@ -19,20 +19,22 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
 
-from tcworker.docker.caches import CacheStore, parse_cache_payload
+from tcworker.docker.caches import parse_cache_payload
 from tcworker.docker.containeropts import ContainerOptions, container_options
 from tcworker.docker.encrypted_env import PrivateKey, decrypt_env, load_private_key
 from tcworker.docker.images import ImageSpec, ImageStore
-from tcworker.docker.purge import PurgePoller
 from tcworker.docker.sandbox import LABEL_WORKER, DockerSandbox
 from tcworker.docker.scopes import check_scopes
 from tcworker.engines.base import RunContext, Sandbox
 from tcworker.errors import ConfigError, InternalError, MalformedPayload
+from tcworker.mounts.caches import KIND_DOCKER, CacheStore
+from tcworker.mounts.hoststate import prepare_host_state, shutdown_host_state
+from tcworker.mounts.purge import PurgePoller
 from tcworker.worker.taskdirs import task_dir_name
 
 if TYPE_CHECKING:
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_GENERIC_IMAGE = "debian:stable-slim"
-PURGE_POLL_SECONDS = 300.0
 API_TIMEOUT_SECONDS = 120
 
 
@@ -57,7 +58,6 @@ class DockerEngine:
         self._images: ImageStore | None = None
         self._caches: CacheStore | None = None
         self._purger: PurgePoller | None = None
-        self._purge_loop: asyncio.Task[None] | None = None
         self._key: PrivateKey | None = None
         self._live: set[DockerSandbox] = set()
 
@@ -89,20 +89,13 @@ class DockerEngine:
                 f"/var/run/docker.sock): {e}"
             ) from e
         state_dir, downloads_dir = _host_dirs(config)
-        self._caches = CacheStore(state_dir)
+        # The one cache store and purge poller of this process, shared with the mounts feature.
+        host = await prepare_host_state(config)
+        self._caches = host.caches
+        self._purger = host.purger
         self._images = ImageStore(self._stream_client, state_dir, downloads_dir)
         if config.openpgpPrivateKeyLocation:
             self._key = await asyncio.to_thread(load_private_key, config.openpgpPrivateKeyLocation)
-        # Best effort: a purge-cache outage must not hold every task up for the client's full retries.
-        options: dict[str, Any] = {
-            "rootUrl": config.rootURL,
-            "credentials": config.credentials,
-            "maxRetries": 1,
-        }
-        self._purger = PurgePoller(self._caches, options, config.task_queue_id)
-        self._purge_loop = asyncio.get_running_loop().create_task(
-            self._purger.run_forever(PURGE_POLL_SECONDS)
-        )
         await self._remove_leftovers()
 
     async def _remove_leftovers(self) -> None:
@@ -158,7 +151,7 @@ class DockerEngine:
         run.extra["docker"] = docker_facts
         run.log.info(f"Using docker image {image.ref} ({image.id})")
 
-        leases = await self._caches.acquire(mounts)
+        leases = await self._caches.acquire(mounts, KIND_DOCKER)
         sandbox = DockerSandbox(
             client=self._client,
             stream_client=self._stream_client,
@@ -212,11 +205,8 @@ class DockerEngine:
         return self._caches
 
     async def shutdown(self) -> None:
-        if self._purge_loop is not None:
-            self._purge_loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purge_loop
-            self._purge_loop = None
+        if self._config is not None:
+            await shutdown_host_state(self._config)
         for client in (self._client, self._stream_client):
             if client is not None:
                 with contextlib.suppress(Exception):

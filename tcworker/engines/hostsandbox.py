@@ -102,6 +102,13 @@ class HostSandbox:
     def abort(self, reason: CancelReason) -> None:
         self._runner.abort(reason)
 
+    async def make_dirs(self, path: Path) -> None:
+        """Commands run as the worker's user here, so the worker creates it."""
+        await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+
+    async def give_to_task(self, path: Path) -> None:
+        """Nothing to do: the task runs as the worker's user."""
+
     async def _remove_task_dir(self) -> None:
         if self._clean_up and self._task_dir.exists():
             await asyncio.to_thread(shutil.rmtree, self._task_dir, ignore_errors=True)

@@ -5,6 +5,8 @@ order ``TaskRun`` starts them (and stops them in reverse). Positions that matter
 generic-worker's ``TaskRun.Run`` order:
 
 - ``osGroups`` and ``runTaskAsCurrentUser`` before anything that runs code as the task user.
+- ``mounts`` before ``artifacts``: caches are in place before the commands and are moved back
+  (or purged) only after the artifacts were collected from them.
 - ``artifacts`` late: its ``stop`` runs early in the reverse unwind, right after the max-run-time
   timer is stopped, so payload artifacts are found after the commands and before the logs.
 - ``maxRunTime`` second to last: its timer starts just before the commands and stops before uploads.
@@ -25,6 +27,7 @@ from tcworker.features.base import Feature
 FEATURES: list[str] = [
     "tcworker.features.os_groups:OSGroupsFeature",  # payload.osGroups (scopes per group)
     "tcworker.features.run_task_as_current_user:RunTaskAsCurrentUserFeature",  # multiuser only
+    "tcworker.features.mounts:MountsFeature",  # payload.mounts; its stop runs after artifacts
     "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts (+ engine extras)
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -28,6 +27,7 @@ from tcworker.config import WorkerConfig
 from tcworker.engines.base import CancelReason, Engine
 from tcworker.exitcodes import ExitCode
 from tcworker.features.base import Feature
+from tcworker.mounts import gc as disk_gc
 from tcworker.worker.clients import Clients
 from tcworker.worker.taskdirs import remove_task_dirs, task_dir_name
 from tcworker.worker.tasklog import Listener
@@ -247,24 +247,12 @@ class WorkerLoop:
             woken.cancel()
 
     async def _ensure_disk_space(self) -> bool:
-        required = self.config.requiredDiskSpaceMegabytes * 1024 * 1024
-        gc = getattr(self.engine, "garbage_collect", None)
+        """Disk GC before a claim (caches, downloads, then the engine's images; spec §1.9)."""
         try:
-            if gc is not None:
-                await gc(required)
-            free = (await asyncio.to_thread(shutil.disk_usage, self.config.tasks_dir)).free
+            return await disk_gc.ensure_disk_space(self.config, self.engine)
         except Exception as e:
             log.error("disk space garbage collection failed: %s", e)
             return False
-        if free < required:
-            log.error(
-                "only %d MiB free in %s; requiredDiskSpaceMegabytes is %d",
-                free // (1024 * 1024),
-                self.config.tasks_dir,
-                self.config.requiredDiskSpaceMegabytes,
-            )
-            return False
-        return True
 
     def _start_run(self, claim: dict[str, Any]) -> None:
         key = f"{claim['status']['taskId']}/{int(claim['runId'])}"
