@@ -187,15 +187,17 @@ class MultiuserSandbox(HostSandbox):
         return await proc.wait() == 0
 
     async def make_dirs(self, path: Path) -> None:
-        """``mkdir -p`` run as the commands' user: a place the task user cannot write stays closed."""
+        """``mkdir -p`` run as the commands' user, then a write check: a place the task user could
+        not create a mount in itself (a root-only directory) stays closed (``PermissionError``)."""
         ident = self.identity()
         if ident is None:
             await super().make_dirs(path)
             return
         proc = await asyncio.create_subprocess_exec(
-            "/bin/mkdir",
-            "-p",
-            "--",
+            "/bin/sh",
+            "-c",
+            'mkdir -p -- "$1" && test -w "$1" -a -x "$1" || { echo "cannot write in $1" >&2; exit 1; }',
+            "sh",
             str(path),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
