@@ -41,7 +41,10 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def submitter(shared_platform: PlatformProcess) -> Iterator[Submitter]:
     sub = Submitter(
-        shared_platform.queue(), shared_platform.root_url, unique_worker_type(), shared_platform.root_access_token
+        shared_platform.queue(),
+        shared_platform.root_url,
+        unique_worker_type(),
+        shared_platform.root_access_token,
     )
     try:
         yield sub
@@ -54,7 +57,11 @@ WorkerFactory = Callable[..., WorkerProcess]
 
 @pytest.fixture
 def start_worker(
-    request: pytest.FixtureRequest, tmp_path: Path, signing_key: Path, shared_platform: PlatformProcess, submitter: Submitter
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    signing_key: Path,
+    shared_platform: PlatformProcess,
+    submitter: Submitter,
 ) -> Iterator[WorkerFactory]:
     """``start_worker(workdir=..., **config)``: a ``tcworker run`` for this test's queue. Giving the
     same ``workdir`` twice restarts a worker on the same caches / downloads."""

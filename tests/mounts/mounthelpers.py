@@ -124,6 +124,8 @@ def shell_checks(checks: list[tuple[str, str]]) -> list[list[str]]:
     """One command asserting ``cat path`` == expected for every pair, then printing MOUNTS-OK."""
     lines = ["set -e"]
     for path, expected in checks:
-        lines.append(f'test "$(cat \'{path}\')" = \'{expected}\' || {{ echo "MISMATCH {path}: $(cat \'{path}\')"; exit 1; }}')
+        lines.append(
+            f"test \"$(cat '{path}')\" = '{expected}' || {{ echo \"MISMATCH {path}: $(cat '{path}')\"; exit 1; }}"
+        )
     lines.append("echo MOUNTS-OK")
     return [["/bin/sh", "-c", "\n".join(lines)]]

@@ -23,7 +23,9 @@ def _cache_task(submitter, script: str, name: str = "shared", **payload) -> str:
     )
 
 
-def test_cache_written_by_one_task_is_read_by_the_next_and_survives_a_restart(start_worker, submitter, tmp_path) -> None:
+def test_cache_written_by_one_task_is_read_by_the_next_and_survives_a_restart(
+    start_worker, submitter, tmp_path
+) -> None:
     workdir = tmp_path / "w"
     worker = start_worker(workdir=workdir)
     first = _cache_task(submitter, "echo one > cache/data")
@@ -38,7 +40,9 @@ def test_cache_written_by_one_task_is_read_by_the_next_and_survives_a_restart(st
     assert "one+two+" in submitter.log(third)
 
 
-def test_capacity_two_never_shares_a_cache_and_purge_waits_for_release(start_worker, submitter, shared_platform) -> None:
+def test_capacity_two_never_shares_a_cache_and_purge_waits_for_release(
+    start_worker, submitter, shared_platform
+) -> None:
     worker = start_worker(capacity=2)
     script = 'ls cache; echo "$TASK_ID" > cache/owner; sleep 4; echo "SAW:$(cat cache/owner)"'
     a = _cache_task(submitter, script)
@@ -48,7 +52,13 @@ def test_capacity_two_never_shares_a_cache_and_purge_waits_for_release(start_wor
     # While both hold an instance, ask the purge-cache service to drop the cache.
     time.sleep(1.5)
     purge = taskcluster.PurgeCache(
-        {"rootUrl": shared_platform.root_url, "credentials": {"clientId": "static/taskcluster/root", "accessToken": shared_platform.root_access_token}}
+        {
+            "rootUrl": shared_platform.root_url,
+            "credentials": {
+                "clientId": "static/taskcluster/root",
+                "accessToken": shared_platform.root_access_token,
+            },
+        }
     )
     purge.purgeCache(f"e2e-prov/{submitter.worker_type}", {"cacheName": "shared"})
     for task_id in (a, b):

@@ -10,7 +10,20 @@ import pytest
 import slugid
 from mounthelpers import COMPRESS, DATA, archive, b64, shell_checks, tar_bytes
 
-ARCHIVE_FORMATS = ["tar", "tar.br", "tar.bz2", "tar.gz", "tar.lz", "tar.lz4", "tar.sz", "tar.xz", "tar.zst", "tar.zz", "zip", "7z"]
+ARCHIVE_FORMATS = [
+    "tar",
+    "tar.br",
+    "tar.bz2",
+    "tar.gz",
+    "tar.lz",
+    "tar.lz4",
+    "tar.sz",
+    "tar.xz",
+    "tar.zst",
+    "tar.zz",
+    "zip",
+    "7z",
+]
 
 
 def _producer_payload(dir_tgz: bytes) -> dict:
@@ -42,18 +55,53 @@ def test_each_content_kind_into_each_mount_kind(start_worker, submitter, http_fi
     (www / "dir.tar.gz").write_bytes(archive("tar.gz", [("hello.txt", b"from-url")], Path(".")))
     raw_tar = tar_bytes([("hello.txt", b"from-raw")]).decode("ascii")
     sources = {
-        "art": ({"taskId": producer, "artifact": "public/file.txt"}, {"taskId": producer, "artifact": "public/dir.tar.gz"}, "artifact-file", "from-artifact", "tar.gz"),
-        "idx": ({"namespace": namespace, "artifact": "public/file.txt"}, {"namespace": namespace, "artifact": "public/dir.tar.gz"}, "artifact-file", "from-artifact", "tar.gz"),
-        "url": ({"url": f"{base_url}/file.txt"}, {"url": f"{base_url}/dir.tar.gz"}, "url-file", "from-url", "tar.gz"),
+        "art": (
+            {"taskId": producer, "artifact": "public/file.txt"},
+            {"taskId": producer, "artifact": "public/dir.tar.gz"},
+            "artifact-file",
+            "from-artifact",
+            "tar.gz",
+        ),
+        "idx": (
+            {"namespace": namespace, "artifact": "public/file.txt"},
+            {"namespace": namespace, "artifact": "public/dir.tar.gz"},
+            "artifact-file",
+            "from-artifact",
+            "tar.gz",
+        ),
+        "url": (
+            {"url": f"{base_url}/file.txt"},
+            {"url": f"{base_url}/dir.tar.gz"},
+            "url-file",
+            "from-url",
+            "tar.gz",
+        ),
         "raw": ({"raw": "raw-file"}, {"raw": raw_tar}, "raw-file", "from-raw", "tar"),
-        "b64": (b64(b"b64-file"), b64(archive("tar.zst", [("hello.txt", b"from-b64")], Path("."))), "b64-file", "from-b64", "tar.zst"),
+        "b64": (
+            b64(b"b64-file"),
+            b64(archive("tar.zst", [("hello.txt", b"from-b64")], Path("."))),
+            "b64-file",
+            "from-b64",
+            "tar.zst",
+        ),
     }
     mounts, checks = [], []
     for key, (file_content, dir_content, file_text, dir_text, fmt) in sources.items():
         mounts.append({"file": f"files/{key}.txt", "content": file_content})
         mounts.append({"directory": f"ro/{key}", "content": dir_content, "format": fmt})
-        mounts.append({"directory": f"caches/{key}", "cacheName": f"preloaded-{key}", "content": dir_content, "format": fmt})
-        checks += [(f"files/{key}.txt", file_text), (f"ro/{key}/hello.txt", dir_text), (f"caches/{key}/hello.txt", dir_text)]
+        mounts.append(
+            {
+                "directory": f"caches/{key}",
+                "cacheName": f"preloaded-{key}",
+                "content": dir_content,
+                "format": fmt,
+            }
+        )
+        checks += [
+            (f"files/{key}.txt", file_text),
+            (f"ro/{key}/hello.txt", dir_text),
+            (f"caches/{key}/hello.txt", dir_text),
+        ]
     task = submitter.task_definition(
         {"command": shell_checks(checks), "maxRunTime": 120, "mounts": mounts},
         scopes=["generic-worker:cache:preloaded-*"],
@@ -77,14 +125,26 @@ def test_every_archive_and_compression_format(start_worker, submitter, tmp_path:
         mounts.append({"directory": f"ro/{name}", "content": b64(data), "format": fmt})
         checks.append((f"ro/{name}/sub/hello.txt", f"hello {fmt}"))
     # RAR: a stored archive (read by rarfile itself) and a compressed one (through unar).
-    mounts.append({"directory": "ro/rar3", "content": b64((DATA / "rar3-subdirs.rar").read_bytes()), "format": "rar"})
+    mounts.append(
+        {"directory": "ro/rar3", "content": b64((DATA / "rar3-subdirs.rar").read_bytes()), "format": "rar"}
+    )
     checks.append(("ro/rar3/sub/dir1/file1.txt", "file1"))
-    mounts.append({"directory": "ro/rar5", "content": b64((DATA / "rar5-crc.rar").read_bytes()), "format": "rar"})
+    mounts.append(
+        {"directory": "ro/rar5", "content": b64((DATA / "rar5-crc.rar").read_bytes()), "format": "rar"}
+    )
     for comp, fn in COMPRESS.items():
-        mounts.append({"file": f"files/f.{comp}.txt", "content": b64(fn(f"file {comp}".encode())), "format": comp})
+        mounts.append(
+            {"file": f"files/f.{comp}.txt", "content": b64(fn(f"file {comp}".encode())), "format": comp}
+        )
         checks.append((f"files/f.{comp}.txt", f"file {comp}"))
     command = shell_checks(checks)
-    command.append(["/bin/sh", "-c", "test $(wc -c < ro/rar5/stest1.txt) -eq 2048 && cmp ro/rar5/stest1.txt ro/rar5/stest2.txt && echo RAR5-OK"])
+    command.append(
+        [
+            "/bin/sh",
+            "-c",
+            "test $(wc -c < ro/rar5/stest1.txt) -eq 2048 && cmp ro/rar5/stest1.txt ro/rar5/stest2.txt && echo RAR5-OK",
+        ]
+    )
     task_id = submitter.create({"command": command, "maxRunTime": 120, "mounts": mounts})
     run = submitter.wait_run(task_id, worker=worker, timeout=120)
     log = submitter.log(task_id)
@@ -95,7 +155,11 @@ def test_every_archive_and_compression_format(start_worker, submitter, tmp_path:
 def test_unsupported_format_is_malformed_payload_naming_it(start_worker, submitter) -> None:
     worker = start_worker()
     task_id = submitter.create(
-        {"command": [["true"]], "maxRunTime": 30, "mounts": [{"directory": "d", "content": {"raw": "x"}, "format": "tar.mz"}]}
+        {
+            "command": [["true"]],
+            "maxRunTime": 30,
+            "mounts": [{"directory": "d", "content": {"raw": "x"}, "format": "tar.mz"}],
+        }
     )
     run = submitter.wait_run(task_id, worker=worker)
     log = submitter.log(task_id)
@@ -134,12 +198,18 @@ def test_missing_dependency_is_malformed_payload_naming_it(start_worker, submitt
 
 
 @pytest.mark.parametrize("kind", ["url"])
-def test_wrong_sha256_fails_and_the_next_task_downloads_again(start_worker, submitter, http_files, kind) -> None:
+def test_wrong_sha256_fails_and_the_next_task_downloads_again(
+    start_worker, submitter, http_files, kind
+) -> None:
     www, base_url = http_files
     (www / "blob").write_bytes(b"the real content")
     worker = start_worker()
     wrong = "0" * 64
-    payload = {"command": [["true"]], "maxRunTime": 30, "mounts": [{"file": "f", "content": {"url": f"{base_url}/blob", "sha256": wrong}}]}
+    payload = {
+        "command": [["true"]],
+        "maxRunTime": 30,
+        "mounts": [{"file": "f", "content": {"url": f"{base_url}/blob", "sha256": wrong}}],
+    }
     for _ in range(2):
         task_id = submitter.create(payload)
         run = submitter.wait_run(task_id, worker=worker)
@@ -148,11 +218,18 @@ def test_wrong_sha256_fails_and_the_next_task_downloads_again(start_worker, subm
         assert "not retrying download" in log and f"Downloading url {base_url}/blob" in log
         assert "Reusing" not in log
     downloads = Path(worker.config["downloadsDir"])
-    assert not [p for p in downloads.iterdir() if p.name.startswith("sha256-")], "a mismatching download was kept"
+    assert not [p for p in downloads.iterdir() if p.name.startswith("sha256-")], (
+        "a mismatching download was kept"
+    )
     # Right hash: stored; a stored file tampered with on disk is detected and fetched again.
     from mounthelpers import sha256
 
-    good = {**payload, "mounts": [{"file": "f", "content": {"url": f"{base_url}/blob", "sha256": sha256(b"the real content")}}]}
+    good = {
+        **payload,
+        "mounts": [
+            {"file": "f", "content": {"url": f"{base_url}/blob", "sha256": sha256(b"the real content")}}
+        ],
+    }
     assert submitter.wait_run(submitter.create(good), worker=worker)["state"] == "completed"
     (stored,) = [p for p in downloads.iterdir() if p.name.startswith("sha256-")]
     stored.write_bytes(b"tampered")

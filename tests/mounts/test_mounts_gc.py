@@ -26,7 +26,11 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def _dirs(fs: Path) -> dict[str, str]:
-    return {"tasksDir": str(fs / "tasks"), "cachesDir": str(fs / "caches"), "downloadsDir": str(fs / "downloads")}
+    return {
+        "tasksDir": str(fs / "tasks"),
+        "cachesDir": str(fs / "caches"),
+        "downloadsDir": str(fs / "downloads"),
+    }
 
 
 def _fill(submitter, name: str) -> str:
@@ -40,7 +44,9 @@ def _fill(submitter, name: str) -> str:
     )
 
 
-def test_gc_evicts_least_recently_used_cache_then_runs_the_task(start_worker, submitter, small_fs, tmp_path) -> None:
+def test_gc_evicts_least_recently_used_cache_then_runs_the_task(
+    start_worker, submitter, small_fs, tmp_path
+) -> None:
     worker = start_worker(workdir=tmp_path / "w", requiredDiskSpaceMegabytes=1, **_dirs(small_fs))
     for name in ("old", "new"):
         assert submitter.wait_run(_fill(submitter, name), worker=worker)["state"] == "completed"

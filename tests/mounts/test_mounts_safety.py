@@ -30,7 +30,9 @@ def _tar_device() -> bytes:
     return buf.getvalue()
 
 
-def test_hostile_archives_are_refused_and_write_nothing_outside(start_worker, submitter, tmp_path: Path) -> None:
+def test_hostile_archives_are_refused_and_write_nothing_outside(
+    start_worker, submitter, tmp_path: Path
+) -> None:
     worker = start_worker()
     token = "escaped-" + slugid.nice().replace("-", "x")
     outside = tmp_path / token  # where a ../ or absolute entry would land
@@ -39,9 +41,15 @@ def test_hostile_archives_are_refused_and_write_nothing_outside(start_worker, su
         "dotdot-simple": ("tar", tar_bytes([(f"../{token}", b"x")])),
         "absolute": ("tar", tar_bytes([(str(outside), b"x")])),
         "symlink-out": ("tar", tar_bytes([("link", ("symlink", str(tmp_path))), (f"link/{token}", b"x")])),
-        "symlink-rel-out": ("tar", tar_bytes([("link", ("symlink", "../../../../../../../../..")), (f"link{outside}", b"x")])),
+        "symlink-rel-out": (
+            "tar",
+            tar_bytes([("link", ("symlink", "../../../../../../../../..")), (f"link{outside}", b"x")]),
+        ),
         "hardlink-out": ("tar", tar_bytes([("passwd", ("hardlink", "/etc/passwd"))])),
-        "hardlink-dotdot": ("tar", tar_bytes([("passwd", ("hardlink", "../../../../../../../../etc/passwd"))])),
+        "hardlink-dotdot": (
+            "tar",
+            tar_bytes([("passwd", ("hardlink", "../../../../../../../../etc/passwd"))]),
+        ),
         "device": ("tar", _tar_device()),
         "zip-dotdot": ("zip", _zip_escape(f"../../{token}")),
         "zip-absolute": ("zip", _zip_escape(str(outside))),
@@ -65,7 +73,11 @@ def test_hostile_archives_are_refused_and_write_nothing_outside(start_worker, su
     # A compressed file mount that expands without bound fails the same way.
     bomb = zstandard.ZstdCompressor(level=19).compress(bytes(300 << 20))
     task_id = submitter.create(
-        {"command": [["true"]], "maxRunTime": 60, "mounts": [{"file": "f", "content": b64(bomb), "format": "zst"}]}
+        {
+            "command": [["true"]],
+            "maxRunTime": 60,
+            "mounts": [{"file": "f", "content": b64(bomb), "format": "zst"}],
+        }
     )
     assert submitter.wait_run(task_id, worker=worker, timeout=90)["state"] == "failed"
     assert "decompression bomb" in submitter.log(task_id)
