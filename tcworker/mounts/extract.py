@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from tcworker.mounts.formats import open_decompressed, split_archive_format
+from tcworker.mounts.formats import Prefetcher, open_decompressed, split_archive_format
 
 MAX_EXPANSION_RATIO = 100
 MIN_EXPANSION_ALLOWANCE = 256 << 20
@@ -356,7 +356,11 @@ def extract(archive: Path, fmt: str, dest: Path, digest: Any = None) -> None:
                     source = io.BufferedReader(hashing, COPY_BUFFER)  # type: ignore[arg-type]
                 else:
                     source = io.BufferedReader(raw, COPY_BUFFER)  # type: ignore[arg-type]
-                extract_tar(open_decompressed(source, compression), dest, budget)
+                prefetch = Prefetcher(open_decompressed(source, compression))
+                try:
+                    extract_tar(io.BufferedReader(prefetch, COPY_BUFFER), dest, budget)  # type: ignore[arg-type]
+                finally:
+                    prefetch.close()
                 if hashing is not None:
                     hashing.drain()
         elif digest is not None:

@@ -198,6 +198,75 @@ OPENERS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
 }
 
 
+class Prefetcher(io.RawIOBase):
+    """Reads ``source`` in a thread of its own, ``depth`` chunks ahead of the consumer.
+
+    Decoding (zstandard, lzma … release the GIL) and hashing then run on one core while the
+    consumer writes files on another — what ``tar --zstd`` gets from its ``zstd`` child process.
+    ``close`` stops the thread even when the consumer gave up half-way.
+    """
+
+    def __init__(self, source: IO[bytes], chunk: int = READ_CHUNK, depth: int = 8) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._buffer = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._pump, args=(source, chunk), daemon=True, name="prefetch")
+        self._thread.start()
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self, source: IO[bytes], chunk: int) -> None:
+        try:
+            while not self._stop.is_set():
+                data = source.read(chunk)
+                if not data:
+                    break
+                if not self._put(data):
+                    return
+            self._put(None)
+        except BaseException as e:  # handed to the consumer, raised there
+            self._put(e)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buffer:
+            if self._done:
+                return 0
+            item = self._queue.get()
+            if item is None:
+                self._done = True
+                return 0
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            self._buffer = memoryview(item)
+        view = memoryview(b).cast("B")
+        n = min(len(view), len(self._buffer))
+        view[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        super().close()
+
+
 def open_decompressed(source: IO[bytes], compression: str | None) -> IO[bytes]:
     """A readable stream of ``source`` decoded with ``compression`` (``None`` = as it is)."""
     if compression is None:
