@@ -280,10 +280,10 @@ class DownloadStore:
             files = index.setdefault("files", {})
             for child in await asyncio.to_thread(lambda: list(self.root.iterdir())):
                 name = child.name
-                if name == INDEX_NAME or (name.startswith(f".{INDEX_NAME}.") and not name.endswith(".tmp")):
-                    continue
+                if not name.startswith((PARTIAL_PREFIX, FILE_PREFIX, f".{INDEX_NAME}.")):
+                    continue  # not this store's (the docker engine keeps image downloads here too)
                 known = name.startswith(FILE_PREFIX) and name[len(FILE_PREFIX) :] in files
-                busy_partial = name.startswith(PARTIAL_PREFIX) and any(
+                busy_partial = name.startswith((PARTIAL_PREFIX, f".{INDEX_NAME}.")) and any(
                     lock.locked() for lock in self._key_locks.values()
                 )
                 if known or busy_partial:

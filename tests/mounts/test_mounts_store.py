@@ -73,3 +73,18 @@ def test_concurrent_tasks_share_one_download(start_worker, submitter, counting_s
         assert run["state"] == "completed", submitter.log(task_id)
         assert "15000" in submitter.log(task_id)
     assert handler.hits == 1, f"{handler.hits} downloads for one content"
+
+
+def test_orphans_of_a_crashed_worker_are_removed_at_start_up(start_worker, submitter, tmp_path: Path) -> None:
+    workdir = tmp_path / "w"
+    caches, downloads = workdir / "caches", workdir / "downloads"
+    partial = downloads / ".partial-0123456789abcdef"
+    unknown = caches / "generic-worker" / "lost" / "0123456789abcdef"
+    unknown.mkdir(parents=True)
+    (unknown / "stale").write_text("x")
+    downloads.mkdir(parents=True)
+    partial.write_bytes(b"half a download")
+    worker = start_worker(workdir=workdir)
+    task_id = submitter.create({"command": [["true"]], "maxRunTime": 30})
+    assert submitter.wait_run(task_id, worker=worker)["state"] == "completed"
+    assert not partial.exists() and not unknown.exists()
