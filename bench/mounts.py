@@ -41,8 +41,8 @@ sys.path.insert(0, str(_HERE.parent))
 
 import zstandard  # noqa: E402
 
+from tcworker.caches.store import KIND_GENERIC, CacheStore  # noqa: E402
 from tcworker.mounts import extract  # noqa: E402
-from tcworker.mounts.caches import KIND_GENERIC, CacheStore  # noqa: E402
 from tcworker.mounts.downloads import DownloadStore  # noqa: E402
 from tcworker.mounts.placement import place, take_back  # noqa: E402
 

@@ -195,6 +195,14 @@ class WorkerConfig:
         return Path(self.values["tasksDir"]).absolute()
 
     @property
+    def caches_dir(self) -> Path:
+        return Path(self.values["cachesDir"]).absolute()
+
+    @property
+    def downloads_dir(self) -> Path:
+        return Path(self.values["downloadsDir"]).absolute()
+
+    @property
     def credentials(self) -> dict[str, str]:
         """The worker's own credentials in ``taskcluster`` client form."""
         creds = {"clientId": self.values["clientId"], "accessToken": self.private.accessToken}

@@ -24,8 +24,10 @@ from tcworker.engines.base import (
     ArtifactNotReadable,
     ArtifactProblem,
     CancelReason,
+    Engine,
     LogSink,
     ProcessResult,
+    Sandbox,
 )
 from tcworker.engines.process import CommandRunner, Identity
 
@@ -58,7 +60,7 @@ def make_task_dir(path: Path, mode: int = 0o755) -> None:
     os.chmod(private, 0o700)
 
 
-class HostSandbox:
+class HostSandbox(Sandbox):
     """Common part of a host sandbox: one task directory, commands run one at a time."""
 
     def __init__(self, task_dir: Path, *, clean_up: bool, grace: float) -> None:
@@ -102,13 +104,6 @@ class HostSandbox:
     def abort(self, reason: CancelReason) -> None:
         self._runner.abort(reason)
 
-    async def make_dirs(self, path: Path) -> None:
-        """Commands run as the worker's user here, so the worker creates it."""
-        await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
-
-    async def give_to_task(self, path: Path) -> None:
-        """Nothing to do: the task runs as the worker's user."""
-
     async def _remove_task_dir(self) -> None:
         if self._clean_up and self._task_dir.exists():
             await asyncio.to_thread(shutil.rmtree, self._task_dir, ignore_errors=True)
@@ -116,7 +111,7 @@ class HostSandbox:
                 log.warning("could not remove task directory %s completely", self._task_dir)
 
 
-class HostEngine:
+class HostEngine(Engine):
     """What the simple and multiuser engines share: the config kept at ``initialise`` and the
     kill grace their sandboxes use; neither has anything to release at ``shutdown``."""
 

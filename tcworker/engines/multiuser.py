@@ -39,7 +39,7 @@ from tcworker.engines.taskusers import AccountError, Accounts, TaskUser, lookup
 from tcworker.errors import ConfigError, HostBroken, InternalError, MalformedPayload
 from tcworker.exitcodes import ExitCode
 from tcworker.mounts.ownership import chown_tree
-from tcworker.worker.taskdirs import task_dir_name
+from tcworker.taskdirs import task_dir_name
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
@@ -212,11 +212,11 @@ class MultiuserSandbox(HostSandbox):
         if proc.returncode != 0:
             raise PermissionError(err.decode("utf-8", "replace").strip() or f"mkdir -p {path} failed")
 
-    async def give_to_task(self, path: Path) -> None:
+    def give_to_task(self, path: Path) -> None:
         """``chown -R`` (links not followed) to the task user, unless commands run as the worker."""
         ident = self.identity()
         if ident is not None:
-            await asyncio.to_thread(chown_tree, path, ident.uid, ident.gid)
+            chown_tree(path, ident.uid, ident.gid)
 
     async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
         """Copy the artifact into ``staging`` through a helper running as the commands' user."""

@@ -22,7 +22,7 @@ from tcworker.engines import artifact_reader
 from tcworker.engines.base import ArtifactFile, RunContext
 from tcworker.engines.hostsandbox import HostEngine, HostSandbox, artifact_problem, make_task_dir
 from tcworker.errors import ConfigError, MalformedPayload
-from tcworker.worker.taskdirs import task_dir_name
+from tcworker.taskdirs import task_dir_name
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig

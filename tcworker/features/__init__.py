@@ -1,16 +1,25 @@
-"""The ordered feature list of a run (design G10) and the payload toggles we cannot serve yet.
+"""The one ordered feature list of a run, for both payload kinds (design G10), and the payload
+toggles this build cannot serve yet.
 
 ``FEATURES`` is plain data: ``"module:Class"`` strings imported when a worker starts, in the
-order ``TaskRun`` starts them (and stops them in reverse). Positions that matter, following
+order the worker starts them (and stops them in reverse). A feature that does not apply to a
+payload (a docker-worker feature on a generic-worker payload, a toggle the task does not set)
+returns ``None`` from ``for_run`` and is skipped. Positions that matter, following
 generic-worker's ``TaskRun.Run`` order:
 
-- ``osGroups`` and ``runTaskAsCurrentUser`` before anything that runs code as the task user.
+- ``superseding`` first: its ``stop`` runs last, once the primary's artifacts are up.
+- the docker-worker scope rules and every admission check early (they only check).
+- ``encryptedEnv``, ``osGroups``, ``runTaskAsCurrentUser``, capabilities and caches before anything
+  that runs code as the task user: they shape the sandbox the commands run in.
+- ``dockerSave`` before ``artifacts``: its ``stop`` runs after the artifacts are uploaded.
 - ``mounts`` before ``artifacts``: caches are in place before the commands and are moved back
   (or purged) only after the artifacts were collected from them.
 - ``artifacts`` late: its ``stop`` runs early in the reverse unwind, right after the max-run-time
   timer is stopped, so payload artifacts are found after the commands and before the logs.
 - ``maxRunTime`` second to last: its timer starts just before the commands and stops before uploads.
 - ``commandExecutor`` last: running the commands *is* its ``start``.
+
+A new feature is one module here plus one line in this list; ``tcworker show-features`` prints it.
 
 The backing log and the live-log link are published by ``TaskRun`` itself after every feature
 stopped, so that the log is complete (including the lines features write while stopping).
@@ -25,10 +34,16 @@ from typing import Any
 from tcworker.features.base import Feature
 
 FEATURES: list[str] = [
+    "tcworker.features.superseding:SupersedingFeature",  # docker: supersederUrl (claims, then resolves the others)
+    "tcworker.features.docker_scopes:DockerWorkerScopesFeature",  # docker: the docker-worker scope rules
+    "tcworker.features.encrypted_env:EncryptedEnvFeature",  # docker: payload.encryptedEnv → secret env
     "tcworker.features.os_groups:OSGroupsFeature",  # payload.osGroups (scopes per group)
     "tcworker.features.run_task_as_current_user:RunTaskAsCurrentUserFeature",  # multiuser only
+    "tcworker.features.docker_capabilities:DockerCapabilitiesFeature",  # docker: features/capabilities/devices
+    "tcworker.features.docker_caches:DockerCachesFeature",  # docker: payload.cache (+ purge requests)
+    "tcworker.features.docker_save:DockerSaveFeature",  # docker: features.dockerSave (stops after artifacts)
     "tcworker.features.mounts:MountsFeature",  # payload.mounts; its stop runs after artifacts
-    "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts (+ engine extras)
+    "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands
 ]

@@ -1,9 +1,9 @@
 """The mounts feature: generic-worker's ``payload.mounts`` (spec/worker.md §2.5, issue 12).
 
-``start`` (before the commands) checks the payload (missing dependencies, formats this worker
-cannot decode, targets the engine cannot serve → malformed-payload naming each; the
-``generic-worker:cache:<name>`` scopes are checked by the pipeline through
-``required_scopes``), polls purge requests when a writable cache is used, then mounts in
+``admit`` checks the payload before the engine prepares anything (missing dependencies, formats
+this worker cannot decode, targets the engine cannot serve → malformed-payload naming each; the
+``generic-worker:cache:<name>`` scopes are checked by the pipeline through ``required_scopes``).
+``start`` (before the commands) polls purge requests when a writable cache is used, then mounts in
 payload order, stopping at the first failure (failed): content is obtained through the shared
 downloads store, archives are extracted safely off the event loop into a worker-private place,
 and the result is moved to its target (created with the task user's rights) and handed to the
@@ -21,15 +21,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tcworker.caches.store import KIND_GENERIC, CacheLease
+from tcworker.config import WorkerConfig
 from tcworker.errors import MalformedPayload, TaskError, TaskFailed
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature
 from tcworker.mounts import content as content_mod
 from tcworker.mounts import extract as extract_mod
 from tcworker.mounts import spec as spec_mod
-from tcworker.mounts.caches import KIND_GENERIC, CacheLease
 from tcworker.mounts.downloads import Download, sha256_file
-from tcworker.mounts.hoststate import HostState, host_state, prepare_host_state
+from tcworker.mounts.hoststate import HostState, host_state, prepare_host_state, shutdown_host_state
 from tcworker.mounts.placement import Placed, PlacementError, place, resolve_target, take_back
+from tcworker.tcapi.clients import Clients
 
 
 class MountsFeature(Feature):
@@ -39,8 +41,13 @@ class MountsFeature(Feature):
     def __init__(self) -> None:
         self._state: HostState | None = None
 
-    async def initialise(self, config: object) -> None:
-        self._state = await prepare_host_state(config)  # type: ignore[arg-type]
+    async def initialise(self, config: WorkerConfig, clients: Clients) -> None:
+        self._state = await prepare_host_state(config, clients)
+        self._state_config = config
+
+    async def shutdown(self) -> None:
+        if self._state is not None:
+            await shutdown_host_state(self._state_config)
 
     def for_run(self, run: RunHandle) -> TaskFeature | None:
         if run.payload_kind != "generic" or not run.payload.get("mounts"):
@@ -64,15 +71,18 @@ class MountsTaskFeature(TaskFeature):
     def required_scopes(self) -> list[str]:
         return spec_mod.required_scopes(self.mounts)
 
-    async def start(self) -> None:
+    async def admit(self) -> None:
         run = self.run
         problems = spec_mod.payload_problems(self.mounts, run.task, engine_name=run.engine_name)
         if problems:
             for problem in problems:
                 run.log.error(problem)
             raise MalformedPayload("; ".join(problems))
+
+    async def start(self) -> None:
+        run = self.run
         if any(m.kind == spec_mod.WRITABLE_CACHE for m in self.mounts):
-            await self.state.purger.poll()
+            await self.state.poll_purge_requests()
         for i, mount in enumerate(self.mounts):
             try:
                 await self._mount(i, mount)
@@ -85,7 +95,9 @@ class MountsTaskFeature(TaskFeature):
     # ---- mounting --------------------------------------------------------------------------
     async def _download(self, mount: spec_mod.Mount, *, inline_verify: bool) -> Download:
         assert mount.content is not None
-        source = await content_mod.resolve(mount.content, self.run.queue)
+        source = await content_mod.resolve(
+            mount.content, self.run.queue, self.run.clients.index(self.run.credentials)
+        )
         return await self.state.downloads.obtain(
             source.key,
             source.fetch,
@@ -125,7 +137,7 @@ class MountsTaskFeature(TaskFeature):
         except OSError as e:
             raise PlacementError(f"the task user cannot create {target.parent}: {e}") from e
         placed = await asyncio.to_thread(place, src, target, replace_file=replace_file)
-        await sandbox.give_to_task(target)
+        await asyncio.to_thread(sandbox.give_to_task, target)
         return placed
 
     async def _mount(self, i: int, mount: spec_mod.Mount) -> None:

@@ -45,9 +45,9 @@ def _status(e: BaseException) -> int | None:
     return int(code) if isinstance(code, int) else None
 
 
-async def resolve(content: Content, queue: Any) -> Source:
-    """The store key and fetcher of ``content``; ``queue`` is a ``taskcluster.aio.Queue`` with the
-    run's current credentials (indexed content resolves its namespace now)."""
+async def resolve(content: Content, queue: Any, index: Any) -> Source:
+    """The store key and fetcher of ``content``; ``queue`` and ``index`` are clients with the run's
+    current credentials (indexed content resolves its namespace now)."""
     kind = content.kind
     if kind == "raw":
         data = (content.raw or "").encode("utf-8")
@@ -62,7 +62,7 @@ async def resolve(content: Content, queue: Any) -> Source:
     task_id = content.task_id
     describe = content.describe()
     if kind == "indexed":
-        task_id = await _find_indexed(content.namespace, queue)
+        task_id = await _find_indexed(content.namespace, index)
         describe = f"artifact {content.artifact} of task {task_id} (index {content.namespace})"
     return Source(
         f"artifact:{task_id}:{content.artifact}",
@@ -83,8 +83,7 @@ def _inline(kind: str, data: bytes) -> Source:
     return Source(f"{kind}:{digest}", f"{kind} content ({len(data)} bytes)", fetch, digest)
 
 
-async def _find_indexed(namespace: str, queue: Any) -> str:
-    index = taskcluster.aio.Index(dict(queue.options))
+async def _find_indexed(namespace: str, index: Any) -> str:
     try:
         found = await index.findTask(namespace)
     except taskcluster.exceptions.TaskclusterRestFailure as e:

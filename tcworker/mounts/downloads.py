@@ -30,7 +30,8 @@ from typing import Any
 
 from tcworker.errors import TaskFailed
 from tcworker.mounts.progress import DownloadProgress
-from tcworker.mounts.statefile import read_index, write_index
+from tcworker.statefile import read_state as read_index
+from tcworker.statefile import write_state as write_index
 
 log = logging.getLogger(__name__)
 

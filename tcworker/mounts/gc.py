@@ -64,9 +64,8 @@ async def ensure_disk_space(config: WorkerConfig, engine: Any = None) -> bool:
                 break
     else:
         await state.caches.trim_idle(max(1, int(config.capacity)))
-    gc = getattr(engine, "garbage_collect", None)
-    if short and gc is not None:
-        await gc(required)
+    if short and engine is not None:
+        await engine.garbage_collect(required)  # docker: unused images, least recently used first
         short = await shortfall(paths, required)
     for path, free in short:
         log.error(

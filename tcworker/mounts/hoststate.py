@@ -1,27 +1,32 @@
-"""The per-process host stores that engines and features share: caches, downloads, purge poller.
+"""The per-process host stores that features share: caches, downloads, purge poller.
 
-generic-worker's mounts feature and the docker engine's ``cache`` must see one cache index and
-one purge poller, or a purge request would reach only half the caches and two stores would race
-on ``cachesDir``. ``host_state(config)`` returns the one ``HostState`` of a (cachesDir,
-downloadsDir) pair in this process; ``await prepare_host_state(config)`` makes the directories
-(0700), removes orphans of a crashed predecessor, adopts ``preloadedCaches`` and starts the
-periodic purge poll — once, however many engines and features call it.
+generic-worker's ``mounts`` and docker-worker's ``cache`` must see one cache index and one purge
+poller, or a purge request would reach only half the caches and two stores would race on
+``cachesDir``. ``host_state(config)`` returns the one ``HostState`` of a (cachesDir,
+downloadsDir) pair in this process; ``await prepare_host_state(config, clients)`` makes the
+directories (0700), removes orphans of a crashed predecessor, adopts ``preloadedCaches`` and
+starts the periodic purge poll — once, however many features call it; ``shutdown_host_state``
+stops the poll (idempotent).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from tcworker.mounts.caches import KIND_GENERIC, CacheStore
+from tcworker.caches.purge import PurgePoller
+from tcworker.caches.store import KIND_GENERIC, CacheStore
 from tcworker.mounts.downloads import DownloadStore
-from tcworker.mounts.purge import PurgePoller
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
+    from tcworker.tcapi.clients import Clients
+
+PURGE_POLL_SECONDS = 300.0
 
 
 @dataclass
@@ -30,9 +35,13 @@ class HostState:
     downloads_dir: Path
     caches: CacheStore
     downloads: DownloadStore
-    purger: PurgePoller
+    purger: PurgePoller | None = None  # set by prepare_host_state (it needs the clients)
     prepared: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    poll_loop: asyncio.Task[None] | None = None
+
+    async def poll_purge_requests(self) -> int:
+        return 0 if self.purger is None else await self.purger.poll()
 
 
 _STATES: dict[tuple[str, str], HostState] = {}
@@ -44,19 +53,11 @@ def host_state(config: WorkerConfig) -> HostState:
     key = (str(caches_dir), str(downloads_dir))
     state = _STATES.get(key)
     if state is None:
-        caches = CacheStore(caches_dir)
-        # Best effort: a purge-cache outage must not hold every task up for the client's full retries.
-        options: dict[str, Any] = {
-            "rootUrl": config.rootURL,
-            "credentials": config.credentials,
-            "maxRetries": 1,
-        }
         state = HostState(
             caches_dir=caches_dir,
             downloads_dir=downloads_dir,
-            caches=caches,
+            caches=CacheStore(caches_dir),
             downloads=DownloadStore(downloads_dir),
-            purger=PurgePoller(caches, options, config.task_queue_id),
         )
         _STATES[key] = state
     return state
@@ -67,12 +68,15 @@ def _make_private(path: Path) -> None:
     path.chmod(0o700)
 
 
-async def prepare_host_state(config: WorkerConfig, *, background_purge: bool = True) -> HostState:
-    """Create the stores' directories, sweep orphans, adopt preloaded caches (once per process)."""
+async def prepare_host_state(config: WorkerConfig, clients: Clients) -> HostState:
+    """Create the stores' directories, sweep orphans, adopt preloaded caches and start the purge
+    poll (once per process)."""
     state = host_state(config)
     async with state.lock:
         if state.prepared:
             return state
+        # Best effort: a purge-cache outage must not hold every task up for the client's full retries.
+        state.purger = PurgePoller(state.caches, lambda: clients.purge_cache(retries=1), config.task_queue_id)
         await asyncio.to_thread(_make_private, state.caches_dir)
         await asyncio.to_thread(_make_private, state.downloads_dir)
         await state.caches.remove_orphans()
@@ -80,11 +84,15 @@ async def prepare_host_state(config: WorkerConfig, *, background_purge: bool = T
         preloaded = getattr(config, "preloadedCaches", None) or {}
         for name, path in sorted(preloaded.items()):
             await state.caches.adopt(str(name), Path(str(path)), KIND_GENERIC)
-        if background_purge:
-            state.purger.start_background()
+        state.poll_loop = asyncio.get_running_loop().create_task(state.purger.run_forever(PURGE_POLL_SECONDS))
         state.prepared = True
     return state
 
 
 async def shutdown_host_state(config: WorkerConfig) -> None:
-    await host_state(config).purger.stop_background()
+    state = host_state(config)
+    task, state.poll_loop = state.poll_loop, None
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
-    from tcworker.docker.encrypted_env import SecretMasker
+    from tcworker.features.encrypted_env import SecretMasker
 
 from tcworker import tctime
 
@@ -56,7 +56,7 @@ class TaskLog:
 
     def add_secrets(self, values: list[str]) -> None:
         """Mask these values (decrypted ``encryptedEnv``) in everything written from now on."""
-        from tcworker.docker.encrypted_env import SecretMasker
+        from tcworker.features.encrypted_env import SecretMasker
 
         with self._lock:
             if self._masker is None:

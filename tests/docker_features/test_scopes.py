@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tcworker.docker.scopes import (
+from tcworker.features.docker_scopes import (
     check_scopes,
     image_scopes,
     is_private_image,

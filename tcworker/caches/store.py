@@ -1,5 +1,7 @@
 """The one store of writable caches: generic-worker's ``mounts`` caches and docker-worker's ``cache``.
 
+(``parse_cache_payload`` checks docker-worker's ``payload.cache``.)
+
 Each cache name owns a pool of *instances* (directories), kept per kind so a
 ``docker-worker:cache:<name>`` scope never reaches data written under
 ``generic-worker:cache:<name>`` (``<cachesDir>/<kind>/<quoted name>/<instance>``). A run takes
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import posixpath
 import shutil
 import time
 import urllib.parse
@@ -30,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tcworker.mounts.statefile import read_index, write_index
+from tcworker.errors import MalformedPayload
+from tcworker.statefile import read_state as read_index
+from tcworker.statefile import write_state as write_index
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,29 @@ class CacheLease:
     mount_path: str = ""
     kind: str = KIND_DOCKER
     fresh: bool = False  # created empty for this run (content may be preloaded into it)
+
+
+def parse_cache_payload(cache: Mapping[str, Any]) -> dict[str, str]:
+    """Check ``payload.cache``: names non-empty, mount paths absolute and distinct."""
+    mounts: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for name, mount in cache.items():
+        if not name:
+            raise MalformedPayload("payload.cache has an empty cache name")
+        if not isinstance(mount, str) or not mount.startswith("/"):
+            raise MalformedPayload(
+                f"payload.cache[{name!r}]: the mount point must be an absolute path, got {mount!r}"
+            )
+        norm = posixpath.normpath(mount)
+        if norm == "/":
+            raise MalformedPayload(f"payload.cache[{name!r}]: a cache cannot be mounted at /")
+        if norm in seen:
+            raise MalformedPayload(
+                f"payload.cache: caches {seen[norm]!r} and {name!r} are both mounted at {norm!r}"
+            )
+        seen[norm] = name
+        mounts[name] = norm
+    return mounts
 
 
 class CacheStore:
