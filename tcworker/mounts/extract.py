@@ -33,7 +33,7 @@ from tcworker.mounts.formats import Prefetcher, open_decompressed, split_archive
 
 MAX_EXPANSION_RATIO = 100
 MIN_EXPANSION_ALLOWANCE = 256 << 20
-COPY_BUFFER = 1 << 20
+COPY_BUFFER = 4 << 20
 
 
 class UnsafeArchive(Exception):

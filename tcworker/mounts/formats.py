@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-READ_CHUNK = 1 << 20
+READ_CHUNK = 4 << 20
 # Largest output one decompression step may produce: keeps memory bounded even for a bomb.
 MAX_STEP_OUTPUT = 4 << 20
 
@@ -206,7 +206,7 @@ class Prefetcher(io.RawIOBase):
     ``close`` stops the thread even when the consumer gave up half-way.
     """
 
-    def __init__(self, source: IO[bytes], chunk: int = READ_CHUNK, depth: int = 8) -> None:
+    def __init__(self, source: IO[bytes], chunk: int = READ_CHUNK, depth: int = 4) -> None:
         import queue
         import threading
 
