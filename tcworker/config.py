@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,18 @@ from tcworker.errors import ConfigError
 from tcworker.exitcodes import ExitCode
 
 ENGINE_NAMES = ("simple", "multiuser", "docker")
+
+# The queue's own identifier rules (claim-work-request.json, task.json's taskQueueId): a worker
+# with another value would start and then have every claimWork refused with 400.
+IDENTIFIERS: dict[str, tuple[re.Pattern[str], str]] = {
+    "provisionerId": (re.compile(r"[a-zA-Z0-9-_]{1,38}"), "1-38 letters, digits, '-' and '_'"),
+    "workerType": (
+        re.compile(r"[a-z]([-a-z0-9]{0,36}[a-z0-9])?"),
+        "1-38 lower-case letters, digits and '-', starting with a letter and not ending with '-'",
+    ),
+    "workerGroup": (re.compile(r"[a-zA-Z0-9-_]{1,38}"), "1-38 letters, digits, '-' and '_'"),
+    "workerId": (re.compile(r"[a-zA-Z0-9-_]{1,38}"), "1-38 letters, digits, '-' and '_'"),
+}
 
 _D2G_DEFAULTS: dict[str, Any] = {
     "enableD2G": False,
@@ -110,6 +123,9 @@ KEYS: dict[str, tuple[type, Any]] = {
     "openpgpPrivateKeyLocation": (str, ""),  # docker engine: key for encryptedEnv
     "preloadedCaches": (dict, {}),  # cacheName → directory baked into the image, adopted as a warm cache
     "reclaimIntervalSecs": (int, 0),  # test knob: reclaim every N s (0 = GW's takenUntil − 3 min)
+    # Largest artifact file uploaded, in MiB; bigger ones become error artifacts. 5 GiB is what a
+    # single PUT to S3 (the object service's putUrl on a real deployment) accepts at most.
+    "maxArtifactSizeMegabytes": (int, 5120),
 }
 
 # Older generic-worker spelling still found in configs (and in its --help text).
@@ -331,6 +347,10 @@ def validate(values: Mapping[str, Any], private: PrivateConfig) -> list[str]:
         problems.append(f"config key 'capacity' must be between 1 and 255, got {values['capacity']}")
     if values["engine"] == "multiuser" and values["capacity"] > 1 and not values["headlessTasks"]:
         problems.append("config key 'capacity' > 1 with the multiuser engine requires 'headlessTasks': true")
+    if values["maxArtifactSizeMegabytes"] < 1:
+        problems.append(
+            f"config key 'maxArtifactSizeMegabytes' must be >= 1, got {values['maxArtifactSizeMegabytes']}"
+        )
     if values["maxTaskRunTime"] < 1:
         problems.append(f"config key 'maxTaskRunTime' must be >= 1, got {values['maxTaskRunTime']}")
     if not 1 <= values["maxMemoryUsagePercent"] <= 100:
@@ -341,6 +361,12 @@ def validate(values: Mapping[str, Any], private: PrivateConfig) -> list[str]:
                 ipaddress.ip_address(values[key])
             except ValueError:
                 problems.append(f"config key {key!r} is not an IP address: {values[key]!r}")
+    for key, (pattern, rule) in IDENTIFIERS.items():
+        if values[key] and not pattern.fullmatch(values[key]):
+            problems.append(
+                f"config key {key!r} is {values[key]!r}, but the queue only accepts {rule} "
+                "(every claimWork would be refused with 400)"
+            )
     root = values["rootURL"]
     if root and not root.startswith(("http://", "https://")):
         problems.append(f"config key 'rootURL' must be an http(s) URL, got {root!r}")

@@ -59,6 +59,16 @@ def load_features() -> list[Feature]:
     return out
 
 
+def describe_features() -> list[dict[str, str]]:
+    """``FEATURES`` as rows (name, class, what it serves): what ``tcworker show-features`` prints."""
+    rows = []
+    for spec, feature in zip(FEATURES, load_features(), strict=True):
+        module = importlib.import_module(spec.partition(":")[0])
+        summary = (module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        rows.append({"name": feature.name, "class": spec, "summary": summary})
+    return rows
+
+
 def _flag(name: str) -> Callable[[Mapping[str, Any]], bool]:
     def requested(payload: Mapping[str, Any]) -> bool:
         return bool((payload.get("features") or {}).get(name, False))

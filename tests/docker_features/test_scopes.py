@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tcworker.errors import MalformedPayload, ResourceUnavailable
 from tcworker.features.docker_scopes import (
     check_scopes,
     image_scopes,
@@ -14,7 +15,6 @@ from tcworker.features.docker_scopes import (
     required_scopes,
     split_image_name,
 )
-from tcworker.errors import MalformedPayload, ResourceUnavailable
 
 PROV, WT = "prov", "wt"
 Q = f"{PROV}/{WT}"

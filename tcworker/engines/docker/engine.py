@@ -28,7 +28,7 @@ from tcworker.engines.base import Engine, Mount, RunContext, Sandbox
 from tcworker.engines.docker.images import ImageSpec, ImageStore
 from tcworker.engines.docker.sandbox import LABEL_WORKER, DockerSandbox
 from tcworker.errors import ConfigError, InternalError, MalformedPayload
-from tcworker.taskdirs import task_dir_name
+from tcworker.taskdirs import create_tasks_dir, task_dir_name
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
@@ -67,6 +67,7 @@ class DockerEngine(Engine):
     async def initialise(self, config: WorkerConfig) -> None:
         """Connect to dockerd (``ConfigError`` when it does not answer) and set up the image store."""
         self._config = config
+        create_tasks_dir(config.tasks_dir)
         try:
             client = await asyncio.to_thread(docker.from_env, timeout=API_TIMEOUT_SECONDS)
             await asyncio.to_thread(client.ping)
