@@ -96,6 +96,7 @@ class Download:
     path: Path
     size: int
     verified: bool  # False: reused without re-hashing; the caller must ``confirm`` it
+    released: bool = False
 
 
 def sha256_file(path: Path) -> str:
@@ -241,6 +242,10 @@ class DownloadStore:
                 await asyncio.to_thread(write_index, self._index_path, index)
 
     async def release(self, dl: Download) -> None:
+        """Give the file back (idempotent per ``Download``)."""
+        if dl.released:
+            return
+        dl.released = True
         async with self._lock:
             left = self._in_use.get(dl.sha256, 0) - 1
             if left > 0:
