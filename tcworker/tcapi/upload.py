@@ -99,8 +99,7 @@ class ArtifactPublisher:
                 raise translate(e, what) from e
         try:
             await self._call(
-                what,
-                lambda: self._upload(name, path, content_type, expires, packed if gzipped else None, created),
+                what, lambda: self._upload(name, path, content_type, expires, packed if gzipped else None, created)
             )
         finally:
             if own_copy and packed is not None:

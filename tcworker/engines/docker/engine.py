@@ -79,9 +79,7 @@ class DockerEngine(Engine):
                 f"engine 'docker' needs a running Docker daemon it can reach (DOCKER_HOST or "
                 f"/var/run/docker.sock): {e}"
             ) from e
-        self._images = ImageStore(
-            self._stream_client, config.caches_dir / "docker-worker", config.downloads_dir
-        )
+        self._images = ImageStore(self._stream_client, config.caches_dir / "docker-worker", config.downloads_dir)
         await self._remove_leftovers()
 
     async def _remove_leftovers(self) -> None:
@@ -150,9 +148,7 @@ def _volume_dirs(payload: Any, task_dir: Path) -> list[Mount]:
     there so the task can write to it, and read back from the host after the run."""
     mounts: list[Mount] = []
     artifacts = payload.get("artifacts") or {}
-    paths = sorted(
-        {str(a.get("path")) for a in artifacts.values() if isinstance(a, dict) and a.get("type") == "volume"}
-    )
+    paths = sorted({str(a.get("path")) for a in artifacts.values() if isinstance(a, dict) and a.get("type") == "volume"})
     for i, path in enumerate(paths):
         norm = posixpath.normpath(path)
         if not norm.startswith("/") or norm == "/":

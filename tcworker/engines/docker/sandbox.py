@@ -171,9 +171,7 @@ class DockerSandbox(Sandbox):
         if self._abort_reason is not None:
             return self._aborted(started)
         try:
-            container = await asyncio.to_thread(
-                self._client.containers.create, **self._create_kwargs(argv, env)
-            )
+            container = await asyncio.to_thread(self._client.containers.create, **self._create_kwargs(argv, env))
         except docker.errors.ImageNotFound as e:
             raise InternalError(
                 f"image {self._image.ref} ({self._image.id}) vanished before the task ran"
