@@ -14,6 +14,8 @@ generic-worker's ``TaskRun.Run`` order:
 - ``generateCertificate`` and ``chainOfTrust`` before ``dockerSave``: their stops run after every
   artifact (payload artifacts, then the saved image) is uploaded and hashed, chainOfTrust first.
 - ``dockerSave`` before ``artifacts``: its ``stop`` runs after the artifacts are uploaded.
+- ``mounts`` before ``artifacts``: caches are in place before the commands and are moved back
+  (or purged) only after the artifacts were collected from them.
 - ``artifacts`` late: its ``stop`` runs early in the reverse unwind, right after the max-run-time
   timer is stopped, so payload artifacts are found after the commands and before the logs.
 - ``maxRunTime`` second to last: its timer starts just before the commands and stops before uploads.
@@ -49,6 +51,7 @@ FEATURES: list[str] = [
     "tcworker.features.docker_proxies:BalrogVPNProxyFeature",
     "tcworker.features.docker_proxies:BalrogStageVPNProxyFeature",
     "tcworker.features.docker_proxies:TestdroidProxyFeature",
+    "tcworker.features.mounts:MountsFeature",  # payload.mounts; its stop runs after artifacts
     "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands
