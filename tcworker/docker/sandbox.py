@@ -30,7 +30,6 @@ from tcworker import tctime
 from tcworker.docker import archive
 from tcworker.docker.caches import CacheLease, CacheStore
 from tcworker.docker.containeropts import SHM_SIZE, ContainerOptions
-from tcworker.docker.encrypted_env import SecretMasker
 from tcworker.docker.images import ImageStore, ResolvedImage
 from tcworker.docker.saving import save_caches, save_container
 from tcworker.engines.base import (
@@ -193,17 +192,12 @@ class DockerSandbox:
     async def _follow(self, container: Any, sink: LogSink) -> int:
         """Stream the container's output to ``sink`` until it exits; return its exit code."""
         loop = asyncio.get_running_loop()
-        masker = SecretMasker(self._secret_env.values())
         api = self._stream.api
 
         def pump() -> None:
+            # Secrets (encryptedEnv) are masked by the task log itself, the one masking place.
             for chunk in api.logs(container.id, stream=True, follow=True):
-                data = masker.feed(chunk)
-                if data:
-                    loop.call_soon_threadsafe(sink.write, data)
-            tail = masker.flush()
-            if tail:
-                loop.call_soon_threadsafe(sink.write, tail)
+                loop.call_soon_threadsafe(sink.write, chunk)
 
         pumping = asyncio.ensure_future(asyncio.to_thread(pump))
         try:

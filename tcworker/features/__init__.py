@@ -4,14 +4,16 @@
 order ``TaskRun`` starts them (and stops them in reverse). Positions that matter, following
 generic-worker's ``TaskRun.Run`` order:
 
+- ``liveLog`` first (generic-worker starts it right after the payload checks): the reference
+  artifact exists before anything else happens, and its stop (the link) runs last.
 - ``osGroups`` and ``runTaskAsCurrentUser`` before anything that runs code as the task user.
 - ``artifacts`` late: its ``stop`` runs early in the reverse unwind, right after the max-run-time
   timer is stopped, so payload artifacts are found after the commands and before the logs.
 - ``maxRunTime`` second to last: its timer starts just before the commands and stops before uploads.
 - ``commandExecutor`` last: running the commands *is* its ``start``.
 
-The backing log and the live-log link are published by ``TaskRun`` itself after every feature
-stopped, so that the log is complete (including the lines features write while stopping).
+The backing log is published by ``TaskRun`` itself after every feature stopped, so that the log
+is complete (including the lines features write while stopping); the live log's stream ends then.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from tcworker.features.base import Feature
 
 FEATURES: list[str] = [
+    "tcworker.features.livelog:LiveLogFeature",  # first: live from the start, linked last
     "tcworker.features.os_groups:OSGroupsFeature",  # payload.osGroups (scopes per group)
     "tcworker.features.run_task_as_current_user:RunTaskAsCurrentUserFeature",  # multiuser only
     "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts (+ engine extras)

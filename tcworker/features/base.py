@@ -147,6 +147,9 @@ class Feature:
     async def initialise(self, config: WorkerConfig) -> None:
         """One-time host set-up at worker start; raise ``ConfigError`` / ``HostBroken`` if unusable."""
 
+    async def shutdown(self) -> None:
+        """Undo ``initialise`` when the worker process ends (servers it started …)."""
+
     def enabled(self, config: WorkerConfig) -> bool:
         if self.config_gate is None:
             return True

@@ -67,6 +67,11 @@ async def run_worker(
         log.error("%s", e)
         code = e.exit_code
     finally:
+        for feature in features:
+            try:
+                await feature.shutdown()
+            except Exception:
+                log.exception("feature %s failed to shut down", feature.name)
         try:
             await engine.shutdown()
         finally:
