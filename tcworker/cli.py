@@ -47,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         if args.command in ("local", "submit"):  # their usage errors exit 64, not argparse's 2
-            print(f"tcworker {args.command}: error: unrecognized arguments: {' '.join(unknown)}", file=sys.stderr)
+            print(
+                f"tcworker {args.command}: error: unrecognized arguments: {' '.join(unknown)}",
+                file=sys.stderr,
+            )
             return 64
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.version:

@@ -137,7 +137,11 @@ def backing_log_name(task: dict[str, Any]) -> str:
 
 
 async def show_log(
-    term: Terminal, queue: Any, task: dict[str, Any], task_id: str, followed: logfollow.FollowResult | None,
+    term: Terminal,
+    queue: Any,
+    task: dict[str, Any],
+    task_id: str,
+    followed: logfollow.FollowResult | None,
     status: dict[str, Any],
 ) -> None:
     """After the resolution: print what following the live log did not (the whole backing log
@@ -186,7 +190,9 @@ def resolution_text(task_id: str, status: dict[str, Any]) -> str:
     return f"Task {task_id}: [{style}]{text}[/]"
 
 
-async def print_summary(term: Terminal, queue: Any, root_url: str, task_id: str, status: dict[str, Any]) -> None:
+async def print_summary(
+    term: Terminal, queue: Any, root_url: str, task_id: str, status: dict[str, Any]
+) -> None:
     """Resolution and artifact URLs (for a platform that stays up: ``submit``, ``local --serve``)."""
     term.say(resolution_text(task_id, status))
     for run in status.get("runs", []):
@@ -229,10 +235,13 @@ async def save_artifacts(
             continue
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as f:
+            f = await asyncio.to_thread(open, path, "wb")
+            try:
                 await download.downloadArtifactToFile(
                     taskId=task_id, runId=run_id, name=name, file=f, queueService=queue
                 )
+            finally:
+                f.close()
         except Exception as e:
             term.say(f"  {escape(name)}: cannot save ({escape(str(e))})")
             continue
@@ -271,7 +280,11 @@ async def wait_for_interrupt() -> None:
 
 
 async def follow_or_wait(
-    term: Terminal, queue: Any, task: dict[str, Any], task_id: str, follow: bool,
+    term: Terminal,
+    queue: Any,
+    task: dict[str, Any],
+    task_id: str,
+    follow: bool,
     stop: asyncio.Event | None = None,
 ) -> tuple[logfollow.FollowResult | None, dict[str, Any]]:
     """Follow the live log (when asked) while waiting for the resolution; then print the rest."""
@@ -371,8 +384,10 @@ async def _local(args: argparse.Namespace, task: dict[str, Any], term: Terminal,
         term.say(f"Task {task_id} created on {root_url} ({own_queue})")
         if older:
             waiting = ", ".join(f"{n} in {q}" for q, n in older)
-            term.say(f"[yellow]Older tasks are still pending in {escape(str(data_dir))} ({waiting}); "
-                     "they are not run by this invocation.[/]")
+            term.say(
+                f"[yellow]Older tasks are still pending in {escape(str(data_dir))} ({waiting}); "
+                "they are not run by this invocation.[/]"
+            )
         worker_loop: list[Any] = []
         worker = asyncio.create_task(
             run_worker(config, state_dir=worker_dir, on_loop=worker_loop.append, install_signal_handlers=True)
@@ -390,7 +405,9 @@ async def _local(args: argparse.Namespace, task: dict[str, Any], term: Terminal,
         await worker
         if args.serve:
             await print_summary(term, queue, root_url, task_id, status)
-            term.say(f"Serving the platform at {root_url} until Ctrl-C (the task: {root_url}/tasks/{task_id})")
+            term.say(
+                f"Serving the platform at {root_url} until Ctrl-C (the task: {root_url}/tasks/{task_id})"
+            )
             await wait_for_interrupt()
         else:
             await save_artifacts(term, queue, task_id, status, data_dir / "artifacts")

@@ -77,7 +77,9 @@ class SecretMasker:
     Matching is leftmost-longest, so overlapping secrets mask the longest span.
     """
 
-    def __init__(self, values: Iterable[str] = (), replacement: bytes = MASK, *, encoded: bool = False) -> None:
+    def __init__(
+        self, values: Iterable[str] = (), replacement: bytes = MASK, *, encoded: bool = False
+    ) -> None:
         self._replacement = replacement
         self._encoded = encoded
         self._secrets: set[bytes] = set()

@@ -84,7 +84,9 @@ class LiveLogTaskFeature(TaskFeature):
             await run.publisher.create_reference(self.name, self.url, CONTENT_TYPE, tctime.to_json(expires))
         except Exception as e:  # best effort (spec §5.1)
             log.warning("live log of %s/%s unavailable: %s", run.task_id, run.run_id, e)
-            run.log.warn(f"The live log is not available for this task ({e}); the log is published at the end")
+            run.log.warn(
+                f"The live log is not available for this task ({e}); the log is published at the end"
+            )
 
     async def stop(self, outcome: RunOutcome) -> None:
         run = self.run

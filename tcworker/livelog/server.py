@@ -219,7 +219,9 @@ class LiveLogServer:
         stream = self._streams.get(token)
         if stream is None:
             if token in self._retired:
-                return web.Response(status=410, text="This log has ended; read the task's backing log artifact\n")
+                return web.Response(
+                    status=410, text="This log has ended; read the task's backing log artifact\n"
+                )
             return web.Response(status=401, text="Access denied\n")
         offset, ranged = _start_offset(request)
         if offset is None:

@@ -101,7 +101,9 @@ def add_worker_commands(sub: Any) -> None:
     local.add_argument("--verbose", action="store_true", help="show the worker's own log too")
     local.add_argument("--no-follow", action="store_true", help="print the log when the task ends, not live")
     local.add_argument(
-        "--serve", action="store_true", help="keep the platform serving after the task resolved (until Ctrl-C)"
+        "--serve",
+        action="store_true",
+        help="keep the platform serving after the task resolved (until Ctrl-C)",
     )
     local.set_defaults(handler=cmd_local)
     _usage_errors_exit(local)
