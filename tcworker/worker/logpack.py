@@ -54,7 +54,7 @@ class LogPacker:
         if self._error is not None:
             raise RuntimeError(f"compressing the task log failed: {self._error}") from self._error
         assert self._hashes is not None
-        return Packed(self.path, self._hashes)
+        return Packed(self.path, self._hashes, self._writer.content_digest)
 
     def discard(self) -> None:
         """Stop without finishing and delete the copy (blocking; safe to call after ``finish``)."""
