@@ -87,6 +87,7 @@ class SecretMasker:
         self._automaton: ahocorasick_rs.BytesAhoCorasick | None = None
         self._sorted: list[bytes] = []  # for "is this tail the start of a secret" by bisection
         self._first_bytes: frozenset[int] = frozenset()
+        self._alphabet = b""  # every byte that occurs in some secret
         self._longest = 0
         self._pending = b""
         self.add(values)
@@ -107,6 +108,7 @@ class SecretMasker:
             implementation=ahocorasick_rs.Implementation.ContiguousNFA,
         )
         self._sorted = sorted(self._secrets)
+        self._alphabet = bytes(sorted(set(b"".join(self._secrets))))
         self._first_bytes = frozenset(s[0] for s in self._secrets)
         self._longest = max(len(s) for s in self._secrets)
 
@@ -132,7 +134,11 @@ class SecretMasker:
     def _hold_point(self, data: bytes) -> int:
         """The first position whose rest could still grow into a secret (``len(data)`` if none)."""
         firsts, ordered = self._first_bytes, self._sorted
-        for p in range(max(0, len(data) - self._longest + 1), len(data)):
+        window = max(0, len(data) - self._longest + 1)
+        # A tail that can grow into a secret holds only bytes of secrets: start after the last
+        # other byte (found in C by rstrip; a log line's "\n" usually ends the search at once).
+        start = window + len(data[window:].rstrip(self._alphabet))
+        for p in range(start, len(data)):
             if data[p] in firsts:
                 tail = data[p:]
                 # The first secret longer than and >= tail starts with it, if any does.

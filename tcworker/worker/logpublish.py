@@ -48,7 +48,7 @@ class LogPublication:
     def _grown(self, data: bytes) -> None:
         """Log listener (cheap, under the log's lock): follow the log once it is big."""
         if self._packer is not None:
-            self._packer.wake()
+            self._packer.wake(data)
             return
         if self._log_path is None:
             return
