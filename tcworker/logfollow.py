@@ -56,15 +56,19 @@ async def _current_run(queue: Any, task_id: str) -> tuple[int | None, str]:
 async def _live_url(queue: Any, task_id: str, name: str, result: FollowResult) -> str | None:
     """Wait until the run has its live-log reference; ``None`` when there is nothing to follow."""
     delay = 0.05
+    missing = 0  # lookups of a running run's live log that found nothing
     while True:
         run_id, state = await _current_run(queue, task_id)
         if run_id is not None and state not in ("pending",):
             result.run_id = run_id
-            if state in RESOLVED:
-                return None  # over before it could be followed: the caller prints the backing log
+            if state in RESOLVED:  # over before it could be followed: the caller prints the backing log
+                if missing > 2:  # not just a task too quick to be caught running
+                    result.reason = f"{name} was not available while the task ran"
+                return None
             try:
                 answer = await queue.artifact(task_id, str(run_id), name)
             except Exception as e:  # 404: not created yet (or this run has no live log)
+                missing += 1
                 if getattr(e, "status_code", None) != 404:
                     result.reason = f"cannot look up {name}: {e}"
                     return None

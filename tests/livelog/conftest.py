@@ -39,7 +39,10 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def submitter(shared_platform: PlatformProcess) -> Iterator[Submitter]:
     sub = Submitter(
-        shared_platform.queue(), shared_platform.root_url, unique_worker_type(), shared_platform.root_access_token
+        shared_platform.queue(),
+        shared_platform.root_url,
+        unique_worker_type(),
+        shared_platform.root_access_token,
     )
     try:
         yield sub
@@ -74,3 +77,32 @@ def start_worker(
         for worker in made:
             worker.stop()
             print(f"\n===== worker {worker.worker_id} output (tail) =====\n{worker.tail(6000)}")
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """The busybox test image on a reachable Docker engine (tests/docker's helpers), or skip/fail."""
+    import docker
+    import docker.errors
+    from dockerhelpers import TEST_IMAGE, busybox_path, import_image, skip_or_fail
+
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException:
+        skip_or_fail("no Docker daemon answers (run .ci/docker-setup.sh as root to start one)")
+        raise
+    try:
+        client.images.get(TEST_IMAGE)
+    except docker.errors.ImageNotFound:
+        if busybox_path() is None:
+            skip_or_fail("busybox-static is not installed, so the test image cannot be built")
+        import_image(client, TEST_IMAGE)
+    return TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def gpg_key() -> Iterator[Any]:
+    from dfhelpers import make_gpg_key
+
+    yield from make_gpg_key("future-default")

@@ -19,7 +19,11 @@ class LiveReader(threading.Thread):
     """
 
     def __init__(
-        self, url: str, *, params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+        self,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
         stop_after: float | None = None,
     ) -> None:
         super().__init__(daemon=True)
