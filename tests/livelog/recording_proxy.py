@@ -47,7 +47,11 @@ class RecordingProxy:
         self._stop = asyncio.Event()
         session = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application(client_max_size=1 << 30)
-        app.router.add_route("*", "/{tail:.*}", lambda request: self._forward(session, request))
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self._forward(session, request)
+
+        app.router.add_route("*", "/{tail:.*}", handler)
         runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -65,9 +69,11 @@ class RecordingProxy:
         async with session.request(
             request.method,
             self.upstream + request.rel_url.raw_path_qs,
-            data=body,
+            data=body or None,
             headers=headers,
             allow_redirects=False,
+            # Hawk's payload hash covers the Content-Type: never add one the client did not send.
+            skip_auto_headers=() if "Content-Type" in request.headers else ("Content-Type",),
         ) as upstream:
             data = await upstream.read()
             if "/claim-work/" in request.path and upstream.status == 200:

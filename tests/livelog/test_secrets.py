@@ -26,7 +26,9 @@ from recording_proxy import RecordingProxy
 def _live_reader(submitter: Submitter, task_id: str) -> LiveReader:
     def reference() -> bool:
         try:
-            return submitter.queue.artifact(task_id, "0", "public/logs/live.log")["storageType"] == "reference"
+            return (
+                submitter.queue.artifact(task_id, "0", "public/logs/live.log")["storageType"] == "reference"
+            )
         except taskcluster.TaskclusterRestFailure:
             return False
 
@@ -96,12 +98,23 @@ def test_encrypted_env_value_is_masked_in_both_logs(
     task_id = slugid.nice()
     now_ms = int(time.time() * 1000)
     message = gpg_key.message(
-        {"messageVersion": 1, "taskId": task_id, "startTime": now_ms - 60_000, "endTime": now_ms + 3_600_000,
-         "name": "SECRET", "value": value}
+        {
+            "messageVersion": 1,
+            "taskId": task_id,
+            "startTime": now_ms - 60_000,
+            "endTime": now_ms + 3_600_000,
+            "name": "SECRET",
+            "value": value,
+        }
     )
     script = 'sleep 1; echo "raw $SECRET"; printf %s "$SECRET" | base64; sleep 1; echo done'
     task = submitter.task_definition(
-        {"image": docker_image, "command": ["sh", "-c", script], "maxRunTime": 120, "encryptedEnv": [message]},
+        {
+            "image": docker_image,
+            "command": ["sh", "-c", script],
+            "maxRunTime": 120,
+            "encryptedEnv": [message],
+        },
         mark=False,
     )
     submitter.queue.createTask(task_id, task)
