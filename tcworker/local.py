@@ -125,7 +125,7 @@ async def wait_resolved(queue: Any, task_id: str, stop: asyncio.Event | None = N
 
 
 def backing_log_name(task: dict[str, Any]) -> str:
-    from tcworker.worker import payload as payload_mod
+    from tcworker import payload as payload_mod
 
     payload = task.get("payload") if isinstance(task.get("payload"), dict) else {}
     assert isinstance(payload, dict)

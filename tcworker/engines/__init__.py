@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 ENGINES: dict[str, str] = {
     "simple": "tcworker.engines.simple:SimpleEngine",  # GW insecure engine: tasks run as the worker user
     "multiuser": "tcworker.engines.multiuser:MultiuserEngine",  # GW multiuser (headless): a user per task
-    "docker": "tcworker.engines.docker:DockerEngine",  # D2G behaviour: docker-worker payloads in containers
+    "docker": "tcworker.engines.docker.engine:DockerEngine",  # D2G behaviour: docker-worker payloads in containers
 }
 
 

@@ -24,6 +24,7 @@ from tcworker import tctime
 from tcworker.config import WorkerConfig
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature
 from tcworker.livelog.server import CONTENT_TYPE, FollowableLog, LiveLogServer
+from tcworker.tcapi.clients import Clients
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class LiveLogFeature(Feature):
     def __init__(self) -> None:
         self.server: LiveLogServer | None = None
 
-    async def initialise(self, config: WorkerConfig) -> None:
+    async def initialise(self, config: WorkerConfig, clients: Clients) -> None:
         if not config.enableLiveLog:
             return
         server = LiveLogServer()

@@ -18,7 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from tcworker.worker.gzip_upload import CHUNK, LOG_LEVEL, GzipHashWriter, Packed
+from tcworker.tcapi.gzip_upload import CHUNK, LOG_LEVEL, GzipHashWriter, Packed
 
 log = logging.getLogger(__name__)
 

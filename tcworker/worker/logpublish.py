@@ -15,10 +15,10 @@ import asyncio
 import logging
 from pathlib import Path
 
-from tcworker.worker.gzip_upload import LOG_LEVEL, Packed, compress
+from tcworker.tcapi.gzip_upload import LOG_LEVEL, Packed, compress
+from tcworker.tcapi.upload import ArtifactPublisher
 from tcworker.worker.logpack import LogPacker
 from tcworker.worker.tasklog import TaskLog
-from tcworker.worker.upload import ArtifactPublisher
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,8 @@ class LogPublication:
 
     async def publish(self, task_log: TaskLog, backing: str) -> None:
         """Upload the closed log as ``backing``; raises ``TaskError``."""
-        size = task_log.bytes_written
         packed, created = await asyncio.gather(
-            self._packed(),
-            self.publisher.create_object(backing, LOG_CONTENT_TYPE, self.expires, length=size),
+            self._packed(), self.publisher.create_object(backing, LOG_CONTENT_TYPE, self.expires)
         )
         await self.publisher.upload_file(
             backing, task_log.path, LOG_CONTENT_TYPE, self.expires, "gzip", packed=packed, created=created

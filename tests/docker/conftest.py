@@ -18,7 +18,7 @@ import docker.errors
 import pytest
 from dockerhelpers import TEST_IMAGE, busybox_path, engine_config, import_image, skip_or_fail
 
-from tcworker.engines.docker import DockerEngine
+from tcworker.engines.docker.engine import DockerEngine
 
 SETUP_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "docker-setup.sh"
 

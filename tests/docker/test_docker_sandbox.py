@@ -14,7 +14,6 @@ import docker
 import pytest
 from dockerhelpers import containers_of, import_image, log_text, make_run, volume_names
 
-from tcworker.docker.sandbox import DockerSandbox
 from tcworker.engines.base import (
     EXIT_ABORTED,
     EXIT_NOT_STARTED,
@@ -23,6 +22,7 @@ from tcworker.engines.base import (
     CancelReason,
     Sandbox,
 )
+from tcworker.engines.docker.sandbox import DockerSandbox
 
 pytestmark = pytest.mark.docker
 
@@ -291,7 +291,7 @@ async def test_abort_from_another_thread_kills_the_container(make_engine, tmp_pa
 async def test_unreachable_daemon_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dockerhelpers import engine_config
 
-    from tcworker.engines.docker import DockerEngine
+    from tcworker.engines.docker.engine import DockerEngine
     from tcworker.errors import ConfigError
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")

@@ -16,13 +16,13 @@ from dfhelpers import GPG, GpgKey, make_gpg_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcworker.docker.encrypted_env import (
+from tcworker.errors import ConfigError, MalformedPayload
+from tcworker.features.encrypted_env import (
     SecretMasker,
     decrypt_env,
     load_private_key,
     secret_values,
 )
-from tcworker.errors import ConfigError, MalformedPayload
 
 SECRET = "s3cr3t-v@lue with spaces"
 
@@ -205,7 +205,7 @@ def test_incident_is_logged_without_the_secret(
     gpg_key: GpgKey, key: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     tid = slugid.nice()
-    with caplog.at_level(logging.WARNING, logger="tcworker.docker.encrypted_env"):
+    with caplog.at_level(logging.WARNING, logger="tcworker.features.encrypted_env"):
         text = refused([gpg_key.message(doc(tid, name="TASK_ID"))], tid, key)
     incident = text.rsplit("incidentId: ", 1)[1]
     assert incident in caplog.text and tid in caplog.text

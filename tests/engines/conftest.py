@@ -19,11 +19,11 @@ HOST_ENGINES = ["simple", "multiuser"]
 
 def engine_params() -> list[Any]:
     params: list[Any] = list(HOST_ENGINES)
-    if importlib.util.find_spec("tcworker.engines.docker") is None:
+    if importlib.util.find_spec("tcworker.engines.docker.engine") is None:
         params.append(
             pytest.param(
                 "docker",
-                marks=pytest.mark.skip(reason="tcworker.engines.docker does not exist yet (engineer H5)"),
+                marks=pytest.mark.skip(reason="tcworker.engines.docker.engine does not exist yet (engineer H5)"),
             )
         )
     else:

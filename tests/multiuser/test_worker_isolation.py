@@ -24,7 +24,7 @@ from e2e_harness import (
     worker_config,
 )
 
-from tcworker.worker.taskdirs import task_dir_name
+from tcworker.taskdirs import task_dir_name
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tcworker.worker import payload as p
+from tcworker import payload as p
 
 UPSTREAM = Path("/work/shared/upstream/worker-schemas")
 

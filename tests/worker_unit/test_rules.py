@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tcworker.durations import go_duration
 from tcworker.engines.base import EXIT_ABORTED, CancelReason, ProcessResult
 from tcworker.errors import (
     IntermittentTask,
@@ -17,8 +18,7 @@ from tcworker.errors import (
 )
 from tcworker.features import artifact_rules as rules
 from tcworker.features.command_executor import error_for_result, footer_lines
-from tcworker.worker.durations import go_duration
-from tcworker.worker.taskdirs import remove_task_dirs, task_dir_name
+from tcworker.taskdirs import remove_task_dirs, task_dir_name
 
 
 @pytest.mark.parametrize(
@@ -134,7 +134,7 @@ def test_gzip_copy_decodes_to_the_original_and_hashes_the_original(tmp_path: Pat
     import gzip
     import hashlib
 
-    from tcworker.worker.gzip_upload import compress
+    from tcworker.tcapi.gzip_upload import compress
 
     source = tmp_path / "big.txt"
     data = b"hello gzip\n" * 50_000

@@ -22,7 +22,7 @@ from tcworker.features import load_features
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature
 from tcworker.features.command_executor import CommandExecutorFeature
 from tcworker.platform.serve import RunningPlatform, start_platform
-from tcworker.worker.clients import Clients
+from tcworker.tcapi.clients import Clients
 from tcworker.worker.taskrun import TaskRun
 
 QUEUE = "unit-prov/pipeline"
