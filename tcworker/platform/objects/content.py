@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tcworker.digests import PlainDigests
-from tcworker.platform.errors import InputError
+from tcworker.platform.errors import InputError, InputTooLarge
 
 BATCH = 1 << 20
 
@@ -50,7 +50,10 @@ class ContentStore:
         """Stream ``chunks`` into ``target`` (replacing it atomically); returns (length, hashes).
 
         With ``sent_sha256`` (gzip only) the returned hashes are empty: the bytes were checked
-        against it instead."""
+        against it instead. More bytes than ``expected_length`` raise ``InputTooLarge`` as soon as
+        they arrive (the partial file is removed), so a chunked body cannot fill the disk past what
+        was declared.
+        """
         part = target.with_name(f"{target.name}.part-{secrets.token_hex(4)}")
         hashes = PlainDigests()
         trusted = sent_sha256 is not None and gzip
@@ -92,9 +95,15 @@ class ContentStore:
             buffer: list[bytes] = []
             size = 0
             async for chunk in chunks:
+                length += len(chunk)
+                if expected_length is not None and length > expected_length:
+                    # Stop at once: a chunked body has no Content-Length to refuse it up front.
+                    raise InputTooLarge(
+                        f"received more than the {expected_length} bytes declared for this upload; "
+                        "stopped reading"
+                    )
                 buffer.append(chunk)
                 size += len(chunk)
-                length += len(chunk)
                 if size >= BATCH:
                     await asyncio.to_thread(flush, fd, b"".join(buffer))
                     buffer, size = [], 0
