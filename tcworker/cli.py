@@ -46,7 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command in ("local", "submit"):  # their usage errors exit 64, not argparse's 2
+            print(
+                f"tcworker {args.command}: error: unrecognized arguments: {' '.join(unknown)}",
+                file=sys.stderr,
+            )
+            return 64
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.version:
         from tcworker.worker.commands import version_line
 

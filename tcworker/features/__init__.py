@@ -7,6 +7,9 @@ payload (a docker-worker feature on a generic-worker payload, a toggle the task 
 returns ``None`` from ``for_run`` and is skipped. Positions that matter, following
 generic-worker's ``TaskRun.Run`` order:
 
+- ``liveLog`` right after ``superseding`` (generic-worker starts it right after the payload
+  checks): the reference artifact exists before the commands, and its stop (the link) runs
+  near the end.
 - ``superseding`` first: its ``stop`` runs last, once the primary's artifacts are up.
 - the docker-worker scope rules and every admission check early (they only check).
 - ``encryptedEnv``, ``osGroups``, ``runTaskAsCurrentUser``, capabilities and caches before anything
@@ -23,8 +26,8 @@ generic-worker's ``TaskRun.Run`` order:
 
 A new feature is one module here plus one line in this list; ``tcworker show-features`` prints it.
 
-The backing log and the live-log link are published by ``TaskRun`` itself after every feature
-stopped, so that the log is complete (including the lines features write while stopping).
+The backing log is published by ``TaskRun`` itself after every feature stopped, so that the log
+is complete (including the lines features write while stopping); the live log's stream ends then.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from tcworker.features.base import Feature
 
 FEATURES: list[str] = [
     "tcworker.features.superseding:SupersedingFeature",  # docker: supersederUrl (claims, then resolves the others)
+    "tcworker.features.livelog:LiveLogFeature",  # early: live from the start, linked near the end
     "tcworker.features.docker_scopes:DockerWorkerScopesFeature",  # docker: the docker-worker scope rules
     "tcworker.features.encrypted_env:EncryptedEnvFeature",  # docker: payload.encryptedEnv → secret env
     "tcworker.features.os_groups:OSGroupsFeature",  # payload.osGroups (scopes per group)
