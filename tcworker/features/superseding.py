@@ -58,7 +58,6 @@ SUPERSEDED_BY = "public/superseded-by.json"
 SUPERSEDES = "public/supersedes.json"
 JSON = "application/json"
 
-
 class WarnLog(Protocol):
     """The part of a task log ``fetch_supersedes`` uses."""
 
