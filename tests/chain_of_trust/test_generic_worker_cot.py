@@ -317,3 +317,24 @@ def test_chain_of_trust_with_run_task_as_current_user_is_malformed_payload(mu_po
     assert "can read the worker's signing key" in log and "runTaskAsCurrentUser" in log
     assert "Executing command" not in log
     assert COT not in sub.artifacts(task_id, 0)
+
+
+def test_mounted_content_is_a_resolved_dependency_of_the_provenance(mu_pool: Pool) -> None:
+    """What the mounts feature fetched is signed as SLSA ``resolvedDependencies`` with its sha256."""
+    sub = mu_pool.submitter
+    raw = "mounted-for-provenance\n"
+    payload = {
+        "command": [["cat", "inputs/raw.txt"]],
+        "maxRunTime": 60,
+        "mounts": [{"file": "inputs/raw.txt", "content": {"raw": raw}}],
+        "features": {"chainOfTrust": True},
+    }
+    task_id, run = run_task(sub, mu_pool.worker, payload)
+    assert run["state"] == "completed", sub.explain(task_id)
+    bundle, _ = sub.download(task_id, 0, PROVENANCE)
+    statement = json.loads(base64.b64decode(json.loads(bundle.decode().splitlines()[0])["payload"]))
+    dependencies = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    mounted = [d for d in dependencies if d.get("name", "").startswith("raw content")]
+    assert mounted == [
+        {"name": f"raw content ({len(raw)} bytes)", "digest": {"sha256": sha256(raw.encode())}}
+    ], dependencies
