@@ -242,6 +242,12 @@ class Sandbox:
         user), so per-run services can admit only that user; ``None`` = the worker's user."""
         return None
 
+    def shell_identity(self) -> tuple[Path, int, int, tuple[int, ...]] | None:
+        """Where and as whom an interactive shell of this run starts (``features.interactive``):
+        ``(directory, uid, gid, groups)``, or ``None`` for the worker's own user in the task
+        directory. Engines that cannot give a host shell (containers) raise ``Unsupported``."""
+        raise Unsupported(f"the {type(self).__name__} cannot open an interactive shell")
+
     async def run_as_current_user(self) -> Path:
         """Switch the run to the worker's own user (``runTaskAsCurrentUser``); returns the path of
         the task user's credentials file."""

@@ -85,6 +85,11 @@ class HostSandbox(Sandbox):
         """Who commands run as; ``None`` = the worker's own user."""
         return None
 
+    def shell_identity(self) -> tuple[Path, int, int, tuple[int, ...]] | None:
+        """The shell runs in the task directory as the commands' user (task user on multiuser)."""
+        who = self.identity()
+        return None if who is None else (self.task_dir, who.uid, who.gid, who.groups)
+
     def marker(self, env: Mapping[str, str]) -> bytes | None:
         """An environment entry identifying this run's processes (see ``proctree``)."""
         workdir = env.get("TASK_WORKDIR")

@@ -21,6 +21,8 @@ generic-worker's ``TaskRun.Run`` order:
   (or purged) only after the artifacts were collected from them.
 - ``artifacts`` late: its ``stop`` runs early in the reverse unwind, right after the max-run-time
   timer is stopped, so payload artifacts are found after the commands and before the logs.
+- ``interactive`` right before ``maxRunTime``: shells end as soon as the commands end (as
+  generic-worker ends them with the task), before any artifact is collected.
 - ``maxRunTime`` second to last: its timer starts just before the commands and stops before uploads.
 - ``commandExecutor`` last: running the commands *is* its ``start``.
 
@@ -57,6 +59,7 @@ FEATURES: list[str] = [
     "tcworker.features.docker_proxies:TestdroidProxyFeature",
     "tcworker.features.mounts:MountsFeature",  # payload.mounts; its stop runs after artifacts
     "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts
+    "tcworker.features.interactive:InteractiveFeature",  # features.interactive: ends with the commands, before uploads
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands
 ]
@@ -95,7 +98,6 @@ def _flag(name: str) -> Callable[[Mapping[str, Any]], bool]:
 PAYLOAD_TOGGLES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "mounts": lambda p: bool(p.get("mounts")),
     "osGroups": lambda p: bool(p.get("osGroups")),
-    "interactive": _flag("interactive"),
     "runTaskAsCurrentUser": _flag("runTaskAsCurrentUser"),
     "loopbackVideo": _flag("loopbackVideo"),
     "loopbackAudio": _flag("loopbackAudio"),
