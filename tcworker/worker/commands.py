@@ -1,4 +1,4 @@
-"""Worker subcommands of the CLI: run, show-payload-schema, new-ed25519-keypair, status, local, submit.
+"""Worker subcommands of the CLI: run, show-payload-schema, new-ed25519-keypair, status, local, submit, shell.
 
 Argument parsing and dispatch only (design G1); each handler returns the process exit code,
 numbered as generic-worker's (``tcworker.exitcodes``).
@@ -135,6 +135,34 @@ def add_worker_commands(sub: Any) -> None:
     submit.add_argument("--no-follow", action="store_true", help="print the log when the task ends, not live")
     submit.set_defaults(handler=cmd_submit)
     _usage_errors_exit(submit)
+
+    shell = sub.add_parser(
+        "shell",
+        help="open the interactive shell of a running task (features.interactive)",
+        epilog="Credentials: TASKCLUSTER_CLIENT_ID/TASKCLUSTER_ACCESS_TOKEN (the shell's artifact is private).",
+    )
+    shell.add_argument("task_id", metavar="TASK_ID")
+    shell.add_argument("--root-url", default=os.environ.get("TASKCLUSTER_ROOT_URL"), help="platform root URL")
+    shell.set_defaults(handler=cmd_shell)
+    _usage_errors_exit(shell)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from tcworker.interactive.client import ShellNotAvailable, attach, find_socket_url
+
+    if not args.root_url:
+        print("tcworker shell: no root URL (--root-url or TASKCLUSTER_ROOT_URL)", file=sys.stderr)
+        return 64
+    options: dict[str, Any] = {"rootUrl": args.root_url}
+    client_id, token = os.environ.get("TASKCLUSTER_CLIENT_ID"), os.environ.get("TASKCLUSTER_ACCESS_TOKEN")
+    if client_id and token:
+        options["credentials"] = {"clientId": client_id, "accessToken": token}
+    try:
+        url = find_socket_url(options, args.task_id)
+    except ShellNotAvailable as e:
+        print(f"tcworker shell: {e}", file=sys.stderr)
+        return 1
+    return asyncio.run(attach(url))
 
 
 def _usage_errors_exit(parser: argparse.ArgumentParser) -> None:
