@@ -11,14 +11,19 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import socket
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 import psutil
+import pytest
 import taskcluster
 from e2e_harness import Submitter
 
@@ -82,23 +87,57 @@ async def held_open(url: str, started: bytes) -> tuple[aiohttp.ClientSession, An
     return session, ws, out
 
 
-def test_shell_of_running_task(submitter: Submitter, start_worker: Any, tmp_path: Path) -> None:
+@pytest.fixture
+def homes_dir() -> Iterator[Path]:
+    """A tasksDir task users can traverse (pytest's tmp dirs are 0700 root)."""
+    path = Path(tempfile.mkdtemp(prefix="tcw-interactive-homes-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def multiuser_unavailable() -> str | None:
+    if not sys.platform.startswith("linux") or os.geteuid() != 0 or shutil.which("useradd") is None:
+        return "the multiuser engine needs Linux, root and useradd"
+    return None
+
+
+@pytest.mark.parametrize("engine", ["simple", "multiuser"])
+def test_shell_of_running_task(
+    submitter: Submitter, start_worker: Any, tmp_path: Path, homes_dir: Path, engine: str
+) -> None:
     port = free_port()
-    worker = start_worker(interactivePort=port)
-    task_id = submitter.create(
-        {"command": [["sh", "-c", "touch go-away-marker; while [ -e go-away-marker ]; do sleep 0.2; done"]],
-         "maxRunTime": 300, "features": {"interactive": True},
-         # The shell is bash with the task's environment: an own HOME keeps the host's ~/.bashrc
-         # (pyenv hooks on this machine) out of it.
-         "env": {"HOME": str(tmp_path)}}
-    )
+    payload: dict[str, Any] = {
+        "command": [["sh", "-c", "touch go-away-marker; while [ -e go-away-marker ]; do sleep 0.2; done"]],
+        "maxRunTime": 300,
+        "features": {"interactive": True},
+    }
+    if engine == "multiuser":
+        reason = multiuser_unavailable()
+        if reason:
+            if os.environ.get("CI") == "true":
+                pytest.fail(reason)
+            pytest.skip(reason)
+        worker = start_worker(interactivePort=port, engine="multiuser", headlessTasks=True, tasksDir=str(homes_dir))
+    else:
+        worker = start_worker(interactivePort=port)
+        # The shell is bash with the task's environment: an own HOME keeps the host's ~/.bashrc
+        # (pyenv hooks on this machine) out of it.
+        payload["env"] = {"HOME": str(tmp_path)}
+    task_id = submitter.create(payload)
     url = socket_url_of(submitter, task_id)
     assert url.startswith(f"ws://127.0.0.1:{port}/shell/"), url
     secret = url.rsplit("/", 1)[1]
 
     out, _ = asyncio.run(converse(url, 'id; pwd; echo "TASK=$TASK_ID"; echo DONE-$((40+2))', b"DONE-42"))
     text = out.decode(errors="replace")
-    assert f"uid={os.getuid()}" in text, text  # simple engine: the worker's own user
+    uid = int(re.search(r"uid=(\d+)\((\S+?)\)", text).group(1))  # type: ignore[union-attr]
+    if engine == "simple":
+        assert uid == os.getuid(), text  # the worker's own user
+    else:
+        assert uid != os.getuid() and re.search(r"uid=\d+\(task_", text), text  # the task user
     pwd_lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("/")]
     assert any(Path(p, "go-away-marker").exists() for p in pwd_lines), text  # the task directory
     assert f"TASK={task_id}" in text, text
