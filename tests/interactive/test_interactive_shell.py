@@ -77,7 +77,7 @@ async def held_open(url: str, started: bytes) -> tuple[aiohttp.ClientSession, An
     ws = await session.ws_connect(url)
     await first_output(ws)
     await ws.send_bytes(resize_message(120, 40))
-    await ws.send_bytes(stdin_message(b"stty size; sleep 1000 & echo BG=$!\n"))
+    await ws.send_bytes(stdin_message(b"stty size; env -i sleep 1000 & echo BG=$!\n"))
     out = b""
     async with asyncio.timeout(30):
         while not re.search(started + rb"(\d+)\s", out):
