@@ -10,7 +10,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from dockerhelpers import TEST_IMAGE, containers_of, import_image, log_text, make_run
+from helpers.dockerimage import TEST_IMAGE, import_image
+from helpers.dockerruns import containers_of, log_text, make_run
 
 from tcworker.errors import MalformedPayload, TaskFailed
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import taskcluster.aio
-from dfhelpers import WORKER
+from helpers.superseding import WORKER
 
 from tcworker.engines.docker.scopes import check_scopes
 from tcworker.errors import MalformedPayload, ResourceUnavailable

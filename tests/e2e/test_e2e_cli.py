@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from e2e_harness import clean_env, tcworker_cmd
+from helpers.workerproc import clean_env, tcworker_cmd
 
 import tcworker
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_harness import PROVISIONER_ID, REPO_ROOT, Submitter, clean_env, iso, tcworker_cmd
+from helpers.submitter import Submitter, iso
+from helpers.workerproc import PROVISIONER_ID, REPO_ROOT, clean_env, tcworker_cmd
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import Submitter, clean_env, tcworker_cmd, worker_config
+from helpers.submitter import Submitter
+from helpers.workerproc import clean_env, tcworker_cmd, worker_config
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from enginehelpers import RecordingLog, host_dirs, make_config, run_context
+from helpers.engines import host_dirs, make_config, run_context
+from helpers.logs import RecordingLog
 
 from tcworker.engines import create_engine
 

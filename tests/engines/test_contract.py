@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from enginehelpers import RecordingLog, command_env, processes_with, unique_sleep
+from helpers.engines import command_env, processes_with, unique_sleep
+from helpers.logs import RecordingLog
 
 from tcworker.engines.base import (
     EXIT_ABORTED,
@@ -335,7 +336,7 @@ async def test_empty_directory_artifact_yields_nothing(sandbox: Any, tmp_path: P
 
 
 async def test_destroy_removes_the_task_dir_and_is_idempotent(engine: Any) -> None:
-    from enginehelpers import run_context
+    from helpers.engines import run_context
 
     box = await engine.prepare(run_context())
     task_dir = box.task_dir
@@ -347,7 +348,7 @@ async def test_destroy_removes_the_task_dir_and_is_idempotent(engine: Any) -> No
 
 
 async def test_destroy_keeps_the_task_dir_when_clean_up_is_off(engine: Any) -> None:
-    from enginehelpers import run_context
+    from helpers.engines import run_context
 
     engine._config = engine.test_config.replace(cleanUpTaskDirs=False)
     box = await engine.prepare(run_context())
@@ -360,7 +361,7 @@ async def test_destroy_keeps_the_task_dir_when_clean_up_is_off(engine: Any) -> N
 
 
 async def test_two_runs_get_separate_task_dirs(engine: Any) -> None:
-    from enginehelpers import run_context
+    from helpers.engines import run_context
 
     boxes = await asyncio.gather(*(engine.prepare(run_context()) for _ in range(3)))
     try:

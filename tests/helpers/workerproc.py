@@ -1,49 +1,32 @@
-"""Drive a real `tcworker run` process against a real platform process, as a submitter would.
+"""Start a real `tcworker run` process against a platform process, the way a deployment would.
 
-The end-to-end tests need three things that the shared platform fixtures (`tests/platformproc.py`)
-do not give: a worker child process with a generic-worker config file (`WorkerProcess`), tasks
-submitted and awaited through the official `taskcluster` client (`Submitter`), and a way to find
-every OS process a task left behind, however it detached (`marked_processes`: each task gets a
-unique `E2E_MARK` variable in its payload env and every descendant inherits it, even across
-`setsid` or a double fork, so a scan of `/proc/*/environ` finds them all).
+`WorkerProcess` owns one `python -m tcworker run --config FILE` child with a generic-worker config
+file (`worker_config`: tight, test-friendly settings) and its combined output; `start_worker_process`
+is the one place tests start a worker (own work dir, signing key made by the real CLI, config
+overrides on top). Workers inherit the test's environment minus TASKCLUSTER_* (`clean_env`), which
+the worker would read as config overrides.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import datetime as dt
-import gzip
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-import requests
 import slugid
-import taskcluster
-from taskcluster.download import downloadArtifactToBuf
+
+from helpers.ci import child_preexec
+from helpers.platformproc import PlatformProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROVISIONER_ID = "e2e-prov"
-RESOLVED_STATES = ("completed", "failed", "exception")
-MARK_VAR = "E2E_MARK"
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """SIGKILL the child if the test runner dies, so a crashed run leaves no worker behind."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -111,9 +94,7 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
-                preexec_fn=_die_with_parent
-                if threading.current_thread() is threading.main_thread()
-                else None,
+                preexec_fn=child_preexec(),
             )
         finally:
             log.close()
@@ -189,203 +170,21 @@ def worker_config(
     return config
 
 
-def iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+def start_worker_process(
+    platform: PlatformProcess,
+    workdir: Path,
+    *,
+    key: Path | None = None,
+    env: dict[str, str] | None = None,
+    **overrides: Any,
+) -> WorkerProcess:
+    """Start `tcworker run` on `platform` in `workdir` (made if missing) with root credentials.
 
-
-def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-@dataclass
-class Submitter:
-    """Create tasks and wait for their runs through the official sync client (root credentials)."""
-
-    queue: taskcluster.Queue
-    root_url: str
-    worker_type: str
-    root_token: str
-    mark: str = field(default_factory=lambda: "mark-" + slugid.nice())
-
-    def task_definition(
-        self,
-        payload: dict[str, Any],
-        *,
-        retries: int = 1,
-        deadline_minutes: float = 30,
-        expires_days: float = 1,
-        scopes: list[str] | None = None,
-        mark: bool = True,
-    ) -> dict[str, Any]:
-        """A complete task for this test's queue. The payload env gets E2E_MARK unless `mark=False`."""
-        payload = json.loads(json.dumps(payload))
-        if mark and isinstance(payload.get("command"), list):
-            env = payload.setdefault("env", {})
-            if isinstance(env, dict):
-                env.setdefault(MARK_VAR, self.mark)
-        now = dt.datetime.now(dt.UTC)
-        return {
-            "provisionerId": PROVISIONER_ID,
-            "workerType": self.worker_type,
-            "schedulerId": "-",
-            "taskGroupId": slugid.nice(),
-            "created": iso(now),
-            "deadline": iso(now + dt.timedelta(minutes=deadline_minutes)),
-            "expires": iso(now + dt.timedelta(days=expires_days)),
-            "retries": retries,
-            "scopes": scopes or [],
-            "payload": payload,
-            "metadata": {
-                "name": "tcworker e2e task",
-                "description": "created by tests/e2e",
-                "owner": "e2e@example.com",
-                "source": "https://example.com/tcworker/tests/e2e",
-            },
-        }
-
-    def create(self, payload: dict[str, Any], **kw: Any) -> str:
-        task_id = slugid.nice()
-        self.queue.createTask(task_id, self.task_definition(payload, **kw))
-        return task_id
-
-    def create_task(self, task: dict[str, Any]) -> str:
-        task_id = slugid.nice()
-        self.queue.createTask(task_id, task)
-        return task_id
-
-    def status(self, task_id: str) -> dict[str, Any]:
-        return dict(self.queue.status(task_id)["status"])
-
-    def wait_run(
-        self,
-        task_id: str,
-        run_id: int = 0,
-        *,
-        states: tuple[str, ...] = RESOLVED_STATES,
-        timeout: float = 60,
-        worker: WorkerProcess | None = None,
-        poll: float = 0.1,
-    ) -> dict[str, Any]:
-        """Poll `status` until run `run_id` reaches one of `states`; returns that run."""
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            last = self.status(task_id)
-            runs = last.get("runs", [])
-            if len(runs) > run_id and runs[run_id]["state"] in states:
-                return dict(runs[run_id])
-            time.sleep(poll)
-        msg = f"task {task_id} run {run_id} not in {states} after {timeout}s; status={json.dumps(last)}"
-        if worker is not None:
-            msg += f"\n--- worker output (tail) ---\n{worker.tail()}"
-        raise AssertionError(msg)
-
-    def wait_running(self, task_id: str, **kw: Any) -> dict[str, Any]:
-        return self.wait_run(task_id, states=("running", *RESOLVED_STATES), **kw)
-
-    # -- artifacts ------------------------------------------------------------------------
-
-    def artifacts(self, task_id: str, run_id: int) -> dict[str, dict[str, Any]]:
-        """Every artifact of a run by name (listArtifacts, following continuation tokens)."""
-        out: dict[str, dict[str, Any]] = {}
-        query: dict[str, Any] = {}
-        while True:
-            page = self.queue.listArtifacts(task_id, str(run_id), query=query)
-            for art in page["artifacts"]:
-                out[art["name"]] = art
-            if not page.get("continuationToken"):
-                return out
-            query = {"continuationToken": page["continuationToken"]}
-
-    def download(self, task_id: str, run_id: int, name: str) -> tuple[bytes, str]:
-        """Artifact bytes as the official download helper delivers them (content-decoded)."""
-        buf, content_type = downloadArtifactToBuf(
-            taskId=task_id, runId=run_id, name=name, queueService=self.queue
-        )
-        return bytes(buf), content_type
-
-    def log(self, task_id: str, run_id: int = 0, name: str = "public/logs/live_backing.log") -> str:
-        data, _ = self.download(task_id, run_id, name)
-        assert not data.startswith(b"\x1f\x8b"), (
-            f"{name} reached the client still gzip-compressed: the Content-Encoding was lost on the way"
-        )
-        return data.decode("utf-8", "replace")
-
-    def explain(self, task_id: str, run_id: int = 0) -> str:
-        """The run's task log (tail) for assertion messages; never raises."""
-        try:
-            return "\n--- task log (tail) ---\n" + self.log(task_id, run_id)[-4000:]
-        except Exception as exc:  # noqa: BLE001 - diagnostics only
-            return f"\n--- task log unavailable: {exc!r} ---"
-
-    def raw_artifact(self, task_id: str, run_id: int, name: str) -> tuple[str, bytes]:
-        """(Content-Encoding, bytes exactly as served) — bypasses the client's transparent decoding."""
-        art = self.queue.artifact(task_id, str(run_id), name)
-        if art["storageType"] == "object":
-            obj = taskcluster.Object({"rootUrl": self.root_url, "credentials": art["credentials"]})
-            res = obj.startDownload(art["name"], {"acceptDownloadMethods": {"getUrl": True}})
-            url = res["url"]
-        elif art["storageType"] in ("s3", "reference"):
-            url = art["url"]
-        else:
-            raise AssertionError(f"artifact {name} has storage type {art['storageType']}: {art}")
-        resp = requests.get(url, stream=True, timeout=30, headers={"Accept-Encoding": "gzip"})
-        resp.raise_for_status()
-        raw = resp.raw.read(decode_content=False)
-        return resp.headers.get("Content-Encoding", "identity"), raw
-
-
-def decoded(encoding: str, raw: bytes) -> bytes:
-    return gzip.decompress(raw) if encoding == "gzip" else raw
-
-
-def marked_processes(mark: str) -> list[psutil.Process]:
-    """Live (non-zombie) processes whose environment carries E2E_MARK=<mark>."""
-    needle = f"{MARK_VAR}={mark}".encode()
-    found: list[psutil.Process] = []
-    for pid in psutil.pids():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                if needle not in fh.read().split(b"\0"):
-                    continue
-            proc = psutil.Process(pid)
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (OSError, psutil.Error):
-            continue
-    return found
-
-
-def describe(procs: list[psutil.Process]) -> str:
-    lines = []
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            lines.append(f"pid={p.pid} ppid={p.ppid()} sid={os.getsid(p.pid)} cmd={p.cmdline()}")
-    return "\n".join(lines)
-
-
-def wait_for_marked(mark: str, *, present: bool, timeout: float) -> list[psutil.Process]:
-    """Wait until marked processes exist (present=True) or are all gone (present=False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        procs = marked_processes(mark)
-        if bool(procs) == present or time.monotonic() >= deadline:
-            return procs
-        time.sleep(0.05)
-
-
-def kill_marked(mark: str) -> None:
-    """Teardown safety net: SIGKILL whatever a task left (the assertions have already run)."""
-    for p in marked_processes(mark):
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-
-
-_LINE = re.compile(
-    r"^\[taskcluster(?::warn)? \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] |^\[taskcluster:error\] "
-)
-
-
-def worker_lines(log: str) -> list[str]:
-    """The lines the worker wrote (GW prefixes), as opposed to task output."""
-    return [line for line in log.splitlines() if _LINE.match(line)]
+    `overrides` are generic-worker config keys (`workerType=`, `engine=`, `capacity=` …); `key` is
+    the ed25519 signing key (made with `tcworker new-ed25519-keypair` in `workdir` when None);
+    `env` adds environment variables to the clean environment.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    key = key or new_signing_key(workdir / "ed25519.key")
+    config = worker_config(platform.root_url, platform.root_access_token, workdir, key, **overrides)
+    return WorkerProcess(workdir, config, clean_env(**(env or {}))).start()

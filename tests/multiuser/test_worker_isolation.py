@@ -14,15 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import (
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    marked_processes,
-    new_signing_key,
-    tcworker_cmd,
-    worker_config,
-)
+from helpers.submitter import Submitter
+from helpers.taskprocs import marked_processes
+from helpers.workerproc import WorkerProcess, clean_env, new_signing_key, tcworker_cmd, worker_config
 
 from tcworker.taskdirs import task_dir_name
 
