@@ -28,18 +28,32 @@ ENGINES = ("simple", "multiuser", "docker")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "engines(*names): the only engines a contract case can run on (the others never get it)"
+        "markers",
+        "engines(*names, why=...): the only engines a contract case can run on at all; the others never "
+        "get the case (why says what makes it impossible there)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "engine_bug(name, reason=...): the case fails on engine `name` because of a known engine bug "
+        "(strict xfail there: it must start failing the suite once the bug is fixed)",
     )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "engine_name" not in metafunc.fixturenames:
         return
-    marker = metafunc.definition.get_closest_marker("engines")
-    names = list(marker.args) if marker else list(ENGINES)
+    only = metafunc.definition.get_closest_marker("engines")
+    if only is not None:
+        assert only.kwargs.get("why"), f"{metafunc.definition.nodeid}: engines(...) needs why="
+    names = list(only.args) if only else list(ENGINES)
     unknown = set(names) - set(ENGINES)
     assert not unknown, f"{metafunc.definition.nodeid}: unknown engines {sorted(unknown)}"
-    metafunc.parametrize("engine_name", names, indirect=True)
+    bugs = {m.args[0]: m.kwargs["reason"] for m in metafunc.definition.iter_markers("engine_bug")}
+    params = [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=bugs[name])) if name in bugs else name
+        for name in names
+    ]
+    metafunc.parametrize("engine_name", params, indirect=True)
 
 
 @pytest.fixture

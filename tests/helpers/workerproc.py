@@ -41,16 +41,24 @@ def tcworker_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "tcworker", *args]
 
 
-def new_signing_key(path: Path) -> Path:
-    """`tcworker new-ed25519-keypair --file F` (the real CLI), mode 0600 as multiuser demands."""
-    result = subprocess.run(
-        tcworker_cmd("new-ed25519-keypair", "--file", str(path)),
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m tcworker ARGS` to its end, output captured as text, in the clean environment."""
+    return subprocess.run(
+        tcworker_cmd(*args),
+        cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
-        env=clean_env(),
-        cwd=path.parent,
+        timeout=timeout,
+        env=env if env is not None else clean_env(),
+        stdin=subprocess.DEVNULL,
     )
+
+
+def new_signing_key(path: Path) -> Path:
+    """`tcworker new-ed25519-keypair --file F` (the real CLI), mode 0600 as multiuser demands."""
+    result = run_cli("new-ed25519-keypair", "--file", str(path), cwd=path.parent)
     assert result.returncode == 0, f"new-ed25519-keypair failed ({result.returncode}): {result.stderr}"
     assert path.exists(), "new-ed25519-keypair wrote no key file"
     path.chmod(0o600)
