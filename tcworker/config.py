@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,18 @@ from tcworker.errors import ConfigError
 from tcworker.exitcodes import ExitCode
 
 ENGINE_NAMES = ("simple", "multiuser", "docker")
+
+# The queue's own identifier rules (claim-work-request.json, task.json's taskQueueId): a worker
+# with another value would start and then have every claimWork refused with 400.
+IDENTIFIERS: dict[str, tuple[re.Pattern[str], str]] = {
+    "provisionerId": (re.compile(r"[a-zA-Z0-9-_]{1,38}"), "1-38 letters, digits, '-' and '_'"),
+    "workerType": (
+        re.compile(r"[a-z]([-a-z0-9]{0,36}[a-z0-9])?"),
+        "1-38 lower-case letters, digits and '-', starting with a letter and not ending with '-'",
+    ),
+    "workerGroup": (re.compile(r"[a-zA-Z0-9-_]{1,38}"), "1-38 letters, digits, '-' and '_'"),
+    "workerId": (re.compile(r"[a-zA-Z0-9-_]{1,38}"), "1-38 letters, digits, '-' and '_'"),
+}
 
 _D2G_DEFAULTS: dict[str, Any] = {
     "enableD2G": False,
@@ -194,6 +207,14 @@ class WorkerConfig:
         return Path(self.values["tasksDir"]).absolute()
 
     @property
+    def caches_dir(self) -> Path:
+        return Path(self.values["cachesDir"]).absolute()
+
+    @property
+    def downloads_dir(self) -> Path:
+        return Path(self.values["downloadsDir"]).absolute()
+
+    @property
     def credentials(self) -> dict[str, str]:
         """The worker's own credentials in ``taskcluster`` client form."""
         creds = {"clientId": self.values["clientId"], "accessToken": self.private.accessToken}
@@ -332,6 +353,12 @@ def validate(values: Mapping[str, Any], private: PrivateConfig) -> list[str]:
                 ipaddress.ip_address(values[key])
             except ValueError:
                 problems.append(f"config key {key!r} is not an IP address: {values[key]!r}")
+    for key, (pattern, rule) in IDENTIFIERS.items():
+        if values[key] and not pattern.fullmatch(values[key]):
+            problems.append(
+                f"config key {key!r} is {values[key]!r}, but the queue only accepts {rule} "
+                "(every claimWork would be refused with 400)"
+            )
     root = values["rootURL"]
     if root and not root.startswith(("http://", "https://")):
         problems.append(f"config key 'rootURL' must be an http(s) URL, got {root!r}")

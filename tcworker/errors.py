@@ -16,13 +16,15 @@
         └── HostBroken                 69
 
 The first error of a run decides its resolution, except that any ``WorkerShutdown`` wins
-(generic-worker's ``resolve()``); see ``resolution_of``.
+(generic-worker's ``resolve()``), and a recorded cancellation decides over both; see
+``resolution_of``, the one place that turns what happened to a run into its resolution.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tcworker.cancellation import CancelReason
 from tcworker.exitcodes import ExitCode
 
 
@@ -80,18 +82,33 @@ class HostBroken(WorkerError):
     exit_code = ExitCode.INTERNAL_ERROR
 
 
-def resolution_of(errors: Sequence[BaseException]) -> tuple[str, str | None]:
-    """The run's resolution from its collected errors: ``("completed", None)`` when there are none.
+def error_for_cancel(reason: CancelReason, detail: str = "") -> TaskError:
+    """The error a recorded cancellation means for the run (generic-worker's abort handling)."""
+    if reason is CancelReason.MAX_RUN_TIME:
+        return TaskFailed(f"Task aborted - {reason}")
+    if reason is CancelReason.WORKER_STOPPING:
+        return WorkerShutdown(f"Task aborted - {reason}")
+    return TaskCancelled(f"Task aborted - {reason}" + (f" ({detail})" if detail else ""))
 
-    The first error decides; a ``WorkerShutdown`` anywhere wins; a ``TaskCancelled`` anywhere means
-    nothing is reported (``("none", None)``); an unexpected exception is an internal error.
+
+def resolution_of(
+    errors: Sequence[BaseException], cancelled: CancelReason | None = None
+) -> tuple[str, str | None]:
+    """The run's resolution from its collected errors and its recorded cancellation reason.
+
+    A cancelled or lost claim means nothing is reported (``("none", None)``); worker shutdown (a
+    ``WorkerShutdown`` anywhere, or the recorded reason) is ``exception/worker-shutdown``; otherwise
+    the first error decides (max run time's ``failed`` when no error came before it), an
+    unexpected exception is an internal error, and no error at all is ``completed``.
     """
-    if not errors:
-        return ("completed", None)
+    if cancelled is not None and not cancelled.reports:
+        return TaskCancelled.resolution
     if any(isinstance(e, TaskCancelled) for e in errors):
         return TaskCancelled.resolution
-    if any(isinstance(e, WorkerShutdown) for e in errors):
+    if cancelled is CancelReason.WORKER_STOPPING or any(isinstance(e, WorkerShutdown) for e in errors):
         return WorkerShutdown.resolution
+    if not errors:
+        return error_for_cancel(cancelled).resolution if cancelled is not None else ("completed", None)
     first = errors[0]
     if isinstance(first, TaskError):
         return first.resolution

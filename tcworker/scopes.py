@@ -7,8 +7,10 @@ The platform uses it to authorize requests; the worker uses it to check feature 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
+
+from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskError
 
 ScopeExpr: TypeAlias = "str | Mapping[str, Any]"
 
@@ -61,3 +63,53 @@ def describe(expr: ScopeExpr) -> str:
     if "AnyOf" in expr:
         return "one of:\n" + "\n".join("  " + describe(e).replace("\n", "\n  ") for e in expr["AnyOf"])
     return repr(expr)
+
+
+def could_assume(scope: str) -> bool:
+    """True when ``scope`` grants some ``assume:`` scope, so role expansion could add scopes."""
+    return scope.startswith("assume:") or (scope.endswith("*") and "assume:".startswith(scope[:-1]))
+
+
+def unsatisfied(held: Sequence[str], required: Sequence[ScopeExpr]) -> list[ScopeExpr]:
+    """The parts of each required expression ``held`` does not satisfy."""
+    return [m for expr in required if (m := missing_scopes(held, expr)) is not None]
+
+
+def missing_message(missing: Sequence[ScopeExpr], held: Sequence[str]) -> str:
+    """The task-log text for a scope failure: what is missing, then what the task has."""
+    lines = ["The task's scopes do not allow what its payload asks for.", "Missing scopes:"]
+    lines += ["  " + describe(m).replace("\n", "\n  ") for m in missing]
+    lines.append("task.scopes:" if held else "task.scopes is empty.")
+    lines += [f"  {s}" for s in held]
+    return "\n".join(lines)
+
+
+async def check_task_scopes(
+    held: Sequence[str],
+    required: Sequence[ScopeExpr],
+    expand: Callable[[list[str]], Awaitable[list[str]]] | None,
+) -> None:
+    """The one scope check of a run: raise ``MalformedPayload`` unless ``held`` satisfy ``required``.
+
+    The direct check comes first (no network). Only when it fails and one of the held scopes could
+    assume a role are they expanded through ``expand`` (auth ``expandScopes``), as generic-worker
+    does; an expansion failure is ``ResourceUnavailable`` (nobody's fault, retry later).
+    """
+    held = [str(s) for s in held]
+    missing = unsatisfied(held, required)
+    if not missing:
+        return
+    if expand is not None and any(could_assume(s) for s in held):
+        try:
+            expanded = list(await expand(held))
+        except TaskError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ResourceUnavailable(
+                f"could not expand the task's scopes through the auth service: {type(exc).__name__}: {first}"
+            ) from exc
+        missing = unsatisfied(expanded, required)
+        if not missing:
+            return
+    raise MalformedPayload(missing_message(missing, held))

@@ -13,6 +13,8 @@ import shutil
 from collections.abc import Collection
 from pathlib import Path
 
+from tcworker.errors import HostBroken
+
 log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 20
@@ -49,3 +51,12 @@ def remove_task_dirs(tasks_dir: Path, keep: Collection[str] = ()) -> list[str]:
         except OSError as e:
             log.warning("cannot remove old task directory %s: %s", entry, e)
     return removed
+
+
+def create_tasks_dir(tasks_dir: Path, mode: int = 0o755) -> None:
+    """Create ``tasksDir`` at start-up; a host that cannot is broken: ``HostBroken`` (exit 69, as
+    the spec and ``tcworker run --help`` say), not a config problem."""
+    try:
+        tasks_dir.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as e:
+        raise HostBroken(f"cannot create tasksDir {str(tasks_dir)!r}: {e.strerror}") from e

@@ -2,7 +2,7 @@
 
 docker-worker polled ``purgeCache.purgeRequests(<provisionerId>/<workerType>, since=…)`` and
 deleted every cache of the named caches created before each request's ``before`` time. The
-engine calls ``poll`` before each task and from a periodic background loop. A failed poll is only
+caches feature calls ``poll`` before each task and from a periodic background loop. A failed poll is only
 logged: a stale cache is better than a worker that stops claiming because a service is down.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import taskcluster
-import taskcluster.aio
 
 from tcworker import tctime
 from tcworker.caches.store import CacheStore
@@ -28,9 +28,9 @@ class PurgePoller:
     # Requests are re-fetched with this much overlap: purging is idempotent, missing one is not.
     OVERLAP_SECONDS = 60.0
 
-    def __init__(self, caches: CacheStore, options: dict[str, Any], worker_pool_id: str) -> None:
+    def __init__(self, caches: CacheStore, client: Callable[[], Any], worker_pool_id: str) -> None:
         self._caches = caches
-        self._options = options
+        self._client = client  # makes a purge-cache client (tcworker.tcapi.clients.Clients.purge_cache)
         self._pool = worker_pool_id
         self._since: dt.datetime | None = None
         self._lock = asyncio.Lock()
@@ -42,7 +42,7 @@ class PurgePoller:
             query: dict[str, str] = {}
             if self._since is not None:
                 query["since"] = tctime.to_json(self._since - dt.timedelta(seconds=self.OVERLAP_SECONDS))
-            client = taskcluster.aio.PurgeCache(self._options)
+            client = self._client()
             try:
                 answer = await client.purgeRequests(self._pool, query=query)
             except (taskcluster.exceptions.TaskclusterFailure, OSError) as e:
@@ -61,7 +61,7 @@ class PurgePoller:
             return purged
 
     async def run_forever(self, interval: float) -> None:
-        """Poll every ``interval`` seconds until cancelled (owned by the engine)."""
+        """Poll every ``interval`` seconds until cancelled (owned by the caches feature)."""
         while True:
             await asyncio.sleep(interval)
             await self.poll()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tcworker.engines.docker.statefile import read_state, write_state
+from tcworker.statefile import read_state, write_state
 from tcworker.errors import MalformedPayload
 
 log = logging.getLogger(__name__)

@@ -9,25 +9,15 @@ translated at the engine boundary into the exceptions below or ``tcworker.errors
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tcworker.cancellation import CancelReason
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
-
-
-class CancelReason(enum.Enum):
-    """Why a running command was stopped; ``str()`` is a sentence for the task log (design G7)."""
-
-    MAX_RUN_TIME = "max run time exceeded"
-    WORKER_STOPPING = "worker is shutting down"
-    CANCELLED = "task was cancelled"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Special exit codes of generic-worker's aborted / unstartable commands (spec/worker.md §1.10).
@@ -101,8 +91,9 @@ class RunContext:
     """What an engine may know about the run it prepares a sandbox for.
 
     ``payload`` is the validated payload as a plain dict (generic-worker or docker-worker form,
-    see ``payload_kind``). ``queue`` is a ``taskcluster.aio.Queue`` built with the run's task
-    credentials (engines that fetch task-image artifacts use it). ``log`` is the task log.
+    see ``payload_kind``). ``queue`` and ``index`` are ``taskcluster.aio`` clients built (by
+    ``tcworker.tcapi.clients``) with the run's task credentials: engines that fetch task-image
+    artifacts or look images up in the index use them. ``log`` is the task log.
     """
 
     task_id: str
@@ -112,26 +103,8 @@ class RunContext:
     payload_kind: str  # "generic" | "docker"
     log: TaskLogWriter
     queue: Any = None
+    index: Any = None
     root_url: str = ""
-    # Expands ``assume:`` scopes through the auth service with the worker's own credentials;
-    # engines that check feature scopes (docker caches, capabilities) call it on ``task["scopes"]``.
-    expand_scopes: Callable[[list[str]], Awaitable[list[str]]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ExtraArtifact:
-    """An artifact the engine itself produces (``dockerSave`` image, superseding records).
-
-    Returned by the optional ``Sandbox.post_run_artifacts(staging, result)`` method, which
-    ``TaskRun`` calls after the commands when the sandbox has it. ``expires`` is a TC timestamp
-    or ``None`` for the task's expiry.
-    """
-
-    name: str
-    file: ArtifactFile
-    content_type: str
-    expires: str | None = None
 
 
 class TaskLogWriter(LogSink, Protocol):
@@ -143,24 +116,45 @@ class TaskLogWriter(LogSink, Protocol):
 
     def error(self, message: str) -> None: ...
 
+    def add_secrets(self, values: list[str]) -> None:
+        """Mask these values in everything written from now on."""
+        ...
 
-@runtime_checkable
-class Sandbox(Protocol):
-    """Everything one run owns on the host. ``destroy`` is idempotent and always called."""
+
+class Unsupported(Exception):
+    """This engine cannot do what a feature asked of it (the feature turns it into a task error)."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory or file the task sees at ``task_path`` (a path in its own view)."""
+
+    host_path: Path
+    task_path: str
+    read_only: bool = False
+
+
+class Sandbox:
+    """Everything one run owns on the host. ``destroy`` is idempotent and always called.
+
+    The first group of methods is what every engine implements. The second group is what only
+    some engines can do; features call them explicitly and the defaults here say the engine
+    cannot (``Unsupported``) or has nothing to tell, so no caller probes with ``getattr``.
+    """
 
     @property
     def task_dir(self) -> Path:
         """The host directory of this run (``TASK_WORKDIR`` for simple and multiuser)."""
-        ...
+        raise NotImplementedError
 
     @property
     def workdir_in_task(self) -> str:
         """``TASK_WORKDIR`` as the task sees it (a host path, or a path inside the container)."""
-        ...
+        raise NotImplementedError
 
     def base_env(self) -> dict[str, str]:
         """Defaults the engine provides (HOME, PATH, USER…); payload env is applied on top."""
-        ...
+        raise NotImplementedError
 
     async def execute(self, argv: Sequence[str], env: Mapping[str, str], log: LogSink) -> ProcessResult:
         """Run one command in the task directory, streaming combined stdout/stderr to ``log``.
@@ -168,40 +162,76 @@ class Sandbox(Protocol):
         Cancelling the awaiting coroutine kills the whole process tree (or container): interrupt,
         short grace, kill. Pass the reason with ``abort`` first so the result records it.
         """
-        ...
+        raise NotImplementedError
 
     def abort(self, reason: CancelReason) -> None:
         """Record why the current command is being stopped and start stopping it (idempotent)."""
-        ...
+        raise NotImplementedError
 
     async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
         """Hand out a ``file`` or ``directory`` artifact at ``path`` (relative to the task dir,
         or absolute inside a container) with the task's own rights; copies go under ``staging``
         when needed. Raises an ``ArtifactProblem`` subclass when it cannot be published."""
-        ...
+        raise NotImplementedError
 
-    async def destroy(self) -> None: ...
+    async def destroy(self) -> None:
+        raise NotImplementedError
+
+    # ---- what only some engines can do -------------------------------------------------------
+    def add_mount(self, mount: Mount) -> None:
+        """Make ``mount`` visible to the task's commands from the next command on."""
+        raise Unsupported(f"the {type(self).__name__} cannot mount host paths into the task")
+
+    def configure_container(self, options: Any) -> None:
+        """Container options chosen by features (docker engine: capabilities, devices …)."""
+        raise Unsupported("this engine does not run containers")
+
+    async def save_image(self, dest: Path) -> ArtifactFile | None:
+        """``docker save`` of the task's last container as an image tarball at ``dest``
+        (``None`` when no container ran)."""
+        raise Unsupported("this engine has no container image to save")
+
+    def image_facts(self) -> dict[str, str]:
+        """What the run's image was (``imageHash``, ``imageArtifactHash``), for provenance."""
+        return {}
+
+    def give_to_task(self, path: Path) -> None:
+        """Hand ``path`` (a tree made by the worker for this run) to the task's own user."""
+
+    async def task_user_can_read(self, path: str) -> bool:
+        """Whether the task's commands could open ``path`` (chain of trust checks its key).
+        The default is for engines whose commands run as the worker's own user."""
+        return True
+
+    async def set_os_groups(self, groups: Sequence[str]) -> None:
+        """Run the task's commands with these extra OS groups (``osGroups``)."""
+        raise Unsupported(f"the {type(self).__name__} cannot add OS groups to a task")
+
+    async def run_as_current_user(self) -> Path:
+        """Switch the run to the worker's own user (``runTaskAsCurrentUser``); returns the path of
+        the task user's credentials file."""
+        raise Unsupported("only the multiuser engine can run a task as the current user")
 
 
-class Engine(Protocol):
+class Engine:
     """One per worker process: checks the host once, then makes a sandbox per run."""
 
-    name: str
+    name: str = "engine"
 
     async def initialise(self, config: WorkerConfig) -> None:
-        """Check the host (daemon reachable, running as root …); raise ``ConfigError`` if unusable."""
-        ...
+        """Check the host (daemon reachable, running as root …); raise ``ConfigError`` /
+        ``HostBroken`` if unusable."""
+        raise NotImplementedError
 
-    async def prepare(self, run: RunContext) -> Sandbox: ...
+    async def prepare(self, run: RunContext) -> Sandbox:
+        raise NotImplementedError
 
     def supported_payload_kinds(self) -> frozenset[str]:
         """``{"generic"}`` or ``{"generic", "docker"}``."""
-        ...
+        return frozenset({"generic"})
 
-    async def shutdown(self) -> None: ...
+    async def garbage_collect(self, required_free_bytes: int) -> None:
+        """Free disk before a claim (worker.md §1.9); engines without disk of their own do nothing."""
 
-
-# Optional engine / sandbox methods, called by the worker core only when present (getattr):
-# - ``Engine.garbage_collect(required_free_bytes: int) -> None`` before each claim (worker.md §1.9).
-# - ``Sandbox.post_run_artifacts(staging: Path, result: ProcessResult | None) -> list[ExtraArtifact]``
-#   after the commands, before artifact upload.
+    async def shutdown(self) -> None:
+        """Release what ``initialise`` set up."""

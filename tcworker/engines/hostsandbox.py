@@ -24,8 +24,10 @@ from tcworker.engines.base import (
     ArtifactNotReadable,
     ArtifactProblem,
     CancelReason,
+    Engine,
     LogSink,
     ProcessResult,
+    Sandbox,
 )
 from tcworker.engines.process import CommandRunner, Identity
 
@@ -58,7 +60,7 @@ def make_task_dir(path: Path, mode: int = 0o755) -> None:
     os.chmod(private, 0o700)
 
 
-class HostSandbox:
+class HostSandbox(Sandbox):
     """Common part of a host sandbox: one task directory, commands run one at a time."""
 
     def __init__(self, task_dir: Path, *, clean_up: bool, grace: float) -> None:
@@ -109,7 +111,7 @@ class HostSandbox:
                 log.warning("could not remove task directory %s completely", self._task_dir)
 
 
-class HostEngine:
+class HostEngine(Engine):
     """What the simple and multiuser engines share: the config kept at ``initialise`` and the
     kill grace their sandboxes use; neither has anything to release at ``shutdown``."""
 

@@ -38,7 +38,7 @@ from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
 from tcworker.engines.taskusers import AccountError, Accounts, TaskUser, lookup
 from tcworker.errors import ConfigError, HostBroken, InternalError, MalformedPayload
 from tcworker.exitcodes import ExitCode
-from tcworker.taskdirs import task_dir_name
+from tcworker.taskdirs import create_tasks_dir, task_dir_name
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
@@ -220,8 +220,8 @@ class MultiuserEngine(HostEngine):
         secure_config_file(config.source)
         check_signing_key(config.ed25519SigningKeyLocation)
         tasks_dir = config.tasks_dir
+        create_tasks_dir(tasks_dir)
         try:
-            tasks_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
             check_traversable(tasks_dir)
         except OSError as e:
             raise ConfigError(f"cannot use tasksDir {str(tasks_dir)!r}: {e.strerror}") from e

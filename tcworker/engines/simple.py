@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 from tcworker.engines import artifact_reader
 from tcworker.engines.base import ArtifactFile, RunContext
 from tcworker.engines.hostsandbox import HostEngine, HostSandbox, artifact_problem, make_task_dir
-from tcworker.errors import ConfigError, MalformedPayload
-from tcworker.taskdirs import task_dir_name
+from tcworker.errors import MalformedPayload
+from tcworker.taskdirs import create_tasks_dir, task_dir_name
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
@@ -86,10 +86,7 @@ class SimpleEngine(HostEngine):
 
     async def initialise(self, config: WorkerConfig) -> None:
         self._config = config
-        try:
-            config.tasks_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cannot create tasksDir {str(config.tasks_dir)!r}: {e.strerror}") from e
+        create_tasks_dir(config.tasks_dir)
 
     def supported_payload_kinds(self) -> frozenset[str]:
         return frozenset({"generic"})

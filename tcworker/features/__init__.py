@@ -1,14 +1,23 @@
-"""The ordered feature list of a run (design G10) and the payload toggles we cannot serve yet.
+"""The one ordered feature list of a run, for both payload kinds (design G10), and the payload
+toggles this build cannot serve yet.
 
 ``FEATURES`` is plain data: ``"module:Class"`` strings imported when a worker starts, in the
-order ``TaskRun`` starts them (and stops them in reverse). Positions that matter, following
+order the worker starts them (and stops them in reverse). A feature that does not apply to a
+payload (a docker-worker feature on a generic-worker payload, a toggle the task does not set)
+returns ``None`` from ``for_run`` and is skipped. Positions that matter, following
 generic-worker's ``TaskRun.Run`` order:
 
-- ``osGroups`` and ``runTaskAsCurrentUser`` before anything that runs code as the task user.
+- ``superseding`` first: its ``stop`` runs last, once the primary's artifacts are up.
+- the docker-worker scope rules and every admission check early (they only check).
+- ``encryptedEnv``, ``osGroups``, ``runTaskAsCurrentUser``, capabilities and caches before anything
+  that runs code as the task user: they shape the sandbox the commands run in.
+- ``dockerSave`` before ``artifacts``: its ``stop`` runs after the artifacts are uploaded.
 - ``artifacts`` late: its ``stop`` runs early in the reverse unwind, right after the max-run-time
   timer is stopped, so payload artifacts are found after the commands and before the logs.
 - ``maxRunTime`` second to last: its timer starts just before the commands and stops before uploads.
 - ``commandExecutor`` last: running the commands *is* its ``start``.
+
+A new feature is one module here plus one line in this list; ``tcworker show-features`` prints it.
 
 The backing log and the live-log link are published by ``TaskRun`` itself after every feature
 stopped, so that the log is complete (including the lines features write while stopping).
@@ -23,9 +32,15 @@ from typing import Any
 from tcworker.features.base import Feature
 
 FEATURES: list[str] = [
+    "tcworker.features.superseding:SupersedingFeature",  # docker: supersederUrl (claims, then resolves the others)
+    "tcworker.features.docker_scopes:DockerWorkerScopesFeature",  # docker: the docker-worker scope rules
+    "tcworker.features.encrypted_env:EncryptedEnvFeature",  # docker: payload.encryptedEnv → secret env
     "tcworker.features.os_groups:OSGroupsFeature",  # payload.osGroups (scopes per group)
     "tcworker.features.run_task_as_current_user:RunTaskAsCurrentUserFeature",  # multiuser only
-    "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts (+ engine extras)
+    "tcworker.features.docker_capabilities:DockerCapabilitiesFeature",  # docker: features/capabilities/devices
+    "tcworker.features.docker_caches:DockerCachesFeature",  # docker: payload.cache (+ purge requests)
+    "tcworker.features.docker_save:DockerSaveFeature",  # docker: features.dockerSave (stops after artifacts)
+    "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands
 ]
@@ -39,6 +54,16 @@ def load_features() -> list[Feature]:
         cls = getattr(importlib.import_module(module_name), attr)
         out.append(cls())
     return out
+
+
+def describe_features() -> list[dict[str, str]]:
+    """``FEATURES`` as rows (name, class, what it serves): what ``tcworker show-features`` prints."""
+    rows = []
+    for spec, feature in zip(FEATURES, load_features(), strict=True):
+        module = importlib.import_module(spec.partition(":")[0])
+        summary = (module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        rows.append({"name": feature.name, "class": spec, "summary": summary})
+    return rows
 
 
 def _flag(name: str) -> Callable[[Mapping[str, Any]], bool]:

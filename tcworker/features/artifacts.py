@@ -5,8 +5,8 @@ payload otherwise). At ``stop`` — after the commands, also for failed or abort
 requested artifact is handed out by the sandbox (with the task's own rights: paths outside the
 task directory and escaping symlinks are refused there) and uploaded, up to 10 files at a time,
 in name order. Missing or refused ones become ``error`` artifacts; a non-optional one also fails
-the task (spec/worker.md §2.3). Engine-produced extras (``Sandbox.post_run_artifacts``) are
-published here too.
+the task (spec/worker.md §2.3). Artifacts other features make (dockerSave, superseding, chain of
+trust) are uploaded by those features themselves through the same ``run.publisher``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import filecmp
 from dataclasses import dataclass
 from pathlib import Path
 
-from tcworker.engines.base import ArtifactFile, ArtifactProblem, ExtraArtifact
+from tcworker.engines.base import ArtifactFile, ArtifactProblem
 from tcworker.errors import MalformedPayload, TaskError, TaskFailed
 from tcworker.features import artifact_rules
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature
@@ -85,28 +85,6 @@ class ArtifactsTaskFeature(TaskFeature):
                 continue
             found = await self._collect(spec, staging / str(i), errors)
             uploads.extend(found)
-        extra_dir = staging / "extra"
-        extra_dir.mkdir(mode=0o700, exist_ok=True)
-        extras: list[ExtraArtifact] = []
-        post_run = getattr(self.run.sandbox, "post_run_artifacts", None)
-        if post_run is not None:
-            extras.extend(await post_run(extra_dir, outcome.last_result))
-        if self.run.extra_artifacts is not None:
-            item = self.run.extra_artifacts(extra_dir)
-            if item is not None:
-                extras.append(item)
-        if extras:
-            for item in extras:
-                uploads.append(
-                    _Upload(
-                        name=item.name,
-                        file=item.file,
-                        content_type=item.content_type,
-                        content_encoding="identity",
-                        expires=item.expires or self.run.task["expires"],
-                        optional=False,
-                    )
-                )
         errors.extend(await self._upload_all(uploads))
         if errors:
             first = errors[0]

@@ -1,42 +1,47 @@
-"""Feature / TaskFeature base classes: the plug-in shape of one run's pipeline (design G3).
+"""Feature / TaskFeature base classes and the RunHandle features see: the plug-in shape of a run.
 
-A ``Feature`` exists once per worker process (pool-level gate, one-time host set-up); its
-``for_run`` makes a ``TaskFeature`` per run (``None`` = the task does not ask for it), which
-holds that run's state so capacity > 1 is safe. Every hook has a no-op default, so a feature
-implements only what it uses (Dramatiq's middleware hooks rather than generic-worker's repeated
-``return []string{}``).
+A ``Feature`` exists once per worker process (pool-level gate, one-time host set-up, optional
+hooks around a claim); its ``for_run`` makes a ``TaskFeature`` per run (``None`` = the task does
+not ask for it), which holds that run's state so capacity > 1 is safe. Every hook has a no-op
+default, so a feature implements only what it uses (Dramatiq's middleware hooks rather than
+generic-worker's repeated ``return []string{}``).
 
-How ``TaskRun`` drives them (``tcworker.worker.taskrun``), for each feature in
-``tcworker.features.FEATURES`` order:
+How the worker core drives them, for each feature in ``tcworker.features.FEATURES`` order:
 
+0. ``feature.claimed(claim)`` right after claimWork (superseding may swap the run to execute);
+   ``feature.released(claim, resolution)`` after the run was reported.
 1. ``tf = feature.for_run(run)``; ``None`` → skipped.
 2. ``feature.enabled(config)`` false → ``MalformedPayload`` naming the feature, the pool and the
    remedies (``disabled_reason(config)`` replaces the generic explanation when it returns text).
-3. ``tf.required_scopes()`` checked against the task's scopes expanded through the auth service
-   (missing → ``MalformedPayload`` listing them); ``tf.reserved_artifacts()`` registered
-   (two features reserving one name → ``MalformedPayload``).
-4. After every feature passed 2–3 and the engine prepared the sandbox: ``tf.stop`` is registered
-   on an ``AsyncExitStack`` **before** ``await tf.start()``; the first failing start ends the
-   start phase. Stops run in reverse order, every one of them, each exception appended to
-   ``outcome.errors`` (the first error decides the resolution, ``tcworker.errors.resolution_of``).
+3. ``tf.required_scopes()`` checked against the task's scopes (expanded through the auth service
+   only when needed; missing → ``MalformedPayload`` listing them); ``tf.reserved_artifacts()``
+   registered (two features reserving one name → ``MalformedPayload``); ``await tf.admit()`` —
+   every check that can refuse the task before the engine prepares anything.
+4. After the engine prepared the sandbox: ``tf.stop`` is registered on an ``AsyncExitStack``
+   **before** ``await tf.start()``; the first failing start ends the start phase. Stops run in
+   reverse order, every one of them, each exception appended to ``outcome.errors``
+   (``tcworker.errors.resolution_of`` decides the resolution from them).
 
-Features never import each other; they share state only through the ``RunHandle`` (``run.feature_env``,
-``run.sandbox``, ``run.reserved_artifacts`` …).
+Features never import each other or the worker core; they share state only through the
+``RunHandle`` below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tcworker.cancellation import Cancellation, CancelReason
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tcworker.config import WorkerConfig
-    from tcworker.engines.base import CancelReason, ExtraArtifact, ProcessResult, Sandbox, TaskLogWriter
+    from tcworker.engines.base import ProcessResult, Sandbox, TaskLogWriter
     from tcworker.payload import RunModel
     from tcworker.scopes import ScopeExpr
+    from tcworker.tcapi.claim import RunClaim
+    from tcworker.tcapi.clients import Clients, Credentials
     from tcworker.tcapi.upload import ArtifactPublisher
 
 
@@ -46,73 +51,141 @@ class RunOutcome:
 
     ``errors`` is the live list of collected errors (a stop may append to it, but raising is
     the usual way); ``last_result`` is the last command's result (``None`` when no command ran);
-    ``abort_reason`` is the recorded cancel reason (max run time, worker shutdown, cancelled).
     ``commands_started`` tells whether the run got as far as the command executor.
+    ``cancellation`` is the run's one cancellation state (its ``reason``: max run time, worker
+    shutdown, cancelled, claim lost).
     """
 
+    cancellation: Cancellation = field(default_factory=Cancellation)
     errors: list[BaseException] = field(default_factory=list)
     last_result: ProcessResult | None = None
-    abort_reason: CancelReason | None = None
     commands_started: bool = False
 
     @property
-    def aborted(self) -> bool:
-        return self.abort_reason is not None
-
-
-class RunHandle(Protocol):
-    """What a feature may see of the run (implemented by ``tcworker.worker.taskrun.TaskRun``).
-
-    ``sandbox`` is set before any ``start`` is called. ``feature_env`` holds variables features
-    set for the commands (``TASKCLUSTER_PROXY_URL``, ``TASK_USER_CREDENTIALS`` …): the command
-    environment is ``sandbox.base_env()`` ← ``payload.env`` ← ``feature_env`` ← reserved variables,
-    so the payload cannot override a feature's value. ``queue`` is a ``taskcluster.aio.Queue``
-    with the run's *current* task credentials (it changes after each reclaim: read it each time).
-    """
-
-    config: WorkerConfig
-    task_id: str
-    run_id: int
-    task: Mapping[str, Any]
-    payload: Mapping[str, Any]
-    payload_kind: str  # "generic" | "docker"
-    engine_name: str  # "simple" | "multiuser" | "docker"
-    feature_env: dict[str, str]
-    reserved_artifacts: dict[str, str]  # artifact name → feature name that reserved it
-    extra: dict[str, Any]  # per-run scratch shared with the engine (RunContext.extra)
-    scratch_dir: Path  # worker-private (0700) per-run directory, removed after the run
-    outcome: RunOutcome  # filled in as the run goes (last command result, abort reason)
-    abort_reason: CancelReason | None
-    publisher: ArtifactPublisher  # creates this run's artifacts with its current credentials
-    # An extra artifact the worker core adds to this run (superseding's public/supersedes.json).
-    extra_artifacts: Callable[[Path], ExtraArtifact | None] | None
+    def abort_reason(self) -> CancelReason | None:
+        return self.cancellation.reason
 
     @property
-    def log(self) -> TaskLogWriter:
-        """The task log (``info`` / ``warn`` / ``error`` lines and raw output)."""
-        ...
+    def aborted(self) -> bool:
+        return self.cancellation.cancelled
 
+    def resolution(self) -> tuple[str, str | None]:
+        """The resolution the run is heading for, by the one rule (``errors.resolution_of``)."""
+        from tcworker.errors import resolution_of
+
+        return resolution_of(self.errors, self.cancellation.reason)
+
+
+class RunHandle:
+    """What a feature may see of and do to one run (made by the worker core, one per run).
+
+    ``feature_env`` holds variables features set for the commands (``TASKCLUSTER_PROXY_URL``,
+    ``TASK_USER_CREDENTIALS``, decrypted ``encryptedEnv`` …): the command environment is
+    ``sandbox.base_env()`` ← ``payload.env`` ← ``feature_env`` ← reserved variables.
+    ``credentials`` are the run's *current* temporary credentials (they change after each
+    reclaim: read them each time, or register ``on_credentials``); ``queue`` is a queue client
+    with them. ``publisher`` creates this run's artifacts with them.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: WorkerConfig,
+        clients: Clients,
+        claim: RunClaim,
+        task: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        payload_kind: str,
+        engine_name: str,
+        log: TaskLogWriter,
+        scratch_dir: Path,
+        publisher: ArtifactPublisher,
+        outcome: RunOutcome,
+        reserved_env: Callable[[RunHandle], dict[str, str]],
+    ) -> None:
+        self.config = config
+        self.clients = clients
+        self._claim = claim
+        self.task_id = claim.task_id
+        self.run_id = claim.run_id
+        self.task = task
+        self.payload = payload
+        self.payload_kind = payload_kind  # "generic" | "docker"
+        self.engine_name = engine_name  # "simple" | "multiuser" | "docker"
+        self.log = log
+        self.scratch_dir = scratch_dir  # worker-private (0700) per-run directory, removed after the run
+        self.publisher = publisher
+        self.outcome = outcome
+        self.feature_env: dict[str, str] = {}
+        self.reserved_artifacts: dict[str, str] = {}  # artifact name → feature that reserved it
+        self._reserved_env = reserved_env
+        self._model: RunModel | None = None
+        self._sandbox: Sandbox | None = None
+
+    # ---- set by the worker core as the run goes ----------------------------------------------
+    def attach_model(self, model: RunModel) -> None:
+        self._model = model
+
+    def attach_sandbox(self, sandbox: Sandbox) -> None:
+        self._sandbox = sandbox
+        self.outcome.cancellation.on_cancel(sandbox.abort)
+
+    # ---- what features read ------------------------------------------------------------------
     @property
     def model(self) -> RunModel:
         """The validated payload in the worker's common shape."""
-        ...
+        if self._model is None:
+            raise RuntimeError("payload not validated yet")
+        return self._model
 
     @property
-    def sandbox(self) -> Sandbox: ...
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            raise RuntimeError("sandbox not prepared yet")
+        return self._sandbox
 
     @property
-    def queue(self) -> Any: ...
+    def root_url(self) -> str:
+        return self.clients.root_url
 
     @property
-    def task_queue_id(self) -> str: ...
+    def task_queue_id(self) -> str:
+        return self.config.task_queue_id
+
+    @property
+    def credentials(self) -> Credentials:
+        return dict(self._claim.credentials)
+
+    @property
+    def queue(self) -> Any:
+        return self._claim.queue
+
+    @property
+    def cancellation(self) -> Cancellation:
+        return self.outcome.cancellation
+
+    @property
+    def abort_reason(self) -> CancelReason | None:
+        return self.outcome.cancellation.reason
+
+    def on_credentials(self, listener: Callable[[Credentials], None]) -> None:
+        """Call ``listener(new_credentials)`` after every reclaim."""
+        self._claim.on_reclaimed(listener)
 
     def abort(self, reason: CancelReason) -> None:
-        """Stop the running command (if any) for ``reason``; the first reason wins."""
-        ...
+        """Stop the run for ``reason``; the first reason wins (design G7)."""
+        self.outcome.cancellation.cancel(reason)
+
+    def expand_scopes(self, scopes: list[str]) -> Awaitable[list[str]]:
+        return self.clients.expand_scopes(scopes)
 
     def command_env(self) -> dict[str, str]:
-        """The commands' environment: base env ← payload env ← feature env ← reserved variables."""
-        ...
+        """base env ← payload env ← feature env ← reserved variables (spec/worker.md §2.2, §3.3)."""
+        env = dict(self.sandbox.base_env())
+        env.update(self.model.env)
+        env.update(self.feature_env)
+        env.update(self._reserved_env(self))
+        return env
 
 
 class TaskFeature:
@@ -127,6 +200,10 @@ class TaskFeature:
         """Artifact names this feature publishes itself; payload artifacts with these names are
         skipped with a warning (spec/worker.md §2.3)."""
         return ()
+
+    async def admit(self) -> None:
+        """Check what the task asks for before the engine prepares anything (no host changes);
+        raise ``MalformedPayload`` (or another ``TaskError``) to refuse the task."""
 
     async def start(self) -> None:
         """Set the feature up just before the commands; raise a ``tcworker.errors.TaskError`` to
@@ -144,8 +221,20 @@ class Feature:
     # ``enabled`` reads it. ``None`` = always enabled.
     config_gate: str | None = None
 
-    async def initialise(self, config: WorkerConfig) -> None:
-        """One-time host set-up at worker start; raise ``ConfigError`` / ``HostBroken`` if unusable."""
+    async def initialise(self, config: WorkerConfig, clients: Clients) -> None:
+        """One-time host set-up at worker start; raise ``ConfigError`` / ``HostBroken`` if unusable.
+        ``clients`` makes every Taskcluster client the feature needs (worker credentials)."""
+
+    async def shutdown(self) -> None:
+        """Release what ``initialise`` set up (background loops, servers)."""
+
+    async def claimed(self, claim: dict[str, Any]) -> dict[str, Any]:
+        """A claimWork entry before its run starts; returns the claim to run (superseding may
+        run another claimed task instead)."""
+        return claim
+
+    async def released(self, claim: dict[str, Any], resolution: tuple[str, str | None]) -> None:
+        """The run of ``claim`` (as returned by ``claimed``) is over and reported."""
 
     def enabled(self, config: WorkerConfig) -> bool:
         if self.config_gate is None:

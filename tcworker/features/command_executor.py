@@ -14,25 +14,17 @@ import shlex
 import time
 
 from tcworker.durations import go_duration
-from tcworker.engines.base import EXIT_ABORTED, CancelReason, ProcessResult
-from tcworker.errors import IntermittentTask, TaskCancelled, TaskError, TaskFailed, WorkerShutdown
+from tcworker.engines.base import EXIT_ABORTED, ProcessResult
+from tcworker.errors import IntermittentTask, TaskError, TaskFailed, error_for_cancel
 from tcworker.features.base import Feature, RunHandle, TaskFeature
 
 LABEL_WIDTH = 32
 
 
-def error_for_abort(reason: CancelReason) -> TaskError:
-    if reason is CancelReason.MAX_RUN_TIME:
-        return TaskFailed(f"Task aborted - {reason}")
-    if reason is CancelReason.WORKER_STOPPING:
-        return WorkerShutdown(f"Task aborted - {reason}")
-    return TaskCancelled(f"Task aborted - {reason}")
-
-
 def error_for_result(result: ProcessResult, retry_codes: frozenset[int]) -> TaskError | None:
     """The error a command's result means for the run, or ``None`` when it succeeded."""
     if result.cancel_reason is not None:
-        return error_for_abort(result.cancel_reason)
+        return error_for_cancel(result.cancel_reason)
     if result.start_error is not None:
         return TaskFailed(result.start_error)
     if result.exit_code == 0:
@@ -81,7 +73,7 @@ class CommandExecutorTaskFeature(TaskFeature):
         try:
             for i, argv in enumerate(run.model.commands):
                 if run.abort_reason is not None:
-                    error = error_for_abort(run.abort_reason)
+                    error = error_for_cancel(run.abort_reason)
                     run.outcome.last_result = ProcessResult(
                         exit_code=EXIT_ABORTED, cancel_reason=run.abort_reason
                     )

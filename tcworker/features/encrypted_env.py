@@ -36,6 +36,7 @@ also when a value is split across two writes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -49,7 +50,10 @@ from typing import Any
 
 import pysequoia
 
+from tcworker.config import WorkerConfig
 from tcworker.errors import ConfigError, MalformedPayload
+from tcworker.features.base import Feature, RunHandle, TaskFeature
+from tcworker.tcapi.clients import Clients
 
 log = logging.getLogger(__name__)
 
@@ -293,3 +297,48 @@ class SecretMasker:
     def flush(self) -> bytes:
         out, self._pending = self._pending, b""
         return self.mask(out)
+
+
+class EncryptedEnvFeature(Feature):
+    """The feature: the worker's key is loaded once; each run's messages are decrypted and checked
+    at admission (before the image is fetched) and become environment variables of the commands,
+    masked in the task log."""
+
+    name = "encryptedEnv"
+
+    def __init__(self) -> None:
+        self.key: PrivateKey | None = None
+
+    async def initialise(self, config: WorkerConfig, clients: Clients) -> None:
+        if config.openpgpPrivateKeyLocation:
+            self.key = await asyncio.to_thread(load_private_key, config.openpgpPrivateKeyLocation)
+
+    def for_run(self, run: RunHandle) -> TaskFeature | None:
+        if run.payload_kind != "docker" or not run.payload.get("encryptedEnv"):
+            return None
+        return _EncryptedEnv(self, run)
+
+
+class _EncryptedEnv(TaskFeature):
+    def __init__(self, feature: EncryptedEnvFeature, run: RunHandle) -> None:
+        self.feature = feature
+        self.run = run
+        self.values: dict[str, str] = {}
+
+    async def admit(self) -> None:
+        if self.feature.key is None:
+            raise MalformedPayload(
+                "payload.encryptedEnv needs the worker's OpenPGP private key, but this worker has none "
+                "(config openpgpPrivateKeyLocation is empty)"
+            )
+        self.values = decrypt_env(
+            list(self.run.payload["encryptedEnv"]),
+            task_id=self.run.task_id,
+            payload_env=self.run.payload.get("env") or {},
+            key=self.feature.key,
+        )
+        self.run.log.add_secrets(list(self.values.values()))
+        self.run.log.info(f"encryptedEnv: decrypted {', '.join(sorted(self.values))}")
+
+    async def start(self) -> None:
+        self.run.feature_env.update(self.values)

@@ -2,10 +2,10 @@
 
 Each group needs the scope ``generic-worker:os-group:<provisionerId>/<workerType>/<group>``
 (checked by ``TaskRun`` through ``required_scopes``; a missing one is malformed-payload naming it).
-The engine decides what granting means through the sandbox's optional ``set_os_groups``:
+The engine decides what granting means through the sandbox's ``set_os_groups``:
 multiuser gives the task user the groups as supplementary groups of every command; simple
 (generic-worker's insecure engine) only accepts groups the worker user already has. An engine
-without ``set_os_groups`` cannot grant groups at all (malformed-payload). Under
+whose ``set_os_groups`` is ``Unsupported`` cannot grant groups at all (malformed-payload). Under
 ``runTaskAsCurrentUser`` the groups are skipped with a log line, as generic-worker does.
 
 The feature is requested only when the payload lists groups, so ``enableOSGroups: false`` does
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tcworker.engines.base import Unsupported
 from tcworker.errors import MalformedPayload
 from tcworker.features.base import Feature, RunHandle, TaskFeature, payload_feature_flag
 from tcworker.scopes import ScopeExpr
@@ -50,14 +51,13 @@ class OSGroupsTaskFeature(TaskFeature):
                 f"Not adding task user to group(s) {go_list(self.groups)} since we are running as current user."
             )
             return
-        set_os_groups = getattr(run.sandbox, "set_os_groups", None)
-        if set_os_groups is None:
+        try:
+            await run.sandbox.set_os_groups(self.groups)
+        except Unsupported:
             raise MalformedPayload(
                 f"task definition contains unsupported osGroups: {go_list(self.groups)}\n"
                 f"the {run.engine_name} engine cannot add OS groups to a task"
-            )
-        try:
-            await set_os_groups(self.groups)
+            ) from None
         except MalformedPayload as e:
             run.log.error(f"[osGroups] {e}")
             raise

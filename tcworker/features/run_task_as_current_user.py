@@ -5,7 +5,7 @@ pool gate ``enableRunTaskAsCurrentUser``, which generic-worker forces off when `
 (one task running as root must not see another task's files). The task user is still created;
 its name and a fresh password go to ``<taskDir>/task-user-credentials.json`` (0600), whose path
 is exported as ``TASK_USER_CREDENTIALS`` (spec/worker.md §2.2, §2.4). The engine does the work
-through the sandbox's optional ``run_as_current_user``; an engine without it cannot serve the
+through the sandbox's ``run_as_current_user``; an engine where it is ``Unsupported`` cannot serve the
 feature (malformed-payload).
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from tcworker.engines.base import Unsupported
 from tcworker.errors import MalformedPayload
 from tcworker.features.base import Feature, RunHandle, TaskFeature, payload_feature_flag
 from tcworker.scopes import ScopeExpr
@@ -54,12 +55,12 @@ class RunTaskAsCurrentUserTaskFeature(TaskFeature):
 
     async def start(self) -> None:
         run = self.run
-        switch = getattr(run.sandbox, "run_as_current_user", None)
-        if switch is None:
+        try:
+            credentials = await run.sandbox.run_as_current_user()
+        except Unsupported:
             raise MalformedPayload(
                 f"features.runTaskAsCurrentUser is not supported by the {run.engine_name} engine "
                 "(only by multiuser)"
-            )
-        credentials = await switch()
+            ) from None
         run.feature_env["TASK_USER_CREDENTIALS"] = str(credentials)
         run.log.info("Running task as current user; task user credentials are in " + str(credentials))

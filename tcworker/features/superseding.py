@@ -17,39 +17,36 @@ that is not allowed either (workers rarely hold ``queue:cancel-task:…``), it l
 alone: the claim expires and the queue retries the task later. ``superseded-by.json`` is uploaded
 first in every case, so the link to the primary exists whatever the queue accepts.
 
-How the worker core uses it (one ``Superseding`` per worker process)::
-
-    plan = await superseding.plan(claim)            # claim: a claimWork entry with supersederUrl
-    run the task of plan.primary (a claim of the same shape; may be another task!)
-        write plan.notes into its task log; reclaim only plan.primary
-        upload plan.primary_artifact(staging) with its artifacts (before reportCompleted/Failed)
-    await superseding.finish(plan, primary_ok, log=task_log)   # always, e.g. in a finally
-
-``Superseding`` reclaims every secondary claim itself, including the claimed task when it is not
-the primary, until ``finish``.
+As a feature (``SupersedingFeature``): ``claimed`` (right after claimWork) asks the superseder and
+claims the listed tasks, and returns the claim of the primary, which the worker then runs like any
+other; its ``TaskFeature`` writes the plan into the primary's task log, uploads
+``public/supersedes.json`` and resolves the secondaries when the primary's commands are done; the
+feature's ``released`` resolves them (as not superseded) if the primary never got that far. The
+secondaries' claims are kept by ``tcapi.claim.RunClaim`` and their artifacts uploaded by
+``tcapi.upload.ArtifactPublisher``: the same reclaim loop and uploader as every run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 import taskcluster
-import taskcluster.aio
-import taskcluster.aio.upload
-from taskcluster.exceptions import TaskclusterRestFailure
 from yarl import URL
 
 from tcworker import tctime
-from tcworker.engines.base import ArtifactFile, ExtraArtifact, TaskLogWriter
+from tcworker.config import WorkerConfig
+from tcworker.engines.base import TaskLogWriter
+from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature
+from tcworker.tcapi.claim import RunClaim
+from tcworker.tcapi.clients import Clients, status_code
+from tcworker.tcapi.upload import ArtifactPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +57,6 @@ MAX_RESPONSE_BYTES = 1 << 20
 SUPERSEDED_BY = "public/superseded-by.json"
 SUPERSEDES = "public/supersedes.json"
 JSON = "application/json"
-
-# upload(queue, task_id, run_id, name, data, content_type, expires): ``queue`` is authenticated with
-# the claim credentials of that run.
-Upload = Callable[[Any, str, int, str, bytes, str, str], Awaitable[None]]
-
 
 class WarnLog(Protocol):
     """The part of a task log ``fetch_supersedes`` uses."""
@@ -128,11 +120,11 @@ async def fetch_supersedes(
 
 @dataclass
 class HeldClaim:
-    """One run this worker holds a claim for; ``claim`` is the claimWork/claimTask answer, kept fresh."""
+    """One run this worker holds a claim for; ``claim`` is the claimWork/claimTask answer, kept fresh
+    by its ``keeper`` (the same reclaim loop every run uses)."""
 
     claim: dict[str, Any]
-    reclaimer: asyncio.Task[None] | None = None
-    lost: bool = False  # a reclaim answered 409: the run is no longer ours
+    keeper: RunClaim
 
     @property
     def task_id(self) -> str:
@@ -141,6 +133,10 @@ class HeldClaim:
     @property
     def run_id(self) -> int:
         return int(self.claim["runId"])
+
+    @property
+    def lost(self) -> bool:
+        return self.keeper.lost
 
     @property
     def ref(self) -> dict[str, Any]:
@@ -173,15 +169,6 @@ class Plan:
     def supersedes_document(self) -> bytes:
         return json.dumps([s.ref for s in self.secondaries if not s.lost]).encode()
 
-    def primary_artifact(self, staging: Path) -> ExtraArtifact | None:
-        """``public/supersedes.json`` for the primary run, written under ``staging``; None when nothing is superseded."""
-        if not self.superseding:
-            return None
-        path = Path(staging) / "supersedes.json"
-        data = self.supersedes_document()
-        path.write_bytes(data)
-        return ExtraArtifact(SUPERSEDES, ArtifactFile("", path, len(data)), JSON)
-
 
 class _NoteLog:
     """Passes superseder warnings to the task log (if any) and keeps them in ``plan.notes``."""
@@ -195,67 +182,34 @@ class _NoteLog:
             self.log.warn(message)
 
 
-def reclaim_delay(taken_until: str, margin: float) -> float:
-    """Seconds until the next reclaim: ``margin`` before expiry, or half the time left when that is short."""
-    remaining = (tctime.parse(taken_until) - tctime.now()).total_seconds()
-    if remaining > 2 * margin:
-        return remaining - margin
-    return max(1.0, remaining / 2)
-
-
-async def object_upload(
-    queue: Any, task_id: str, run_id: int, name: str, data: bytes, content_type: str, expires: str
-) -> None:
-    """Default ``Upload``: an ``object`` artifact through the object service (platform.md §3.4)."""
-    resp = await queue.createArtifact(
-        task_id, str(run_id), name, {"storageType": "object", "expires": expires, "contentType": content_type}
-    )
-    object_service = taskcluster.aio.Object(
-        {"rootUrl": queue.options["rootUrl"], "credentials": resp["credentials"]}
-    )
-    await taskcluster.aio.upload.uploadFromBuf(
-        projectId=resp["projectId"],
-        name=resp["name"],
-        contentType=content_type,
-        contentLength=len(data),
-        expires=resp["expires"],
-        uploadId=resp["uploadId"],
-        objectService=object_service,
-        data=data,
-    )
-    await queue.finishArtifact(task_id, str(run_id), name, {"uploadId": resp["uploadId"]})
-
-
 class Superseding:
     """Claims, reclaims and resolves the secondary runs of superseding plans (one per worker)."""
 
     def __init__(
         self,
-        queue_worker: Any,
+        clients: Clients,
         worker_group: str,
         worker_id: str,
         *,
         task_queue_id: str | None = None,
-        upload: Upload | None = None,
         timeout: float = 5.0,
-        reclaim_margin: float = 180.0,
     ) -> None:
-        self.queue = queue_worker  # taskcluster.aio.Queue with the worker's own credentials
+        self.clients = clients
+        self.queue = clients.queue()  # the worker's own credentials (claimTask, cancelTask)
         self.worker_group = worker_group
         self.worker_id = worker_id
         self.task_queue_id = task_queue_id
-        self.upload: Upload = upload or object_upload
         self.timeout = timeout
-        self.reclaim_margin = reclaim_margin
 
-    def _run_queue(self, held: HeldClaim) -> Any:
-        """A queue client with the claim credentials of one run (reclaim, report, artifacts).
+    def _hold(self, answer: Mapping[str, Any]) -> HeldClaim:
+        claim = dict(answer)
+        keeper = RunClaim.from_claim(self.clients, claim)
 
-        The credentials are copied: the client turns the strings of the dict it gets into bytes.
-        """
-        return taskcluster.aio.Queue(
-            {"rootUrl": self.queue.options["rootUrl"], "credentials": dict(held.claim["credentials"])}
-        )
+        def refreshed(credentials: dict[str, str]) -> None:
+            claim.update(credentials=credentials, takenUntil=tctime.to_json(keeper.taken_until))
+
+        keeper.on_reclaimed(refreshed)
+        return HeldClaim(claim, keeper)
 
     async def plan(self, claim: Mapping[str, Any], *, log: TaskLogWriter | None = None) -> Plan:
         """Ask the superseder named by the claimed task's payload and claim the tasks it lists."""
@@ -278,7 +232,7 @@ class Superseding:
             if listed:
                 note(f"superseder {url} did not list this task; running it normally")
             return plan
-        held: dict[str, HeldClaim] = {task_id: HeldClaim(claim)}
+        held: dict[str, HeldClaim] = {task_id: self._hold(claim)}
         for other in listed:
             if other != task_id:
                 got = await self._claim(other, note)
@@ -297,9 +251,7 @@ class Superseding:
             )
         )
         for sec in plan.secondaries:
-            sec.reclaimer = asyncio.create_task(
-                self._reclaim_loop(sec), name=f"supersede-reclaim-{sec.task_id}"
-            )
+            sec.keeper.start()
         return plan
 
     async def _claim(self, task_id: str, note: Callable[[str], None]) -> HeldClaim | None:
@@ -310,7 +262,7 @@ class Superseding:
         except Exception as exc:
             note(f"could not claim {task_id} run 0 ({_why(exc)}); not superseding it")
             return None
-        held = HeldClaim(dict(answer))
+        held = self._hold(answer)
         task = held.claim.get("task") or {}
         queue_id = task.get("taskQueueId") or f"{task.get('provisionerId')}/{task.get('workerType')}"
         if self.task_queue_id is not None and queue_id != self.task_queue_id:
@@ -318,34 +270,9 @@ class Superseding:
                 f"{task_id} belongs to task queue {queue_id}, not {self.task_queue_id}; giving it back (worker-shutdown)"
             )
             with contextlib.suppress(Exception):
-                await self._run_queue(held).reportException(task_id, "0", {"reason": "worker-shutdown"})
+                await held.keeper.queue.reportException(task_id, "0", {"reason": "worker-shutdown"})
             return None
         return held
-
-    async def _reclaim_loop(self, held: HeldClaim) -> None:
-        while True:
-            await asyncio.sleep(reclaim_delay(held.claim["takenUntil"], self.reclaim_margin))
-            try:
-                answer = await self._run_queue(held).reclaimTask(held.task_id, str(held.run_id))
-            except TaskclusterRestFailure as exc:
-                if exc.status_code == 409:
-                    held.lost = True
-                    logger.info(
-                        "superseding: claim of %s/%s lost (409): %s", held.task_id, held.run_id, _why(exc)
-                    )
-                    return
-                logger.warning(
-                    "superseding: reclaim of %s/%s failed: %s", held.task_id, held.run_id, _why(exc)
-                )
-                continue
-            except Exception as exc:
-                logger.warning(
-                    "superseding: reclaim of %s/%s failed: %s", held.task_id, held.run_id, _why(exc)
-                )
-                continue
-            held.claim.update(
-                credentials=answer["credentials"], takenUntil=answer["takenUntil"], status=answer["status"]
-            )
 
     async def finish(self, plan: Plan, primary_ok: bool, *, log: TaskLogWriter | None = None) -> None:
         """Resolve every secondary (see the module docstring). Idempotent; never raises for one secondary."""
@@ -353,10 +280,7 @@ class Superseding:
             return
         plan.finished = True
         for sec in plan.secondaries:
-            if sec.reclaimer is not None:
-                sec.reclaimer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await sec.reclaimer
+            await sec.keeper.stop()
         for sec in plan.secondaries:
             if sec.lost:
                 continue
@@ -373,9 +297,9 @@ class Superseding:
 
     async def _report(self, sec: HeldClaim, reason: str) -> None:
         try:
-            await self._run_queue(sec).reportException(sec.task_id, str(sec.run_id), {"reason": reason})
-        except TaskclusterRestFailure as exc:
-            if exc.status_code != 409:
+            await sec.keeper.queue.reportException(sec.task_id, str(sec.run_id), {"reason": reason})
+        except Exception as exc:
+            if status_code(exc) != 409:
                 raise
             logger.info("superseding: %s/%s was already resolved (409)", sec.task_id, sec.run_id)
 
@@ -387,20 +311,20 @@ class Superseding:
 
         body = json.dumps({"taskId": plan.primary_task_id, "runId": plan.primary_run_id}).encode()
         expires = (sec.claim.get("task") or {}).get("expires") or taskcluster.fromNowJSON("1 day")
-        queue = self._run_queue(sec)
+        publisher = ArtifactPublisher(self.clients, lambda: sec.keeper.queue, sec.task_id, sec.run_id)
         try:
-            await self.upload(queue, sec.task_id, sec.run_id, SUPERSEDED_BY, body, JSON, expires)
+            await publisher.upload_bytes(SUPERSEDED_BY, body, JSON, expires)
         except Exception as exc:
             say(f"could not upload {SUPERSEDED_BY} to {sec.task_id}/{sec.run_id}: {_why(exc)}", warn=True)
         try:
             await self._report(sec, "superseded")
             say(f"resolved {sec.task_id}/{sec.run_id} exception/superseded")
             return
-        except TaskclusterRestFailure as exc:
-            if exc.status_code != 400:
+        except Exception as exc:
+            if status_code(exc) != 400:
                 raise
         say(
-            f"the queue at {self.queue.options['rootUrl']} no longer accepts exception reason 'superseded' "
+            f"the queue at {self.clients.root_url} no longer accepts exception reason 'superseded' "
             f"(removed in Taskcluster v40); cancelling superseded task {sec.task_id} instead",
             warn=True,
         )
@@ -413,6 +337,74 @@ class Superseding:
                 "expire and the queue will retry it",
                 warn=True,
             )
+
+
+def _key(claim: Mapping[str, Any]) -> str:
+    return f"{claim['status']['taskId']}/{int(claim['runId'])}"
+
+
+class SupersedingFeature(Feature):
+    """docker-worker's ``supersederUrl`` as a feature (see the module docstring)."""
+
+    name = "superseding"
+
+    def __init__(self) -> None:
+        self._superseding: Superseding | None = None
+        self._plans: dict[str, Plan] = {}
+
+    async def initialise(self, config: WorkerConfig, clients: Clients) -> None:
+        if config.engine == "docker":
+            self._superseding = Superseding(
+                clients, config.workerGroup, config.workerId, task_queue_id=config.task_queue_id
+            )
+
+    async def claimed(self, claim: dict[str, Any]) -> dict[str, Any]:
+        payload = (claim.get("task") or {}).get("payload") or {}
+        if self._superseding is None or not (
+            isinstance(payload, dict) and "image" in payload and payload.get("supersederUrl")
+        ):
+            return claim
+        try:
+            plan = await self._superseding.plan(claim)
+        except Exception:
+            logger.exception("superseding lookup for %s failed; running it normally", _key(claim))
+            return claim
+        self._plans[_key(plan.primary)] = plan
+        return plan.primary
+
+    async def released(self, claim: dict[str, Any], resolution: tuple[str, str | None]) -> None:
+        plan = self._plans.pop(_key(claim), None)
+        if plan is not None and self._superseding is not None:
+            await self._superseding.finish(plan, resolution[0] in ("completed", "failed"))
+
+    def for_run(self, run: RunHandle) -> TaskFeature | None:
+        plan = self._plans.get(f"{run.task_id}/{run.run_id}")
+        if plan is None or self._superseding is None:
+            return None
+        return _SupersedingRun(self._superseding, plan, run)
+
+
+class _SupersedingRun(TaskFeature):
+    def __init__(self, superseding: Superseding, plan: Plan, run: RunHandle) -> None:
+        self.superseding = superseding
+        self.plan = plan
+        self.run = run
+
+    def reserved_artifacts(self) -> list[str]:
+        return [SUPERSEDES]
+
+    async def start(self) -> None:
+        for note in self.plan.notes:
+            self.run.log.info(note)
+
+    async def stop(self, outcome: RunOutcome) -> None:
+        """Publish ``supersedes.json``, then resolve the secondaries while the log is still open."""
+        if self.plan.superseding:
+            await self.run.publisher.upload_bytes(
+                SUPERSEDES, self.plan.supersedes_document(), JSON, self.run.task["expires"]
+            )
+        ran = outcome.commands_started and outcome.resolution()[0] in ("completed", "failed")
+        await self.superseding.finish(self.plan, ran, log=self.run.log)
 
 
 def _why(exc: BaseException) -> str:

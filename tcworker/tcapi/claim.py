@@ -1,13 +1,14 @@
-"""RunStatus: one run's claim — current task credentials, the reclaim loop, loss of the claim.
+"""RunClaim: the claim on one run — its current task credentials, the reclaim loop, loss of the claim.
 
 Every queue call about a run uses the run's *latest* temporary credentials (spec/worker.md §1.6),
-so the queue client is rebuilt after each reclaim. Reclaim schedule: generic-worker's
-``takenUntil − 3 min``; when that is less than 30 s away (short claim timeouts, as in local
-test platforms) generic-worker schedules no reclaim at all and the claim silently expires — we
-reclaim at half the remaining time instead (docker-worker's rule) and say so in the worker log.
-``reclaimIntervalSecs`` > 0 forces a fixed interval (generic-worker's test hook).
-A failed reclaim (409: cancelled, resolved elsewhere, deadline) stops reclaiming, records why
-(``queue.status``) and calls ``on_lost`` once, which aborts the run (no report will be made).
+so the queue client is rebuilt after each reclaim and every ``on_reclaimed`` listener (e.g. the
+taskcluster-proxy) gets the new credentials. Reclaim schedule: generic-worker's
+``takenUntil − 3 min``; when that is less than 30 s away (short claim timeouts, as in local test
+platforms) generic-worker schedules no reclaim at all and the claim silently expires — we reclaim
+at half the remaining time instead (docker-worker's rule). ``reclaim_interval`` > 0 forces a
+fixed interval (generic-worker's test hook). A reclaim that fails after the client's own retries
+(409: cancelled, resolved elsewhere, deadline) stops reclaiming, records why (``queue.status``) and
+calls ``on_lost`` once. The same class keeps the claims superseding holds on other tasks.
 """
 
 from __future__ import annotations
@@ -19,16 +20,15 @@ from collections.abc import Callable
 from typing import Any
 
 from tcworker import tctime
-from tcworker.tcapi.clients import Clients, is_transient
+from tcworker.tcapi.clients import Clients, Credentials
 
 log = logging.getLogger(__name__)
 
 GW_RECLAIM_MARGIN = 180.0
 GW_MIN_DELAY = 30.0
-RECLAIM_ATTEMPTS = 3
 
 
-class RunStatus:
+class RunClaim:
     """Claim state of one run; ``queue`` always carries the newest credentials."""
 
     def __init__(
@@ -36,11 +36,10 @@ class RunStatus:
         clients: Clients,
         task_id: str,
         run_id: int,
-        credentials: dict[str, str],
+        credentials: Credentials,
         taken_until: str,
         reclaim_interval: float = 0.0,
         on_lost: Callable[[str], None] | None = None,
-        on_reclaimed: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.clients = clients
         self.task_id = task_id
@@ -49,11 +48,23 @@ class RunStatus:
         self.taken_until = tctime.parse(taken_until)
         self.reclaim_interval = reclaim_interval
         self.on_lost = on_lost
-        self.on_reclaimed = on_reclaimed
+        self._on_reclaimed: list[Callable[[Credentials], None]] = []
         self.lost_reason: str | None = None
         self.reclaims = 0
         self._queue = clients.queue(self.credentials)
         self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_claim(cls, clients: Clients, claim: dict[str, Any], **kwargs: Any) -> RunClaim:
+        """From a claimWork / claimTask answer entry."""
+        return cls(
+            clients,
+            str(claim["status"]["taskId"]),
+            int(claim["runId"]),
+            claim["credentials"],
+            claim["takenUntil"],
+            **kwargs,
+        )
 
     @property
     def queue(self) -> Any:
@@ -62,6 +73,10 @@ class RunStatus:
     @property
     def lost(self) -> bool:
         return self.lost_reason is not None
+
+    def on_reclaimed(self, listener: Callable[[Credentials], None]) -> None:
+        """Call ``listener(new_credentials)`` after every successful reclaim."""
+        self._on_reclaimed.append(listener)
 
     def start(self) -> None:
         if self._task is None:
@@ -98,40 +113,34 @@ class RunStatus:
     async def _reclaim_loop(self) -> None:
         while True:
             await asyncio.sleep(self.next_delay())
-            if not await self._reclaim_once():
+            if not await self.reclaim_once():
                 return
 
-    async def _reclaim_once(self) -> bool:
-        delay = 1.0
-        for attempt in range(RECLAIM_ATTEMPTS):
-            started = time.monotonic()
+    async def reclaim_once(self) -> bool:
+        """One reclaim (the client retries transient failures); ``False`` once the claim is lost."""
+        started = time.monotonic()
+        try:
+            result = await self._queue.reclaimTask(self.task_id, str(self.run_id))
+        except Exception as e:
+            await self._lose(e)
+            return False
+        self.credentials = dict(result["credentials"])
+        self.taken_until = tctime.parse(result["takenUntil"])
+        self._queue = self.clients.queue(self.credentials)
+        self.reclaims += 1
+        log.debug(
+            "reclaimed %s/%s in %.3fs; takenUntil %s",
+            self.task_id,
+            self.run_id,
+            time.monotonic() - started,
+            result["takenUntil"],
+        )
+        for listener in self._on_reclaimed:
             try:
-                result = await self._queue.reclaimTask(self.task_id, str(self.run_id))
-            except Exception as e:
-                if is_transient(e) and attempt < RECLAIM_ATTEMPTS - 1:
-                    remaining = (self.taken_until - tctime.now()).total_seconds()
-                    if remaining > delay + 1:
-                        log.warning("reclaim of %s/%s failed (%s); retrying", self.task_id, self.run_id, e)
-                        await asyncio.sleep(delay)
-                        delay *= 2
-                        continue
-                await self._lose(e)
-                return False
-            self.credentials = dict(result["credentials"])
-            self.taken_until = tctime.parse(result["takenUntil"])
-            self._queue = self.clients.queue(self.credentials)
-            self.reclaims += 1
-            log.debug(
-                "reclaimed %s/%s in %.3fs; takenUntil %s",
-                self.task_id,
-                self.run_id,
-                time.monotonic() - started,
-                result["takenUntil"],
-            )
-            if self.on_reclaimed is not None:
-                self.on_reclaimed(self.credentials)
-            return True
-        return False
+                listener(dict(self.credentials))
+            except Exception:
+                log.exception("reclaim listener of %s/%s failed", self.task_id, self.run_id)
+        return True
 
     async def _lose(self, error: BaseException) -> None:
         reason = "unknown"

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import aiohttp
+from taskcluster.aio.retry import retry
 
 from tcworker.digests import PlainDigests
+from tcworker.tcapi.clients import RETRIES  # one retry policy: the official client's, with its helper
 
 CHUNK = 4 << 20
 ARTIFACT_LEVEL = 6  # zlib's default, as generic-worker's gzip writer
@@ -130,9 +132,19 @@ async def upload_gzip(
         raise RuntimeError(f"object service offered no putUrl upload for {name}: {resp.get('uploadMethod')}")
     headers = {**method["headers"], "Content-Encoding": "gzip"}
     headers.setdefault("Content-Length", str(size))
-    body = small if small is not None else _body(packed.path)
-    async with session.put(method["url"], data=body, headers=headers) as put:
-        put.raise_for_status()
+
+    async def put_once(retry_for: Any) -> None:
+        body = small if small is not None else _body(packed.path)
+        try:
+            async with session.put(method["url"], data=body, headers=headers) as put:
+                if put.status >= 500:
+                    return retry_for(aiohttp.ClientResponseError(put.request_info, (), status=put.status))
+                put.raise_for_status()
+        except (aiohttp.ClientConnectionError, TimeoutError) as e:
+            return retry_for(e)
+        return None
+
+    await retry(RETRIES, put_once)
     await object_service.finishUpload(
         name, {"projectId": project_id, "uploadId": upload_id, "hashes": packed.hashes}
     )

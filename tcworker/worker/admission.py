@@ -12,21 +12,18 @@ auth service cannot expand scopes).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from tcworker import __version__, scopes
 from tcworker import payload as payload_mod
-from tcworker.errors import MalformedPayload, ResourceUnavailable
+from tcworker.engines.base import Engine
+from tcworker.errors import MalformedPayload
 from tcworker.features import unimplemented_requests
-from tcworker.features.base import Feature, TaskFeature
-
-if TYPE_CHECKING:
-    from tcworker.worker.taskrun import TaskRun
+from tcworker.features.base import Feature, RunHandle, TaskFeature
 
 
-def validate(run: TaskRun) -> payload_mod.RunModel:
+def validate(run: RunHandle, engine: Engine, features: list[Feature]) -> payload_mod.RunModel:
     """Payload kind vs engine, schema (violations logged GW-style), maxRunTime limit, unserved toggles."""
-    kinds = run.engine.supported_payload_kinds()
+    kinds = engine.supported_payload_kinds()
     if run.payload_kind not in kinds:
         if run.payload_kind == "docker":
             raise MalformedPayload(
@@ -59,7 +56,7 @@ def validate(run: TaskRun) -> payload_mod.RunModel:
             f"task's maxRunTime of {model.max_run_time} exceeded allowed maximum of {run.config.maxTaskRunTime}"
         )
     if run.payload_kind == "generic":
-        missing = unimplemented_requests(run.payload, run.features)
+        missing = unimplemented_requests(run.payload, features)
         if missing:
             raise MalformedPayload(
                 f"This task requests {', '.join(missing)}, which tcworker {__version__} does not "
@@ -69,10 +66,11 @@ def validate(run: TaskRun) -> payload_mod.RunModel:
     return model
 
 
-async def gate_features(run: TaskRun) -> list[TaskFeature]:
-    """Pool gates, scopes and reserved names of every requested feature (before any start)."""
+async def gate_features(run: RunHandle, features: list[Feature]) -> list[TaskFeature]:
+    """Pool gates, scopes, reserved names and admission checks of every requested feature,
+    before the engine prepares anything."""
     requested: list[tuple[Feature, TaskFeature]] = []
-    for feature in run.features:
+    for feature in features:
         tf = feature.for_run(run)
         if tf is None:
             continue
@@ -82,7 +80,7 @@ async def gate_features(run: TaskRun) -> list[TaskFeature]:
                 reason
                 or (
                     f"This task requests the {feature.name} feature, which is not enabled on worker "
-                    f"pool {run.config.task_queue_id} ({run.clients.root_url}/worker-manager/"
+                    f"pool {run.config.task_queue_id} ({run.root_url}/worker-manager/"
                     f"{run.config.task_queue_id}). Either remove it from the payload, or submit the "
                     "task to a pool that enables it."
                 )
@@ -90,7 +88,11 @@ async def gate_features(run: TaskRun) -> list[TaskFeature]:
         requested.append((feature, tf))
     required = [expr for _, tf in requested for expr in tf.required_scopes()]
     if required:
-        await check_scopes(run, required)
+        try:
+            await scopes.check_task_scopes(run.task.get("scopes", []), required, run.expand_scopes)
+        except MalformedPayload as e:
+            run.log.error(str(e))
+            raise
     for feature, tf in requested:
         for name in tf.reserved_artifacts():
             if name in run.reserved_artifacts and run.reserved_artifacts[name] != feature.name:
@@ -98,22 +100,6 @@ async def gate_features(run: TaskRun) -> list[TaskFeature]:
                     f"artifact {name!r} is reserved by both {run.reserved_artifacts[name]} and {feature.name}"
                 )
             run.reserved_artifacts[name] = feature.name
+    for _, tf in requested:
+        await tf.admit()
     return [tf for _, tf in requested]
-
-
-async def check_scopes(run: TaskRun, required: list[scopes.ScopeExpr]) -> None:
-    held = list(run.task.get("scopes", []))
-    expr: scopes.ScopeExpr = {"AllOf": required}
-    if scopes.missing_scopes(held, expr) is None:
-        return
-    try:
-        held = await run.clients.expand_scopes(held)
-    except Exception as e:
-        raise ResourceUnavailable(f"cannot expand the task's scopes through the auth service: {e}") from e
-    missing = scopes.missing_scopes(held, expr)
-    if missing is not None:
-        run.log.error(f"The task is missing scopes required by its payload: {json.dumps(missing)}")
-        run.log.error(f"The task has these scopes: {json.dumps(run.task.get('scopes', []))}")
-        raise MalformedPayload(
-            f"task.scopes does not satisfy the payload's requirements: {json.dumps(missing)}"
-        )

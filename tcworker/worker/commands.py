@@ -71,6 +71,12 @@ def add_worker_commands(sub: Any) -> None:
     schema.add_argument("--engine", default="simple", choices=["simple", "multiuser", "docker"])
     schema.set_defaults(handler=cmd_show_payload_schema)
 
+    features = sub.add_parser(
+        "show-features", help="print the one ordered feature list every run goes through (both payload kinds)"
+    )
+    features.add_argument("--json", action="store_true", help="as JSON")
+    features.set_defaults(handler=cmd_show_features)
+
     keys = sub.add_parser("new-ed25519-keypair", help="create an ed25519 key pair for chain of trust")
     keys.add_argument("--file", required=True, help="where to write the private key seed (base64)")
     keys.set_defaults(handler=cmd_new_keypair)
@@ -134,6 +140,20 @@ def cmd_show_payload_schema(args: argparse.Namespace) -> int:
     from tcworker import schemas
 
     print(json.dumps(schemas.payload_schema(args.engine), indent=2))
+    return 0
+
+
+def cmd_show_features(args: argparse.Namespace) -> int:
+    """Features in the order a run starts them (they stop in reverse), with what each is for."""
+    from tcworker.features import describe_features
+
+    rows = describe_features()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for i, row in enumerate(rows, 1):
+        print(f"{i:2}. {row['name']:<{width}}  {row['summary']}  [{row['class']}]")
     return 0
 
 

@@ -5,8 +5,8 @@ delays the resolution. Two pieces of it are therefore done while the task runs: 
 past ``FOLLOW_AFTER`` is gzipped and hashed as it is written (``logpack``; a smaller one is packed
 in one short pass at the end, which costs less than a follower thread woken on every line), and
 the backing log's ``object`` artifact is
-created as soon as its name is known (the optional ``contentLength`` is left out: the final size is
-unknown then, spec §2.6.8). After the run only the object upload, ``finishArtifact`` and, in
+created as soon as its name is known (without the optional ``contentLength``, which the worker
+never sends). After the run only the object upload, ``finishArtifact`` and, in
 parallel, the live-log link remain.
 """
 
@@ -78,7 +78,6 @@ class LogPublication:
 
     async def publish(self, task_log: TaskLog, backing: str, live: str | None) -> None:
         """Upload the closed log as ``backing`` and link ``live`` to it; raises ``TaskError``."""
-        early = self._created is not None
         packed, created = await asyncio.gather(self._packed(), self._precreated())
         calls = [
             self.publisher.upload_file(
@@ -89,7 +88,6 @@ class LogPublication:
                 "gzip",
                 packed=packed,
                 created=created,
-                announce_length=not early,
             )
         ]
         if live is not None and live != backing:

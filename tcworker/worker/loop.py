@@ -15,19 +15,20 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tcworker.cancellation import CancelReason
 from tcworker.config import WorkerConfig
-from tcworker.engines.base import CancelReason, Engine
+from tcworker.engines.base import Engine
 from tcworker.exitcodes import ExitCode
 from tcworker.features.base import Feature
+from tcworker.statefile import write_private
 from tcworker.taskdirs import remove_task_dirs, task_dir_name
 from tcworker.tcapi.clients import Clients
 from tcworker.worker.tasklog import Listener
@@ -62,9 +63,8 @@ class WorkerLoop:
         self.state_dir = state_dir or Path.cwd()
         self.log_listeners = log_listeners
         self.install_signal_handlers = install_signal_handlers
-        # "taskId/runId" of each claim → its run (None while a superseding plan is being made)
+        # "taskId/runId" of each claim → its run (None while the features' claim hooks run)
         self.running: dict[str, TaskRun | None] = {}
-        self._superseding: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._shutdown = False  # SIGTERM: abort running tasks, exit 72
@@ -102,19 +102,6 @@ class WorkerLoop:
         except (OSError, ValueError):
             return 0
 
-    @staticmethod
-    def _write_private(path: Path, text: str) -> None:
-        """Atomically replace ``path`` with ``text``, mode 0600 (the task user must not read it)."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
     async def _save_status(self) -> None:
         """``$TMPDIR/worker-status.json`` = the running task ids (removed when idle), off the loop."""
         async with self._status_lock:
@@ -122,7 +109,7 @@ class WorkerLoop:
             try:
                 if ids:
                     text = json.dumps({"currentTaskIds": ids}, indent=2) + "\n"
-                    await asyncio.to_thread(self._write_private, self.status_path, text)
+                    await asyncio.to_thread(write_private, self.status_path, text)
                 else:
                     await asyncio.to_thread(self.status_path.unlink, True)
             except OSError as e:
@@ -248,10 +235,8 @@ class WorkerLoop:
 
     async def _ensure_disk_space(self) -> bool:
         required = self.config.requiredDiskSpaceMegabytes * 1024 * 1024
-        gc = getattr(self.engine, "garbage_collect", None)
         try:
-            if gc is not None:
-                await gc(required)
+            await self.engine.garbage_collect(required)
             free = (await asyncio.to_thread(shutil.disk_usage, self.config.tasks_dir)).free
         except Exception as e:
             log.error("disk space garbage collection failed: %s", e)
@@ -276,10 +261,7 @@ class WorkerLoop:
         task.add_done_callback(self._tasks.discard)
 
     def _make_run(
-        self,
-        claim: dict[str, Any],
-        plan: Any,
-        on_reported: Callable[[tuple[str, str | None]], None] | None = None,
+        self, claim: dict[str, Any], on_reported: Callable[[tuple[str, str | None]], None]
     ) -> TaskRun:
         task_id = claim["status"]["taskId"]
         run_id = int(claim["runId"])
@@ -292,39 +274,24 @@ class WorkerLoop:
             claim=claim,
             scratch_root=self.scratch_root,
             log_listeners=listeners,
-            notes=list(plan.notes) if plan is not None else [],
-            extra_artifacts=plan.primary_artifact if plan is not None else None,
-            before_log_upload=self._finish_superseding(plan) if plan is not None else None,
             on_reported=on_reported,
         )
 
-    async def _plan_superseding(self, claim: dict[str, Any]) -> Any:
-        """docker-worker superseding (spec §6): maybe run another listed task instead."""
-        payload = (claim.get("task") or {}).get("payload") or {}
-        if not (isinstance(payload, dict) and "image" in payload and payload.get("supersederUrl")):
-            return None
-        if "docker" not in self.engine.supported_payload_kinds():
-            return None
-        from tcworker.features.superseding import Superseding
+    async def _claimed(self, claim: dict[str, Any]) -> dict[str, Any]:
+        """Every feature's ``claimed`` hook, in order (superseding may run another task)."""
+        for feature in self.features:
+            try:
+                claim = await feature.claimed(claim)
+            except Exception:
+                log.exception("feature %s failed on claim of %s", feature.name, claim["status"]["taskId"])
+        return claim
 
-        if self._superseding is None:
-            self._superseding = Superseding(
-                self.clients.queue(),
-                self.config.workerGroup,
-                self.config.workerId,
-                task_queue_id=self.config.task_queue_id,
-            )
-        try:
-            return await self._superseding.plan(claim)
-        except Exception:
-            log.exception("superseding lookup for %s failed; running it normally", claim["status"]["taskId"])
-            return None
-
-    def _finish_superseding(self, plan: Any) -> Callable[[tuple[str, str | None], Any], Awaitable[None]]:
-        async def finish(resolution: tuple[str, str | None], task_log: Any) -> None:
-            await self._superseding.finish(plan, resolution[0] in ("completed", "failed"), log=task_log)
-
-        return finish
+    async def _released(self, claim: dict[str, Any], resolution: tuple[str, str | None]) -> None:
+        for feature in self.features:
+            try:
+                await feature.released(claim, resolution)
+            except Exception:
+                log.exception("feature %s failed after the run of %s", feature.name, claim["status"]["taskId"])
 
     def _release(self, key: str, reason: str | None) -> None:
         """The run of ``key`` is reported: its slot is free, so the loop claims again at once
@@ -339,26 +306,21 @@ class WorkerLoop:
         self._wake.set()
 
     async def _run_one(self, key: str, claim: dict[str, Any]) -> None:
-        reason: str | None = None
-        plan = None
+        resolution: tuple[str, str | None] = ("exception", "internal-error")
         # The status file is written while the run starts (its lock keeps the writes in order).
         status = asyncio.create_task(self._save_status())
+        to_run = claim
         try:
-            plan = await self._plan_superseding(claim)
-            run = self._make_run(
-                plan.primary if plan is not None else claim, plan, lambda res: self._release(key, res[1])
-            )
+            to_run = await self._claimed(claim)
+            run = self._make_run(to_run, lambda res: self._release(key, res[1]))
             self.running[key] = run
             if self._shutdown:
                 run.abort(CancelReason.WORKER_STOPPING)
-            state, reason = await run.run()
-            if plan is not None:
-                await self._superseding.finish(plan, state in ("completed", "failed"))
+            resolution = await run.run()
         except BaseException:
             log.exception("task %s crashed the run wrapper", key)
-            reason = "internal-error"
-            if plan is not None:
-                await self._superseding.finish(plan, False)
+        await self._released(to_run, resolution)
+        reason = resolution[1]
         try:
             await status
         except Exception:
@@ -366,9 +328,7 @@ class WorkerLoop:
         self._release(key, reason)  # when the run ended without a report
         async with self._status_lock:  # written in completion order, whatever the threads do
             try:
-                await asyncio.to_thread(
-                    self._write_private, self.state_dir / RESOLVED_COUNT_FILE, f"{self.resolved}\n"
-                )
+                await asyncio.to_thread(write_private, self.state_dir / RESOLVED_COUNT_FILE, f"{self.resolved}\n")
             except OSError as e:
                 log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
         await self._save_status()

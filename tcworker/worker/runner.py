@@ -13,9 +13,11 @@ from pathlib import Path
 
 from tcworker.config import WorkerConfig
 from tcworker.engines import create_engine
+from tcworker.engines.base import Engine
 from tcworker.errors import WorkerError
 from tcworker.exitcodes import ExitCode
 from tcworker.features import load_features
+from tcworker.features.base import Feature
 from tcworker.tcapi.clients import Clients
 from tcworker.worker.loop import WorkerLoop
 from tcworker.worker.tasklog import Listener
@@ -33,15 +35,16 @@ async def run_worker(
 ) -> int:
     """Run the worker until it decides to exit; returns the process exit code."""
     engine = create_engine(config.engine)
+    clients = Clients(config.rootURL, config.credentials)
+    features = load_features()
     try:
         await engine.initialise(config)
-        features = load_features()
         for feature in features:
-            await feature.initialise(config)
+            await feature.initialise(config, clients)
     except WorkerError as e:
         log.error("%s", e)
+        await _shut_down(engine, features, clients)
         return int(e.exit_code)
-    clients = Clients(config.rootURL, config.credentials)
     loop = WorkerLoop(
         config,
         engine,
@@ -67,8 +70,19 @@ async def run_worker(
         log.error("%s", e)
         code = e.exit_code
     finally:
-        try:
-            await engine.shutdown()
-        finally:
-            await clients.close()
+        await _shut_down(engine, features, clients)
     return int(code if isinstance(code, int) else ExitCode.INTERNAL_ERROR)
+
+
+async def _shut_down(engine: Engine, features: list[Feature], clients: Clients) -> None:
+    """Features in reverse order, then the engine, then the HTTP session; each failure only logged."""
+    for feature in reversed(features):
+        try:
+            await feature.shutdown()
+        except Exception:
+            log.exception("feature %s failed to shut down", feature.name)
+    try:
+        await engine.shutdown()
+    except Exception:
+        log.exception("engine %s failed to shut down", engine.name)
+    await clients.close()

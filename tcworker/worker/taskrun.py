@@ -2,11 +2,12 @@
 
 Flow (spec/worker.md §1.8, design G3/G4): open the task log → header → validate the payload
 (schema, payload kind vs engine, maxRunTime limit, toggles this build cannot serve) → per
-feature: pool gate, scopes, reserved artifact names → ``engine.prepare`` → features start in
-order inside one ``AsyncExitStack`` (each ``stop`` registered before its ``start``) → stops in
-reverse, every one, errors collected → final log lines → backing log + live-log link uploaded →
-report (``resolution_of``: first error decides, worker-shutdown wins, cancelled reports nothing)
-→ sandbox destroyed. Nothing escapes ``run()``: a bug becomes ``exception/internal-error``.
+feature: pool gate, scopes, reserved artifact names, ``admit`` → ``engine.prepare`` → features
+start in order inside one ``AsyncExitStack`` (each ``stop`` registered before its ``start``) →
+stops in reverse, every one, errors collected → final log lines → backing log uploaded → report
+(``errors.resolution_of`` over the collected errors and the run's one ``Cancellation``) → sandbox
+destroyed. Nothing escapes ``run()``: a bug becomes ``exception/internal-error``. Features see the
+run only through its ``RunHandle``.
 """
 
 from __future__ import annotations
@@ -20,25 +21,20 @@ import platform
 import shutil
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tcworker import __version__
 from tcworker import payload as payload_mod
+from tcworker.cancellation import CancelReason
 from tcworker.config import WorkerConfig
-from tcworker.engines.base import CancelReason, Engine, ExtraArtifact, RunContext, Sandbox
-from tcworker.errors import (
-    InternalError,
-    TaskCancelled,
-    TaskError,
-    WorkerShutdown,
-    resolution_of,
-)
-from tcworker.features.base import Feature, RunOutcome, TaskFeature
+from tcworker.engines.base import Engine, RunContext, Sandbox
+from tcworker.errors import InternalError, TaskError, resolution_of
+from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature
 from tcworker.taskdirs import task_dir_name
-from tcworker.tcapi.claim import RunStatus
-from tcworker.tcapi.clients import Clients, is_transient, status_code
+from tcworker.tcapi.claim import RunClaim
+from tcworker.tcapi.clients import Clients, status_code
 from tcworker.tcapi.upload import ArtifactPublisher
 from tcworker.worker import admission
 from tcworker.worker.logpublish import LogPublication
@@ -54,7 +50,7 @@ def _platform_name() -> str:
 
 
 class TaskRun:
-    """One run of one task; implements ``tcworker.features.base.RunHandle`` for the features."""
+    """One run of one task."""
 
     def __init__(
         self,
@@ -66,14 +62,10 @@ class TaskRun:
         claim: Mapping[str, Any],
         scratch_root: Path,
         log_listeners: list[Listener] | None = None,
-        notes: list[str] | None = None,
-        extra_artifacts: Callable[[Path], ExtraArtifact | None] | None = None,
-        before_log_upload: Callable[[tuple[str, str | None], TaskLog], Awaitable[None]] | None = None,
         on_reported: Callable[[tuple[str, str | None]], None] | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
-        self.engine_name = engine.name
         self.features = features
         self.clients = clients
         self.task: Mapping[str, Any] = claim["task"]
@@ -82,46 +74,35 @@ class TaskRun:
         raw_payload = self.task.get("payload")
         self.payload: Mapping[str, Any] = raw_payload if isinstance(raw_payload, Mapping) else {}
         self.payload_kind = payload_mod.payload_kind(self.payload)
-        self._model: payload_mod.RunModel | None = None  # set once the payload is valid
-        self.feature_env: dict[str, str] = {}
-        self.reserved_artifacts: dict[str, str] = {}
-        self.extra: dict[str, Any] = {}
         self.outcome = RunOutcome()
-        self.abort_reason: CancelReason | None = None
+        self.cancellation = self.outcome.cancellation
         self.scratch_dir = scratch_root / task_dir_name(self.task_id, self.run_id)
         self._sandbox: Sandbox | None = None
+        self._model: payload_mod.RunModel | None = None
         self._log_listeners = log_listeners or []
-        self._notes = notes or []
-        # Produces an extra artifact for this run (superseding's public/supersedes.json).
-        self.extra_artifacts = extra_artifacts
-        # Called with the resolution once it is known, while the task log is still open
-        # (superseding resolves the secondary runs there and logs what the queue said).
-        self._before_log_upload = before_log_upload
         # Called once the run is reported, before the clean-up: the worker's slot is free then.
         self._on_reported = on_reported
-        self.status = RunStatus(
+        self.claim = RunClaim.from_claim(
             clients,
-            self.task_id,
-            self.run_id,
-            claim["credentials"],
-            claim["takenUntil"],
+            dict(claim),
             reclaim_interval=float(config.reclaimIntervalSecs),
             on_lost=self._claim_lost,
         )
         self.publisher = ArtifactPublisher(
             clients,
-            lambda: self.status.queue,
+            lambda: self.claim.queue,
             self.task_id,
             self.run_id,
             tmp_dir=self.scratch_dir,
+            gzip=not config.createObjectArtifacts,
         )
         self._log: TaskLog | None = None  # opened in run()
+        self._handle: RunHandle | None = None
         self._log_publication = LogPublication(
             self.publisher, self.task["expires"], self.scratch_dir, f"{self.task_id}/{self.run_id}"
         )
         self.resolution: tuple[str, str | None] = ("none", None)
 
-    # ---- RunHandle surface -------------------------------------------------------------
     @property
     def log(self) -> TaskLog:
         if self._log is None:
@@ -129,55 +110,42 @@ class TaskRun:
         return self._log
 
     @property
-    def model(self) -> payload_mod.RunModel:
-        if self._model is None:
-            raise RuntimeError("payload not validated yet")
-        return self._model
-
-    @property
-    def sandbox(self) -> Sandbox:
-        if self._sandbox is None:
-            raise RuntimeError("sandbox not prepared yet")
-        return self._sandbox
-
-    @property
-    def queue(self) -> Any:
-        return self.status.queue
-
-    @property
-    def task_queue_id(self) -> str:
-        return self.config.task_queue_id
+    def abort_reason(self) -> CancelReason | None:
+        return self.cancellation.reason
 
     def abort(self, reason: CancelReason) -> None:
         """Record ``reason`` (the first one wins) and stop the running command, if any (G7)."""
-        if self.abort_reason is not None:
-            return
-        self.abort_reason = reason
-        self.outcome.abort_reason = reason
-        if self._sandbox is not None:
-            self._sandbox.abort(reason)
+        self.cancellation.cancel(reason)
 
-    def command_env(self) -> dict[str, str]:
-        """base env ← payload env ← feature env ← reserved variables (spec/worker.md §2.2)."""
-        env = dict(self.sandbox.base_env())
-        env.update(self.model.env)
-        env.update(self.feature_env)
-        env.update(
-            TASK_ID=self.task_id,
-            RUN_ID=str(self.run_id),
-            TASK_WORKDIR=self.sandbox.workdir_in_task,
-            TASK_GROUP_ID=str(self.task.get("taskGroupId", "")),
-            TASKCLUSTER_ROOT_URL=self.clients.root_url,
-        )
-        if self.config.workerLocation:
-            env["TASKCLUSTER_WORKER_LOCATION"] = self.config.workerLocation
-        if self.config.instanceType:
-            env["TASKCLUSTER_INSTANCE_TYPE"] = self.config.instanceType
+    def reserved_env(self, run: RunHandle) -> dict[str, str]:
+        """Variables the payload cannot override (spec/worker.md §2.2; docker-worker: §3.3)."""
+        env = {
+            "TASK_ID": self.task_id,
+            "RUN_ID": str(self.run_id),
+            "TASK_WORKDIR": run.sandbox.workdir_in_task,
+            "TASK_GROUP_ID": str(self.task.get("taskGroupId", "")),
+            "TASKCLUSTER_ROOT_URL": self.clients.root_url,
+        }
+        config = self.config
+        if self.payload_kind == "docker":
+            env.update(
+                TASKCLUSTER_WORKER_TYPE=config.workerType,
+                TASKCLUSTER_WORKER_GROUP=config.workerGroup,
+                TASKCLUSTER_PUBLIC_IP=config.publicIP,
+                TASKCLUSTER_INSTANCE_TYPE=config.instanceType,
+                TASKCLUSTER_WORKER_LOCATION=config.workerLocation,
+            )
+        else:
+            if config.workerLocation:
+                env["TASKCLUSTER_WORKER_LOCATION"] = config.workerLocation
+            if config.instanceType:
+                env["TASKCLUSTER_INSTANCE_TYPE"] = config.instanceType
         return env
 
     def _claim_lost(self, reason: str) -> None:
         self.log.error(f"Task run is no longer ours (queue says: {reason}); aborting it")
-        self.abort(CancelReason.CANCELLED)
+        cause = CancelReason.CANCELLED if reason == "canceled" else CancelReason.CLAIM_LOST
+        self.cancellation.cancel(cause, reason)
 
     # ---- the run ---------------------------------------------------------------------------
     async def run(self) -> tuple[str, str | None]:
@@ -187,27 +155,35 @@ class TaskRun:
         self._log_publication.follow(self.log)
         for listener in self._log_listeners:
             self.log.add_listener(listener)
-        self.status.start()
+        self._handle = RunHandle(
+            config=self.config,
+            clients=self.clients,
+            claim=self.claim,
+            task=self.task,
+            payload=self.payload,
+            payload_kind=self.payload_kind,
+            engine_name=self.engine.name,
+            log=self.log,
+            scratch_dir=self.scratch_dir,
+            publisher=self.publisher,
+            outcome=self.outcome,
+            reserved_env=self.reserved_env,
+        )
+        self.claim.start()
         started = time.monotonic()
         errors = self.outcome.errors
         try:
             self._write_header()
             try:
-                await self._run_pipeline()
+                await self._run_pipeline(self._handle)
             except TaskError as e:
                 errors.append(e)
             except Exception as e:  # a worker bug: internal-error, the worker goes on
                 log.exception("internal error running task %s/%s", self.task_id, self.run_id)
                 self.log.error("".join(traceback.format_exception_only(e)).rstrip())
                 errors.append(InternalError(f"worker error: {e!r}"))
-            self._add_abort_error(errors)
-            self.resolution = resolution_of(errors)
+            self.resolution = resolution_of(errors, self.cancellation.reason)
             self._write_footer(errors, time.monotonic() - started)
-            if self._before_log_upload is not None:
-                try:
-                    await self._before_log_upload(self.resolution, self.log)
-                except Exception:
-                    log.exception("before-log-upload hook of %s/%s failed", self.task_id, self.run_id)
             ran = time.monotonic()
             await self._publish_logs(errors)
             uploaded = time.monotonic()
@@ -226,7 +202,7 @@ class TaskRun:
             log.exception("cannot finish task %s/%s", self.task_id, self.run_id)
         finally:
             self._log_publication.abandon()
-            await self.status.stop()
+            await self.claim.stop()
             if self._sandbox is not None:
                 try:
                     await self._sandbox.destroy()
@@ -246,28 +222,27 @@ class TaskRun:
         metadata = dict(self.config.workerTypeMetadata)
         metadata["tcworker"] = {
             "version": __version__,
-            "engine": self.engine_name,
+            "engine": self.engine.name,
             "python": platform.python_version(),
             "platform": _platform_name(),
         }
         self.log.info(f"Worker Type ({self.config.task_queue_id}) settings:")
         self.log.info("  " + json.dumps(metadata, indent=2, sort_keys=True).replace("\n", "\n  "))
         self.log.info(
-            f"Worker: tcworker {__version__} ({self.engine_name} engine), "
+            f"Worker: tcworker {__version__} ({self.engine.name} engine), "
             f"worker {self.config.workerGroup}/{self.config.workerId}"
         )
         self.log.info(f"Task ID: {self.task_id}")
         self.log.info(f"Run ID: {self.run_id}")
-        for note in self._notes:
-            self.log.info(note)
 
-    async def _run_pipeline(self) -> None:
-        self._model = admission.validate(self)
-        for name in (self.model.backing_log_name, self.model.live_log_name):
-            self.reserved_artifacts[name] = "log"
-        if self.model.backing_log_enabled:
-            self._log_publication.precreate(self.model.backing_log_name)
-        task_features = await admission.gate_features(self)
+    async def _run_pipeline(self, run: RunHandle) -> None:
+        self._model = admission.validate(run, self.engine, self.features)
+        run.attach_model(self._model)
+        for name in (self._model.backing_log_name, self._model.live_log_name):
+            run.reserved_artifacts[name] = "log"
+        if self._model.backing_log_enabled:
+            self._log_publication.precreate(self._model.backing_log_name)
+        task_features = await admission.gate_features(run, self.features)
         context = RunContext(
             task_id=self.task_id,
             run_id=self.run_id,
@@ -275,14 +250,12 @@ class TaskRun:
             payload=self.payload,
             payload_kind=self.payload_kind,
             log=self.log,
-            queue=self.status.queue,
+            queue=self.claim.queue,
+            index=self.clients.index(self.claim.credentials),
             root_url=self.clients.root_url,
-            expand_scopes=self.clients.expand_scopes,
-            extra=self.extra,
         )
         self._sandbox = await self.engine.prepare(context)
-        if self.abort_reason is not None:
-            self._sandbox.abort(self.abort_reason)
+        run.attach_sandbox(self._sandbox)  # aborts it at once when the run was cancelled meanwhile
         async with contextlib.AsyncExitStack() as stack:
             for tf in task_features:
                 stack.push_async_callback(self._stop_feature, tf)
@@ -302,20 +275,12 @@ class TaskRun:
             self.log.error(f"{type(tf).__name__} failed while stopping: {e!r}")
             self.outcome.errors.append(InternalError(f"{type(tf).__name__}: {e!r}"))
 
-    def _add_abort_error(self, errors: list[BaseException]) -> None:
-        """An abort that hit between commands or during uploads still decides the resolution."""
-        reason = self.abort_reason
-        if reason is CancelReason.CANCELLED and not any(isinstance(e, TaskCancelled) for e in errors):
-            errors.append(TaskCancelled(f"task was cancelled ({self.status.lost_reason})"))
-        elif reason is CancelReason.WORKER_STOPPING and not any(
-            isinstance(e, WorkerShutdown) for e in errors
-        ):
-            errors.append(WorkerShutdown("worker is shutting down"))
-
     def _write_footer(self, errors: list[BaseException], duration: float) -> None:
         state, reason = self.resolution
         if errors:
             self.log.error(str(errors[0]) or type(errors[0]).__name__)
+        elif self.cancellation.reason is not None:
+            self.log.error(f"Task aborted - {self.cancellation.reason}")
         sentences = {
             "completed": "completed successfully",
             "failed": "failed: see the errors above",
@@ -351,37 +316,25 @@ class TaskRun:
                 self.resolution = e.resolution
 
     async def _report(self) -> None:
-        await self.status.stop()
+        """One report call (the client retries transient failures); a 409 means the queue
+        resolved the run already."""
+        await self.claim.stop()
         state, reason = self.resolution
-        if state == "none" or self.status.lost:
+        if state == "none" or self.claim.lost:
             log.info("task %s/%s: no report (run resolved by the queue)", self.task_id, self.run_id)
             return
-        q = self.status.queue
-        call: Callable[[], Any]
-        if state == "completed":
-            call = lambda: q.reportCompleted(self.task_id, str(self.run_id))  # noqa: E731
-        elif state == "failed":
-            call = lambda: q.reportFailed(self.task_id, str(self.run_id))  # noqa: E731
-        else:
-            call = lambda: q.reportException(self.task_id, str(self.run_id), {"reason": reason})  # noqa: E731
-        for attempt in range(4):
-            try:
-                await call()
-                log.info(
-                    "task %s/%s resolved %s%s",
-                    self.task_id,
-                    self.run_id,
-                    state,
-                    f"/{reason}" if reason else "",
-                )
-                return
-            except Exception as e:
-                if status_code(e) == 409:
-                    log.warning(
-                        "report of %s/%s refused (409): run already resolved", self.task_id, self.run_id
-                    )
-                    return
-                if not is_transient(e) or attempt == 3:
-                    log.error("report of %s/%s failed: %s", self.task_id, self.run_id, e)
-                    return
-                await asyncio.sleep(2**attempt)
+        q = self.claim.queue
+        try:
+            if state == "completed":
+                await q.reportCompleted(self.task_id, str(self.run_id))
+            elif state == "failed":
+                await q.reportFailed(self.task_id, str(self.run_id))
+            else:
+                await q.reportException(self.task_id, str(self.run_id), {"reason": reason})
+        except Exception as e:
+            if status_code(e) == 409:
+                log.warning("report of %s/%s refused (409): run already resolved", self.task_id, self.run_id)
+            else:
+                log.error("report of %s/%s failed: %s", self.task_id, self.run_id, e)
+            return
+        log.info("task %s/%s resolved %s%s", self.task_id, self.run_id, state, f"/{reason}" if reason else "")

@@ -1,19 +1,23 @@
-"""Engine-level tests of the docker-worker payload options: caches, capabilities, features, images,
-``dockerSave``, image loading formats and image garbage collection — against a real dockerd."""
+"""The docker-worker payload options: caches, capabilities, features (through the worker's real
+``TaskRun`` and feature list, in process, against a real platform), and the engine's images,
+``dockerSave`` output, image loading formats and image garbage collection — against a real dockerd."""
 
 from __future__ import annotations
 
 import gzip
 import subprocess
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import docker
 import pytest
 from helpers.dockerimage import TEST_IMAGE, import_image
-from helpers.dockerruns import containers_of, log_text, make_run
+from helpers.dockerruns import InProcessRun, containers_of, log_text, make_run
+from helpers.platformproc import PlatformProcess
 
-from tcworker.errors import MalformedPayload, TaskFailed
+from tcworker.engines.docker.containeropts import container_options
+from tcworker.errors import TaskFailed
 
 pytestmark = pytest.mark.docker
 
@@ -24,133 +28,115 @@ def _payload(command: list[str], **extra) -> dict:
     return {"image": TEST_IMAGE, "command": command, "maxRunTime": 60, **extra}
 
 
-async def _run_to_end(engine, tmp_path: Path, payload: dict, scopes: list[str] | None = None, **kw):
-    """prepare → execute → destroy; returns (result, run)."""
-    run = make_run(tmp_path, payload, scopes=scopes, **kw)
-    sandbox = await engine.prepare(run)
+@pytest.fixture(scope="module")
+def role_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """A platform whose role ``project:builds`` grants every docker-worker cache scope."""
+    proc = PlatformProcess(
+        tmp_path_factory.mktemp("options-platform") / "data",
+        roles=[{"roleId": "project:builds", "scopes": ["docker-worker:cache:*"]}],
+    )
     try:
-        result = await sandbox.execute(payload["command"], RESERVED, run.log)
+        yield proc.start()
     finally:
-        await sandbox.destroy()
-    return result, run
+        proc.stop()
 
 
-# -- caches ----------------------------------------------------------------------------------
+@pytest.fixture
+async def worker(role_platform: PlatformProcess, tmp_path: Path, test_image: str) -> AsyncIterator[InProcessRun]:
+    async with InProcessRun(role_platform, tmp_path) as w:
+        yield w
 
 
-async def test_cache_written_by_one_task_is_read_by_the_next(make_engine, tmp_path: Path) -> None:
-    engine = await make_engine()
+# -- caches (the caches feature) -----------------------------------------------------------------
+
+
+async def test_cache_written_by_one_task_is_read_by_the_next(worker: InProcessRun) -> None:
     cache = {"my-cache": "/cache"}
     scopes = ["docker-worker:cache:my-cache"]
-    first, run1 = await _run_to_end(
-        engine, tmp_path, _payload(["sh", "-c", "echo from-task-1 > /cache/note"], cache=cache), scopes
+    first, log1, _ = await worker.run(_payload(["sh", "-c", "echo from-task-1 > /cache/note"], cache=cache), scopes)
+    assert first == ("completed", None), log1
+    second, log2, _ = await worker.run(_payload(["cat", "/cache/note"], cache=cache), scopes)
+    assert second == ("completed", None), log2
+    assert "from-task-1" in log2
+
+
+async def test_cache_without_its_scope_is_malformed_payload_naming_the_scope(worker: InProcessRun) -> None:
+    resolution, log, _ = await worker.run(
+        _payload(["true"], cache={"secret-cache": "/c"}), ["docker-worker:cache:other"]
     )
-    assert first.exit_code == 0, log_text(run1)
-    second, run2 = await _run_to_end(engine, tmp_path, _payload(["cat", "/cache/note"], cache=cache), scopes)
-    assert second.exit_code == 0, log_text(run2)
-    assert "from-task-1" in log_text(run2)
+    assert resolution == ("exception", "malformed-payload"), log
+    assert "docker-worker:cache:secret-cache" in log
 
 
-async def test_cache_without_its_scope_is_malformed_payload_naming_the_scope(
-    make_engine, tmp_path: Path
-) -> None:
-    engine = await make_engine()
-    run = make_run(
-        tmp_path, _payload(["true"], cache={"secret-cache": "/c"}), scopes=["docker-worker:cache:other"]
-    )
-    with pytest.raises(MalformedPayload, match="docker-worker:cache:secret-cache"):
-        await engine.prepare(run)
+async def test_cache_scope_granted_through_a_role_is_expanded(worker: InProcessRun) -> None:
+    resolution, log, _ = await worker.run(_payload(["true"], cache={"by-role": "/c"}), ["assume:project:builds"])
+    assert resolution == ("completed", None), log
 
 
-async def test_cache_scope_granted_through_a_role_is_expanded(make_engine, tmp_path: Path) -> None:
-    engine = await make_engine()
-    asked: list[list[str]] = []
-
-    async def expand(scopes: list[str]) -> list[str]:
-        asked.append(scopes)
-        return [*scopes, "docker-worker:cache:*"] if "assume:project:builds" in scopes else scopes
-
-    result, run = await _run_to_end(
-        engine,
-        tmp_path,
-        _payload(["true"], cache={"by-role": "/c"}),
-        ["assume:project:builds"],
-        expand_scopes=expand,
-    )
-    assert result.exit_code == 0, log_text(run)
-    assert asked == [["assume:project:builds"]]
-
-
-async def test_exit_code_in_purge_caches_discards_the_cache(make_engine, tmp_path: Path) -> None:
-    engine = await make_engine()
+async def test_exit_code_in_purge_caches_discards_the_cache(worker: InProcessRun) -> None:
     cache = {"purgeable": "/cache"}
     scopes = ["docker-worker:cache:purgeable"]
     payload = _payload(
         ["sh", "-c", "echo stale > /cache/f; exit 7"], cache=cache, onExitStatus={"purgeCaches": [7]}
     )
-    result, run = await _run_to_end(engine, tmp_path, payload, scopes)
-    assert result.exit_code == 7
-    assert "purgeCaches" in log_text(run)
-    check, run2 = await _run_to_end(
-        engine, tmp_path, _payload(["sh", "-c", "test ! -e /cache/f"], cache=cache), scopes
-    )
-    assert check.exit_code == 0, "the purged cache's content survived"
+    resolution, log, _ = await worker.run(payload, scopes)
+    assert resolution == ("failed", None), log
+    assert "purgeCaches" in log
+    check, log2, _ = await worker.run(_payload(["sh", "-c", "test ! -e /cache/f"], cache=cache), scopes)
+    assert check == ("completed", None), "the purged cache's content survived:\n" + log2
 
 
-async def test_purge_request_deletes_caches_created_before_its_time(make_engine, tmp_path: Path) -> None:
-    engine = await make_engine()
+async def test_purge_request_deletes_caches_created_before_its_time(worker: InProcessRun) -> None:
     cache = {"c1": "/cache"}
     scopes = ["docker-worker:cache:c1"]
-    await _run_to_end(engine, tmp_path, _payload(["sh", "-c", "echo x > /cache/f"], cache=cache), scopes)
-    assert engine.caches is not None
-    assert await engine.caches.purge("c1", before=time.time() - 3600) == 0  # created after that: kept
-    assert await engine.caches.purge("c1", before=time.time() + 1) == 1
-    check, _ = await _run_to_end(
-        engine, tmp_path, _payload(["sh", "-c", "test ! -e /cache/f"], cache=cache), scopes
-    )
-    assert check.exit_code == 0
+    await worker.run(_payload(["sh", "-c", "echo x > /cache/f"], cache=cache), scopes)
+    store = worker.feature("dockerCaches").store
+    assert await store.purge("c1", before=time.time() - 3600) == 0  # created after that: kept
+    assert await store.purge("c1", before=time.time() + 1) == 1
+    check, log, _ = await worker.run(_payload(["sh", "-c", "test ! -e /cache/f"], cache=cache), scopes)
+    assert check == ("completed", None), log
 
 
-async def test_cache_mount_path_must_be_absolute(make_engine, tmp_path: Path) -> None:
-    engine = await make_engine()
-    run = make_run(
-        tmp_path, _payload(["true"], cache={"c": "relative/path"}), scopes=["docker-worker:cache:c"]
+async def test_cache_mount_path_must_be_absolute(worker: InProcessRun) -> None:
+    resolution, log, _ = await worker.run(
+        _payload(["true"], cache={"c": "relative/path"}), ["docker-worker:cache:c"]
     )
-    with pytest.raises(MalformedPayload, match="absolute"):
-        await engine.prepare(run)
+    assert resolution == ("exception", "malformed-payload"), log
+    assert "absolute" in log
 
 
 # -- capabilities and features -------------------------------------------------------------------
 
 
-async def test_privileged_needs_the_pool_to_allow_it(make_engine, tmp_path: Path) -> None:
-    engine = await make_engine(allowPrivileged=False)
-    run = make_run(
-        tmp_path,
-        _payload(["true"], capabilities={"privileged": True}),
-        scopes=["docker-worker:capability:privileged"],
-    )
-    with pytest.raises(MalformedPayload, match="allowPrivileged"):
-        await engine.prepare(run)
+async def test_privileged_needs_the_pool_to_allow_it(
+    role_platform: PlatformProcess, tmp_path: Path, test_image: str
+) -> None:
+    async with InProcessRun(role_platform, tmp_path, allowPrivileged=False) as worker:
+        resolution, log, _ = await worker.run(
+            _payload(["true"], capabilities={"privileged": True}), ["docker-worker:capability:privileged"]
+        )
+    assert resolution == ("exception", "malformed-payload"), log
+    assert "allowPrivileged" in log
 
 
-async def test_privileged_needs_its_scope(make_engine, tmp_path: Path) -> None:
-    engine = await make_engine(allowPrivileged=True)
-    run = make_run(tmp_path, _payload(["true"], capabilities={"privileged": True}), scopes=[])
-    with pytest.raises(MalformedPayload, match="docker-worker:capability:privileged"):
-        await engine.prepare(run)
+async def test_privileged_needs_its_scope(role_platform: PlatformProcess, tmp_path: Path, test_image: str) -> None:
+    async with InProcessRun(role_platform, tmp_path, allowPrivileged=True) as worker:
+        resolution, log, _ = await worker.run(_payload(["true"], capabilities={"privileged": True}), [])
+    assert resolution == ("exception", "malformed-payload"), log
+    assert "docker-worker:capability:privileged" in log
 
 
 async def test_privileged_and_ptrace_reach_the_container(
     make_engine, tmp_path: Path, docker_client: docker.DockerClient
 ) -> None:
+    """What the capabilities feature chose is what the container gets (checked on the container:
+    privileged containers cannot start in every CI sandbox)."""
     engine = await make_engine(allowPrivileged=True)
     payload = _payload(["true"], capabilities={"privileged": True}, features={"allowPtrace": True})
-    run = make_run(
-        tmp_path, payload, scopes=["docker-worker:capability:privileged", "docker-worker:feature:allowPtrace"]
-    )
+    run = make_run(tmp_path, payload)
     sandbox = await engine.prepare(run)
     try:
+        sandbox.configure_container(container_options(payload, allow_privileged=True, video_device=0))
         await sandbox.execute(["true"], RESERVED, run.log)
         (container,) = containers_of(docker_client, run.task_id)
         host = container.attrs["HostConfig"]
@@ -160,30 +146,37 @@ async def test_privileged_and_ptrace_reach_the_container(
         await sandbox.destroy()
 
 
-async def test_allow_ptrace_needs_its_scope(make_engine, tmp_path: Path) -> None:
-    engine = await make_engine()
-    run = make_run(tmp_path, _payload(["true"], features={"allowPtrace": True}), scopes=[])
-    with pytest.raises(MalformedPayload, match="docker-worker:feature:allowPtrace"):
-        await engine.prepare(run)
+async def test_allow_ptrace_without_privileged_adds_only_sys_ptrace(worker: InProcessRun) -> None:
+    resolution, log, _ = await worker.run(
+        _payload(["grep", "CapEff", "/proc/self/status"], features={"allowPtrace": True}),
+        ["docker-worker:feature:allowPtrace"],
+    )
+    assert resolution == ("completed", None), log
+    cap_eff = int(next(ln for ln in log.splitlines() if ln.startswith("CapEff:")).split()[-1], 16)
+    assert cap_eff & (1 << 19) and not cap_eff & (1 << 21), f"{cap_eff:x}"
+
+
+async def test_allow_ptrace_needs_its_scope(worker: InProcessRun) -> None:
+    resolution, log, _ = await worker.run(_payload(["true"], features={"allowPtrace": True}), [])
+    assert resolution == ("exception", "malformed-payload"), log
+    assert "docker-worker:feature:allowPtrace" in log
 
 
 @pytest.mark.parametrize(
     "feature", ["taskclusterProxy", "chainOfTrust", "interactive", "dind", "noSuchFeature"]
 )
 async def test_feature_this_worker_lacks_is_malformed_payload_naming_it(
-    make_engine, tmp_path: Path, feature: str
+    worker: InProcessRun, feature: str
 ) -> None:
-    engine = await make_engine()
-    run = make_run(tmp_path, _payload(["true"], features={feature: True}))
-    with pytest.raises(MalformedPayload, match=f"features.{feature}"):
-        await engine.prepare(run)
+    resolution, log, _ = await worker.run(_payload(["true"], features={feature: True}))
+    assert resolution == ("exception", "malformed-payload"), log
+    assert f"features.{feature}" in log
 
 
-async def test_log_features_are_accepted(make_engine, tmp_path: Path) -> None:
-    engine = await make_engine()
+async def test_log_features_are_accepted(worker: InProcessRun) -> None:
     features = {"bufferLog": True, "bulkLog": True, "localLiveLog": True, "taskclusterProxy": False}
-    result, run = await _run_to_end(engine, tmp_path, _payload(["echo", "ok"], features=features))
-    assert result.exit_code == 0, log_text(run)
+    resolution, log, _ = await worker.run(_payload(["echo", "ok"], features=features))
+    assert resolution == ("completed", None), log
 
 
 # -- images ----------------------------------------------------------------------------------------
@@ -196,6 +189,15 @@ async def test_missing_image_without_registry_fails_naming_the_image(make_engine
         TaskFailed, match=r"Pulling docker image has failed.*tcworker-test/no-such-image:never"
     ):
         await engine.prepare(run)
+
+
+async def test_image_facts_name_the_image_for_provenance(make_engine, tmp_path: Path, test_image: str) -> None:
+    engine = await make_engine()
+    sandbox = await engine.prepare(make_run(tmp_path, _payload(["true"])))
+    try:
+        assert sandbox.image_facts() == {"imageHash": test_image}
+    finally:
+        await sandbox.destroy()
 
 
 def _saved_image(client: docker.DockerClient, name: str, dest: Path) -> Path:
@@ -251,20 +253,17 @@ async def test_docker_save_produces_an_image_tarball_that_runs(
     payload = _payload(["sh", "-c", "echo saved-state > /state.txt"], features={"dockerSave": True})
     run = make_run(tmp_path, payload)
     sandbox = await engine.prepare(run)
-    staging = tmp_path / "staging"
     try:
         result = await sandbox.execute(payload["command"], RESERVED, run.log)
         assert result.exit_code == 0
-        extras = await sandbox.post_run_artifacts(staging, result)
+        saved = await sandbox.save_image(tmp_path / "dockerImage.tar")
     finally:
         await sandbox.destroy()
-    (saved,) = extras
-    assert saved.name == "public/dockerImage.tar"
-    assert saved.file.size > 0 and saved.expires
+    assert saved is not None and saved.size > 0
     repo = f"task-{run.task_id.lower().replace('_', '-')}-0"
     with pytest.raises(docker.errors.ImageNotFound):  # the committed image is removed with the sandbox
         docker_client.images.get(f"{repo}:latest")
-    loaded = await engine._images.load_tarball(saved.file.path, "dockerSave output", run.log)
+    loaded = await engine._images.load_tarball(saved.path, "dockerSave output", run.log)
     assert loaded.ref == f"{repo}:latest"
     try:
         out = docker_client.containers.run(loaded.id, ["cat", "/state.txt"], remove=True)
@@ -279,7 +278,12 @@ async def test_garbage_collect_evicts_least_recently_used_unused_images(
     engine = await make_engine()
     victim = "tcworker-test/gc-victim:latest"
     import_image(docker_client, victim, extra_files={"etc/victim": b"1\n"})
-    result, _ = await _run_to_end(engine, tmp_path, _payload(["true"], image=victim))
+    run = make_run(tmp_path, _payload(["true"], image=victim))
+    sandbox = await engine.prepare(run)
+    try:
+        result = await sandbox.execute(["true"], RESERVED, run.log)
+    finally:
+        await sandbox.destroy()
     assert result.exit_code == 0
     await engine.garbage_collect(0)  # enough space: nothing happens
     docker_client.images.get(victim)

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tcworker.engines.docker.scopes import (
+from tcworker.errors import MalformedPayload, ResourceUnavailable
+from tcworker.features.docker_scopes import (
     check_scopes,
     image_scopes,
     is_private_image,
@@ -14,7 +15,6 @@ from tcworker.engines.docker.scopes import (
     required_scopes,
     split_image_name,
 )
-from tcworker.errors import MalformedPayload, ResourceUnavailable
 
 PROV, WT = "prov", "wt"
 Q = f"{PROV}/{WT}"

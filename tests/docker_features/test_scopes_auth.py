@@ -8,8 +8,8 @@ import pytest
 import taskcluster.aio
 from helpers.superseding import WORKER
 
-from tcworker.engines.docker.scopes import check_scopes
 from tcworker.errors import MalformedPayload, ResourceUnavailable
+from tcworker.features.docker_scopes import check_scopes
 
 PAYLOAD = {"image": "busybox", "maxRunTime": 5, "cache": {"c1": "/c"}, "capabilities": {"privileged": True}}
 

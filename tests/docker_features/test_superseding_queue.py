@@ -18,7 +18,9 @@ from helpers.superseding import WORKER, WORKER_GROUP, RejectSupersededProxy, Sup
 from helpers.tasks import from_now, new_queue_id, task_def
 from taskcluster.exceptions import TaskclusterRestFailure
 
-from tcworker.features.superseding import SUPERSEDED_BY, SUPERSEDES, Plan, Superseding, object_upload
+from tcworker.features.superseding import JSON, SUPERSEDED_BY, SUPERSEDES, Plan, Superseding
+from tcworker.tcapi.clients import Clients
+from tcworker.tcapi.upload import ArtifactPublisher
 
 WORKER_ID = "sup-worker-1"
 
@@ -39,6 +41,7 @@ class World:
         self.root_url = root_url
         self.admin = aio_queue(root_url, root)
         self.worker = aio_queue(root_url, worker_creds)
+        self.worker_clients = Clients(root_url, worker_creds)
         self.queue_id = new_queue_id("tcw-sup")
         self.key = slugid.nice()
         self.superseder = superseder
@@ -62,7 +65,7 @@ class World:
         return resp["tasks"][0]
 
     def superseding(self, **kw: Any) -> Superseding:
-        return Superseding(self.worker, WORKER_GROUP, WORKER_ID, task_queue_id=self.queue_id, **kw)
+        return Superseding(self.worker_clients, WORKER_GROUP, WORKER_ID, task_queue_id=self.queue_id, **kw)
 
     async def runs(self, task_id: str) -> list[tuple[str, str | None]]:
         status = (await self.admin.status(task_id))["status"]
@@ -81,16 +84,12 @@ class World:
     async def complete_primary(self, plan: Plan, staging: Path) -> None:
         """What the worker core does for the primary: upload supersedes.json, then reportCompleted."""
         primary_queue = aio_queue(self.root_url, plan.primary["credentials"])
-        extra = plan.primary_artifact(staging)
-        assert extra is not None and extra.name == SUPERSEDES
-        await object_upload(
-            primary_queue,
-            plan.primary_task_id,
-            plan.primary_run_id,
-            extra.name,
-            extra.file.path.read_bytes(),
-            extra.content_type,
-            plan.primary["task"]["expires"],
+        assert plan.superseding
+        publisher = ArtifactPublisher(
+            self.worker_clients, lambda: primary_queue, plan.primary_task_id, plan.primary_run_id
+        )
+        await publisher.upload_bytes(
+            SUPERSEDES, plan.supersedes_document(), JSON, plan.primary["task"]["expires"]
         )
         await primary_queue.reportCompleted(plan.primary_task_id, str(plan.primary_run_id))
 

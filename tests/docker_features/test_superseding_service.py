@@ -9,6 +9,7 @@ from helpers.logs import LineLog
 from helpers.superseding import Superseder
 
 from tcworker.features.superseding import MAX_SUPERSEDES, Superseding, fetch_supersedes
+from tcworker.tcapi.clients import Clients
 
 
 async def test_list_is_returned_and_task_id_sent(superseder: Superseder) -> None:
@@ -87,7 +88,7 @@ async def test_bad_urls_are_refused_without_a_request(superseder: Superseder) ->
 
 async def test_plan_without_superseder_url_is_the_claim_itself() -> None:
     claim = {"status": {"taskId": slugid.nice()}, "runId": 0, "task": {"payload": {"image": "x"}}}
-    sup = Superseding(None, "wg", "wid")
+    sup = Superseding(Clients("http://127.0.0.1:1", {}), "wg", "wid")
     plan = await sup.plan(claim)
     assert plan.primary == claim and not plan.superseding and plan.notes == []
     await sup.finish(plan, True)

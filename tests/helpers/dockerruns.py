@@ -2,11 +2,13 @@
 
 ``engine_config`` keeps every directory under the test's own tmp dir and runs generic payloads in
 the busybox ``TEST_IMAGE``; ``make_run`` builds a ``RunContext`` with the real ``TaskLog`` the worker
-uses, so what a test reads back is what a task log would hold.
+uses, so what a test reads back is what a task log would hold. ``InProcessRun`` takes one task
+through the worker's real ``TaskRun`` and feature list in the test's own event loop.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ def engine_config(tmp_path: Path, **overrides: Any) -> WorkerConfig:
         "clientId": "test/docker-engine",
         "accessToken": "not-used",
         "workerId": f"w-{slugid.nice()[:8]}",
-        "workerType": f"docker-{slugid.nice()[:8].lower()}",
+        "workerType": f"docker-{uuid.uuid4().hex[:8]}",
         "provisionerId": "tcworker-test",
         "ed25519SigningKeyLocation": "unused",
         "tasksDir": str(tmp_path / "tasks"),
@@ -79,7 +81,6 @@ def make_run(
     task_id: str | None = None,
     queue: Any = None,
     root_url: str = "",
-    expand_scopes: Any = None,
 ) -> RunContext:
     """A ``RunContext`` for ``payload`` with a real ``TaskLog`` at ``tmp_path/<taskId>.log``."""
     task_id = task_id or slugid.nice()
@@ -93,7 +94,6 @@ def make_run(
         log=TaskLog(tmp_path / f"{task_id}.log"),
         queue=queue,
         root_url=root_url,
-        expand_scopes=expand_scopes,
     )
 
 
@@ -113,3 +113,83 @@ def containers_of(client: docker.DockerClient, task_id: str) -> list[Any]:
 
 def volume_names(client: docker.DockerClient) -> set[str]:
     return {v.name for v in client.volumes.list()}
+
+
+class InProcessRun:
+    """One task through the worker's real ``TaskRun`` — admission, the feature list, the engine,
+    uploads and the report — in the test's event loop, against a real platform process.
+
+    Unlike a ``tcworker run`` subprocess it lets a test look at the engine and the features
+    afterwards (caches, images) and set worker config per test. ``run`` creates the task with the
+    platform's root client, claims it with the worker's credentials and returns the resolution
+    and the task log as the worker wrote it.
+    """
+
+    def __init__(self, platform: Any, tmp_path: Path, **config_overrides: Any) -> None:
+        self.platform = platform
+        self.config = engine_config(
+            tmp_path,
+            rootURL=platform.root_url,
+            clientId=platform.root_credentials["clientId"],
+            accessToken=platform.root_credentials["accessToken"],
+            **config_overrides,
+        )
+        self.tmp_path = tmp_path
+        self.engine: Any = None
+        self.features: list[Any] = []
+        self.clients: Any = None
+
+    async def __aenter__(self) -> InProcessRun:
+        from tcworker.engines.docker.engine import DockerEngine
+        from tcworker.features import load_features
+        from tcworker.tcapi.clients import Clients
+
+        self.clients = Clients(self.config.rootURL, self.config.credentials)
+        self.engine = DockerEngine()
+        await self.engine.initialise(self.config)
+        self.features = load_features()
+        for feature in self.features:
+            await feature.initialise(self.config, self.clients)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for feature in self.features:
+            await feature.shutdown()
+        await self.engine.shutdown()
+        await self.clients.close()
+
+    def feature(self, name: str) -> Any:
+        return next(f for f in self.features if f.name == name)
+
+    async def run(
+        self, payload: Mapping[str, Any], scopes: list[str] | None = None
+    ) -> tuple[tuple[str, str | None], str, str]:
+        """(resolution, task log text, taskId) of one task with ``payload`` and ``scopes``."""
+        from tcworker.worker.taskrun import TaskRun
+
+        task_id = slugid.nice()
+        task = make_task(payload, scopes)
+        task.update(
+            provisionerId=self.config.provisionerId,
+            workerType=self.config.workerType,
+            taskQueueId=self.config.task_queue_id,
+        )
+        queue = self.clients.queue()
+        await queue.createTask(task_id, task)
+        answer = await queue.claimWork(
+            self.config.task_queue_id,
+            {"workerGroup": self.config.workerGroup, "workerId": self.config.workerId, "tasks": 1},
+        )
+        (claim,) = answer["tasks"]
+        chunks: list[bytes] = []
+        run = TaskRun(
+            config=self.config,
+            engine=self.engine,
+            features=self.features,
+            clients=self.clients,
+            claim=claim,
+            scratch_root=self.tmp_path / "runs",
+            log_listeners=[chunks.append],
+        )
+        resolution = await run.run()
+        return resolution, b"".join(chunks).decode("utf-8", "replace"), task_id

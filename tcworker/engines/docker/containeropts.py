@@ -3,7 +3,7 @@
 Decides, once per run and before anything is created, which payload toggles this engine honours,
 which it refuses (``malformed-payload`` naming the feature), and what each accepted one adds to
 the container: ``privileged``, devices, ``CapAdd``, seccomp. Scope checks are separate
-(``tcworker.engines.docker.scopes``); the pool-level ``allowPrivileged`` gate is checked here because it
+(``tcworker.features.docker_scopes``); the pool-level ``allowPrivileged`` gate is checked here because it
 is a property of this worker, not of the task.
 """
 
@@ -45,7 +45,6 @@ class ContainerOptions:
     devices: list[str] = field(default_factory=list)
     binds: dict[str, dict[str, str]] = field(default_factory=dict)
     security_opt: list[str] = field(default_factory=list)
-    docker_save: bool = False
 
     def create_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"privileged": self.privileged}
@@ -85,7 +84,6 @@ def container_options(
     features = enabled_features(payload)
     if "allowPtrace" in features:
         opts.cap_add.append("SYS_PTRACE")
-    opts.docker_save = "dockerSave" in features
 
     caps = payload.get("capabilities") or {}
     if caps.get("privileged") is True:

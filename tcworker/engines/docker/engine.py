@@ -17,23 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
 
-from tcworker.caches.purge import PurgePoller
-from tcworker.caches.store import CacheStore, parse_cache_payload
-from tcworker.engines.base import RunContext, Sandbox
-from tcworker.engines.docker.containeropts import ContainerOptions, container_options
+from tcworker.engines.base import Engine, Mount, RunContext, Sandbox
 from tcworker.engines.docker.images import ImageSpec, ImageStore
 from tcworker.engines.docker.sandbox import LABEL_WORKER, DockerSandbox
-from tcworker.engines.docker.scopes import check_scopes
 from tcworker.errors import ConfigError, InternalError, MalformedPayload
-from tcworker.features.encrypted_env import PrivateKey, decrypt_env, load_private_key
-from tcworker.taskdirs import task_dir_name
+from tcworker.taskdirs import create_tasks_dir, task_dir_name
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
@@ -41,11 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_GENERIC_IMAGE = "debian:stable-slim"
-PURGE_POLL_SECONDS = 300.0
 API_TIMEOUT_SECONDS = 120
 
 
-class DockerEngine:
+class DockerEngine(Engine):
     """``engine: docker`` — see the module docstring."""
 
     name = "docker"
@@ -55,10 +49,6 @@ class DockerEngine:
         self._client: docker.DockerClient | None = None
         self._stream_client: docker.DockerClient | None = None
         self._images: ImageStore | None = None
-        self._caches: CacheStore | None = None
-        self._purger: PurgePoller | None = None
-        self._purge_loop: asyncio.Task[None] | None = None
-        self._key: PrivateKey | None = None
         self._live: set[DockerSandbox] = set()
 
     def supported_payload_kinds(self) -> frozenset[str]:
@@ -75,8 +65,9 @@ class DockerEngine:
         return self._config
 
     async def initialise(self, config: WorkerConfig) -> None:
-        """Connect to dockerd (``ConfigError`` when it does not answer) and set up the stores."""
+        """Connect to dockerd (``ConfigError`` when it does not answer) and set up the image store."""
         self._config = config
+        create_tasks_dir(config.tasks_dir)
         try:
             client = await asyncio.to_thread(docker.from_env, timeout=API_TIMEOUT_SECONDS)
             await asyncio.to_thread(client.ping)
@@ -88,21 +79,7 @@ class DockerEngine:
                 f"engine 'docker' needs a running Docker daemon it can reach (DOCKER_HOST or "
                 f"/var/run/docker.sock): {e}"
             ) from e
-        state_dir, downloads_dir = _host_dirs(config)
-        self._caches = CacheStore(state_dir)
-        self._images = ImageStore(self._stream_client, state_dir, downloads_dir)
-        if config.openpgpPrivateKeyLocation:
-            self._key = await asyncio.to_thread(load_private_key, config.openpgpPrivateKeyLocation)
-        # Best effort: a purge-cache outage must not hold every task up for the client's full retries.
-        options: dict[str, Any] = {
-            "rootUrl": config.rootURL,
-            "credentials": config.credentials,
-            "maxRetries": 1,
-        }
-        self._purger = PurgePoller(self._caches, options, config.task_queue_id)
-        self._purge_loop = asyncio.get_running_loop().create_task(
-            self._purger.run_forever(PURGE_POLL_SECONDS)
-        )
+        self._images = ImageStore(self._stream_client, config.caches_dir / "docker-worker", config.downloads_dir)
         await self._remove_leftovers()
 
     async def _remove_leftovers(self) -> None:
@@ -118,32 +95,11 @@ class DockerEngine:
 
     async def prepare(self, run: RunContext) -> Sandbox:
         config = self._require_config()
-        assert self._client and self._stream_client and self._images and self._caches and self._purger
-        payload = run.payload
-        secret_env: dict[str, str] = {}
+        assert self._client and self._stream_client and self._images
         if run.payload_kind == "docker":
-            await check_scopes(
-                payload,
-                run.task,
-                provisioner_id=config.provisionerId,
-                worker_type=config.workerType,
-                expand=run.expand_scopes,
-            )
-            options = container_options(
-                payload,
-                allow_privileged=config.allowPrivileged,
-                video_device=config.loopbackVideoDeviceNumber,
-            )
-            mounts = parse_cache_payload(payload.get("cache") or {})
-            if payload.get("encryptedEnv"):
-                secret_env = self._decrypt(run)
-            spec = ImageSpec.from_payload(payload["image"])
-            if mounts:
-                await self._purger.poll()
+            spec = ImageSpec.from_payload(run.payload["image"])
         else:
-            options, mounts = ContainerOptions(), {}
             spec = ImageSpec(kind="docker-image", name=config.dockerImage or DEFAULT_GENERIC_IMAGE)
-
         task_dir = config.tasks_dir / task_dir_name(run.task_id, run.run_id)
         await asyncio.to_thread(task_dir.mkdir, parents=True, exist_ok=True)
         image = await self._images.resolve(spec, run)
@@ -152,13 +108,9 @@ class DockerEngine:
         except docker.errors.APIError as e:
             raise InternalError(f"cannot inspect image {image.ref}: {e}") from e
         workdir = str((inspected.get("Config") or {}).get("WorkingDir") or "/")
-        docker_facts = {"imageHash": image.id}
-        if image.artifact_hash:
-            docker_facts["imageArtifactHash"] = image.artifact_hash
-        run.extra["docker"] = docker_facts
         run.log.info(f"Using docker image {image.ref} ({image.id})")
-
-        leases = await self._caches.acquire(mounts)
+        with contextlib.suppress(Exception):  # least-recently-used order for image GC
+            await self._images.touch(image.ref, image.id)
         sandbox = DockerSandbox(
             client=self._client,
             stream_client=self._stream_client,
@@ -166,34 +118,15 @@ class DockerEngine:
             task_dir=task_dir,
             image=image,
             image_workdir=workdir,
-            options=options,
-            leases=leases,
-            caches=self._caches,
-            images=self._images,
-            secret_env=secret_env,
             worker_label=self.worker_label,
             on_destroy=self._live.discard,
         )
+        if run.payload_kind == "docker":
+            volumes = await asyncio.to_thread(_volume_dirs, run.payload, task_dir)
+            for mount in volumes:
+                sandbox.add_mount(mount)
         self._live.add(sandbox)
         return sandbox
-
-    def _decrypt(self, run: RunContext) -> dict[str, str]:
-        if self._key is None:
-            raise MalformedPayload(
-                "payload.encryptedEnv needs the worker's OpenPGP private key, but this worker has none "
-                "(config openpgpPrivateKeyLocation is empty)"
-            )
-        decrypted = decrypt_env(
-            list(run.payload["encryptedEnv"]),
-            task_id=run.task_id,
-            payload_env=run.payload.get("env") or {},
-            key=self._key,
-        )
-        add_secrets = getattr(run.log, "add_secrets", None)
-        if callable(add_secrets):
-            add_secrets(list(decrypted.values()))
-        run.log.info(f"encryptedEnv: decrypted {', '.join(sorted(decrypted))}")
-        return decrypted
 
     async def garbage_collect(self, required_free_bytes: int) -> None:
         """Evict least recently used images until ``tasksDir``'s file system has enough room."""
@@ -203,28 +136,25 @@ class DockerEngine:
         keep = {s.image.id for s in self._live} | {s.image.ref for s in self._live}
         await self._images.collect_garbage(config.tasks_dir, required_free_bytes, keep)
 
-    async def poll_purge_requests(self) -> int:
-        """Apply purge-cache requests now (also done before each task with caches, and every 5 min)."""
-        return 0 if self._purger is None else await self._purger.poll()
-
-    @property
-    def caches(self) -> CacheStore | None:
-        return self._caches
-
     async def shutdown(self) -> None:
-        if self._purge_loop is not None:
-            self._purge_loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purge_loop
-            self._purge_loop = None
         for client in (self._client, self._stream_client):
             if client is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(client.close)
 
 
-def _host_dirs(config: WorkerConfig) -> tuple[Path, Path]:
-    """(engine state dir ``<cachesDir>/docker-worker``, downloads dir), both absolute."""
-    return Path(os.path.abspath(config.cachesDir)) / "docker-worker", Path(
-        os.path.abspath(config.downloadsDir)
-    )
+def _volume_dirs(payload: Any, task_dir: Path) -> list[Mount]:
+    """D2G's ``volume`` artifacts (spec/worker.md §3.9): a fresh host directory per path, bind-mounted
+    there so the task can write to it, and read back from the host after the run."""
+    mounts: list[Mount] = []
+    artifacts = payload.get("artifacts") or {}
+    paths = sorted({str(a.get("path")) for a in artifacts.values() if isinstance(a, dict) and a.get("type") == "volume"})
+    for i, path in enumerate(paths):
+        norm = posixpath.normpath(path)
+        if not norm.startswith("/") or norm == "/":
+            raise MalformedPayload(f"volume artifact path {path!r} must be an absolute path below /")
+        host = task_dir / "volumes" / str(i)
+        host.mkdir(parents=True, exist_ok=True)
+        host.chmod(0o777)  # images with a non-root USER must be able to write their output
+        mounts.append(Mount(host, norm))
+    return mounts

@@ -36,8 +36,8 @@ from taskcluster.aio.download import downloadArtifactToFile
 from taskcluster.exceptions import TaskclusterArtifactError, TaskclusterRestFailure
 
 from tcworker.engines.base import RunContext, TaskLogWriter
-from tcworker.engines.docker.statefile import read_state, write_state
 from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskFailed
+from tcworker.statefile import read_state, write_state
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +158,10 @@ class ImageStore:
         return ResolvedImage(id=str(img.id), ref=name)
 
     async def _find_indexed(self, spec: ImageSpec, run: RunContext) -> str:
-        options: dict[str, Any] = {"rootUrl": run.root_url}
-        creds = getattr(run.queue, "options", {}).get("credentials") if run.queue is not None else None
-        if creds:
-            options["credentials"] = creds
-        index = taskcluster.aio.Index(options)
+        if run.index is None:
+            raise MalformedPayload("indexed images need index access, which this run does not have")
         try:
-            found = await index.findTask(spec.namespace)
+            found = await run.index.findTask(spec.namespace)
         except TaskclusterRestFailure as e:
             if e.status_code == 404:
                 raise TaskFailed(

@@ -6,7 +6,9 @@ the task directory bind-mounted at the same path. One container per command (rat
 long-lived container plus ``docker exec``) is chosen because a container can be killed as a whole
 — an exec'd process tree cannot — and it matches D2G's ``docker run``. Containers stay (stopped)
 until ``destroy`` so artifacts are copied out of the last one with ``get_archive``; ``destroy``
-removes them with their anonymous volumes, whatever happened before, and returns the caches.
+removes them with their anonymous volumes, whatever happened before. Features configure it through
+the explicit ``Sandbox`` methods: ``configure_container`` (capabilities, devices), ``add_mount``
+(caches, volume artifacts, mounts), ``save_image`` (dockerSave), ``image_facts`` (provenance).
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ import docker
 import docker.errors
 from docker.types import LogConfig
 
-from tcworker import tctime
-from tcworker.caches.store import CacheLease, CacheStore
 from tcworker.engines.base import (
     EXIT_ABORTED,
     EXIT_NOT_STARTED,
@@ -35,17 +35,17 @@ from tcworker.engines.base import (
     ArtifactInvalid,
     ArtifactMissing,
     CancelReason,
-    ExtraArtifact,
     LogSink,
+    Mount,
     ProcessResult,
     RunContext,
+    Sandbox,
 )
 from tcworker.engines.docker import archive
 from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions
-from tcworker.engines.docker.images import ImageStore, ResolvedImage
-from tcworker.engines.docker.saving import save_caches, save_container
+from tcworker.engines.docker.images import ResolvedImage
+from tcworker.engines.docker.saving import save_container
 from tcworker.errors import InternalError
-from tcworker.features.encrypted_env import SecretMasker
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ LABEL_WORKER = "tcworker.worker"
 LABEL_RUN = "tcworker.run"
 
 
-class DockerSandbox:
+class DockerSandbox(Sandbox):
     """Everything one run owns in Docker. Made by ``DockerEngine.prepare``."""
 
     def __init__(
@@ -66,11 +66,6 @@ class DockerSandbox:
         task_dir: Path,
         image: ResolvedImage,
         image_workdir: str,
-        options: ContainerOptions,
-        leases: list[CacheLease],
-        caches: CacheStore,
-        images: ImageStore,
-        secret_env: Mapping[str, str],
         worker_label: str,
         on_destroy: Callable[[DockerSandbox], None] | None = None,
     ) -> None:
@@ -80,11 +75,8 @@ class DockerSandbox:
         self._task_dir = task_dir
         self._image = image
         self._image_workdir = image_workdir or "/"
-        self._opts = options
-        self._leases = leases
-        self._caches = caches
-        self._images = images
-        self._secret_env = dict(secret_env)
+        self._opts = ContainerOptions()
+        self._mounts: list[Mount] = []
         self._worker_label = worker_label
         self._on_destroy = on_destroy
         self._generic = run.payload_kind == "generic"
@@ -119,12 +111,30 @@ class DockerSandbox:
         """Nothing: the image's own ``Env`` (PATH, HOME …) is the container's default environment."""
         return {}
 
+    def image_facts(self) -> dict[str, str]:
+        facts = {"imageHash": self._image.id}
+        if self._image.artifact_hash:
+            facts["imageArtifactHash"] = self._image.artifact_hash
+        return facts
+
+    # -- what features configure -----------------------------------------------------------------
+
+    def configure_container(self, options: ContainerOptions) -> None:
+        self._opts = options
+
+    def add_mount(self, mount: Mount) -> None:
+        self._mounts.append(mount)
+
+    async def task_user_can_read(self, path: str) -> bool:
+        """The container sees no host file but its bind mounts."""
+        return any(path == str(m.host_path) or path.startswith(f"{m.host_path}/") for m in self._mounts)
+
     # -- running ---------------------------------------------------------------------------------
 
     def _binds(self) -> dict[str, dict[str, str]]:
         binds = dict(self._opts.binds)
-        for lease in self._leases:
-            binds[str(lease.host_dir)] = {"bind": lease.mount_path, "mode": "rw"}
+        for mount in self._mounts:
+            binds[str(mount.host_path)] = {"bind": mount.task_path, "mode": "ro" if mount.read_only else "rw"}
         if self._generic:
             binds[str(self._task_dir)] = {"bind": str(self._task_dir), "mode": "rw"}
         return binds
@@ -160,11 +170,8 @@ class DockerSandbox:
         self._loop = asyncio.get_running_loop()
         if self._abort_reason is not None:
             return self._aborted(started)
-        full_env = {**self._secret_env, **env}  # reserved / payload names win over encryptedEnv
         try:
-            container = await asyncio.to_thread(
-                self._client.containers.create, **self._create_kwargs(argv, full_env)
-            )
+            container = await asyncio.to_thread(self._client.containers.create, **self._create_kwargs(argv, env))
         except docker.errors.ImageNotFound as e:
             raise InternalError(
                 f"image {self._image.ref} ({self._image.id}) vanished before the task ran"
@@ -193,17 +200,12 @@ class DockerSandbox:
     async def _follow(self, container: Any, sink: LogSink) -> int:
         """Stream the container's output to ``sink`` until it exits; return its exit code."""
         loop = asyncio.get_running_loop()
-        masker = SecretMasker(self._secret_env.values())
         api = self._stream.api
 
-        def pump() -> None:
+        def pump() -> None:  # secrets are masked once, by the task log
             for chunk in api.logs(container.id, stream=True, follow=True):
-                data = masker.feed(chunk)
-                if data:
-                    loop.call_soon_threadsafe(sink.write, data)
-            tail = masker.flush()
-            if tail:
-                loop.call_soon_threadsafe(sink.write, tail)
+                if chunk:
+                    loop.call_soon_threadsafe(sink.write, chunk)
 
         pumping = asyncio.ensure_future(asyncio.to_thread(pump))
         try:
@@ -335,30 +337,14 @@ class DockerSandbox:
             raise ArtifactInvalid(f"cannot unpack {path!r} from the container: {e}") from e
         return result.files
 
-    async def post_run_artifacts(self, staging: Path, result: ProcessResult | None) -> list[ExtraArtifact]:
-        """``dockerSave``: the committed container as ``public/dockerImage.tar`` and each cache as
-        ``public/cache/<name>.tar``, expiring after min(7 days, task expiry)."""
-        if not self._opts.docker_save:
-            return []
+    async def save_image(self, dest: Path) -> ArtifactFile | None:
+        """``dockerSave``: the last container committed as ``task-<taskId>-<runId>:latest`` and saved."""
         if not self._containers:
-            self._run.log.warn("dockerSave: no container ran, so there is no image to save")
-            return []
-        expires = tctime.from_now(7 * 24 * 3600)
-        task_expires = self._run.task.get("expires")
-        if isinstance(task_expires, str):
-            expires = min(expires, tctime.parse(task_expires))
-        expiry = tctime.to_json(expires)
-        out_dir = await asyncio.to_thread(_fresh_dir, staging, "docker-save-")
+            return None
         repo = docker_save_repository(self._run.task_id, self._run.run_id)
         self._run.log.info(f"dockerSave: committing the container as {repo}:latest")
         self._committed = f"{repo}:latest"
-        image_file = await save_container(
-            self._stream, self._containers[-1], repo, out_dir / "dockerImage.tar"
-        )
-        extras = [ExtraArtifact("public/dockerImage.tar", image_file, "application/x-tar", expiry)]
-        for name, file in await asyncio.to_thread(save_caches, self._leases, out_dir):
-            extras.append(ExtraArtifact(f"public/cache/{name}.tar", file, "application/x-tar", expiry))
-        return extras
+        return await save_container(self._stream, self._containers[-1], repo, dest)
 
     # -- clean-up ------------------------------------------------------------------------------
 
@@ -385,17 +371,6 @@ class DockerSandbox:
         if self._committed is not None:
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 await asyncio.to_thread(self._client.images.remove, self._committed, force=True)
-        purge_on = (
-            self._run.payload.get("onExitStatus", {}).get("purgeCaches", []) if not self._generic else []
-        )
-        purge = self._last_exit is not None and self._last_exit in purge_on
-        if purge and self._leases:
-            self._run.log.info(
-                f"Exit code {self._last_exit} is listed in onExitStatus.purgeCaches: purging caches"
-            )
-        await self._caches.release(self._leases, purge=purge)
-        with contextlib.suppress(Exception):
-            await self._images.touch(self._image.ref, self._image.id)
         if problems:
             raise InternalError("could not remove the task's containers: " + "; ".join(problems))
 

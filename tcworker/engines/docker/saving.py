@@ -1,6 +1,5 @@
-"""The ``dockerSave`` feature's files: a committed container as a ``docker save`` tarball, and
-each cache directory as a tar archive (docker-worker's ``public/dockerImage.tar`` and
-``public/cache/<name>.tar``, spec/worker.md §3.6).
+"""``dockerSave``'s image: a committed container as a ``docker save`` tarball (docker-worker's
+``public/dockerImage.tar``, spec/worker.md §3.6).
 
 The image tarball is what a later task's ``task-image`` loads, so it is saved with its
 repository tag (``docker save`` of the name, not of the bare id).
@@ -10,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 
-from tcworker.caches.store import CacheLease, cache_dir_name
 from tcworker.engines.base import ArtifactFile
 from tcworker.errors import InternalError
 
@@ -42,17 +39,3 @@ def _write_save(client: docker.DockerClient, name: str, dest: Path) -> None:
     with os.fdopen(fd, "wb") as f:
         for chunk in chunks:
             f.write(chunk)
-
-
-def save_caches(leases: list[CacheLease], out_dir: Path) -> list[tuple[str, ArtifactFile]]:
-    """One tar per cache (contents at the archive root; symlinks stored as links, not followed)."""
-    out: list[tuple[str, ArtifactFile]] = []
-    for lease in leases:
-        if not lease.host_dir.is_dir():
-            continue
-        dest = out_dir / f"cache-{cache_dir_name(lease.name)}.tar"
-        with tarfile.open(dest, "w") as tf:
-            for entry in sorted(lease.host_dir.iterdir()):
-                tf.add(entry, arcname=entry.name, recursive=True)
-        out.append((lease.name, ArtifactFile(relative_name="", path=dest, size=dest.stat().st_size)))
-    return out

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from tcworker import scopes as tcscopes
-from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskError
+from tcworker.features.base import Feature, RunHandle, TaskFeature
 from tcworker.scopes import ScopeExpr
 
 # Features whose use needs ``docker-worker:feature:<flag>`` (spec §3.6). ``relengAPIProxy`` is not here:
@@ -153,29 +153,6 @@ def required_scopes(
     return required
 
 
-def _first_line(exc: BaseException) -> str:
-    """The client's errors append request details after the first line; the task log needs only that."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _can_assume(scope: str) -> bool:
-    """True when ``scope`` grants some ``assume:`` scope, so role expansion could add scopes."""
-    return scope.startswith("assume:") or (scope.endswith("*") and "assume:".startswith(scope[:-1]))
-
-
-def _unsatisfied(held: Sequence[str], required: Sequence[ScopeExpr]) -> list[ScopeExpr]:
-    return [m for expr in required if (m := tcscopes.missing_scopes(held, expr)) is not None]
-
-
-def missing_message(missing: Sequence[ScopeExpr], held: Sequence[str]) -> str:
-    """The task-log text for a scope failure: what is missing, then what the task has."""
-    lines = ["The task's scopes do not allow what its docker-worker payload asks for.", "Missing scopes:"]
-    lines += ["  " + tcscopes.describe(m).replace("\n", "\n  ") for m in missing]
-    lines.append("task.scopes:" if held else "task.scopes is empty.")
-    lines += [f"  {s}" for s in held]
-    return "\n".join(lines)
-
-
 async def check_scopes(
     payload: Mapping[str, Any],
     task: Mapping[str, Any],
@@ -185,12 +162,8 @@ async def check_scopes(
     expand: ExpandScopes | None,
     private_registries: Collection[str] = (),
 ) -> None:
-    """Raise ``MalformedPayload`` unless ``task["scopes"]`` satisfy every rule.
-
-    The direct check comes first (no network). Only when it fails and one of the task's scopes could
-    assume a role are the scopes expanded through ``expand`` (auth ``expandScopes``), as
-    generic-worker does; an expansion error is ``ResourceUnavailable``.
-    """
+    """Raise ``MalformedPayload`` unless ``task["scopes"]`` satisfy every docker-worker rule
+    (the one check of ``tcworker.scopes.check_task_scopes`` over this module's table)."""
     required = required_scopes(
         payload,
         task,
@@ -198,20 +171,30 @@ async def check_scopes(
         worker_type=worker_type,
         private_registries=private_registries,
     )
-    held = [str(s) for s in task.get("scopes") or []]
-    missing = _unsatisfied(held, required)
-    if not missing:
-        return
-    if expand is not None and any(_can_assume(s) for s in held):
-        try:
-            expanded = list(await expand(held))
-        except TaskError:
-            raise
-        except Exception as exc:
-            raise ResourceUnavailable(
-                f"could not expand the task's scopes through the auth service: {_first_line(exc)}"
-            ) from exc
-        missing = _unsatisfied(expanded, required)
-        if not missing:
-            return
-    raise MalformedPayload(missing_message(missing, held))
+    await tcscopes.check_task_scopes(task.get("scopes") or [], required, expand)
+
+
+class DockerWorkerScopesFeature(Feature):
+    """docker-worker's scope rules (image, caches, capabilities, devices, features) as one feature:
+    its ``required_scopes`` go through the run's one scope check before anything is prepared."""
+
+    name = "dockerWorkerScopes"
+
+    def for_run(self, run: RunHandle) -> TaskFeature | None:
+        if run.payload_kind != "docker":
+            return None
+        return _DockerWorkerScopes(run)
+
+
+class _DockerWorkerScopes(TaskFeature):
+    def __init__(self, run: RunHandle) -> None:
+        self.run = run
+
+    def required_scopes(self) -> Sequence[ScopeExpr]:
+        config = self.run.config
+        return required_scopes(
+            self.run.payload,
+            self.run.task,
+            provisioner_id=config.provisionerId,
+            worker_type=config.workerType,
+        )
