@@ -122,7 +122,18 @@ KEYS: dict[str, tuple[type, Any]] = {
     "dockerImage": (str, ""),  # docker engine: image for generic-worker payloads ("" = engine default)
     "openpgpPrivateKeyLocation": (str, ""),  # docker engine: key for encryptedEnv
     "reclaimIntervalSecs": (int, 0),  # test knob: reclaim every N s (0 = GW's takenUntil − 3 min)
+    # Largest artifact file uploaded, in MiB; bigger ones become error artifacts. 5 GiB is what a
+    # single PUT to S3 (the object service's putUrl on a real deployment) accepts at most.
+    "maxArtifactSizeMegabytes": (int, 5120),
+    # docker engine: docker-worker's other proxies as forwarders, {"upstream": URL, "token": secret}
+    "relengAPIProxy": (dict, {}),
+    "balrogVPNProxy": (dict, {}),
+    "balrogStageVPNProxy": (dict, {}),
+    "testdroidProxy": (dict, {}),
 }
+
+# Forwarder configs ({"upstream", "token"}): their tokens are redacted like accessToken.
+FORWARDER_KEYS = ("relengAPIProxy", "balrogVPNProxy", "balrogStageVPNProxy", "testdroidProxy")
 
 # Older generic-worker spelling still found in configs (and in its --help text).
 ALIASES = {"workerTypeMetaData": "workerTypeMetadata"}
@@ -233,6 +244,10 @@ class WorkerConfig:
         out = dict(self.values)
         for key in SECRET_KEYS:
             out[key] = getattr(self.private, key) if include_secrets else "*****"
+        if not include_secrets:
+            for key in FORWARDER_KEYS:
+                if isinstance(out.get(key), dict) and out[key].get("token"):
+                    out[key] = {**out[key], "token": "*****"}
         return out
 
 
@@ -343,6 +358,10 @@ def validate(values: Mapping[str, Any], private: PrivateConfig) -> list[str]:
         problems.append(f"config key 'capacity' must be between 1 and 255, got {values['capacity']}")
     if values["engine"] == "multiuser" and values["capacity"] > 1 and not values["headlessTasks"]:
         problems.append("config key 'capacity' > 1 with the multiuser engine requires 'headlessTasks': true")
+    if values["maxArtifactSizeMegabytes"] < 1:
+        problems.append(
+            f"config key 'maxArtifactSizeMegabytes' must be >= 1, got {values['maxArtifactSizeMegabytes']}"
+        )
     if values["maxTaskRunTime"] < 1:
         problems.append(f"config key 'maxTaskRunTime' must be >= 1, got {values['maxTaskRunTime']}")
     if not 1 <= values["maxMemoryUsagePercent"] <= 100:
@@ -364,6 +383,18 @@ def validate(values: Mapping[str, Any], private: PrivateConfig) -> list[str]:
         problems.append(f"config key 'rootURL' must be an http(s) URL, got {root!r}")
     if bool(values["wstAudience"]) != bool(values["wstServerURL"]):
         problems.append("config keys 'wstAudience' and 'wstServerURL' must be set together")
+    for key in FORWARDER_KEYS:
+        forwarder = values[key]
+        if not forwarder:
+            continue
+        upstream = forwarder.get("upstream")
+        if not isinstance(upstream, str) or not upstream.startswith(("http://", "https://")):
+            problems.append(f"config key {key!r}: 'upstream' must be an http(s) URL, got {upstream!r}")
+        if not isinstance(forwarder.get("token", ""), str):
+            problems.append(f"config key {key!r}: 'token' must be a string")
+        unknown = sorted(set(forwarder) - {"upstream", "token"})
+        if unknown:
+            problems.append(f"config key {key!r}: unknown field(s) {unknown} (allowed: upstream, token)")
     ranges = _port_ranges(values)
     for name, first, last in ranges:
         if first < 0 or last > 65535:

@@ -155,6 +155,31 @@ def validation_errors(payload: Any, schema: Mapping[str, Any] | Draft6Validator)
     return lines
 
 
+def env_problems(payload: Any) -> list[str]:
+    """Env entries no process can receive, one line per variable: a name that is empty or holds
+    ``=`` or NUL, a value that holds NUL (``execve`` would refuse them, so the task could only
+    fail later; they are the payload's fault). The schema cannot say this for both dialects."""
+    env = payload.get("env") if isinstance(payload, Mapping) else None
+    if not isinstance(env, Mapping):
+        return []
+    problems: list[str] = []
+    for name, value in env.items():
+        shown = json.dumps(name)
+        if name == "":
+            problems.append("env: an environment variable name must not be empty")
+        elif "=" in name:
+            problems.append(f"env.{shown}: environment variable name {shown} must not contain '='")
+        elif "\0" in name:
+            problems.append(
+                f"env.{shown}: environment variable name {shown} must not contain a NUL character"
+            )
+        if isinstance(value, str) and "\0" in value:
+            problems.append(
+                f"env.{shown}: the value of environment variable {shown} must not contain a NUL character"
+            )
+    return problems
+
+
 @cache
 def validator_for(kind: str, engine: str) -> Draft6Validator:
     """A compiled validator per payload kind and engine (built once: validation is per task)."""

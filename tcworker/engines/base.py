@@ -134,6 +134,15 @@ class Mount:
     read_only: bool = False
 
 
+@dataclass(frozen=True)
+class TaskNetwork:
+    """A network of the run's own, which its containers join (``Sandbox.join_task_network``)."""
+
+    name: str
+    gateway: str  # the host's address on it: where per-run services (the proxy) listen
+    subnet: str  # CIDR of the run's containers
+
+
 class Sandbox:
     """Everything one run owns on the host. ``destroy`` is idempotent and always called.
 
@@ -206,6 +215,20 @@ class Sandbox:
     async def set_os_groups(self, groups: Sequence[str]) -> None:
         """Run the task's commands with these extra OS groups (``osGroups``)."""
         raise Unsupported(f"the {type(self).__name__} cannot add OS groups to a task")
+
+    async def join_task_network(self) -> TaskNetwork:
+        """Create the run's own network (once; later calls return it); every container created
+        afterwards joins it instead of the default bridge; removed in ``destroy``."""
+        raise Unsupported("this engine does not run containers, so it has no network per task")
+
+    def add_host(self, name: str, address: str) -> None:
+        """An ``/etc/hosts`` entry ``address name`` in every container created from now on."""
+        raise Unsupported("this engine does not run containers")
+
+    def task_uid(self) -> int | None:
+        """The uid the task's commands run as when it is not the worker's own (multiuser's task
+        user), so per-run services can admit only that user; ``None`` = the worker's user."""
+        return None
 
     async def run_as_current_user(self) -> Path:
         """Switch the run to the worker's own user (``runTaskAsCurrentUser``); returns the path of

@@ -118,6 +118,11 @@ class MultiuserSandbox(HostSandbox):
             return None
         return Identity(self.user.uid, self.user.gid, self._groups)
 
+    def task_uid(self) -> int | None:
+        """The task user's uid (``None`` under runTaskAsCurrentUser: commands run as the worker)."""
+        identity = self.identity()
+        return identity.uid if identity is not None else None
+
     def marker(self, env: Mapping[str, str]) -> bytes | None:
         return super().marker(env) if self._as_current_user else None
 

@@ -40,6 +40,11 @@ FEATURES: list[str] = [
     "tcworker.features.docker_capabilities:DockerCapabilitiesFeature",  # docker: features/capabilities/devices
     "tcworker.features.docker_caches:DockerCachesFeature",  # docker: payload.cache (+ purge requests)
     "tcworker.features.docker_save:DockerSaveFeature",  # docker: features.dockerSave (stops after artifacts)
+    "tcworker.features.taskcluster_proxy:TaskclusterProxyFeature",  # taskclusterProxy (§5.2)
+    "tcworker.features.docker_proxies:RelengAPIProxyFeature",  # docker-worker forwarders (§3.6) …
+    "tcworker.features.docker_proxies:BalrogVPNProxyFeature",
+    "tcworker.features.docker_proxies:BalrogStageVPNProxyFeature",
+    "tcworker.features.docker_proxies:TestdroidProxyFeature",
     "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands
@@ -79,7 +84,6 @@ def _flag(name: str) -> Callable[[Mapping[str, Any]], bool]:
 PAYLOAD_TOGGLES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "mounts": lambda p: bool(p.get("mounts")),
     "osGroups": lambda p: bool(p.get("osGroups")),
-    "taskclusterProxy": _flag("taskclusterProxy"),
     "interactive": _flag("interactive"),
     "chainOfTrust": _flag("chainOfTrust"),
     "runTaskAsCurrentUser": _flag("runTaskAsCurrentUser"),

@@ -70,3 +70,18 @@ def expiry_problem(name: str, expires: str, deadline: str, task_expires: str) ->
     if when > tctime.parse(task_expires) + EXPIRY_SLACK:
         return f"Artifact {name!r} expires ({expires}) after task expiry ({task_expires})"
     return None
+
+
+TOO_LARGE = "too-large-file-on-worker"
+MIB = 1024 * 1024
+
+
+def size_problem(name: str, size: int, limit_megabytes: int) -> str | None:
+    """Why a file of ``size`` bytes is not uploaded as artifact ``name`` (over the worker's
+    ``maxArtifactSizeMegabytes``), or None."""
+    if size <= limit_megabytes * MIB:
+        return None
+    return (
+        f"artifact {name!r} is {size} bytes ({size / MIB:.1f} MiB), larger than this worker's "
+        f"maxArtifactSizeMegabytes limit of {limit_megabytes} MiB; it was not uploaded"
+    )

@@ -6,7 +6,9 @@ requested artifact is handed out by the sandbox (with the task's own rights: pat
 task directory and escaping symlinks are refused there) and uploaded, up to 10 files at a time,
 in name order. Missing or refused ones become ``error`` artifacts; a non-optional one also fails
 the task (spec/worker.md §2.3). Artifacts other features make (dockerSave, superseding, chain of
-trust) are uploaded by those features themselves through the same ``run.publisher``.
+trust) are uploaded by those features themselves through the same ``run.publisher``. A file over
+the worker's ``maxArtifactSizeMegabytes`` becomes a ``too-large-file-on-worker`` error artifact,
+decided from its size before anything is read.
 """
 
 from __future__ import annotations
@@ -137,9 +139,13 @@ class ArtifactsTaskFeature(TaskFeature):
                     MalformedPayload(f"artifact {up.name!r} is declared twice with different content or type")
                 )
         limit = asyncio.Semaphore(PARALLEL_UPLOADS)
+        max_megabytes = int(self.run.config.maxArtifactSizeMegabytes)
 
         async def one(up: _Upload) -> TaskError | None:
             async with limit:
+                too_large = artifact_rules.size_problem(up.name, up.file.size, max_megabytes)
+                if too_large is not None:
+                    return await self._refuse_too_large(up, too_large)
                 try:
                     self.run.log.info(
                         f"Uploading artifact {up.name} from {up.display or up.file.path} ({up.content_type})"
@@ -158,6 +164,16 @@ class ArtifactsTaskFeature(TaskFeature):
         results = await asyncio.gather(*(one(up) for up in todo))
         errors.extend(e for e in results if e is not None)
         return errors
+
+    async def _refuse_too_large(self, up: _Upload, message: str) -> TaskError | None:
+        """An ``error`` artifact instead of the upload (decided from the size alone: nothing is
+        read); a required artifact also fails the task, like a missing one."""
+        if up.optional:
+            self.run.log.warn(message)
+        else:
+            self.run.log.error(message)
+        await self.run.publisher.create_error(up.name, artifact_rules.TOO_LARGE, message, up.expires)
+        return None if up.optional else TaskFailed(message)
 
 
 def _same_content(a: Path, b: Path, type_a: str, type_b: str) -> bool:

@@ -23,14 +23,19 @@ import tcworker
 from tcworker.platform.api import Call, Reply
 from tcworker.platform.auth.hawk import HawkRequest, split_bewit
 from tcworker.platform.errors import (
+    DISK_FULL_MESSAGE,
     AuthenticationFailed,
     InputTooLarge,
+    InsufficientStorage,
     InternalServerError,
     MalformedPayload,
     PlatformError,
     ResourceNotFound,
     error_body,
+    is_disk_full,
 )
+from tcworker.platform.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tcworker.platform.metrics import PlatformMetrics
 from tcworker.platform.objects import routes as object_routes
 from tcworker.platform.services import Services
 
@@ -44,7 +49,11 @@ _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 _JSON = "application/json"
 
 SERVICES_KEY: web.AppKey[Services] = web.AppKey("services", Services)
-#: What the error body's requestInfo reports (method name, params, payload) for this request.
+METRICS_KEY: web.AppKey[PlatformMetrics] = web.AppKey("metrics", PlatformMetrics)
+#: The status /metrics counts for a request whose client went away before it was answered.
+CLIENT_GONE = 499
+#: What the error body's requestInfo reports (method name, params, payload) for this request,
+#: plus the service whose method it is (the metrics label).
 INFO_KEY: Any = web.RequestKey("tc_info", dict) if hasattr(web, "RequestKey") else "tc_info"
 ROOT_URL_KEY: web.AppKey[list[str]] = web.AppKey("root_url", list)
 
@@ -71,8 +80,32 @@ def _error_response(request: web.Request, err: PlatformError) -> web.Response:
     return web.Response(body=body, status=err.status, content_type=_JSON, headers=headers)
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+def request_middleware(metrics: PlatformMetrics) -> Any:
+    """The one middleware: errors in Taskcluster's shape, then latency and count per API method."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = CLIENT_GONE
+        try:
+            response = await _answer(request, handler)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # < 400: redirects aiohttp raises on purpose
+            status = exc.status
+            raise
+        finally:
+            info = request.get(INFO_KEY)
+            if info is None:
+                metrics.observe("none", "unmatched", status, time.perf_counter() - started)
+            else:
+                metrics.observe(info["service"], info["method"], status, time.perf_counter() - started)
+
+    return middleware
+
+
+async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The handler's answer, or the error it raised in Taskcluster's error shape."""
     try:
         response: web.StreamResponse = await handler(request)
         return response
@@ -88,6 +121,9 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except (ConnectionError, TimeoutError):
         raise
     except Exception as exc:  # the one place bugs become a 500 in Taskcluster's error shape
+        if is_disk_full(exc):
+            log.warning("refused %s %s: the data disk is full (%s)", request.method, request.path, exc)
+            return _error_response(request, InsufficientStorage(DISK_FULL_MESSAGE))
         log.exception("internal error answering %s %s", request.method, request.path)
         return _error_response(request, InternalServerError(f"internal error: {type(exc).__name__}"))
 
@@ -159,6 +195,7 @@ class Dispatcher:
         raw_path, _, raw_query = request.raw_path.partition("?")
         monitor = self.monitoring(raw_path) if request.method in ("GET", "HEAD") else None
         if monitor is not None and raw_path != "/ping":
+            request[INFO_KEY] = {"method": raw_path[1:], "service": "none"}
             return _json(monitor)
         parts = raw_path.split("/", 4)
         if len(parts) < 4 or parts[1] != "api" or parts[3] != "v1" or parts[2] not in self.services.routers:
@@ -166,12 +203,13 @@ class Dispatcher:
         route = "/" + (parts[4] if len(parts) > 4 else "")
         monitor = self.monitoring(route) if request.method in ("GET", "HEAD") else None
         if monitor is not None:
+            request[INFO_KEY] = {"method": route[1:], "service": parts[2]}
             return _json(monitor)
         matched = self.services.routers[parts[2]].match(request.method, route)
         if matched is None:
             raise ResourceNotFound(f"no such API method: {request.method} {raw_path[:200]}")
         endpoint, params = matched
-        info: dict[str, Any] = {"method": endpoint.name, "params": params}
+        info: dict[str, Any] = {"method": endpoint.name, "params": params, "service": parts[2]}
         request[INFO_KEY] = info
         body = await _read_body(request)
         identity = self.services.auth.anonymous
@@ -217,14 +255,33 @@ class Dispatcher:
             raise AuthenticationFailed(f"cannot authenticate request: {type(exc).__name__}") from exc
 
 
+def _labelled(handler: Any, method: str) -> Any:
+    """A data-URL handler whose requests are reported (errors, metrics) as ``object-data.<method>``."""
+
+    async def labelled(request: web.Request) -> web.StreamResponse:
+        request[INFO_KEY] = {"method": method, "service": "object-data"}
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return labelled
+
+
 def build_app(services: Services) -> web.Application:
     """The aiohttp app; ``app[ROOT_URL_KEY][0]`` must be set to the bound rootUrl before serving."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY + 1)
+    metrics = PlatformMetrics(services.listings.pending_by_queue)
+    app = web.Application(middlewares=[request_middleware(metrics)], client_max_size=MAX_BODY + 1)
     app[SERVICES_KEY] = services
+    app[METRICS_KEY] = metrics
     app[ROOT_URL_KEY] = [""]
     put, get = object_routes.data_handlers(services.objects)
-    app.router.add_route("PUT", object_routes.DATA_PATH, put)
-    app.router.add_get(object_routes.DATA_PATH, get)  # HEAD too
+    app.router.add_route("PUT", object_routes.DATA_PATH, _labelled(put, "putData"))
+    app.router.add_get(object_routes.DATA_PATH, _labelled(get, "getData"))  # HEAD too
+
+    async def scrape(request: web.Request) -> web.StreamResponse:
+        request[INFO_KEY] = {"method": "metrics", "service": "none"}
+        return web.Response(body=await metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    app.router.add_get("/metrics", scrape)
     app.router.add_route("*", "/{tail:.*}", Dispatcher(services, app[ROOT_URL_KEY]).handle)
 
     async def resolvers(app: web.Application) -> AsyncIterator[None]:

@@ -8,7 +8,9 @@ shape, so clients always see Taskcluster's error format.
 
 from __future__ import annotations
 
+import errno
 import json
+import sqlite3
 from typing import Any
 
 from tcworker import tctime
@@ -28,6 +30,7 @@ STATUS: dict[str, int] = {
     "ResourceExpired": 410,
     "InputTooLarge": 413,
     "InternalServerError": 500,
+    "InsufficientStorage": 507,
 }
 
 
@@ -100,6 +103,26 @@ class InputTooLarge(PlatformError):
 
 class InternalServerError(PlatformError):
     code = "InternalServerError"
+
+
+class InsufficientStorage(PlatformError):
+    """The platform's data disk is full (local deviation: upstream has no such code)."""
+
+    code = "InsufficientStorage"
+
+
+DISK_FULL_MESSAGE = (
+    "the platform's data disk is full: there is no space left under its --data-dir to store this "
+    "request. Nothing of it was stored; free space on that disk, then retry."
+)
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for "no space left" from the OS (ENOSPC, EDQUOT) or from SQLite (SQLITE_FULL)."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
 
 
 def error_body(

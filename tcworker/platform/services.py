@@ -104,9 +104,10 @@ class Services:
         self.index = IndexService(self.db)
         self.purge = PurgeCacheService(self.db)
         self.resolvers = Resolvers(self.queue, content)
+        self.listings = Listings(self.db)
         self.routers = {
             "queue": Router(
-                "queue", queue_routes.endpoints(self.queue, self.artifacts, self.objects, Listings(self.db))
+                "queue", queue_routes.endpoints(self.queue, self.artifacts, self.objects, self.listings)
             ),
             "object": Router("object", object_routes.endpoints(self.objects)),
             "auth": Router("auth", auth_routes.endpoints(self.auth)),

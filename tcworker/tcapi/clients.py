@@ -4,8 +4,8 @@ The worker talks to the platform only through the official ``taskcluster.aio`` c
 sharing one pooled aiohttp session so connection set-up stays out of a trivial task's critical path.
 Retries are the official client's own (exponential backoff with jitter on 5xx and connection
 errors); nothing in tcworker wraps another retry loop around a client call, so one failing report
-costs ``RETRIES + 1`` HTTP attempts, not a product of nested loops. ``RETRIES`` = 7 rides out about
-13 s of outage (0.1 s · 2⁰…2⁶, ±25 %), enough for a platform restart. ``translate`` is the one
+costs ``RETRIES + 1`` HTTP attempts, not a product of nested loops. ``RETRIES`` = 9 rides out about
+50 s of outage (0.1 s · 2⁰…2⁸, ±25 %), enough for a platform or proxy restart. ``translate`` is the one
 place that turns a client exception into a ``tcworker.errors`` task error.
 """
 
@@ -19,7 +19,7 @@ from taskcluster.exceptions import TaskclusterConnectionError, TaskclusterRestFa
 
 from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskError
 
-RETRIES = 7
+RETRIES = 9
 Credentials = dict[str, str]
 
 

@@ -2,7 +2,7 @@
 
 Before anything touches the host, ``TaskRun`` checks (spec/worker.md §1.8, §1.10): the payload
 kind against the engine (docker-worker payloads need the docker engine), the shipped schema
-(every violation logged in generic-worker's words), ``maxRunTime`` against ``maxTaskRunTime``,
+(every violation logged in generic-worker's words) and env names/values no process can receive, ``maxRunTime`` against ``maxTaskRunTime``,
 payload toggles no loaded feature serves, each requested feature's pool gate, the scopes the
 features require (``task.scopes``, expanded through the auth service only when needed) and
 reserved artifact names. Every refusal is ``MalformedPayload`` (``ResourceUnavailable`` when the
@@ -42,6 +42,7 @@ def validate(run: RunHandle, engine: Engine, features: list[Feature]) -> payload
         )
     validator = payload_mod.validator_for(run.payload_kind, run.engine_name)
     problems = payload_mod.validation_errors(run.task.get("payload"), validator)
+    problems += payload_mod.env_problems(run.task.get("payload"))
     schema = validator.schema
     if problems:
         run.log.error("Task payload for this worker type must conform to the following jsonschema:")

@@ -42,7 +42,9 @@ def role_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
 
 
 @pytest.fixture
-async def worker(role_platform: PlatformProcess, tmp_path: Path, test_image: str) -> AsyncIterator[InProcessRun]:
+async def worker(
+    role_platform: PlatformProcess, tmp_path: Path, test_image: str
+) -> AsyncIterator[InProcessRun]:
     async with InProcessRun(role_platform, tmp_path) as w:
         yield w
 
@@ -53,7 +55,9 @@ async def worker(role_platform: PlatformProcess, tmp_path: Path, test_image: str
 async def test_cache_written_by_one_task_is_read_by_the_next(worker: InProcessRun) -> None:
     cache = {"my-cache": "/cache"}
     scopes = ["docker-worker:cache:my-cache"]
-    first, log1, _ = await worker.run(_payload(["sh", "-c", "echo from-task-1 > /cache/note"], cache=cache), scopes)
+    first, log1, _ = await worker.run(
+        _payload(["sh", "-c", "echo from-task-1 > /cache/note"], cache=cache), scopes
+    )
     assert first == ("completed", None), log1
     second, log2, _ = await worker.run(_payload(["cat", "/cache/note"], cache=cache), scopes)
     assert second == ("completed", None), log2
@@ -69,7 +73,9 @@ async def test_cache_without_its_scope_is_malformed_payload_naming_the_scope(wor
 
 
 async def test_cache_scope_granted_through_a_role_is_expanded(worker: InProcessRun) -> None:
-    resolution, log, _ = await worker.run(_payload(["true"], cache={"by-role": "/c"}), ["assume:project:builds"])
+    resolution, log, _ = await worker.run(
+        _payload(["true"], cache={"by-role": "/c"}), ["assume:project:builds"]
+    )
     assert resolution == ("completed", None), log
 
 
@@ -119,7 +125,9 @@ async def test_privileged_needs_the_pool_to_allow_it(
     assert "allowPrivileged" in log
 
 
-async def test_privileged_needs_its_scope(role_platform: PlatformProcess, tmp_path: Path, test_image: str) -> None:
+async def test_privileged_needs_its_scope(
+    role_platform: PlatformProcess, tmp_path: Path, test_image: str
+) -> None:
     async with InProcessRun(role_platform, tmp_path, allowPrivileged=True) as worker:
         resolution, log, _ = await worker.run(_payload(["true"], capabilities={"privileged": True}), [])
     assert resolution == ("exception", "malformed-payload"), log
@@ -162,9 +170,7 @@ async def test_allow_ptrace_needs_its_scope(worker: InProcessRun) -> None:
     assert "docker-worker:feature:allowPtrace" in log
 
 
-@pytest.mark.parametrize(
-    "feature", ["taskclusterProxy", "chainOfTrust", "interactive", "dind", "noSuchFeature"]
-)
+@pytest.mark.parametrize("feature", ["chainOfTrust", "interactive", "dind", "noSuchFeature"])
 async def test_feature_this_worker_lacks_is_malformed_payload_naming_it(
     worker: InProcessRun, feature: str
 ) -> None:
@@ -191,7 +197,9 @@ async def test_missing_image_without_registry_fails_naming_the_image(make_engine
         await engine.prepare(run)
 
 
-async def test_image_facts_name_the_image_for_provenance(make_engine, tmp_path: Path, test_image: str) -> None:
+async def test_image_facts_name_the_image_for_provenance(
+    make_engine, tmp_path: Path, test_image: str
+) -> None:
     engine = await make_engine()
     sandbox = await engine.prepare(make_run(tmp_path, _payload(["true"])))
     try:

@@ -145,3 +145,11 @@ def test_our_keys_have_documented_defaults(tmp_path: Path) -> None:
         0,
     )
     assert c.d2g("enableD2G") is False
+
+
+def test_max_artifact_size_defaults_to_5_gib_and_must_be_positive(tmp_path: Path) -> None:
+    assert cfg.load(write(tmp_path, VALID), environ={}).maxArtifactSizeMegabytes == 5120
+    with pytest.raises(ConfigError) as exc:
+        cfg.load(write(tmp_path, {**VALID, "maxArtifactSizeMegabytes": 0}), environ={})
+    assert exc.value.exit_code == ExitCode.INVALID_CONFIG
+    assert "maxArtifactSizeMegabytes" in str(exc.value)

@@ -141,3 +141,22 @@ def test_docker_payload_without_command_runs_image_default() -> None:
 )
 def test_docker_backing_log_name(live: str, backing: str) -> None:
     assert p.backing_name_for(live) == backing
+
+
+@pytest.mark.parametrize("kind", ["generic", "docker"])
+def test_env_names_and_values_no_process_can_receive_are_each_named(kind: str) -> None:
+    payload: dict[str, object] = {
+        "command": [["true"]] if kind == "generic" else ["true"],
+        "maxRunTime": 5,
+        "env": {"OK": "fine", "A=B": "x", "N\0M": "y", "V": "a\0b", "": "empty"},
+    }
+    if kind == "docker":
+        payload["image"] = "busybox"
+    assert errors(payload, kind, "docker" if kind == "docker" else "simple") == []  # the schema allows them
+    assert p.env_problems(payload) == [
+        'env."A=B": environment variable name "A=B" must not contain \'=\'',
+        'env."N\\u0000M": environment variable name "N\\u0000M" must not contain a NUL character',
+        'env."V": the value of environment variable "V" must not contain a NUL character',
+        "env: an environment variable name must not be empty",
+    ]
+    assert p.env_problems({"command": [["true"]], "maxRunTime": 5}) == []

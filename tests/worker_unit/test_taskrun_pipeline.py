@@ -231,10 +231,10 @@ async def test_max_run_time_above_pool_limit_is_malformed_with_generic_workers_m
 
 
 async def test_unimplemented_toggles_are_named(platform: RunningPlatform, tmp_path: Path) -> None:
-    payload = {"command": [["true"]], "maxRunTime": 10, "features": {"taskclusterProxy": True}}
+    payload = {"command": [["true"]], "maxRunTime": 10, "features": {"interactive": True}}
     _, status, log = await run_task(platform, tmp_path, payload, load_features())
     assert status.get("reasonResolved") == "malformed-payload"
-    assert "taskclusterProxy" in log
+    assert "interactive" in log
 
 
 async def test_docker_payload_on_simple_engine_explains_the_engine(

@@ -20,16 +20,16 @@ from tcworker.errors import MalformedPayload
 # do what these asked for. ``bufferLog`` (named in the issue) never existed in docker-worker; it is
 # accepted as an alias of ``bulkLog`` (whole-log upload = the normal backing log).
 LOG_FEATURES = frozenset({"localLiveLog", "bulkLog", "bufferLog"})
-HANDLED_FEATURES = LOG_FEATURES | {"dockerSave", "allowPtrace", "artifacts"}
+# Served by features (tcworker.features.taskcluster_proxy, tcworker.features.docker_proxies).
+PROXY_FEATURES = frozenset(
+    {"taskclusterProxy", "relengAPIProxy", "balrogVPNProxy", "balrogStageVPNProxy", "testdroidProxy"}
+)
+HANDLED_FEATURES = LOG_FEATURES | PROXY_FEATURES | {"dockerSave", "allowPtrace", "artifacts"}
 NOT_YET = {
-    "taskclusterProxy": "the taskcluster proxy is not implemented for docker-worker payloads yet",
     "chainOfTrust": "chain-of-trust artifacts are not implemented for docker-worker payloads yet",
 }
 NOT_SUPPORTED = {
     "interactive": "interactive (docker exec over websocket) sessions are not supported by tcworker",
-    "balrogVPNProxy": "the balrog VPN proxy is Mozilla infrastructure tcworker does not provide",
-    "balrogStageVPNProxy": "the balrog VPN proxy is Mozilla infrastructure tcworker does not provide",
-    "relengAPIProxy": "the RelengAPI proxy is Mozilla infrastructure tcworker does not provide",
     "dind": "docker-in-docker is not supported by tcworker (it was removed from docker-worker)",
 }
 

@@ -92,6 +92,13 @@ class DockerEngine(Engine):
             log.warning("removing leftover container %s of an earlier worker process", container.name)
             with contextlib.suppress(docker.errors.APIError):
                 await asyncio.to_thread(container.remove, v=True, force=True)
+        networks = await asyncio.to_thread(
+            self._client.networks.list, filters={"label": f"{LABEL_WORKER}={self.worker_label}"}
+        )
+        for network in networks:
+            log.warning("removing leftover network %s of an earlier worker process", network.name)
+            with contextlib.suppress(docker.errors.APIError):
+                await asyncio.to_thread(network.remove)
 
     async def prepare(self, run: RunContext) -> Sandbox:
         config = self._require_config()

@@ -30,14 +30,13 @@ from typing import Any
 
 import docker
 import docker.errors
-import taskcluster
-import taskcluster.aio
 from taskcluster.aio.download import downloadArtifactToFile
-from taskcluster.exceptions import TaskclusterArtifactError, TaskclusterRestFailure
+from taskcluster.exceptions import TaskclusterArtifactError
 
 from tcworker.engines.base import RunContext, TaskLogWriter
-from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskFailed
+from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskError, TaskFailed
 from tcworker.statefile import read_state, write_state
+from tcworker.tcapi.clients import status_code, translate
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +161,12 @@ class ImageStore:
             raise MalformedPayload("indexed images need index access, which this run does not have")
         try:
             found = await run.index.findTask(spec.namespace)
-        except TaskclusterRestFailure as e:
-            if e.status_code == 404:
+        except Exception as e:
+            if status_code(e) == 404:
                 raise TaskFailed(
                     f"{PULL_FAILED} No task is indexed at namespace {spec.namespace!r} (indexed image)"
                 ) from e
-            raise _server_trouble(f"index lookup of {spec.namespace!r}", e) from e
-        except taskcluster.exceptions.TaskclusterConnectionError as e:
-            raise ResourceUnavailable(f"index service unreachable looking up {spec.namespace!r}: {e}") from e
+            raise _fetch_error(e, f"index lookup of {spec.namespace!r}") from e
         task_id = str(found["taskId"])
         run.log.info(f"Indexed image namespace {spec.namespace!r} resolves to task {task_id}")
         return task_id
@@ -208,24 +205,8 @@ class ImageStore:
             raise TaskFailed(
                 f"{PULL_FAILED} Image artifact {name!r} of task {task_id} is an error artifact: {e}"
             ) from e
-        except TaskclusterRestFailure as e:
-            if e.status_code is not None and 400 <= e.status_code < 500:
-                raise TaskFailed(
-                    f"{PULL_FAILED} Image artifact {name!r} of task {task_id} cannot be fetched "
-                    f"({e.status_code}): {e}"
-                ) from e
-            raise _server_trouble(f"downloading image artifact {name!r} of task {task_id}", e) from e
-        except (taskcluster.exceptions.TaskclusterConnectionError, OSError) as e:
-            raise ResourceUnavailable(
-                f"downloading image artifact {name!r} of task {task_id} failed: {e}"
-            ) from e
-        except Exception as e:  # aiohttp ClientResponseError after the client's retries, hash mismatch
-            status = getattr(e, "status", None)
-            if isinstance(status, int) and 400 <= status < 500:
-                raise TaskFailed(f"{PULL_FAILED} Image artifact {name!r} of task {task_id}: {e}") from e
-            raise ResourceUnavailable(
-                f"downloading image artifact {name!r} of task {task_id} failed: {e}"
-            ) from e
+        except Exception as e:  # client errors after its own retries, a hash mismatch
+            raise _fetch_error(e, f"downloading image artifact {name!r} of task {task_id}") from e
 
     def _load(self, tarball: Path, what: str) -> ResolvedImage:
         """Decompress when needed and ``docker load`` (runs in a worker thread)."""
@@ -345,5 +326,11 @@ def _explain(e: BaseException) -> str:
     return str(explanation or e)
 
 
-def _server_trouble(what: str, e: TaskclusterRestFailure) -> ResourceUnavailable:
-    return ResourceUnavailable(f"{what} failed with HTTP {e.status_code}: {e}")
+def _fetch_error(e: BaseException, what: str) -> TaskError:
+    """A failed image fetch: a 4xx answer means the image cannot be had (docker-worker: the task
+    fails); everything else goes through the one client-error translator (resource-unavailable)."""
+    code = status_code(e)
+    if code is not None and 400 <= code < 500 and code not in (408, 429):
+        return TaskFailed(f"{PULL_FAILED} {what} failed ({code}): {e}")
+    error = translate(e, what)
+    return error if isinstance(error, ResourceUnavailable) else ResourceUnavailable(f"{what}: {e}")

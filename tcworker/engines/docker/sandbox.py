@@ -40,6 +40,7 @@ from tcworker.engines.base import (
     ProcessResult,
     RunContext,
     Sandbox,
+    TaskNetwork,
 )
 from tcworker.engines.docker import archive
 from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions
@@ -88,6 +89,9 @@ class DockerSandbox(Sandbox):
         self._committed: str | None = None
         self._destroyed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._network: TaskNetwork | None = None
+        self._network_obj: Any = None
+        self._extra_hosts: dict[str, str] = {"localhost.localdomain": "127.0.0.1"}
 
     # -- Sandbox protocol: facts ---------------------------------------------------------------
 
@@ -153,14 +157,49 @@ class DockerSandbox(Sandbox):
             "tty": True,
             "stdin_open": False,
             "volumes": self._binds(),
-            "extra_hosts": {"localhost.localdomain": "127.0.0.1"},
+            "extra_hosts": dict(self._extra_hosts),
             "shm_size": SHM_SIZE,
             "log_config": LogConfig(type=LogConfig.types.JSON),
             **self._opts.create_kwargs(),
         }
         if self._generic:
             kwargs["working_dir"] = str(self._task_dir)
+        if self._network is not None:
+            kwargs["network"] = self._network.name
         return kwargs
+
+    # -- the run's own network (NetworkedSandbox) ------------------------------------------------
+
+    async def join_task_network(self) -> TaskNetwork:
+        """Create this run's bridge network (once); containers created from now on join it.
+
+        Named ``tcworker-task-<taskId>-<runId>`` and labelled like the containers, so a crashed
+        worker's leftovers are found; removed in ``destroy`` after the containers.
+        """
+        if self._network is not None:
+            return self._network
+        if self._destroyed:
+            raise InternalError("join_task_network() called on a destroyed docker sandbox")
+        name = task_network_name(self._run.task_id, self._run.run_id)
+        labels = {LABEL_WORKER: self._worker_label, LABEL_RUN: f"{self._run.task_id}/{self._run.run_id}"}
+        try:
+            network = await asyncio.to_thread(
+                self._client.networks.create, name, driver="bridge", labels=labels, check_duplicate=True
+            )
+            self._network_obj = network
+            await asyncio.to_thread(network.reload)
+            config = (network.attrs.get("IPAM") or {}).get("Config") or []
+            ipv4 = next((c for c in config if "." in str(c.get("Subnet", ""))), None)
+            if ipv4 is None or not ipv4.get("Gateway"):
+                raise InternalError(f"docker network {name} has no IPv4 gateway: {config}")
+        except docker.errors.APIError as e:
+            raise InternalError(f"cannot create the task's docker network {name}: {_explain(e)}") from e
+        self._network = TaskNetwork(name=name, gateway=str(ipv4["Gateway"]), subnet=str(ipv4["Subnet"]))
+        return self._network
+
+    def add_host(self, name: str, address: str) -> None:
+        """``/etc/hosts`` entry ``address name`` in every container created from now on."""
+        self._extra_hosts[name] = address
 
     async def execute(self, argv: Sequence[str], env: Mapping[str, str], log: LogSink) -> ProcessResult:
         """Run ``argv`` (``[]`` = the image's default command) in a new container."""
@@ -371,8 +410,20 @@ class DockerSandbox(Sandbox):
         if self._committed is not None:
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 await asyncio.to_thread(self._client.images.remove, self._committed, force=True)
+        if self._network_obj is not None:
+            try:
+                await asyncio.to_thread(self._network_obj.remove)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:
+                problems.append(f"network {self._network_obj.name}: {_explain(e)}")
         if problems:
             raise InternalError("could not remove the task's containers: " + "; ".join(problems))
+
+
+def task_network_name(task_id: str, run_id: int) -> str:
+    """The run's own docker network (generic-worker names its ``gw-task-<taskId[:12]>-<runId>``)."""
+    return f"tcworker-task-{task_id}-{run_id}"
 
 
 def docker_save_repository(task_id: str, run_id: int) -> str:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tcworker.digests import PlainDigests
-from tcworker.platform.errors import InputError
+from tcworker.platform.errors import InputError, InputTooLarge
 
 BATCH = 1 << 20
 
@@ -37,7 +37,11 @@ class ContentStore:
     async def write(
         self, target: Path, chunks: AsyncIterator[bytes], expected_length: int | None, *, gzip: bool = False
     ) -> tuple[int, dict[str, str]]:
-        """Stream ``chunks`` into ``target`` (replacing it atomically); returns (length, hashes)."""
+        """Stream ``chunks`` into ``target`` (replacing it atomically); returns (length, hashes).
+
+        More bytes than ``expected_length`` raise ``InputTooLarge`` as soon as they arrive (the
+        partial file is removed), so a chunked body cannot fill the disk past what was declared.
+        """
         part = target.with_name(f"{target.name}.part-{secrets.token_hex(4)}")
         hashes = PlainDigests()
         decoder = zlib.decompressobj(wbits=31) if gzip else None
@@ -71,9 +75,15 @@ class ContentStore:
             buffer: list[bytes] = []
             size = 0
             async for chunk in chunks:
+                length += len(chunk)
+                if expected_length is not None and length > expected_length:
+                    # Stop at once: a chunked body has no Content-Length to refuse it up front.
+                    raise InputTooLarge(
+                        f"received more than the {expected_length} bytes declared for this upload; "
+                        "stopped reading"
+                    )
                 buffer.append(chunk)
                 size += len(chunk)
-                length += len(chunk)
                 if size >= BATCH:
                     await asyncio.to_thread(flush, fd, b"".join(buffer))
                     buffer, size = [], 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,42 @@ from tcworker.platform.store.models import TaskRecord
 
 AFTER_EXCEPTION_MS = 25 * 60 * 1000
 DAY_MS = 24 * 3600 * 1000
+#: Longest artifact name accepted. The download credentials carry the name twice (clientId and
+#: scope), and the official clients' Hawk header for them passes Hawk's 4096-byte limit from about
+#: 1600 characters; 1024 leaves room for long task, worker and project ids.
+MAX_NAME_LENGTH = 1024
+#: Characters a Hawk header attribute cannot carry; they would reach one through the clientId
+#: ``artifact-download/<taskId>/<runId>/<name>`` of the download credentials.
+UNDOWNLOADABLE_CHARS = ("\\", '"')
+REFERENCE_SCHEMES = ("http", "https")
+
+
+def name_problem(name: str) -> str | None:
+    """Why the official clients could not download an artifact of this name, or None."""
+    if len(name) > MAX_NAME_LENGTH:
+        return (
+            f"artifact name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH} "
+            "(longer names make the official client's download request exceed Hawk's header limit)"
+        )
+    bad = [c for c in UNDOWNLOADABLE_CHARS if c in name]
+    if bad:
+        return (
+            f"artifact name must not contain {' or '.join(bad)} (the official client cannot download "
+            "such an artifact: its download credentials carry the name in a Hawk header)"
+        )
+    return None
+
+
+def reference_url_problem(url: str) -> str | None:
+    """Reference artifacts redirect browsers to their URL: only absolute http/https URLs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme.lower() not in REFERENCE_SCHEMES or not host:
+        return f"reference artifact url must be an absolute http or https URL with a host, got {url[:100]!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -96,6 +133,11 @@ class ArtifactService:
         kind = body["storageType"]
         if kind == "s3":
             raise InputError("storageType `s3` is not supported by the local platform; use `object`")
+        problem = name_problem(name)
+        if problem is None and kind == "reference":
+            problem = reference_url_problem(body["url"])
+        if problem is not None:
+            raise InputError(problem)
         expires_ms = parse_ms(body["expires"])
         content_type = body.get("contentType", "application/binary")
         details: dict[str, Any] = {k: body[k] for k in ("url", "artifact", "reason", "message") if k in body}

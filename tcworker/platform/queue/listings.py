@@ -36,6 +36,17 @@ class Listings:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    async def pending_by_queue(self) -> dict[str, int]:
+        """Pending tasks of every task queue that has any (the platform's /metrics gauge)."""
+
+        def op(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT task_queue_id, COUNT(*) FROM tasks WHERE state = 'pending' GROUP BY task_queue_id"
+            ).fetchall()
+            return {row[0]: row[1] for row in rows}
+
+        return await self.db.read(op)
+
     async def counts(self, queue: str) -> dict[str, Any]:
         def op(conn: sqlite3.Connection) -> dict[str, int]:
             # Two queries so each can use its partial index (tasks_pending, tasks_claimed).

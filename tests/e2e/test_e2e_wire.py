@@ -1,0 +1,135 @@
+"""What the worker sends on the wire: every ``createArtifact`` body validates against the official
+request schema and carries no ``contentLength`` (issue 8).
+
+The real queue (v106) answers ``finishArtifact`` with 500 whenever ``createArtifact`` carried the
+optional ``contentLength`` (its artifact-created message schema lacks the field), so every task
+with artifacts would end ``exception/resource-unavailable`` there. A recording reverse proxy sits
+between a real ``tcworker run`` and the platform and keeps every request body the worker sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+from aiohttp import web
+from e2e_harness import Submitter
+from platformproc import PlatformProcess
+
+pytestmark = pytest.mark.timeout(180)
+
+CREATE_ARTIFACT = re.compile(r"^/api/queue/v1/task/[^/]+/runs/\d+/artifacts/.+$")
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+
+
+def official_schema(name: str) -> dict[str, Any]:
+    """The official resolved request schema: the shared upstream copy beside the repository (CI),
+    the machine's copy, or the copy tcworker ships (taken from the same monorepo release)."""
+    repo = Path(__file__).resolve().parents[2]
+    for root in (repo.parent / "shared" / "upstream" / "queue-schemas" / "resolved" / "queue",
+                 Path("/work/shared/upstream/queue-schemas/resolved/queue")):
+        if (root / name).exists():
+            return dict(json.loads((root / name).read_text()))
+    return dict(json.loads((repo / "tcworker" / "schemas" / "queue" / "queue" / name).read_text()))
+
+
+class RecordingProxy:
+    """An aiohttp reverse proxy on 127.0.0.1 that forwards everything to ``upstream`` unchanged
+    (Host header included, so Hawk signatures still verify) and records request bodies."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.requests: list[tuple[str, str, bytes]] = []
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> RecordingProxy:
+        self._thread.start()
+        assert self._ready.wait(10), "recording proxy did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with aiohttp.ClientSession(auto_decompress=False) as self._session:
+            self._ready.set()
+            await self._stop.wait()
+        await runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((request.method, request.path, body))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            data=body,
+            headers=headers,
+            skip_auto_headers={"Content-Type"},  # none of aiohttp's own: Hawk hashes the Content-Type
+            allow_redirects=False,
+        ) as upstream:
+            data = await upstream.read()
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+            if "Content-Encoding" in upstream.headers:
+                out["Content-Encoding"] = upstream.headers["Content-Encoding"]
+            return web.Response(status=upstream.status, body=data, headers=out)
+
+
+@pytest.fixture
+def proxy(shared_platform: PlatformProcess) -> Iterator[RecordingProxy]:
+    with RecordingProxy(shared_platform.root_url) as p:
+        yield p
+
+
+def test_create_artifact_bodies_validate_and_never_carry_content_length(
+    submitter: Submitter, start_worker: Any, proxy: RecordingProxy
+) -> None:
+    worker = start_worker(rootURL=proxy.url)
+    task_id = submitter.create(
+        {
+            "command": [["sh", "-c", "mkdir -p out/d && echo one > out/a.txt && echo two > out/d/b.json"]],
+            "maxRunTime": 60,
+            "artifacts": [
+                {"type": "file", "path": "out/a.txt", "name": "public/a.txt"},
+                {"type": "directory", "path": "out/d", "name": "public/d"},
+                {"type": "file", "path": "missing.txt", "name": "public/missing.txt", "optional": True},
+            ],
+        }
+    )
+    run = submitter.wait_run(task_id, timeout=90, worker=worker)
+    assert run["state"] == "completed", run
+    bodies = [
+        json.loads(body)
+        for method, path, body in proxy.requests
+        if method == "POST" and CREATE_ARTIFACT.match(path) and task_id in path
+    ]
+    kinds = sorted(b["storageType"] for b in bodies)
+    assert kinds.count("object") >= 3, kinds  # backing log, a.txt, d/b.json
+    assert "error" in kinds and "link" in kinds, kinds
+    schema = official_schema("post-artifact-request.json")
+    for body in bodies:
+        jsonschema.validate(body, schema)
+        assert "contentLength" not in body, body

@@ -1,0 +1,163 @@
+"""Fixtures of the taskcluster-proxy tests: a platform with a short claim timeout (so reclaims,
+and with them credential swaps, happen during a task) and real ``tcworker run`` workers."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docker"))
+
+from dockerhelpers import TEST_IMAGE, busybox_path, import_image, skip_or_fail  # noqa: E402
+from e2e_harness import (  # noqa: E402
+    Submitter,
+    WorkerProcess,
+    clean_env,
+    kill_marked,
+    new_signing_key,
+    unique_worker_type,
+    worker_config,
+)
+from proxyhelpers import ReachablePlatform  # noqa: E402
+
+CLAIM_TIMEOUT = 5  # seconds: the claim's credentials expire during a task that sleeps longer
+
+
+def free_port_block(count: int = 8) -> int:
+    """A base port with ``count`` free ports after it (the proxy uses base + 4·slot)."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 8)
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
+
+
+def docker0_address() -> str | None:
+    try:
+        import docker
+
+        client = docker.from_env()
+        config = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+        # docker0's own address: the gateway (dockerd leaves it out when it is the subnet's first host).
+        return str(config.get("Gateway") or next(ipaddress.ip_network(config["Subnet"]).hosts()))
+    except Exception:
+        return None
+
+
+@pytest.fixture(scope="module")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return new_signing_key(tmp_path_factory.mktemp("keys") / "ed25519.key")
+
+
+@pytest.fixture(scope="module")
+def proxy_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReachablePlatform]:
+    """Listens on docker0's address when Docker is there (containers follow artifact redirects
+    to it), else on 127.0.0.1; both are host-local."""
+    host = docker0_address() or "127.0.0.1"
+    proc = ReachablePlatform(
+        tmp_path_factory.mktemp("proxy-platform") / "data", host=host, claim_timeout=CLAIM_TIMEOUT
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+WorkerFactory = Callable[..., tuple[WorkerProcess, Submitter]]
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A work root whose ancestors task users can traverse (pytest's tmp_path is 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="tcw-proxy-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def start_worker(
+    scratch: Path, signing_key: Path, proxy_platform: ReachablePlatform
+) -> Iterator[WorkerFactory]:
+    """``start_worker(engine=..., capacity=...)``: a real worker on its own queue + a submitter."""
+    made: list[tuple[WorkerProcess, Submitter]] = []
+    tmp_path = scratch
+
+    def factory(**overrides: Any) -> tuple[WorkerProcess, Submitter]:
+        sub = Submitter(
+            queue=proxy_platform.queue(),
+            root_url=proxy_platform.root_url,
+            worker_type=unique_worker_type(),
+            root_token=proxy_platform.root_access_token,
+        )
+        workdir = tmp_path / f"worker-{len(made)}"
+        workdir.mkdir(mode=0o755)
+        key = signing_key
+        if overrides.get("engine") == "multiuser":
+            key = new_signing_key(workdir / "ed25519.key")
+            overrides.setdefault("headlessTasks", True)
+        overrides.setdefault("reclaimIntervalSecs", 1)
+        overrides.setdefault("taskclusterProxyPort", free_port_block())
+        config = worker_config(
+            proxy_platform.root_url,
+            proxy_platform.root_access_token,
+            workdir,
+            key,
+            workerType=sub.worker_type,
+            **overrides,
+        )
+        worker = WorkerProcess(workdir, config, clean_env())
+        made.append((worker, sub))
+        worker.start()
+        return worker, sub
+
+    try:
+        yield factory
+    finally:
+        for worker, sub in made:
+            worker.stop()
+            kill_marked(sub.mark)
+            print(f"\n===== worker {worker.worker_id} output (tail) =====\n{worker.tail(8000)}")
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[str]:
+    """The busybox test image (``tests/docker/dockerhelpers.py``); skip / fail without Docker."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # noqa: BLE001
+        skip_or_fail(f"no Docker daemon answers: {e}")
+    try:
+        client.images.get(TEST_IMAGE)
+    except docker.errors.ImageNotFound:
+        if busybox_path() is None:
+            skip_or_fail("busybox-static is not installed, so the test image cannot be built")
+        import_image(client, TEST_IMAGE)
+    yield TEST_IMAGE
+    client.close()
