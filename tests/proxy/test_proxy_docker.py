@@ -12,8 +12,8 @@ from typing import Any
 import docker
 import requests
 import slugid
-from conftest import CLAIM_TIMEOUT
-from proxyhelpers import (
+from helpers.proxy import (
+    CLAIM_TIMEOUT,
     DOCKER_CONSUMER,
     SECRET,
     consumer_scopes,
