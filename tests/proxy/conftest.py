@@ -4,17 +4,15 @@ and with them credential swaps, happen during a task) and real ``tcworker run`` 
 from __future__ import annotations
 
 import ipaddress
-import os
 import random
-import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers.dockerimage import TEST_IMAGE
+from helpers.engines import host_dirs
 from helpers.proxy import CLAIM_TIMEOUT, ReachablePlatform
 from helpers.submitter import Submitter
 from helpers.taskprocs import kill_marked
@@ -76,12 +74,8 @@ WorkerFactory = Callable[..., tuple[WorkerProcess, Submitter]]
 @pytest.fixture
 def scratch() -> Iterator[Path]:
     """A work root whose ancestors task users can traverse (pytest's tmp_path is 0700)."""
-    root = Path(tempfile.mkdtemp(prefix="tcw-proxy-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    try:
+    with host_dirs() as root:
         yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
