@@ -121,6 +121,7 @@ KEYS: dict[str, tuple[type, Any]] = {
     "allowPrivileged": (bool, False),  # docker engine: may tasks run privileged containers
     "dockerImage": (str, ""),  # docker engine: image for generic-worker payloads ("" = engine default)
     "openpgpPrivateKeyLocation": (str, ""),  # docker engine: key for encryptedEnv
+    "preloadedCaches": (dict, {}),  # cacheName → directory baked into the image, adopted as a warm cache
     "reclaimIntervalSecs": (int, 0),  # test knob: reclaim every N s (0 = GW's takenUntil − 3 min)
     # Largest artifact file uploaded, in MiB; bigger ones become error artifacts. 5 GiB is what a
     # single PUT to S3 (the object service's putUrl on a real deployment) accepts at most.
@@ -383,6 +384,11 @@ def validate(values: Mapping[str, Any], private: PrivateConfig) -> list[str]:
         problems.append(f"config key 'rootURL' must be an http(s) URL, got {root!r}")
     if bool(values["wstAudience"]) != bool(values["wstServerURL"]):
         problems.append("config keys 'wstAudience' and 'wstServerURL' must be set together")
+    for name, path in values["preloadedCaches"].items():
+        if not name or not isinstance(path, str) or not os.path.isabs(path):
+            problems.append(
+                f"config key 'preloadedCaches': cache {name!r} must map to an absolute directory path, got {path!r}"
+            )
     for key in FORWARDER_KEYS:
         forwarder = values[key]
         if not forwarder:

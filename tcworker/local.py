@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tcworker import tctime
+from tcworker.mounts.progress import rich_progress_factory, set_progress_factory
 
 DEFAULT_TASK_QUEUE = "local-provisioner/local"
 RESOLVED = ("completed", "failed", "exception")
@@ -123,6 +124,7 @@ def local_main(args: argparse.Namespace) -> int:
     except TaskFileError as e:
         console.print(f"tcworker local: {e}", highlight=False)
         return 2
+    set_progress_factory(rich_progress_factory(console))  # mount downloads over a few MB get a bar
     return asyncio.run(_local(args, data, console, Path(args.data_dir).absolute()))
 
 

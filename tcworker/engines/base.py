@@ -9,6 +9,7 @@ translated at the engine boundary into the exceptions below or ``tcworker.errors
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +206,16 @@ class Sandbox:
         return {}
 
     def give_to_task(self, path: Path) -> None:
-        """Hand ``path`` (a tree made by the worker for this run) to the task's own user."""
+        """Hand ``path`` (a tree made by the worker for this run) to the task's own user.
+        Blocking (it may walk a large tree): callers run it in a thread. The default is for
+        engines whose commands run as the worker's own user or as the image's (docker)."""
+
+    async def make_dirs(self, path: Path) -> None:
+        """Create ``path`` and its missing parents with the task user's rights, so a place the
+        task user could not create itself fails (mounts, spec §2.5); raises ``OSError``. The
+        default is for engines whose commands run as the worker's own user (or, docker, where
+        mounts lie inside the bind-mounted task directory)."""
+        await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
 
     async def task_user_can_read(self, path: str) -> bool:
         """Whether the task's commands could open ``path`` (chain of trust checks its key).

@@ -38,6 +38,7 @@ from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
 from tcworker.engines.taskusers import AccountError, Accounts, TaskUser, lookup
 from tcworker.errors import ConfigError, HostBroken, InternalError, MalformedPayload
 from tcworker.exitcodes import ExitCode
+from tcworker.mounts.ownership import chown_tree
 from tcworker.taskdirs import create_tasks_dir, task_dir_name
 
 if TYPE_CHECKING:
@@ -189,6 +190,38 @@ class MultiuserSandbox(HostSandbox):
             **kwargs,  # type: ignore[arg-type]
         )
         return await proc.wait() == 0
+
+    async def make_dirs(self, path: Path) -> None:
+        """``mkdir -p`` run as the commands' user, then a write check: a place the task user could
+        not create a mount in itself (a root-only directory) stays closed (``PermissionError``)."""
+        ident = self.identity()
+        if ident is None:
+            await super().make_dirs(path)
+            return
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            'mkdir -p -- "$1" && test -w "$1" -a -x "$1" || { echo "cannot write in $1" >&2; exit 1; }',
+            "sh",
+            str(path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+            user=ident.uid,
+            group=ident.gid,
+            extra_groups=list(ident.groups),
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise PermissionError(err.decode("utf-8", "replace").strip() or f"mkdir -p {path} failed")
+
+    def give_to_task(self, path: Path) -> None:
+        """``chown -R`` (links not followed) to the task user, unless commands run as the worker."""
+        ident = self.identity()
+        if ident is not None:
+            chown_tree(path, ident.uid, ident.gid)
 
     async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
         """Copy the artifact into ``staging`` through a helper running as the commands' user."""

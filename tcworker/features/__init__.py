@@ -12,6 +12,8 @@ generic-worker's ``TaskRun.Run`` order:
 - ``encryptedEnv``, ``osGroups``, ``runTaskAsCurrentUser``, capabilities and caches before anything
   that runs code as the task user: they shape the sandbox the commands run in.
 - ``dockerSave`` before ``artifacts``: its ``stop`` runs after the artifacts are uploaded.
+- ``mounts`` before ``artifacts``: caches are in place before the commands and are moved back
+  (or purged) only after the artifacts were collected from them.
 - ``artifacts`` late: its ``stop`` runs early in the reverse unwind, right after the max-run-time
   timer is stopped, so payload artifacts are found after the commands and before the logs.
 - ``maxRunTime`` second to last: its timer starts just before the commands and stops before uploads.
@@ -45,6 +47,7 @@ FEATURES: list[str] = [
     "tcworker.features.docker_proxies:BalrogVPNProxyFeature",
     "tcworker.features.docker_proxies:BalrogStageVPNProxyFeature",
     "tcworker.features.docker_proxies:TestdroidProxyFeature",
+    "tcworker.features.mounts:MountsFeature",  # payload.mounts; its stop runs after artifacts
     "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands

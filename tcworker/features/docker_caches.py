@@ -1,8 +1,9 @@
 """docker-worker's ``payload.cache``: named writable caches bind-mounted into the container.
 
-Each cache name is a pool of host directories (``tcworker.caches.store``); a run borrows one
-instance per name at ``start`` (after applying purge-cache requests, which the feature also polls
-every five minutes) and gives it back at ``stop`` — deleted instead when the last exit code is
+Each cache name is a pool of host directories in the one cache store of the process
+(``tcworker.caches.store``, kind ``docker-worker``, shared with generic-worker mounts through
+``tcworker.mounts.hoststate``); a run borrows one instance per name at ``start`` (after applying
+purge-cache requests, which are also polled every five minutes) and gives it back at ``stop`` — deleted instead when the last exit code is
 listed in ``onExitStatus.purgeCaches`` (spec/worker.md §3.7). With ``features.dockerSave`` every
 cache is also published as ``public/cache/<name>.tar``. The scope ``docker-worker:cache:<name>``
 is the scope rules feature's.
@@ -11,19 +12,18 @@ is the scope rules feature's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tarfile
 from pathlib import Path
 
 from tcworker import tctime
 from tcworker.caches.purge import PurgePoller
-from tcworker.caches.store import CacheLease, CacheStore, cache_dir_name, parse_cache_payload
+from tcworker.caches.store import KIND_DOCKER, CacheLease, CacheStore, cache_dir_name, parse_cache_payload
 from tcworker.config import WorkerConfig
 from tcworker.engines.base import Mount
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature, payload_feature_flag
+from tcworker.mounts.hoststate import prepare_host_state, shutdown_host_state
 from tcworker.tcapi.clients import Clients
 
-PURGE_POLL_SECONDS = 300.0
 SAVED_CACHE_DAYS = 7
 
 
@@ -33,22 +33,18 @@ class DockerCachesFeature(Feature):
     def __init__(self) -> None:
         self.store: CacheStore | None = None
         self.purger: PurgePoller | None = None
-        self._poll_loop: asyncio.Task[None] | None = None
+        self._config: WorkerConfig | None = None
 
     async def initialise(self, config: WorkerConfig, clients: Clients) -> None:
         if config.engine != "docker":
             return
-        self.store = CacheStore(config.caches_dir / "docker-worker")
-        # Best effort: a purge-cache outage must not hold every task up for the client's full retries.
-        self.purger = PurgePoller(self.store, lambda: clients.purge_cache(retries=1), config.task_queue_id)
-        self._poll_loop = asyncio.get_running_loop().create_task(self.purger.run_forever(PURGE_POLL_SECONDS))
+        # The one cache store and purge poller of this process, shared with generic-worker mounts.
+        state = await prepare_host_state(config, clients)
+        self.store, self.purger, self._config = state.caches, state.purger, config
 
     async def shutdown(self) -> None:
-        task, self._poll_loop = self._poll_loop, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._config is not None:
+            await shutdown_host_state(self._config)
 
     def for_run(self, run: RunHandle) -> TaskFeature | None:
         if run.payload_kind != "docker" or not run.payload.get("cache"):
@@ -70,7 +66,7 @@ class _Caches(TaskFeature):
         store, purger = self.feature.store, self.feature.purger
         assert store is not None and purger is not None, "docker caches need the docker engine"
         await purger.poll()
-        self.leases = await store.acquire(self.mounts)
+        self.leases = await store.acquire(self.mounts, KIND_DOCKER)
         for lease in self.leases:
             self.run.sandbox.add_mount(Mount(lease.host_dir, lease.mount_path))
 

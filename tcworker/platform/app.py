@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 import tcworker
+from tcworker.platform import inspector
 from tcworker.platform.api import Call, Reply
 from tcworker.platform.auth.hawk import HawkRequest, split_bewit
 from tcworker.platform.errors import (
@@ -282,6 +283,7 @@ def build_app(services: Services) -> web.Application:
         return web.Response(body=await metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     app.router.add_get("/metrics", scrape)
+    inspector.register(app, services, INFO_KEY)
     app.router.add_route("*", "/{tail:.*}", Dispatcher(services, app[ROOT_URL_KEY]).handle)
 
     async def resolvers(app: web.Application) -> AsyncIterator[None]:

@@ -26,6 +26,8 @@ import mohawk.bewit
 import mohawk.util
 import taskcluster.aio
 
+from tcworker.hawkmac import MacInput
+
 
 @dataclass(frozen=True)
 class ProxyCredentials:
@@ -76,22 +78,6 @@ class _Signing:
         self.ext: str = ext.decode() if isinstance(ext, bytes) else (ext if isinstance(ext, str) else "")
         self.hawk_credentials = {"id": creds.client_id, "key": creds.access_token, "algorithm": "sha256"}
         self.headers = _identity_headers(creds, authorized_scopes)
-
-
-@dataclass(frozen=True)
-class _MacInput:
-    """The fields ``mohawk.util.calculate_mac`` reads from a resource (see the module docstring)."""
-
-    credentials: dict[str, str]
-    timestamp: str
-    nonce: str
-    method: str
-    name: str
-    host: str
-    port: str
-    ext: str | None
-    app: str | None = None
-    dlg: str | None = None
 
 
 def _url_parts(url: str) -> tuple[str, str, str]:
@@ -151,7 +137,7 @@ class RequestSigner:
         """A Hawk ``Authorization`` header for ``method url`` (no payload hash)."""
         signing = self._current
         host, port, name = _url_parts(url)
-        resource = _MacInput(
+        resource = MacInput(
             credentials=signing.hawk_credentials,
             timestamp=str(mohawk.util.utc_now()),
             nonce=mohawk.util.prepare_header_val(mohawk.util.random_string(6)),

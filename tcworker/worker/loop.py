@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import shutil
 import signal
 import tempfile
 import time
@@ -28,6 +27,7 @@ from tcworker.config import WorkerConfig
 from tcworker.engines.base import Engine
 from tcworker.exitcodes import ExitCode
 from tcworker.features.base import Feature
+from tcworker.mounts import gc as disk_gc
 from tcworker.statefile import write_private
 from tcworker.taskdirs import remove_task_dirs, task_dir_name
 from tcworker.tcapi.clients import Clients
@@ -234,22 +234,12 @@ class WorkerLoop:
             woken.cancel()
 
     async def _ensure_disk_space(self) -> bool:
-        required = self.config.requiredDiskSpaceMegabytes * 1024 * 1024
+        """Disk GC before a claim (caches, downloads, then the engine's images; spec §1.9)."""
         try:
-            await self.engine.garbage_collect(required)
-            free = (await asyncio.to_thread(shutil.disk_usage, self.config.tasks_dir)).free
+            return await disk_gc.ensure_disk_space(self.config, self.engine)
         except Exception as e:
             log.error("disk space garbage collection failed: %s", e)
             return False
-        if free < required:
-            log.error(
-                "only %d MiB free in %s; requiredDiskSpaceMegabytes is %d",
-                free // (1024 * 1024),
-                self.config.tasks_dir,
-                self.config.requiredDiskSpaceMegabytes,
-            )
-            return False
-        return True
 
     def _start_run(self, claim: dict[str, Any]) -> None:
         key = f"{claim['status']['taskId']}/{int(claim['runId'])}"
@@ -291,7 +281,9 @@ class WorkerLoop:
             try:
                 await feature.released(claim, resolution)
             except Exception:
-                log.exception("feature %s failed after the run of %s", feature.name, claim["status"]["taskId"])
+                log.exception(
+                    "feature %s failed after the run of %s", feature.name, claim["status"]["taskId"]
+                )
 
     def _release(self, key: str, reason: str | None) -> None:
         """The run of ``key`` is reported: its slot is free, so the loop claims again at once
@@ -328,7 +320,9 @@ class WorkerLoop:
         self._release(key, reason)  # when the run ended without a report
         async with self._status_lock:  # written in completion order, whatever the threads do
             try:
-                await asyncio.to_thread(write_private, self.state_dir / RESOLVED_COUNT_FILE, f"{self.resolved}\n")
+                await asyncio.to_thread(
+                    write_private, self.state_dir / RESOLVED_COUNT_FILE, f"{self.resolved}\n"
+                )
             except OSError as e:
                 log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
         await self._save_status()

@@ -251,4 +251,5 @@ def test_feature_order_invariants() -> None:
     assert names[-1] == "commandExecutor"
     assert names[-2] == "maxRunTime"
     assert names.index("artifacts") < names.index("maxRunTime")
+    assert names.index("mounts") < names.index("artifacts")  # caches go back after artifacts are read
     assert len(set(names)) == len(names)

@@ -21,6 +21,7 @@ from typing import Any
 import mohawk.base
 import mohawk.util
 
+from tcworker.hawkmac import MacInput
 from tcworker.platform.errors import AuthenticationFailed
 
 SKEW_SECONDS = 15 * 60
@@ -139,26 +140,6 @@ def parse_bewit(token: str) -> Presented:
     return Presented(client_id=client_id, ext=decode_ext(raw_ext), raw_ext=raw_ext, bewit=(exp, mac))
 
 
-@dataclass(frozen=True)
-class _MacInput:
-    """The fields ``mohawk.util.calculate_mac`` reads from a resource.
-
-    ``mohawk.base.Resource`` would re-parse the URL and pretty-print it into a debug message on
-    every request; the MAC itself is still computed by mohawk.
-    """
-
-    credentials: dict[str, str]
-    timestamp: str
-    nonce: str
-    method: str
-    name: str
-    host: str
-    port: str
-    ext: str | None
-    app: str | None
-    dlg: str | None
-
-
 def _url(req: HawkRequest, resource: str) -> str:
     return f"http://{req.host}:{req.port}{resource}"
 
@@ -175,7 +156,7 @@ def verify(presented: Presented, req: HawkRequest, key: str, *, now: Callable[[]
             attrs["hash"].encode(), payload_hash(req.content_type, req.content).encode()
         ):
             raise AuthenticationFailed("Bad payload hash")
-        resource = _MacInput(
+        resource = MacInput(
             credentials=credentials,
             timestamp=attrs["ts"],
             nonce=attrs["nonce"],
