@@ -13,7 +13,12 @@ process and real `tcworker run` processes, submitting with the official client:
    redirected to a file through `subprocess`;
 4. worker RSS (worker process plus descendants) idle and while draining the capacity-8 queue;
 5. per-task overhead of `engine: multiuser` vs `engine: simple` (root only; otherwise the row
-   says why it is skipped).
+   says why it is skipped);
+6. live logs (issue 9): time to first log byte for a reader of `live.log` (run started → first
+   byte, vs waiting for the backing log, the only way before live logs); line latency p50/p99
+   (the task prints timestamped lines, a live reader notes their arrival; baseline: the same
+   program read through a plain pipe); a live reader's throughput while a task writes 1 GiB
+   (vs the task's own write rate).
 
 Bounded: a global budget (default 170 s) skips whatever would not fit, and every child process is
 stopped on exit. Run: `python bench/worker.py` (`--quick` for a smoke run).
@@ -48,6 +53,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
+import requests
 import slugid
 import taskcluster
 from rich.console import Console
@@ -469,14 +475,151 @@ def phase_throughput(
     return rows
 
 
+LINE = re.compile(rb"^line (\d+) (\d+\.\d+)$", re.M)
+TICKER = "import time\nfor i in range({n}):\n    print(f'line {{i}} {{time.time():.6f}}', flush=True)\n    time.sleep({gap})"
+
+
+def _live_url(queue: taskcluster.Queue, task_id: str, timeout: float) -> str:
+    """Poll until the run's live.log is a reference; its URL."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(taskcluster.TaskclusterRestFailure):
+            answer = queue.artifact(task_id, "0", "public/logs/live.log")
+            if answer.get("storageType") == "reference":
+                return str(answer["url"])
+        time.sleep(0.005)
+    raise TimeoutError(f"no live.log reference for {task_id}")
+
+
+def _read_stream(url: str, on_chunk: Callable[[float, bytes], None]) -> None:
+    with requests.get(url, stream=True, timeout=(10, 120)) as resp:
+        resp.raise_for_status()
+        for chunk in resp.iter_content(chunk_size=None):
+            on_chunk(time.time(), chunk)
+
+
+def _line_latencies(chunks: list[tuple[float, bytes]]) -> list[float]:
+    seen, out, done = b"", [], set()
+    for when, chunk in chunks:
+        seen += chunk
+        start = max(0, seen.rfind(b"\n", 0, len(seen) - len(chunk)))
+        for match in LINE.finditer(seen, start):
+            k = int(match.group(1))
+            if k not in done and seen[match.end() : match.end() + 1] == b"\n":
+                done.add(k)
+                out.append(when - float(match.group(2)))
+    return out
+
+
+def phase_live_log(platform: Platform, tmp: Path, wt: str, size: int, runs: int, budget: Budget) -> list[Row]:
+    """6: live-log time to first byte, line latency, reader throughput during a 1 GiB task."""
+    rows: list[Row] = []
+    if budget.left() < 60:
+        return [("live log", "skipped", "", "out of time budget")]
+    q = platform.queue
+    ttfb: list[float] = []
+    backing_wait: list[float] = []
+    for _ in range(runs):
+        task_id = create(q, wt, ["sh", "-c", "echo first; sleep 0.5; echo last"])
+        first: list[float] = []
+        _read_stream(_live_url(q, task_id, 30), lambda when, _c, first=first: first.append(when))
+        run = wait_resolved(q, task_id, 60)
+        ttfb.append(first[0] - _parse(run["started"]))
+        backing_wait.append(_parse(run["resolved"]) - _parse(run["started"]))
+    rows.append(
+        (
+            f"time to first log byte at a live reader, run started → first byte ({len(ttfb)} runs)",
+            f"median {ms(statistics.median(ttfb))}, p90 {ms(pct(ttfb, 0.9))}",
+            f"backing log (only way before): available after resolution, median {ms(statistics.median(backing_wait))}",
+            "task: echo; sleep 0.5; echo",
+        )
+    )
+    n, gap = 300, 0.01
+    program = TICKER.format(n=n, gap=gap)
+    task_id = create(q, wt, [sys.executable, "-c", program])
+    chunks: list[tuple[float, bytes]] = []
+    _read_stream(_live_url(q, task_id, 30), lambda when, c: chunks.append((when, c)))
+    wait_resolved(q, task_id, 60)
+    lat = _line_latencies(chunks)
+    base_chunks: list[tuple[float, bytes]] = []
+    with subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        while data := proc.stdout.read1(65536):  # type: ignore[attr-defined]
+            base_chunks.append((time.time(), data))
+    base = _line_latencies(base_chunks)
+    rows.append(
+        (
+            f"live-log line latency, task prints → reader has the line ({len(lat)} of {n} lines, every {ms(gap)})",
+            f"p50 {ms(statistics.median(lat))}, p99 {ms(pct(lat, 0.99))}",
+            f"same program through a plain pipe: p50 {ms(statistics.median(base))}, p99 {ms(pct(base, 0.99))}",
+            "goal p99 ≤ 50 ms",
+        )
+    )
+    if budget.left() < 60:
+        rows.append(("live reader throughput", "skipped", "", "out of time budget"))
+        return rows
+    task_id = create(q, wt, ["sh", "-c", f"yes | head -c {size}"], max_run_time=600)
+    got = [0, 0.0, 0.0]  # bytes, first, last
+
+    def count(when: float, chunk: bytes) -> None:
+        if not got[0]:
+            got[1] = when
+        got[0] += len(chunk)
+        got[2] = when
+
+    url = _live_url(q, task_id, 60)
+    _read_stream(url, count)
+    run = wait_resolved(q, task_id, max(10, budget.left() - 20), poll=0.1)
+    span = got[2] - got[1]
+    task_rate = size / max(1e-9, _parse(run["resolved"]) - _parse(run["started"]))
+    rows.append(
+        (
+            f"live reader following a task writing {mib(size)}",
+            f"{got[0] / max(span, 1e-9) / 2**20:.0f} MiB/s ({mib(got[0])} read): kept up",
+            f"the task's own run (started → resolved): {task_rate / 2**20:.0f} MiB/s",
+            "bounded by the task",
+        )
+    )
+    # The server's own pace: a reader catching up on the finished log (still served for 2 min).
+    caught = [0, time.monotonic()]
+    _read_stream(url, lambda _w, c: caught.__setitem__(0, caught[0] + len(c)))
+    took = time.monotonic() - caught[1]
+    t0 = time.monotonic()
+    with open(tmp / "copy.out", "wb") as out:
+        subprocess.run(["head", "-c", str(size), "/dev/zero"], stdout=out, check=True)
+    with open(tmp / "copy.out", "rb") as f:
+        while f.read(1 << 20):
+            pass
+    disk = time.monotonic() - t0
+    (tmp / "copy.out").unlink()
+    rows.append(
+        (
+            f"live reader catching up on the finished {mib(got[0])} log",
+            f"{caught[0] / took / 2**20:.0f} MiB/s",
+            f"write + read back the same size on disk: {size / disk / 2**20:.0f} MiB/s",
+            "goal ≥ 200 MiB/s",
+        )
+    )
+    return rows
+
+
+PHASES = ("latency", "multiuser", "biglog", "livelog", "throughput")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30, help="sequential trivial tasks for latency (30)")
     parser.add_argument("--tasks", type=int, default=100, help="tasks per throughput measurement (100)")
     parser.add_argument("--bytes", type=int, default=2**30, help="stdout volume of the big-log task (1 GiB)")
-    parser.add_argument("--budget", type=float, default=170.0, help="overall time limit in seconds (170)")
+    parser.add_argument("--budget", type=float, default=240.0, help="overall time limit in seconds (240)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 runs, 20 tasks, 64 MiB")
+    parser.add_argument(
+        "--only",
+        default=",".join(PHASES),
+        help=f"comma-separated phases to run (default all: {','.join(PHASES)})",
+    )
     args = parser.parse_args()
+    only = set(args.only.split(","))
     if args.quick:
         args.runs, args.tasks, args.bytes = 5, 20, 2**26
     budget = Budget(args.budget)
@@ -502,12 +645,21 @@ def main() -> int:
             procs.append(simple)
             time.sleep(3)  # let it settle into its claimWork long-poll
             idle_rss = simple.tree_rss()
-            rows.append(phase_latency(platform, wt, args.runs, budget))
-            rows += phase_multiuser(
-                platform, tmp, key, wt, max(5, args.runs // 2), max(10, args.tasks // 5), budget
-            )
-            rows.append(phase_big_log(platform, tmp, wt, args.bytes, budget))
-            rows += phase_throughput(platform, tmp, key, args.tasks, budget, idle_rss)
+            if "latency" in only:
+                rows.append(phase_latency(platform, wt, args.runs, budget))
+            if "multiuser" in only:
+                rows += phase_multiuser(
+                    platform, tmp, key, wt, max(5, args.runs // 2), max(10, args.tasks // 5), budget
+                )
+            if "biglog" in only:
+                rows.append(phase_big_log(platform, tmp, wt, args.bytes, budget))
+            if "livelog" in only:
+                try:
+                    rows += phase_live_log(platform, tmp, wt, args.bytes, max(3, args.runs // 3), budget)
+                except (TimeoutError, RuntimeError, requests.RequestException) as exc:
+                    rows.append(("live log", "FAILED", "", str(exc)[:200]))
+            if "throughput" in only:
+                rows += phase_throughput(platform, tmp, key, args.tasks, budget, idle_rss)
         finally:
             stop_all(procs)
     table = Table(title="tcworker worker benchmark (side by side, one run)")

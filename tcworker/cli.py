@@ -36,15 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--clients", default=None, help="YAML file of further static clients and their scopes")
 
+    from tcworker.provenance.verify_cli import add_verify_command
     from tcworker.worker.commands import add_worker_commands
 
     add_worker_commands(sub)
+    add_verify_command(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command in ("local", "submit"):  # their usage errors exit 64, not argparse's 2
+            print(
+                f"tcworker {args.command}: error: unrecognized arguments: {' '.join(unknown)}",
+                file=sys.stderr,
+            )
+            return 64
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.version:
         from tcworker.worker.commands import version_line
 

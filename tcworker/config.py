@@ -123,6 +123,8 @@ KEYS: dict[str, tuple[type, Any]] = {
     "openpgpPrivateKeyLocation": (str, ""),  # docker engine: key for encryptedEnv
     "preloadedCaches": (dict, {}),  # cacheName → directory baked into the image, adopted as a warm cache
     "reclaimIntervalSecs": (int, 0),  # test knob: reclaim every N s (0 = GW's takenUntil − 3 min)
+    "enableProvenance": (bool, True),  # chainOfTrust also publishes signed SLSA provenance
+    "openpgpSigningKeyLocation": (str, ""),  # generateCertificate: armored OpenPGP secret key (GW 12–13)
     # Largest artifact file uploaded, in MiB; bigger ones become error artifacts. 5 GiB is what a
     # single PUT to S3 (the object service's putUrl on a real deployment) accepts at most.
     "maxArtifactSizeMegabytes": (int, 5120),

@@ -2,13 +2,17 @@
 
 ``local`` starts the embedded platform on 127.0.0.1 (random port, state in ``./.tcworker``) and a
 worker in the same event loop; the worker reaches the platform only over HTTP with the official
-client (design G6), exactly as it would reach a real deployment. The task log is streamed to the
-terminal as the worker writes it. ``submit`` sends the task to an already running platform, waits
-for the resolution, then prints the backing log (downloaded through the official client).
+client (design G6), exactly as it would reach a real deployment. Each invocation uses a task queue
+of its own, so a task left pending by an earlier interrupted run never runs instead of this one.
+``submit`` sends the task to a running platform. Both follow the live log while the task runs
+(``logfollow``; ``--no-follow`` prints the backing log at the end instead), then print a summary.
+The log goes to stdout and everything else to stderr, stdout flushed first, so they stay in order
+when both are piped into one place.
 
 A task file is YAML (or JSON): a full task definition (it has a ``payload`` key) or just a payload;
-whatever a definition lacks is filled in (queue ``local-provisioner/local``, times, metadata).
-Exit status: 0 completed, 1 failed, 2 exception (or anything else).
+whatever a definition lacks is filled in (queue, times, metadata).
+Exit status: 0 completed, 1 failed, 2 exception, 3 no resolution (the worker or platform stopped
+first, createTask refused), 64 usage error (bad arguments, unreadable or invalid task file).
 """
 
 from __future__ import annotations
@@ -16,20 +20,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
+import signal
+import string
 import sys
 from pathlib import Path
 from typing import Any
 
 import slugid
 import yaml
-from rich.console import Console
 from rich.markup import escape
 
-from tcworker import tctime
+from tcworker import logfollow, tctime
 from tcworker.mounts.progress import rich_progress_factory, set_progress_factory
 
 DEFAULT_TASK_QUEUE = "local-provisioner/local"
 RESOLVED = ("completed", "failed", "exception")
+EXIT_NO_RESOLUTION = 3
+EXIT_USAGE = 64  # sysexits' EX_USAGE, as generic-worker's CANT_LOAD_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,10 @@ def build_task(data: dict[str, Any], source_name: str, task_queue_id: str | None
     now = tctime.now()
     task.setdefault("created", tctime.to_json(now))
     max_run_time = task["payload"].get("maxRunTime", 0) if isinstance(task["payload"], dict) else 0
+    if isinstance(max_run_time, bool) or not isinstance(max_run_time, int | float) or max_run_time < 0:
+        raise TaskFileError(
+            f"{source_name}: maxRunTime must be a whole number of seconds, not {max_run_time!r}"
+        )
     deadline_secs = max(3600, int(max_run_time or 0) * 2 + 600)
     task.setdefault("deadline", tctime.to_json(tctime.from_now(deadline_secs)))
     task.setdefault("expires", tctime.to_json(tctime.from_now(max(deadline_secs, 14 * 86400))))
@@ -78,7 +90,26 @@ def queue_of(task: dict[str, Any]) -> tuple[str, str]:
 
 
 def exit_status(state: str) -> int:
-    return {"completed": 0, "failed": 1}.get(state, 2)
+    return {"completed": 0, "failed": 1, "exception": 2}.get(state, EXIT_NO_RESOLUTION)
+
+
+class Terminal:
+    """The log on stdout (bytes, unchanged), messages on stderr; stdout is flushed before every
+    message so that both streams piped into one place come out in the order they were made."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self._out = sys.stdout.buffer
+
+    def log(self, data: bytes) -> None:
+        self._out.write(data)
+        self._out.flush()
+
+    def say(self, text: str, **kw: Any) -> None:
+        self._out.flush()
+        self.console.print(text, highlight=False, soft_wrap=True, **kw)
 
 
 async def wait_resolved(queue: Any, task_id: str, stop: asyncio.Event | None = None) -> dict[str, Any]:
@@ -94,41 +125,209 @@ async def wait_resolved(queue: Any, task_id: str, stop: asyncio.Event | None = N
         delay = min(delay * 1.5, 0.5)
 
 
-async def print_summary(
-    console: Console, queue: Any, root_url: str, task_id: str, status: dict[str, Any]
+def backing_log_name(task: dict[str, Any]) -> str:
+    from tcworker import payload as payload_mod
+
+    payload = task.get("payload") if isinstance(task.get("payload"), dict) else {}
+    assert isinstance(payload, dict)
+    if "image" in payload:
+        return payload_mod.backing_name_for(logfollow.live_log_name(task))
+    logs = payload.get("logs") if isinstance(payload.get("logs"), dict) else {}
+    assert isinstance(logs, dict)
+    return str(logs.get("backing") or payload_mod.DEFAULT_BACKING_LOG)
+
+
+async def show_log(
+    term: Terminal,
+    queue: Any,
+    task: dict[str, Any],
+    task_id: str,
+    followed: logfollow.FollowResult | None,
+    status: dict[str, Any],
 ) -> None:
+    """After the resolution: print what following the live log did not (the whole backing log
+    when nothing was followed, the rest of it when following broke off, nothing when complete)."""
+    from taskcluster.aio import download
+
+    runs = status.get("runs", [])
+    if not runs:
+        return
+    run_id = int(runs[-1]["runId"])
+    skip = 0
+    if followed is not None and followed.run_id == run_id:
+        if followed.complete:
+            return
+        skip = followed.written
+    if followed is not None and followed.reason:
+        term.say(f"[yellow]live log: {followed.reason}; printing the task log from its backing log[/]")
+    name = backing_log_name(task)
+    try:
+        body, _ = await download.downloadArtifactToBuf(
+            taskId=task_id, runId=run_id, name=name, queueService=queue
+        )
+    except Exception as e:  # the log may not exist (e.g. claim expired)
+        term.say(f"(no task log for run {run_id}: {e})")
+        return
+    term.log(bytes(body)[skip:])
+
+
+async def list_artifacts(queue: Any, task_id: str, run_id: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    query: dict[str, Any] = {}
+    while True:
+        page = await queue.listArtifacts(task_id, str(run_id), query=query)
+        out += page.get("artifacts", [])
+        if not page.get("continuationToken"):
+            return out
+        query = {"continuationToken": page["continuationToken"]}
+
+
+def resolution_text(task_id: str, status: dict[str, Any]) -> str:
     runs = status.get("runs", [])
     state = status["state"]
     reason = runs[-1].get("reasonResolved") if runs else None
     style = {"completed": "bold green", "failed": "bold red"}.get(state, "bold yellow")
     text = state if state in ("completed", "failed") else f"{state}/{reason}"
-    console.print(f"Task {task_id}: [{style}]{text}[/]", highlight=False)
-    for run in runs:
+    return f"Task {task_id}: [{style}]{text}[/]"
+
+
+async def print_summary(
+    term: Terminal, queue: Any, root_url: str, task_id: str, status: dict[str, Any]
+) -> None:
+    """Resolution and artifact URLs (for a platform that stays up: ``submit``, ``local --serve``)."""
+    term.say(resolution_text(task_id, status))
+    for run in status.get("runs", []):
         run_id = run["runId"]
         try:
-            listing = await queue.listArtifacts(task_id, str(run_id))
+            listing = await list_artifacts(queue, task_id, run_id)
         except Exception as e:  # listing is informative only
-            console.print(f"  (cannot list artifacts of run {run_id}: {e})", highlight=False)
+            term.say(f"  (cannot list artifacts of run {run_id}: {escape(str(e))})")
             continue
-        for artifact in listing.get("artifacts", []):
+        for artifact in listing:
             url = f"{root_url}/api/queue/v1/task/{task_id}/runs/{run_id}/artifacts/{artifact['name']}"
             kind = escape(f"[{artifact['storageType']}]")
-            console.print(f"  run {run_id} {kind} {escape(url)}", highlight=False, soft_wrap=True)
+            term.say(f"  run {run_id} {kind} {escape(url)}")
+
+
+async def save_artifacts(
+    term: Terminal, queue: Any, task_id: str, status: dict[str, Any], target: Path
+) -> None:
+    """Copy the last run's artifacts to ``target`` before the embedded platform stops, and say
+    where they are (URLs of a stopped platform would be dead links)."""
+    from taskcluster.aio import download
+
+    term.say(resolution_text(task_id, status))
+    runs = status.get("runs", [])
+    if not runs:
+        return
+    run_id = int(runs[-1]["runId"])
+    try:
+        listing = await list_artifacts(queue, task_id, run_id)
+    except Exception as e:
+        term.say(f"  (cannot list artifacts of run {run_id}: {escape(str(e))})")
+        return
+    base = target / task_id / str(run_id)
+    for artifact in listing:
+        name, kind = str(artifact["name"]), str(artifact["storageType"])
+        path = (base / name).resolve()
+        if kind != "object" or not path.is_relative_to(base.resolve()):
+            label = escape(f"[{kind}]")
+            term.say(f"  {label} {escape(name)}" + (" (not saved)" if kind == "object" else ""))
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = await asyncio.to_thread(open, path, "wb")
+            try:
+                await download.downloadArtifactToFile(
+                    taskId=task_id, runId=run_id, name=name, file=f, queueService=queue
+                )
+            finally:
+                f.close()
+        except Exception as e:
+            term.say(f"  {escape(name)}: cannot save ({escape(str(e))})")
+            continue
+        term.say(f"  {escape(name)} → {escape(str(path))}")
+
+
+def fresh_queue_suffix() -> str:
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+async def pending_elsewhere(platform: Any, own_queue: str) -> list[tuple[str, int]]:
+    """Tasks still pending in the embedded platform from earlier runs (other queues)."""
+
+    def query(conn: Any) -> list[tuple[str, int]]:
+        rows = conn.execute(
+            "SELECT task_queue_id, COUNT(*) FROM tasks WHERE state = 'pending' GROUP BY task_queue_id"
+        ).fetchall()
+        return [(str(q), int(n)) for q, n in rows if q != own_queue]
+
+    try:
+        return list(await platform.services.db.read(query))
+    except Exception:  # informative only
+        return []
+
+
+async def wait_for_interrupt() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def follow_or_wait(
+    term: Terminal,
+    queue: Any,
+    task: dict[str, Any],
+    task_id: str,
+    follow: bool,
+    stop: asyncio.Event | None = None,
+) -> tuple[logfollow.FollowResult | None, dict[str, Any]]:
+    """Follow the live log (when asked) while waiting for the resolution; then print the rest."""
+    followed: logfollow.FollowResult | None = None
+    if follow:
+        follower = asyncio.create_task(
+            logfollow.follow(queue, task_id, logfollow.live_log_name(task), sys.stdout.buffer, term.log)
+        )
+        waiter = asyncio.create_task(wait_resolved(queue, task_id, stop))
+        await asyncio.wait({follower, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if follower.done():
+            followed = follower.result()
+            status = await waiter
+        else:
+            status = await waiter
+            # Resolved: the live log ends with the log; give the stream a moment to drain.
+            try:
+                followed = await asyncio.wait_for(asyncio.shield(follower), 10)
+            except TimeoutError:
+                follower.cancel()
+                followed = logfollow.FollowResult(reason="the live log did not end with the task")
+    else:
+        status = await wait_resolved(queue, task_id, stop)
+    if status["state"] in RESOLVED:
+        await show_log(term, queue, task, task_id, followed, status)
+    return followed, status
 
 
 # ---- tcworker local ------------------------------------------------------------------------------
 def local_main(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    term = Terminal()
     try:
         data = load_task_file(Path(args.task_file))
+        task = build_task(data, Path(args.task_file).name, f"{DEFAULT_TASK_QUEUE}-{fresh_queue_suffix()}")
     except TaskFileError as e:
-        console.print(f"tcworker local: {e}", highlight=False)
-        return 2
-    set_progress_factory(rich_progress_factory(console))  # mount downloads over a few MB get a bar
-    return asyncio.run(_local(args, data, console, Path(args.data_dir).absolute()))
+        term.say(f"tcworker local: {escape(str(e))}")
+        return EXIT_USAGE
+    set_progress_factory(rich_progress_factory(term.console))  # mount downloads over a few MB get a bar
+    return asyncio.run(_local(args, task, term, Path(args.data_dir).absolute()))
 
 
-async def _local(args: argparse.Namespace, data: dict[str, Any], console: Console, data_dir: Path) -> int:
+async def _local(args: argparse.Namespace, task: dict[str, Any], term: Terminal, data_dir: Path) -> int:
     import taskcluster.aio
 
     from tcworker import config as config_mod
@@ -138,7 +337,6 @@ async def _local(args: argparse.Namespace, data: dict[str, Any], console: Consol
     from tcworker.worker.runner import run_worker
 
     redactor = setup_logging(logging.INFO if args.verbose else logging.WARNING)
-    task = build_task(data, Path(args.task_file).name)
     provisioner_id, worker_type = queue_of(task)
     platform = await start_platform(listen="127.0.0.1:0", data_dir=data_dir)
     try:
@@ -169,50 +367,52 @@ async def _local(args: argparse.Namespace, data: dict[str, Any], console: Consol
                     "ed25519SigningKeyLocation": str(key_file),
                     "requiredDiskSpaceMegabytes": 0,
                     "headlessTasks": True,
+                    "livelogExposePort": 0,
+                    "livelogPortBase": 0,  # no fixed port: a random one for the live log
                 },
             )
         except ConfigError as e:
-            console.print(f"tcworker local: {e}", highlight=False)
-            return 2
+            term.say(f"tcworker local: {escape(str(e))}")
+            return EXIT_USAGE
         queue = taskcluster.aio.Queue({"rootUrl": root_url, "credentials": credentials})
+        own_queue = f"{provisioner_id}/{worker_type}"
+        older = await pending_elsewhere(platform, own_queue)
         task_id = slugid.nice()
-        await queue.createTask(task_id, task)
-        console.print(
-            f"Task {task_id} created on {root_url} ({provisioner_id}/{worker_type})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        out = sys.stdout.buffer
-
-        def listener(chunk: bytes) -> None:
-            out.write(chunk)
-            out.flush()
-
+        try:
+            await queue.createTask(task_id, task)
+        except Exception as e:
+            term.say(f"tcworker local: createTask failed: {escape(str(e))}")
+            return EXIT_NO_RESOLUTION
+        term.say(f"Task {task_id} created on {root_url} ({own_queue})")
+        if older:
+            waiting = ", ".join(f"{n} in {q}" for q, n in older)
+            term.say(
+                f"[yellow]Older tasks are still pending in {escape(str(data_dir))} ({waiting}); "
+                "they are not run by this invocation.[/]"
+            )
         worker_loop: list[Any] = []
         worker = asyncio.create_task(
-            run_worker(
-                config,
-                state_dir=worker_dir,
-                log_listeners=lambda tid, _rid: [listener] if tid == task_id else [],
-                on_loop=worker_loop.append,
-            )
+            run_worker(config, state_dir=worker_dir, on_loop=worker_loop.append, install_signal_handlers=True)
         )
-        waiter = asyncio.create_task(wait_resolved(queue, task_id))
-        done, _ = await asyncio.wait({worker, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if waiter not in done:  # the worker exited first (signal, set-up failure)
-            waiter.cancel()
-            code = worker.result()
-            console.print(
-                f"tcworker local: the worker stopped (exit {code}) before the task resolved", highlight=False
-            )
-            status = (await queue.status(task_id))["status"]
-            await print_summary(console, queue, root_url, task_id, status)
-            return 2
-        status = waiter.result()
+        stop = asyncio.Event()
+        worker.add_done_callback(lambda _t: stop.set())
+        followed, status = await follow_or_wait(term, queue, task, task_id, not args.no_follow, stop)
+        if status["state"] not in RESOLVED:  # the worker exited first (signal, set-up failure)
+            code = worker.result() if worker.done() else None
+            term.say(f"tcworker local: the worker stopped (exit {code}) before the task resolved")
+            term.say(resolution_text(task_id, status))
+            return EXIT_NO_RESOLUTION
         if worker_loop:
             worker_loop[0].request_stop(quiet=True)
         await worker
-        await print_summary(console, queue, root_url, task_id, status)
+        if args.serve:
+            await print_summary(term, queue, root_url, task_id, status)
+            term.say(
+                f"Serving the platform at {root_url} until Ctrl-C (the task: {root_url}/tasks/{task_id})"
+            )
+            await wait_for_interrupt()
+        else:
+            await save_artifacts(term, queue, task_id, status, data_dir / "artifacts")
         return exit_status(status["state"])
     finally:
         await platform.stop()
@@ -235,49 +435,37 @@ def _write_key(path: Path) -> None:
 
 # ---- tcworker submit ------------------------------------------------------------------------------
 def submit_main(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    term = Terminal()
     if not args.root_url:
-        console.print("tcworker submit: --root-url (or TASKCLUSTER_ROOT_URL) is required", highlight=False)
-        return 2
+        term.say("tcworker submit: --root-url (or TASKCLUSTER_ROOT_URL) is required")
+        return EXIT_USAGE
     try:
         data = load_task_file(Path(args.task_file))
+        task = build_task(data, Path(args.task_file).name, args.task_queue_id)
     except TaskFileError as e:
-        console.print(f"tcworker submit: {e}", highlight=False)
-        return 2
-    return asyncio.run(_submit(args, data, console))
+        term.say(f"tcworker submit: {escape(str(e))}")
+        return EXIT_USAGE
+    return asyncio.run(_submit(args, task, term))
 
 
-async def _submit(args: argparse.Namespace, data: dict[str, Any], console: Console) -> int:
+async def _submit(args: argparse.Namespace, task: dict[str, Any], term: Terminal) -> int:
     import taskcluster.aio
-    from taskcluster.aio import download
     from taskcluster.exceptions import TaskclusterFailure
 
     options: dict[str, Any] = {"rootUrl": args.root_url.rstrip("/")}
     if args.client_id and args.access_token:
         options["credentials"] = {"clientId": args.client_id, "accessToken": args.access_token}
     queue = taskcluster.aio.Queue(options)
-    task = build_task(data, Path(args.task_file).name, args.task_queue_id)
     task_id = slugid.nice()
     try:
         await queue.createTask(task_id, task)
-    except TaskclusterFailure as e:
-        console.print(f"tcworker submit: createTask failed: {e}", highlight=False)
-        return 2
-    console.print(f"Task {task_id} created ({'/'.join(queue_of(task))})", highlight=False)
+    except (TaskclusterFailure, OSError) as e:
+        term.say(f"tcworker submit: createTask failed: {escape(str(e))}")
+        return EXIT_NO_RESOLUTION
+    term.say(f"Task {task_id} created ({'/'.join(queue_of(task))})")
     if args.no_wait:
-        print(task_id)
+        print(task_id, flush=True)
         return 0
-    status = await wait_resolved(queue, task_id)
-    runs = status.get("runs", [])
-    if runs:
-        run_id = runs[-1]["runId"]
-        try:
-            body, _ = await download.downloadArtifactToBuf(
-                taskId=task_id, runId=run_id, name="public/logs/live_backing.log", queueService=queue
-            )
-            sys.stdout.buffer.write(bytes(body))
-            sys.stdout.flush()
-        except Exception as e:  # the log may not exist (e.g. claim expired)
-            console.print(f"(no task log for run {run_id}: {e})", highlight=False)
-    await print_summary(console, queue, options["rootUrl"], task_id, status)
+    _, status = await follow_or_wait(term, queue, task, task_id, not args.no_follow)
+    await print_summary(term, queue, options["rootUrl"], task_id, status)
     return exit_status(status["state"])

@@ -111,6 +111,8 @@ class RunContext:
 class TaskLogWriter(LogSink, Protocol):
     """The task log as engines see it: raw output plus ``[taskcluster …]`` lines."""
 
+    path: Path  # the file the log is written to (chain of trust publishes a copy of it)
+
     def info(self, message: str) -> None: ...
 
     def warn(self, message: str) -> None: ...

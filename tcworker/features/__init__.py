@@ -7,10 +7,15 @@ payload (a docker-worker feature on a generic-worker payload, a toggle the task 
 returns ``None`` from ``for_run`` and is skipped. Positions that matter, following
 generic-worker's ``TaskRun.Run`` order:
 
+- ``liveLog`` right after ``superseding`` (generic-worker starts it right after the payload
+  checks): the reference artifact exists before the commands, and its stop (the link) runs
+  near the end.
 - ``superseding`` first: its ``stop`` runs last, once the primary's artifacts are up.
 - the docker-worker scope rules and every admission check early (they only check).
 - ``encryptedEnv``, ``osGroups``, ``runTaskAsCurrentUser``, capabilities and caches before anything
   that runs code as the task user: they shape the sandbox the commands run in.
+- ``generateCertificate`` and ``chainOfTrust`` before ``dockerSave``: their stops run after every
+  artifact (payload artifacts, then the saved image) is uploaded and hashed, chainOfTrust first.
 - ``dockerSave`` before ``artifacts``: its ``stop`` runs after the artifacts are uploaded.
 - ``mounts`` before ``artifacts``: caches are in place before the commands and are moved back
   (or purged) only after the artifacts were collected from them.
@@ -21,8 +26,8 @@ generic-worker's ``TaskRun.Run`` order:
 
 A new feature is one module here plus one line in this list; ``tcworker show-features`` prints it.
 
-The backing log and the live-log link are published by ``TaskRun`` itself after every feature
-stopped, so that the log is complete (including the lines features write while stopping).
+The backing log is published by ``TaskRun`` itself after every feature stopped, so that the log
+is complete (including the lines features write while stopping); the live log's stream ends then.
 """
 
 from __future__ import annotations
@@ -35,12 +40,15 @@ from tcworker.features.base import Feature
 
 FEATURES: list[str] = [
     "tcworker.features.superseding:SupersedingFeature",  # docker: supersederUrl (claims, then resolves the others)
+    "tcworker.features.livelog:LiveLogFeature",  # early: live from the start, linked near the end
     "tcworker.features.docker_scopes:DockerWorkerScopesFeature",  # docker: the docker-worker scope rules
     "tcworker.features.encrypted_env:EncryptedEnvFeature",  # docker: payload.encryptedEnv → secret env
     "tcworker.features.os_groups:OSGroupsFeature",  # payload.osGroups (scopes per group)
     "tcworker.features.run_task_as_current_user:RunTaskAsCurrentUserFeature",  # multiuser only
     "tcworker.features.docker_capabilities:DockerCapabilitiesFeature",  # docker: features/capabilities/devices
     "tcworker.features.docker_caches:DockerCachesFeature",  # docker: payload.cache (+ purge requests)
+    "tcworker.features.generate_certificate:GenerateCertificateFeature",  # stops after chainOfTrust
+    "tcworker.features.chain_of_trust:ChainOfTrustFeature",  # stops after every artifact is uploaded
     "tcworker.features.docker_save:DockerSaveFeature",  # docker: features.dockerSave (stops after artifacts)
     "tcworker.features.taskcluster_proxy:TaskclusterProxyFeature",  # taskclusterProxy (§5.2)
     "tcworker.features.docker_proxies:RelengAPIProxyFeature",  # docker-worker forwarders (§3.6) …
@@ -88,7 +96,6 @@ PAYLOAD_TOGGLES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "mounts": lambda p: bool(p.get("mounts")),
     "osGroups": lambda p: bool(p.get("osGroups")),
     "interactive": _flag("interactive"),
-    "chainOfTrust": _flag("chainOfTrust"),
     "runTaskAsCurrentUser": _flag("runTaskAsCurrentUser"),
     "loopbackVideo": _flag("loopbackVideo"),
     "loopbackAudio": _flag("loopbackAudio"),

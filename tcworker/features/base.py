@@ -118,6 +118,10 @@ class RunHandle:
         self.outcome = outcome
         self.feature_env: dict[str, str] = {}
         self.reserved_artifacts: dict[str, str] = {}  # artifact name → feature that reserved it
+        # What the run consumed (mounted artifacts, downloaded files), as in-toto resource
+        # descriptors ``{"name", "uri", "digest": {"sha256": hex}}``: features that fetch inputs
+        # append here; chainOfTrust signs them as SLSA ``resolvedDependencies``.
+        self.resolved_inputs: list[dict[str, Any]] = []
         self._reserved_env = reserved_env
         self._model: RunModel | None = None
         self._sandbox: Sandbox | None = None
@@ -147,6 +151,11 @@ class RunHandle:
     @property
     def root_url(self) -> str:
         return self.clients.root_url
+
+    @property
+    def log_path(self) -> Path:
+        """The task log file as written so far (chain of trust publishes a copy: certified.log)."""
+        return Path(self.log.path)
 
     @property
     def task_queue_id(self) -> str:

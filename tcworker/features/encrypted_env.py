@@ -30,8 +30,9 @@ the event loop; use ``asyncio.to_thread`` if a task may carry very many messages
 pysequoia key object: its repr prints the armored secret key. ``PrivateKey`` wraps it with a
 redacted repr for that reason.
 
-Decrypted values must not reach the task log: ``SecretMasker`` replaces them with ``[secret]``,
-also when a value is split across two writes.
+Decrypted values must not reach the task log: the engine hands them to the task log's one masker
+(``TaskLog.add_secrets``, ``tcworker.logmask``), which replaces them and their URL-encoded and
+base64 forms with ``[secret]``, also when a value is split across two writes.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +54,13 @@ import pysequoia
 from tcworker.config import WorkerConfig
 from tcworker.errors import ConfigError, MalformedPayload
 from tcworker.features.base import Feature, RunHandle, TaskFeature
+from tcworker.logmask import MASK, MIN_MASKED_LENGTH, SecretMasker  # noqa: F401 - re-exported
 from tcworker.tcapi.clients import Clients
 
 log = logging.getLogger(__name__)
 
 MESSAGE_VERSION = 1
 RESERVED_NAMES = frozenset({"TASK_ID", "RUN_ID"})
-MASK = b"[secret]"
-# Shorter values are not masked: replacing every "1" or "on" in a log would destroy it and hide little.
-MIN_MASKED_LENGTH = 4
 
 _ENV_NAME = re.compile(r"^[^=\x00]+$")
 
@@ -221,82 +220,6 @@ def secret_values(decrypted: Mapping[str, str]) -> list[str]:
             if len(candidate) >= MIN_MASKED_LENGTH:
                 found.add(candidate)
     return sorted(found, key=lambda v: (-len(v), v))
-
-
-class SecretMasker:
-    """Replace secret values in log bytes with ``[secret]``, also across chunk boundaries.
-
-    ``mask`` treats one complete buffer. For a stream, pass each chunk to ``feed`` and write what it
-    returns; it holds back only a tail that could still grow into a secret (so ordinary output is
-    not delayed), and ``flush`` releases that tail at the end.
-    """
-
-    def __init__(self, values: Iterable[str] = (), replacement: bytes = MASK) -> None:
-        self._replacement = replacement
-        self._secrets: list[bytes] = []
-        self._pattern: re.Pattern[bytes] | None = None
-        self._pending = b""
-        self.add(values)
-
-    def add(self, values: Iterable[str]) -> None:
-        """Register more values (short ones are ignored, see ``MIN_MASKED_LENGTH``)."""
-        new = {v.encode() for v in secret_values({str(i): v for i, v in enumerate(values)})}
-        self._secrets = sorted(set(self._secrets) | new, key=lambda s: (-len(s), s))
-        self._pattern = re.compile(b"|".join(re.escape(s) for s in self._secrets)) if self._secrets else None
-
-    def __bool__(self) -> bool:
-        return self._pattern is not None
-
-    def mask(self, data: bytes) -> bytes:
-        if self._pattern is None:
-            return data
-        return self._pattern.sub(self._replacement, data)
-
-    def _undecided_at(self, rest: bytes) -> bool | bytes:
-        """At a position where ``rest`` is all the data left: the secret that matches there
-        (``mask``'s choice: longest first), ``True`` when more data could still change the
-        answer, ``False`` when no secret starts there."""
-        for secret in self._secrets:
-            if rest.startswith(secret):
-                return secret
-            if len(rest) < len(secret) and secret.startswith(rest):
-                return True
-        return False
-
-    def feed(self, chunk: bytes) -> bytes:
-        """Mask one chunk of a stream; the output of all ``feed`` calls plus ``flush`` equals
-        ``mask`` of the whole stream."""
-        data = self._pending + chunk
-        self._pending = b""
-        if self._pattern is None:
-            return data
-        out: list[bytes] = []
-        pos = 0
-        # Matches starting this far from the end saw enough data to be final.
-        safe_end = max(0, len(data) - (len(self._secrets[0]) - 1))
-        for match in self._pattern.finditer(data):
-            if match.start() >= safe_end:
-                break
-            out += (data[pos : match.start()], self._replacement)
-            pos = match.end()
-        lit_start, p = pos, max(pos, safe_end)
-        while p < len(data):
-            found = self._undecided_at(data[p:])
-            if found is True:
-                break
-            if found is False:
-                p += 1
-                continue
-            out += (data[lit_start:p], self._replacement)
-            p += len(found)
-            lit_start = p
-        out.append(data[lit_start:p])
-        self._pending = data[p:]
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        out, self._pending = self._pending, b""
-        return self.mask(out)
 
 
 class EncryptedEnvFeature(Feature):

@@ -98,7 +98,7 @@ class MountsTaskFeature(TaskFeature):
         source = await content_mod.resolve(
             mount.content, self.run.queue, self.run.clients.index(self.run.credentials)
         )
-        return await self.state.downloads.obtain(
+        download = await self.state.downloads.obtain(
             source.key,
             source.fetch,
             describe=source.describe,
@@ -106,6 +106,19 @@ class MountsTaskFeature(TaskFeature):
             task_log=self.run.log,
             verify_later=inline_verify,
         )
+        self.run.resolved_inputs.append(self._input_descriptor(source, download))
+        return download
+
+    def _input_descriptor(self, source: content_mod.Source, download: Download) -> dict[str, object]:
+        """The mounted content as a SLSA resource descriptor (chainOfTrust signs the list)."""
+        descriptor: dict[str, object] = {"name": source.describe, "digest": {"sha256": download.sha256}}
+        kind, _, rest = source.key.partition(":")
+        if kind == "urlcontent":
+            descriptor["uri"] = rest
+        elif kind == "artifact":
+            task_id, _, artifact = rest.partition(":")
+            descriptor["uri"] = f"{self.run.root_url}/api/queue/v1/task/{task_id}/artifacts/{artifact}"
+        return descriptor
 
     async def _unpack(self, mount: spec_mod.Mount, dest: Path) -> None:
         """Extract the mount's archive content into the empty directory ``dest``."""

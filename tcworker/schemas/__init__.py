@@ -1,7 +1,8 @@
 """The payload JSON schemas this package ships, loaded from package data.
 
 ``generic-worker-insecure_posix.json`` / ``generic-worker-multiuser_posix.json`` are
-generic-worker's v106 payload schemas (``$schema`` set to draft-06, otherwise unchanged);
+generic-worker's v106 payload schemas (``$schema`` set to draft-06; ``features.generateCertificate``
+added to both and ``features.chainOfTrust`` to the insecure one, which the docker engine also uses);
 ``docker-worker-v1-payload.json`` is docker-worker's historical v1 schema extended with
 ``encryptedEnv``, artifact type ``volume`` and ``capabilities.disableSeccomp``.
 """

@@ -33,6 +33,16 @@ exit codes:
 """
 
 
+TASK_EXIT_CODE_HELP = """\
+exit status:
+    0  the task completed
+    1  the task failed
+    2  the task resolved exception (any reason)
+    3  no resolution: createTask refused, or the worker / platform stopped first
+   64  usage error: bad arguments, task file unreadable or invalid
+"""
+
+
 def version_line() -> str:
     engine = os.environ.get("TCWORKER_ENGINE", "simple")
     return f"tcworker ({engine} engine) {__version__}"
@@ -88,21 +98,29 @@ def add_worker_commands(sub: Any) -> None:
         "local",
         help="run one task file with an embedded platform and worker (state in ./.tcworker)",
         formatter_class=raw,
-        epilog="exit status: 0 completed, 1 failed, 2 exception",
+        epilog="The log is followed live; the artifacts are saved under DATA_DIR/artifacts/<taskId>/<runId>/\n"
+        "(or, with --serve, served with the platform until Ctrl-C).\n" + TASK_EXIT_CODE_HELP,
     )
     local.add_argument("task_file", metavar="TASK.yml", help="a task definition, or just its payload")
     local.add_argument("--engine", default="simple", choices=["simple", "multiuser", "docker"])
     local.add_argument("--data-dir", default=".tcworker", help="state directory (default ./.tcworker)")
     local.add_argument("--verbose", action="store_true", help="show the worker's own log too")
+    local.add_argument("--no-follow", action="store_true", help="print the log when the task ends, not live")
+    local.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the platform serving after the task resolved (until Ctrl-C)",
+    )
     local.set_defaults(handler=cmd_local)
+    _usage_errors_exit(local)
 
     submit = sub.add_parser(
         "submit",
         help="submit a task file to a running platform and follow it to its resolution",
         formatter_class=raw,
         epilog="Credentials: --client-id/--access-token or TASKCLUSTER_CLIENT_ID/TASKCLUSTER_ACCESS_TOKEN.\n"
-        "The log is printed once the task is resolved (from its backing-log artifact).\n"
-        "exit status: 0 completed, 1 failed, 2 exception",
+        "The live log is followed while the task runs (--no-follow: printed once it is resolved).\n"
+        + TASK_EXIT_CODE_HELP,
     )
     submit.add_argument("task_file", metavar="TASK.yml", help="a task definition, or just its payload")
     submit.add_argument(
@@ -114,7 +132,20 @@ def add_worker_commands(sub: Any) -> None:
         "--task-queue-id", default=None, help="queue for payload-only files (default local-provisioner/local)"
     )
     submit.add_argument("--no-wait", action="store_true", help="print the taskId and exit")
+    submit.add_argument("--no-follow", action="store_true", help="print the log when the task ends, not live")
     submit.set_defaults(handler=cmd_submit)
+    _usage_errors_exit(submit)
+
+
+def _usage_errors_exit(parser: argparse.ArgumentParser) -> None:
+    """Bad arguments exit 64 (argparse's own 2 would read as "exception")."""
+
+    def error(message: str) -> None:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        sys.exit(64)
+
+    parser.error = error  # type: ignore[method-assign]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

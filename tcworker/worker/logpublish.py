@@ -1,22 +1,19 @@
 """LogPublication: one run's task log on its way to the queue, with as little left for after the run.
 
 Publishing the log sits between the last command and the report, so every queue round trip in it
-delays the resolution. Two pieces of it are therefore done while the task runs: a log that grows
-past ``FOLLOW_AFTER`` is gzipped and hashed as it is written (``logpack``; a smaller one is packed
-in one short pass at the end, which costs less than a follower thread woken on every line), and
-the backing log's ``object`` artifact is
-created as soon as its name is known (without the optional ``contentLength``, which the worker
-never sends). After the run only the object upload, ``finishArtifact`` and, in
-parallel, the live-log link remain.
+delays the resolution. A log that grows past ``FOLLOW_AFTER`` is therefore gzipped and hashed as it
+is written (``logpack``; a smaller one is packed in one short pass at the end, which costs less
+than a follower thread woken on every line). The backing log's ``object`` artifact is created
+only once the log is complete and closed — in parallel with packing its last bytes — so the
+artifact is never listed while it has no content (while the task runs, the live log serves it);
+then the object upload and ``finishArtifact``. The live log's link is the live-log feature's job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
-from typing import Any
 
 from tcworker.tcapi.gzip_upload import LOG_LEVEL, Packed, compress
 from tcworker.tcapi.upload import ArtifactPublisher
@@ -26,14 +23,11 @@ from tcworker.worker.tasklog import TaskLog
 log = logging.getLogger(__name__)
 
 LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
-# The early createArtifact's upload credentials are re-fetched (the identical request re-posted)
-# when the run outlasted this, well before they expire (24 h).
-PRECREATED_MAX_AGE = 3600.0
 FOLLOW_AFTER = 256 * 1024  # bytes of log before a LogPacker thread follows it
 
 
 class LogPublication:
-    """The backing log and live-log link of one run (``run`` is ``taskId/runId`` for messages)."""
+    """The backing log of one run (``run`` is ``taskId/runId`` for messages)."""
 
     def __init__(self, publisher: ArtifactPublisher, expires: str, scratch_dir: Path, run: str) -> None:
         self.publisher = publisher
@@ -44,8 +38,6 @@ class LogPublication:
         self._written = 0
         self._packer: LogPacker | None = None
         self._small: Packed | None = None  # the end-of-run gzip copy of a small log
-        self._created: asyncio.Task[dict[str, Any]] | None = None
-        self._created_at = 0.0
 
     def follow(self, task_log: TaskLog) -> None:
         """Prepare the gzip copy of a log that will be published gzip-encoded."""
@@ -56,7 +48,7 @@ class LogPublication:
     def _grown(self, data: bytes) -> None:
         """Log listener (cheap, under the log's lock): follow the log once it is big."""
         if self._packer is not None:
-            self._packer.wake()
+            self._packer.wake(data)
             return
         if self._log_path is None:
             return
@@ -69,41 +61,14 @@ class LogPublication:
             log.warning("cannot follow the task log for gzip: %s", e)
             self._log_path = None
 
-    def precreate(self, backing: str) -> None:
-        """Start ``createArtifact`` for the backing log; it runs alongside the commands."""
-        self._created_at = time.monotonic()
-        self._created = asyncio.create_task(
-            self.publisher.create_object(backing, LOG_CONTENT_TYPE, self.expires)
+    async def publish(self, task_log: TaskLog, backing: str) -> None:
+        """Upload the closed log as ``backing``; raises ``TaskError``."""
+        packed, created = await asyncio.gather(
+            self._packed(), self.publisher.create_object(backing, LOG_CONTENT_TYPE, self.expires)
         )
-
-    async def publish(self, task_log: TaskLog, backing: str, live: str | None) -> None:
-        """Upload the closed log as ``backing`` and link ``live`` to it; raises ``TaskError``."""
-        packed, created = await asyncio.gather(self._packed(), self._precreated())
-        calls = [
-            self.publisher.upload_file(
-                backing,
-                task_log.path,
-                LOG_CONTENT_TYPE,
-                self.expires,
-                "gzip",
-                packed=packed,
-                created=created,
-            )
-        ]
-        if live is not None and live != backing:
-            # A link may point at an artifact that does not exist yet: both at once.
-            calls.append(self.publisher.create_link(live, backing, LOG_CONTENT_TYPE, self.expires))
-        for result in await asyncio.gather(*calls, return_exceptions=True):
-            if isinstance(result, BaseException):
-                raise result
-
-    def abandon(self) -> None:
-        """The run is over: stop (or collect) an early ``createArtifact`` still pending."""
-        task, self._created = self._created, None
-        if task is not None and not task.done():
-            task.cancel()
-        elif task is not None and not task.cancelled():
-            task.exception()
+        await self.publisher.upload_file(
+            backing, task_log.path, LOG_CONTENT_TYPE, self.expires, "gzip", packed=packed, created=created
+        )
 
     def discard(self) -> None:
         """Stop following the log and delete its gzip copy (blocking: call it in a thread)."""
@@ -128,17 +93,3 @@ class LogPublication:
             log.warning("cannot compress the task log: %s; the upload retries it", e)
             return None
         return self._small
-
-    async def _precreated(self) -> dict[str, Any] | None:
-        """The early ``createArtifact`` answer if usable; otherwise the upload re-posts it."""
-        task, self._created = self._created, None
-        if task is None:
-            return None
-        try:
-            created = await task
-        except Exception as e:  # the upload's own attempt reports it if it persists
-            log.debug("early createArtifact of the log of %s failed: %s", self.run, e)
-            return None
-        if time.monotonic() - self._created_at > PRECREATED_MAX_AGE:
-            return None
-        return created

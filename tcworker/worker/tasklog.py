@@ -2,7 +2,10 @@
 
 This is the log task authors read (design G9), published as ``public/logs/live_backing.log``.
 It is written straight to disk as it arrives (never held whole in memory) and copied to any
-number of listeners (``tcworker local`` prints it live; a later live-log feature streams it).
+number of listeners (``tcworker local`` prints it live; the live-log feature follows the file).
+It is also the one place where secrets are masked (``add_secrets``): whatever feeds it — the
+worker core with the credentials, the docker engine with ``encryptedEnv`` values — the disk copy,
+the live log and every listener see the same masked bytes.
 Worker lines use generic-worker's exact formats (spec/worker.md §1.11, GW ``TestLogFormat``):
 ``[taskcluster 2017-01-25T23:31:13.787Z] ``, ``[taskcluster:warn 2017-01-25T23:31:13.787Z] ``
 and ``[taskcluster:error] `` (no timestamp), one prefix per line of a multi-line message.
@@ -14,12 +17,10 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
-
-if TYPE_CHECKING:
-    from tcworker.features.encrypted_env import SecretMasker
+from typing import BinaryIO
 
 from tcworker import tctime
+from tcworker.logmask import SecretMasker
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +51,30 @@ class TaskLog:
         self._file: BinaryIO | None = open(path, "wb")  # noqa: SIM115 - closed by close()
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
+        self._on_close: list[Callable[[], None]] = []
         self._at_line_start = True
         self._masker: SecretMasker | None = None
         self.bytes_written = 0
 
     def add_secrets(self, values: list[str]) -> None:
-        """Mask these values (decrypted ``encryptedEnv``) in everything written from now on."""
-        from tcworker.features.encrypted_env import SecretMasker
-
+        """Mask these values and their URL-encoded and base64 forms in everything written from
+        now on (credentials, decrypted ``encryptedEnv``, …; ``tcworker.logmask``)."""
         with self._lock:
             if self._masker is None:
-                self._masker = SecretMasker(values)
+                self._masker = SecretMasker(values, encoded=True)
             else:
                 self._masker.add(values)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the closing thread) once the log is complete and closed."""
+        with self._lock:
+            if self._file is None:
+                run_now = True
+            else:
+                self._on_close.append(callback)
+                run_now = False
+        if run_now:
+            callback()
 
     def add_listener(self, listener: Listener) -> None:
         """Receive every chunk written from now on (called under the log's lock: keep it quick)."""
@@ -129,3 +141,9 @@ class TaskLog:
                         self._emit_locked(tail)
                 self._file.close()
                 self._file = None
+            callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("task log close callback failed")

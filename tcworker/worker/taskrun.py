@@ -4,7 +4,8 @@ Flow (spec/worker.md §1.8, design G3/G4): open the task log → header → vali
 (schema, payload kind vs engine, maxRunTime limit, toggles this build cannot serve) → per
 feature: pool gate, scopes, reserved artifact names, ``admit`` → ``engine.prepare`` → features
 start in order inside one ``AsyncExitStack`` (each ``stop`` registered before its ``start``) →
-stops in reverse, every one, errors collected → final log lines → backing log uploaded → report
+stops in reverse, every one, errors collected → final log lines → backing log uploaded (the
+live-log feature turned ``logs.live`` into a link to it while stopping) → report
 (``errors.resolution_of`` over the collected errors and the run's one ``Cancellation``) → sandbox
 destroyed. Nothing escapes ``run()``: a bug becomes ``exception/internal-error``. Features see the
 run only through its ``RunHandle``.
@@ -142,6 +143,24 @@ class TaskRun:
                 env["TASKCLUSTER_INSTANCE_TYPE"] = config.instanceType
         return env
 
+    def _mask_credentials(self, credentials: Mapping[str, Any]) -> None:
+        """The task log's one masker gets every credential that could reach it (and again the new
+        ones after each reclaim): the worker's and the run's access token and certificate, and the
+        certificate's seed and signature in case a task prints it re-formatted."""
+        if self._log is None:
+            return
+        private = self.config.private
+        values = [private.accessToken, private.certificate]
+        values += [str(credentials.get("accessToken", "")), str(credentials.get("certificate", ""))]
+        for certificate in (private.certificate, credentials.get("certificate")):
+            try:
+                parsed = json.loads(certificate) if certificate else None
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                values += [str(parsed.get("seed", "")), str(parsed.get("signature", ""))]
+        self._log.add_secrets([v for v in values if v])
+
     def _claim_lost(self, reason: str) -> None:
         self.log.error(f"Task run is no longer ours (queue says: {reason}); aborting it")
         cause = CancelReason.CANCELLED if reason == "canceled" else CancelReason.CLAIM_LOST
@@ -152,6 +171,8 @@ class TaskRun:
         """Run to the end and report; returns the resolution ``(state, reason)``."""
         self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._log = TaskLog(self.scratch_dir / "live_backing.log")
+        self._mask_credentials(self.claim.credentials)
+        self.claim.on_reclaimed(self._mask_credentials)
         self._log_publication.follow(self.log)
         for listener in self._log_listeners:
             self.log.add_listener(listener)
@@ -201,7 +222,6 @@ class TaskRun:
         except Exception:
             log.exception("cannot finish task %s/%s", self.task_id, self.run_id)
         finally:
-            self._log_publication.abandon()
             await self.claim.stop()
             if self._sandbox is not None:
                 try:
@@ -238,10 +258,8 @@ class TaskRun:
     async def _run_pipeline(self, run: RunHandle) -> None:
         self._model = admission.validate(run, self.engine, self.features)
         run.attach_model(self._model)
-        for name in (self._model.backing_log_name, self._model.live_log_name):
-            run.reserved_artifacts[name] = "log"
-        if self._model.backing_log_enabled:
-            self._log_publication.precreate(self._model.backing_log_name)
+        # The live log's name is reserved by the live-log feature when it runs.
+        run.reserved_artifacts[self._model.backing_log_name] = "log"
         task_features = await admission.gate_features(run, self.features)
         context = RunContext(
             task_id=self.task_id,
@@ -298,17 +316,16 @@ class TaskRun:
         self.log.info(f"Task {self.task_id} run {self.run_id} {text}{hint}.")
 
     async def _publish_logs(self, errors: list[BaseException]) -> None:
-        """Backing log (object, gzip-compressible text) then the live-log link; before the report."""
+        """Backing log (object, gzip-compressible text), before the report. Its artifact is
+        created only now that the log is complete, so it is never listed without content."""
         self.log.close()
         model = self._model
         backing = model.backing_log_name if model else payload_mod.DEFAULT_BACKING_LOG
-        live = model.live_log_name if model else payload_mod.DEFAULT_LIVE_LOG
         enabled = model.backing_log_enabled if model else True
         if not enabled:
             return
-        live_enabled = model is None or model.live_log_enabled
         try:
-            await self._log_publication.publish(self.log, backing, live if live_enabled else None)
+            await self._log_publication.publish(self.log, backing)
         except TaskError as e:
             log.error("publishing the log of %s/%s failed: %s", self.task_id, self.run_id, e)
             errors.append(e)

@@ -63,7 +63,8 @@ def test_local_malformed_payload_exits_2(tmp_path: Path) -> None:
     assert "malformed-payload" in out
 
 
-def test_local_prints_artifact_urls(tmp_path: Path) -> None:
+def test_local_saves_artifacts_and_prints_their_paths(tmp_path: Path) -> None:
+    """Issue 9: the embedded platform stops with the command, so no (dead) URLs but files on disk."""
     task = tmp_path / "art.yml"
     task.write_text(
         yaml.safe_dump(
@@ -77,8 +78,8 @@ def test_local_prints_artifact_urls(tmp_path: Path) -> None:
     result = _local(task, tmp_path)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    urls = [w for w in out.split() if w.startswith("http://127.0.0.1") and "public/result.txt" in w]
-    assert urls, f"no artifact URL printed:\n{out}"
+    paths = [w for w in out.split() if w.startswith("/") and w.endswith("public/result.txt")]
+    assert paths and Path(paths[0]).read_text() == "result-data\n", f"no saved artifact printed:\n{out}"
 
 
 def test_local_runs_every_shipped_example_with_the_exit_code_its_name_promises(tmp_path: Path) -> None:

@@ -17,10 +17,20 @@ import docker
 import slugid
 
 from helpers.dockerimage import TEST_IMAGE
+from helpers.engines import write_signing_key
 from tcworker import tctime
 from tcworker.config import WorkerConfig, from_mapping
 from tcworker.engines.base import RunContext
 from tcworker.worker.tasklog import TaskLog
+
+
+def signing_key(directory: Path) -> Path:
+    """A real ed25519 seed file (the chain-of-trust feature reads the key when a worker starts)."""
+    path = directory / "ed25519.key"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        write_signing_key(path)
+    return path
 
 
 def engine_config(tmp_path: Path, **overrides: Any) -> WorkerConfig:
@@ -33,7 +43,7 @@ def engine_config(tmp_path: Path, **overrides: Any) -> WorkerConfig:
         "workerId": f"w-{slugid.nice()[:8]}",
         "workerType": f"docker-{uuid.uuid4().hex[:8]}",
         "provisionerId": "tcworker-test",
-        "ed25519SigningKeyLocation": "unused",
+        "ed25519SigningKeyLocation": str(signing_key(tmp_path)),
         "tasksDir": str(tmp_path / "tasks"),
         "cachesDir": str(tmp_path / "caches"),
         "downloadsDir": str(tmp_path / "downloads"),

@@ -139,7 +139,8 @@ def test_gzip_copy_decodes_to_the_original_and_hashes_the_original(tmp_path: Pat
     source = tmp_path / "big.txt"
     data = b"hello gzip\n" * 50_000
     source.write_bytes(data)
-    packed, hashes = compress(source, tmp_path)
+    copy = compress(source, tmp_path)
+    packed, hashes = copy.path, copy.hashes
     try:
         assert gzip.decompress(packed.read_bytes()) == data
         assert packed.stat().st_size < len(data) // 10

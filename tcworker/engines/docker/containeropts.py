@@ -20,14 +20,13 @@ from tcworker.errors import MalformedPayload
 # do what these asked for. ``bufferLog`` (named in the issue) never existed in docker-worker; it is
 # accepted as an alias of ``bulkLog`` (whole-log upload = the normal backing log).
 LOG_FEATURES = frozenset({"localLiveLog", "bulkLog", "bufferLog"})
-# Served by features (tcworker.features.taskcluster_proxy, tcworker.features.docker_proxies).
+# Served by features (tcworker.features.taskcluster_proxy, tcworker.features.docker_proxies,
+# tcworker.features.chain_of_trust).
 PROXY_FEATURES = frozenset(
     {"taskclusterProxy", "relengAPIProxy", "balrogVPNProxy", "balrogStageVPNProxy", "testdroidProxy"}
 )
-HANDLED_FEATURES = LOG_FEATURES | PROXY_FEATURES | {"dockerSave", "allowPtrace", "artifacts"}
-NOT_YET = {
-    "chainOfTrust": "chain-of-trust artifacts are not implemented for docker-worker payloads yet",
-}
+HANDLED_FEATURES = LOG_FEATURES | PROXY_FEATURES | {"dockerSave", "allowPtrace", "artifacts", "chainOfTrust"}
+NOT_YET: dict[str, str] = {}
 NOT_SUPPORTED = {
     "interactive": "interactive (docker exec over websocket) sessions are not supported by tcworker",
     "dind": "docker-in-docker is not supported by tcworker (it was removed from docker-worker)",

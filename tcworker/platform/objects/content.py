@@ -5,13 +5,17 @@ memory whole and the loop never blocks on the disk; sha512 runs beside sha256 (`
 
 A ``gzip`` upload (PUT with ``Content-Encoding: gzip``) is stored as sent and served back with
 that encoding; its hashes are computed over the *decoded* bytes, because that is what the
-official download helper verifies after its HTTP client has decoded the response.
+official download helper verifies after its HTTP client has decoded the response. When the
+uploader declared the sha256 of the bytes it sends (``sent_sha256``, from ``Content-Digest``),
+only those (compressed) bytes are hashed and checked: no inflating, no pass over the plain
+content; the plain hashes are then the uploader's (the download helper still checks them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import os
 import secrets
 import zlib
@@ -35,19 +39,35 @@ class ContentStore:
         return self.root / digest[:2] / digest
 
     async def write(
-        self, target: Path, chunks: AsyncIterator[bytes], expected_length: int | None, *, gzip: bool = False
+        self,
+        target: Path,
+        chunks: AsyncIterator[bytes],
+        expected_length: int | None,
+        *,
+        gzip: bool = False,
+        sent_sha256: bytes | None = None,
     ) -> tuple[int, dict[str, str]]:
         """Stream ``chunks`` into ``target`` (replacing it atomically); returns (length, hashes).
 
-        More bytes than ``expected_length`` raise ``InputTooLarge`` as soon as they arrive (the
-        partial file is removed), so a chunked body cannot fill the disk past what was declared.
+        With ``sent_sha256`` (gzip only) the returned hashes are empty: the bytes were checked
+        against it instead. More bytes than ``expected_length`` raise ``InputTooLarge`` as soon as
+        they arrive (the partial file is removed), so a chunked body cannot fill the disk past what
+        was declared.
         """
         part = target.with_name(f"{target.name}.part-{secrets.token_hex(4)}")
         hashes = PlainDigests()
-        decoder = zlib.decompressobj(wbits=31) if gzip else None
+        trusted = sent_sha256 is not None and gzip
+        sent = hashlib.sha256()
+        decoder = zlib.decompressobj(wbits=31) if gzip and not trusted else None
         length = 0
+        first = bytearray()
 
         def digest(data: bytes) -> None:
+            if trusted:
+                sent.update(data)
+                if len(first) < 2:
+                    first.extend(data[: 2 - len(first)])
+                return
             if decoder is None:
                 hashes.update(data)
                 return
@@ -93,7 +113,13 @@ class ContentStore:
                 raise InputError(f"received {length} bytes but Content-Length said {expected_length}")
             if decoder is not None and not decoder.eof:
                 raise InputError("the gzip stream is truncated")
-            digests = await asyncio.to_thread(hashes.hexdigests)
+            if trusted:
+                assert sent_sha256 is not None
+                if not hmac.compare_digest(sent.digest(), sent_sha256):
+                    raise InputError("the body does not match its Content-Digest")
+                if bytes(first) != b"\x1f\x8b":
+                    raise InputError("Content-Encoding is gzip but the body is not valid gzip")
+            digests = {} if trusted else await asyncio.to_thread(hashes.hexdigests)
             await asyncio.to_thread(os.replace, part, target)
         except BaseException:
             await asyncio.to_thread(_unlink, part)

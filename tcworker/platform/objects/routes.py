@@ -84,6 +84,7 @@ def data_handlers(objects: ObjectService) -> tuple[Any, Any]:
             request.headers.get("Content-Type", ""),
             length,
             request.headers.get("Content-Encoding", "identity").strip().lower() or "identity",
+            request.headers.get("Content-Digest"),
         )
         return web.Response(status=200)
 

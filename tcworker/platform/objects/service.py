@@ -163,10 +163,14 @@ class ObjectService:
         content_type: str,
         length: int | None,
         encoding: str = "identity",
+        content_digest: str | None = None,
     ) -> None:
         """The PUT behind a ``putUrl``: stream the body to disk, record its hashes.
 
         ``encoding`` is the PUT's Content-Encoding: ``identity`` or ``gzip`` (kept and served back).
+        A gzip body with a ``Content-Digest: sha-256=:…:`` header (RFC 9530, digest of the bytes as
+        sent) is checked against that digest alone instead of being inflated and hashed whole;
+        its plain-content hashes are then the uploader's, given at finishUpload.
         """
         claims = self.signer.check("put", token)
         if claims is None:
@@ -183,7 +187,10 @@ class ObjectService:
             raise RequestConflict(f"object {name} is not accepting data for this upload")
         expected = length if length is not None else (promised if promised >= 0 else None)
         gzip = encoding == "gzip"
-        size, hashes = await self.content.write(Path(row["data_file"]), chunks, expected, gzip=gzip)
+        sent_sha256 = parse_content_digest(content_digest) if gzip and content_digest else None
+        size, hashes = await self.content.write(
+            Path(row["data_file"]), chunks, expected, gzip=gzip, sent_sha256=sent_sha256
+        )
         await self.db.run(
             self._record_data,
             name,
@@ -211,8 +218,13 @@ class ObjectService:
                 raise InputError(f"no data was uploaded for object {name}")
             computed = json.loads(row["data_hashes"])
             for algo in ("sha256", "sha512"):
-                if algo in merged and merged[algo] != computed[algo]:
+                if algo in merged and algo in computed and merged[algo] != computed[algo]:
                     raise InputError(f"{algo} given for object {name} does not match the uploaded data")
+            if not any(algo in merged or algo in computed for algo in ("sha256", "sha512")):
+                raise InputError(
+                    f"object {name} was uploaded with a Content-Digest only: finishUpload must give "
+                    "the sha256 or sha512 of its content"
+                )
             conn.execute(
                 "UPDATE objects SET finished = 1, hashes = ? WHERE name = ?",
                 (json.dumps({**merged, **computed}), name),
@@ -262,6 +274,23 @@ class ObjectService:
         if row["content_encoding"]:
             headers["Content-Encoding"] = row["content_encoding"]
         return Path(row["data_file"]), headers
+
+
+def parse_content_digest(header: str) -> bytes:
+    """The sha-256 value of an RFC 9530 ``Content-Digest`` header (other algorithms: 400)."""
+    for member in header.split(","):
+        algo, sep, value = member.strip().partition("=")
+        if sep and algo.strip().lower() == "sha-256":
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == ":":
+                try:
+                    digest = base64.b64decode(value[1:-1], validate=True)
+                except (binascii.Error, ValueError):
+                    digest = b""
+                if len(digest) == 32:
+                    return digest
+            raise InputError("Content-Digest sha-256 must be a base64 byte sequence of 32 bytes (:...:)")
+    raise InputError("Content-Digest must include sha-256")
 
 
 def _object_row(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:

@@ -1,0 +1,1 @@
+"""Live logs: the worker's HTTP server that streams running tasks' logs (``server``)."""

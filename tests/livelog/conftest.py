@@ -1,0 +1,96 @@
+"""Fixtures for the live-log tests: real platform, real `tcworker run` processes (tests/e2e harness),
+real Docker for the docker-worker payload, real gpg for encryptedEnv.
+
+The worker harness (tests/helpers/workerproc.py), the docker image helpers (tests/helpers/dockerimage.py)
+and the gpg helpers (tests/helpers/gpg.py) are reused, not copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter
+from helpers.taskprocs import kill_marked
+from helpers.workerproc import WorkerProcess, clean_env, new_signing_key, unique_worker_type, worker_config
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return new_signing_key(tmp_path_factory.mktemp("keys") / "ed25519.key")
+
+
+@pytest.fixture
+def submitter(shared_platform: PlatformProcess) -> Iterator[Submitter]:
+    sub = Submitter(
+        shared_platform.queue(),
+        shared_platform.root_url,
+        unique_worker_type(),
+        shared_platform.root_access_token,
+    )
+    try:
+        yield sub
+    finally:
+        kill_marked(sub.mark)
+
+
+WorkerFactory = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(
+    tmp_path: Path, signing_key: Path, shared_platform: PlatformProcess, submitter: Submitter
+) -> Iterator[WorkerFactory]:
+    """`start_worker(rootURL=..., engine="docker", ...)`: a `tcworker run` on this test's queue."""
+    made: list[WorkerProcess] = []
+
+    def factory(**overrides: Any) -> WorkerProcess:
+        workdir = tmp_path / f"worker-{len(made)}"
+        workdir.mkdir()
+        overrides.setdefault("workerType", submitter.worker_type)
+        config = worker_config(
+            shared_platform.root_url, shared_platform.root_access_token, workdir, signing_key, **overrides
+        )
+        worker = WorkerProcess(workdir, config, clean_env())
+        made.append(worker)
+        return worker.start()
+
+    try:
+        yield factory
+    finally:
+        for worker in made:
+            worker.stop()
+            print(f"\n===== worker {worker.worker_id} output (tail) =====\n{worker.tail(6000)}")
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """The busybox test image on a reachable Docker engine (tests/docker's helpers), or skip/fail."""
+    import docker
+    import docker.errors
+    from helpers.ci import skip_or_fail
+    from helpers.dockerimage import TEST_IMAGE, busybox_path, import_image
+
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except docker.errors.DockerException:
+        skip_or_fail("no Docker daemon answers (run .ci/docker-setup.sh as root to start one)")
+        raise
+    try:
+        client.images.get(TEST_IMAGE)
+    except docker.errors.ImageNotFound:
+        if busybox_path() is None:
+            skip_or_fail("busybox-static is not installed, so the test image cannot be built")
+        import_image(client, TEST_IMAGE)
+    return TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def gpg_key() -> Iterator[Any]:
+    from helpers.gpg import make_gpg_key
+
+    yield from make_gpg_key("future-default")
