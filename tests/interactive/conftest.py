@@ -1,30 +1,17 @@
-"""Fixtures for the interactive-shell tests: real platform, real `tcworker run` processes (the
-tests/e2e harness, reused, not copied)."""
+"""Fixtures for the interactive-shell tests: real platform, real `tcworker run` processes (the worker
+harness of tests/helpers/workerproc.py, reused, not copied)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "e2e")]
-from e2e_harness import (  # noqa: E402
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    kill_marked,
-    new_signing_key,
-    unique_worker_type,
-    worker_config,
-)
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:  # tests/ imported as a package
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter
+from helpers.taskprocs import kill_marked
+from helpers.workerproc import WorkerProcess, clean_env, new_signing_key, unique_worker_type, worker_config
 
 
 @pytest.fixture(scope="session")

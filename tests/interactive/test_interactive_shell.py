@@ -25,7 +25,8 @@ import aiohttp
 import psutil
 import pytest
 import taskcluster
-from e2e_harness import Submitter
+from helpers.ci import skip_or_fail
+from helpers.submitter import Submitter
 
 from tcworker.interactive.protocol import resize_message, stdin_message
 
@@ -104,7 +105,10 @@ def multiuser_unavailable() -> str | None:
     return None
 
 
-@pytest.mark.parametrize("engine", ["simple", "multiuser"])
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.mark.parametrize("engine", ["simple", pytest.param("multiuser", marks=pytest.mark.root)])
 def test_shell_of_running_task(
     submitter: Submitter, start_worker: Any, tmp_path: Path, homes_dir: Path, engine: str
 ) -> None:
@@ -117,9 +121,7 @@ def test_shell_of_running_task(
     if engine == "multiuser":
         reason = multiuser_unavailable()
         if reason:
-            if os.environ.get("CI") == "true":
-                pytest.fail(reason)
-            pytest.skip(reason)
+            skip_or_fail(reason)
         worker = start_worker(interactivePort=port, engine="multiuser", headlessTasks=True, tasksDir=str(homes_dir))
     else:
         worker = start_worker(interactivePort=port)
@@ -183,4 +185,9 @@ def test_shell_of_running_task(
     # The secret is in no public artifact and not in the task log.
     log = submitter.log(task_id)
     assert secret not in log
+    assert secret not in worker.output()  # nor in the worker's own log
+    public = [name for name in submitter.artifacts(task_id, 0) if name.startswith("public/")]
+    for name in public:
+        content, _ = submitter.download(task_id, 0, name)
+        assert secret.encode() not in content, name
     assert "[interactive] shell available" in log

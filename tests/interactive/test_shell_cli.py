@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pexpect
-from e2e_harness import Submitter, clean_env
+import pytest
+from helpers.platformproc import ROOT_CLIENT_ID
+from helpers.submitter import Submitter
+from helpers.workerproc import clean_env
 from test_interactive_shell import free_port, socket_url_of
 
-try:
-    from platformproc import ROOT_CLIENT_ID
-except ImportError:  # tests/ imported as a package
-    from tests.platformproc import ROOT_CLIENT_ID  # type: ignore[no-redef]
-
+pytestmark = pytest.mark.timeout(180)
 
 PROMPT = r"[#$] "  # bash's prompt (set by the host's /etc/bash.bashrc) ends with "# " or "$ "
 
