@@ -17,7 +17,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import struct
 import termios
 from dataclasses import dataclass, field
@@ -73,16 +72,23 @@ class PtySession:
             extra = {"user": target.uid, "group": target.gid, "extra_groups": list(target.groups)}
         env = dict(target.env)
         env.setdefault("TERM", "xterm-256color")
+        # util-linux ``setsid --ctty`` makes the new session and takes the PTY as controlling
+        # terminal, then execs the shell (same pid; the child is no group leader, so no fork):
+        # no ``preexec_fn``, which is unsafe in the worker's threaded process.
+        setsid = shutil.which("setsid")
+        if setsid is not None:
+            argv, session = [setsid, "--ctty", shell_program()], {}
+        else:
+            argv, session = [shell_program()], {"start_new_session": True, "preexec_fn": _make_controlling_terminal}
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                shell_program(),
+                *argv,
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
                 cwd=str(target.directory),
                 env=env,
-                start_new_session=True,
-                preexec_fn=_make_controlling_terminal,
+                **session,  # type: ignore[arg-type]
                 **extra,  # type: ignore[arg-type]
             )
         finally:
@@ -151,8 +157,8 @@ class PtySession:
         """Kill every process of the session and release the PTY (idempotent)."""
         self._stop_reading()
         proc = self.proc
-        if proc is not None and proc.returncode is None:
-            await asyncio.to_thread(kill_session, proc.pid)
+        if proc is not None:
+            await asyncio.to_thread(kill_session, proc.pid)  # also when the shell itself is gone
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
         if self.master >= 0:
@@ -162,15 +168,18 @@ class PtySession:
             await self.ws.close()
 
 
-def kill_session(pid: int) -> None:
-    """SIGKILL the shell's process group and every descendant (also those that left the group)."""
-    try:
-        descendants = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    for proc in descendants:
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of the shell's session (the shell is its leader, so ``sid`` is its
+    pid): background jobs have their own process groups and outlive a dead shell (the engine
+    may have killed it first), but they stay in its session. Plus the shell's descendants."""
+    doomed: list[psutil.Process] = []
+    with contextlib.suppress(psutil.Error):
+        doomed += psutil.Process(sid).children(recursive=True)
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError):
+            if os.getsid(proc.pid) == sid:
+                doomed.append(proc)
+    for proc in doomed:
         with contextlib.suppress(psutil.Error):
             proc.kill()
 
