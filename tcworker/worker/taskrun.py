@@ -88,6 +88,7 @@ class TaskRun:
             dict(claim),
             reclaim_interval=float(config.reclaimIntervalSecs),
             on_lost=self._claim_lost,
+            status_interval=float(config.statusPollIntervalSecs),
         )
         self.publisher = ArtifactPublisher(
             clients,
