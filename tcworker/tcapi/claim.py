@@ -63,6 +63,7 @@ class RunClaim:
         self._status_task: asyncio.Task[None] | None = None
         self.status_polls = 0
         self.status_poll_failures = 0
+        self.reclaim_failures = 0
 
     @classmethod
     def from_claim(cls, clients: Clients, claim: dict[str, Any], **kwargs: Any) -> RunClaim:
@@ -171,6 +172,7 @@ class RunClaim:
         try:
             result = await self._queue.reclaimTask(self.task_id, str(self.run_id))
         except Exception as e:
+            self.reclaim_failures += 1
             await self._lose(e)
             return False
         self.credentials = dict(result["credentials"])

@@ -66,6 +66,7 @@ class ArtifactPublisher:
         self.tmp_dir = tmp_dir  # where gzip copies are made (the run's private scratch dir)
         self.gzip = gzip  # False: every artifact is stored as identity (GW's createObjectArtifacts mode)
         self.uploaded_sha256: dict[str, str] = {}  # artifact name → sha256 hex of the plain content
+        self.uploaded_bytes = 0  # bytes sent to the object service (gzip bytes when gzipped), for metrics
 
     async def _call(self, what: str, attempt: Callable[[], Any]) -> Any:
         try:
@@ -125,6 +126,7 @@ class ArtifactPublisher:
 
         await self._call(f"uploading artifact {name}", attempt)
         self.uploaded_sha256[name] = hashlib.sha256(data).hexdigest()
+        self.uploaded_bytes += len(data)
 
     async def create_object(self, name: str, content_type: str, expires: str) -> dict[str, Any]:
         """``createArtifact`` (``object``) alone: the upload's name, ``uploadId`` and credentials."""
@@ -169,6 +171,7 @@ class ArtifactPublisher:
             )
             await self._finish(name, resp)
             self.uploaded_sha256[name] = packed.hashes["sha256"]
+            self.uploaded_bytes += (await asyncio.to_thread(packed.path.stat)).st_size
             return
         f: BinaryIO = await asyncio.to_thread(open, path, "rb")
         readers: list[_HashingFileReader] = []
@@ -194,6 +197,7 @@ class ArtifactPublisher:
         finally:
             f.close()
         await self._finish(name, resp)
+        self.uploaded_bytes += size
         if readers:
             self.uploaded_sha256[name] = readers[-1].sha256.hexdigest()
 

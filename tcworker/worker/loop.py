@@ -317,6 +317,7 @@ class WorkerLoop:
         # The status file is written while the run starts (its lock keeps the writes in order).
         status = asyncio.create_task(self._save_status())
         to_run = claim
+        run: TaskRun | None = None
         try:
             to_run = await self._claimed(claim)
             run = self._make_run(to_run, lambda res: self._release(key, res[1]))
@@ -327,7 +328,7 @@ class WorkerLoop:
         except BaseException:
             log.exception("task %s crashed the run wrapper", key)
         if self.metrics is not None:
-            self.metrics.run_ended(resolution, time.monotonic() - claimed_at)
+            self._count_run(run, resolution, claimed_at)
         await self._released(to_run, resolution)
         reason = resolution[1]
         try:
@@ -347,6 +348,22 @@ class WorkerLoop:
             keep = {task_dir_name(r.task_id, r.run_id) for r in self.running.values() if r is not None}
             keep |= {task_dir_name(*_split(k)) for k in self.running}
             await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, keep)
+
+    def _count_run(self, run: TaskRun | None, resolution: tuple[str, str | None], claimed_at: float) -> None:
+        if self.metrics is None:
+            return
+        if run is None:
+            self.metrics.run_ended(resolution, time.monotonic() - claimed_at)
+            return
+        if resolution[0] == "none" and run.claim.lost_reason:  # the queue resolved it (cancel, …)
+            resolution = ("resolved-by-queue", run.claim.lost_reason)
+        self.metrics.run_ended(
+            resolution,
+            time.monotonic() - claimed_at,
+            to_start=None if run.prepared_at is None else run.prepared_at - claimed_at,
+            uploaded_bytes=run.publisher.uploaded_bytes,
+            reclaim_failures=run.claim.reclaim_failures,
+        )
 
     async def _drain(self, code: ExitCode) -> ExitCode:
         self._mark_stopping()

@@ -76,6 +76,20 @@ class WorkerMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.claim_to_start = Histogram(
+            "tcworker_task_claim_to_start_seconds",
+            "Claim to the run's sandbox being ready (admission, image, user, task dir); commands start next",
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.upload_bytes = Counter(
+            "tcworker_upload_bytes",
+            "Artifact and log bytes sent to the object service",
+            registry=self.registry,
+        )
+        self.reclaim_failures = Counter(
+            "tcworker_reclaim_failures", "reclaimTask calls that failed (claim lost)", registry=self.registry
+        )
         self.queue_errors = Counter(
             "tcworker_queue_errors",
             "claimWork calls that failed after the client's retries",
@@ -89,10 +103,22 @@ class WorkerMetrics:
     def queue_reached(self) -> None:
         self.last_queue_contact = time.monotonic()
 
-    def run_ended(self, resolution: tuple[str, str | None], seconds: float) -> None:
+    def run_ended(
+        self,
+        resolution: tuple[str, str | None],
+        seconds: float,
+        *,
+        to_start: float | None = None,
+        uploaded_bytes: int = 0,
+        reclaim_failures: int = 0,
+    ) -> None:
         state, reason = resolution
         self.resolved.labels(state, reason or "").inc()
         self.duration.observe(seconds)
+        if to_start is not None:
+            self.claim_to_start.observe(to_start)
+        self.upload_bytes.inc(uploaded_bytes)
+        self.reclaim_failures.inc(reclaim_failures)
 
     # ---- HTTP --------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:

@@ -74,6 +74,16 @@ def test_metrics_count_tasks_and_health_flips_during_shutdown(submitter: Submitt
     assert s[("tcworker_task_duration_seconds_count", ())] == 3
     assert s[("tcworker_task_duration_seconds_sum", ())] > 0
     assert s[("tcworker_queue_errors_total", ())] == 0
+    assert s[("tcworker_reclaim_failures_total", ())] == 0
+    assert s[("tcworker_task_claim_to_start_seconds_count", ())] == 3
+    # Every byte the object service holds for these runs (object artifacts, as stored) was counted.
+    stored = 0
+    for task_id in [*ok, bad]:
+        for name, art in submitter.artifacts(task_id, 0).items():
+            if art["storageType"] == "object":
+                stored += len(submitter.raw_artifact(task_id, 0, name)[1])
+    assert stored > 0
+    assert s[("tcworker_upload_bytes_total", ())] == stored
     assert s[("tcworker_capacity", ())] == 1
     assert s[("tcworker_disk_free_bytes", ())] > 0
 
@@ -91,3 +101,22 @@ def test_metrics_count_tasks_and_health_flips_during_shutdown(submitter: Submitt
     assert requests.get(f"{base}/health", timeout=5).text.strip() == "shutting down"
     assert worker.wait(60) == 71
     assert submitter.wait_run(sleeper, timeout=10)["state"] == "completed"
+
+
+def test_metrics_count_a_reclaim_failure(submitter: Submitter, start_worker) -> None:
+    port = _free_port()
+    # Status poll off: the cancel is seen by the reclaim (409), which the counter must show.
+    worker = start_worker(
+        metricsListenAddress=f"127.0.0.1:{port}", statusPollIntervalSecs=0, reclaimIntervalSecs=1
+    )
+    base = f"http://127.0.0.1:{port}"
+    task_id = submitter.create({"command": [["sleep", "600"]], "maxRunTime": 900})
+    submitter.wait_running(task_id, worker=worker)
+    assert wait_for_marked(submitter.mark, present=True, timeout=30)
+    submitter.queue.cancelTask(task_id)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not _samples(base).get(("tcworker_reclaim_failures_total", ())):
+        time.sleep(0.1)
+    s = _samples(base)
+    assert s[("tcworker_reclaim_failures_total", ())] == 1
+    assert s[("tcworker_tasks_resolved_total", (("reason", "canceled"), ("state", "resolved-by-queue")))] == 1
