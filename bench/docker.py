@@ -31,14 +31,14 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 REPO = _HERE.parent
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "docker")]
+sys.path[:0] = [str(REPO / "tests")]  # the shared test helpers: tests/helpers/
 
 import docker  # noqa: E402
 import docker.errors  # noqa: E402
 import slugid  # noqa: E402
 import taskcluster  # noqa: E402
-from dockerhelpers import TEST_IMAGE, import_image  # noqa: E402
-from platformproc import PlatformProcess  # noqa: E402
+from helpers.dockerimage import TEST_IMAGE, import_image  # noqa: E402
+from helpers.platformproc import PlatformProcess  # noqa: E402
 
 PROVISIONER = "bench"
 POLL = 0.01

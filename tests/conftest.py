@@ -1,43 +1,18 @@
-"""Shared pytest fixtures: a real platform server process, a free-port helper, CI detection.
+"""Fixtures for the whole suite: real platform server processes, and dockerd with its test image.
 
-Kept small and generic on purpose: every test area imports from here, so area-specific helpers
-live in that area's own directory.
+Only fixtures live here; the functions and classes tests share are in ``tests/helpers/`` (imported
+as ``from helpers.<module> import …``), and each area's own fixtures in that area's conftest.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:  # tests/ imported as a package (rootdir on sys.path instead of tests/)
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
-
-
-def in_ci() -> bool:
-    """True when env CI is set to a true value: missing infrastructure must then fail, not skip."""
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip locally, fail in CI (the project's rule for missing infrastructure)."""
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true, so this is a failure, not a skip)")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (prefer binding port 0 where possible)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
+from helpers.dockerfixtures import docker_client, test_image  # noqa: F401 - fixtures for every area
+from helpers.platformproc import PlatformProcess
 
 PlatformFactory = Callable[..., PlatformProcess]
 

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cotpools import Pool, start_pool  # noqa: E402
-from dockerhelpers import skip_or_fail  # noqa: E402
-from platformproc import PlatformProcess  # noqa: E402
+from helpers.ci import skip_or_fail
+from helpers.cotpools import Pool, start_pool
+from helpers.platformproc import PlatformProcess
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +55,7 @@ def docker_pool(host_root: Path, shared_platform: PlatformProcess) -> Iterator[P
     """A docker-engine worker with the busybox test image (docker-worker and generic payloads)."""
     import docker
     import docker.errors
-    from dockerhelpers import TEST_IMAGE, busybox_path, import_image
+    from helpers.dockerimage import TEST_IMAGE, busybox_path, import_image
 
     try:
         client = docker.from_env(timeout=60)

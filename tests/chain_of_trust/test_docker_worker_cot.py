@@ -16,9 +16,9 @@ import aiohttp
 import docker
 import pytest
 import swhelpers
-from cotchecks import CERTIFIED, COT, PROVENANCE, SIG, cot_of, run_task, sha256, tcworker_verify
-from cotpools import Pool
-from dockerhelpers import TEST_IMAGE
+from helpers.cotchecks import CERTIFIED, COT, PROVENANCE, SIG, cot_of, run_task, sha256, tcworker_verify
+from helpers.cotpools import Pool
+from helpers.dockerimage import TEST_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -166,7 +166,7 @@ def test_generic_payload_in_a_container_is_certified_with_its_image(docker_pool:
 async def test_enable_provenance_false_publishes_no_provenance(
     docker_pool: Pool, shared_platform: Any, tmp_path: Path
 ) -> None:
-    from dockerhelpers import InProcessRun
+    from helpers.dockerruns import InProcessRun
 
     async with InProcessRun(shared_platform, tmp_path, enableProvenance=False) as worker:
         resolution, log, task_id = await worker.run(dw_payload("echo x > /out.txt"))

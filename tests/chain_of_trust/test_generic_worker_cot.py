@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import jsonschema
 import pytest
-from cotchecks import (
+from helpers.cotchecks import (
     CERTIFIED,
     COT,
     GPG_CERT,
@@ -31,8 +31,8 @@ from cotchecks import (
     sha256,
     tcworker_verify,
 )
-from cotpools import Pool
-from e2e_harness import clean_env
+from helpers.cotpools import Pool
+from helpers.workerproc import clean_env
 from scriptworker.constants import DEFAULT_CONFIG
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]

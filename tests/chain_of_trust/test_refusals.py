@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cotchecks import COT, run_task
-from cotpools import Pool, start_pool
-from e2e_harness import WorkerProcess, clean_env, worker_config
-from platformproc import PlatformProcess
+from helpers.cotchecks import COT, run_task
+from helpers.cotpools import Pool, start_pool
+from helpers.platformproc import PlatformProcess
+from helpers.workerproc import WorkerProcess, clean_env, worker_config
 
 pytestmark = pytest.mark.timeout(180)
 

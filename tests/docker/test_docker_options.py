@@ -12,8 +12,9 @@ from pathlib import Path
 
 import docker
 import pytest
-from dockerhelpers import TEST_IMAGE, InProcessRun, containers_of, import_image, log_text, make_run
-from platformproc import PlatformProcess
+from helpers.dockerimage import TEST_IMAGE, import_image
+from helpers.dockerruns import InProcessRun, containers_of, log_text, make_run
+from helpers.platformproc import PlatformProcess
 
 from tcworker.engines.docker.containeropts import container_options
 from tcworker.errors import TaskFailed

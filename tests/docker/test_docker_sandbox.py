@@ -12,7 +12,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from dockerhelpers import containers_of, import_image, log_text, make_run, volume_names
+from helpers.dockerimage import import_image
+from helpers.dockerruns import containers_of, log_text, make_run, volume_names
 
 from tcworker.engines.base import (
     EXIT_ABORTED,
@@ -289,7 +290,7 @@ async def test_abort_from_another_thread_kills_the_container(make_engine, tmp_pa
 
 
 async def test_unreachable_daemon_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dockerhelpers import engine_config
+    from helpers.dockerruns import engine_config
 
     from tcworker.engines.docker.engine import DockerEngine
     from tcworker.errors import ConfigError

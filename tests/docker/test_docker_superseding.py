@@ -11,11 +11,7 @@ claimTask, as the protocol says.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,86 +19,27 @@ from typing import Any
 import docker
 import pytest
 import slugid
-from aiohttp import web
-from dockerhelpers import TEST_IMAGE
-
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "e2e")]
-from e2e_harness import (  # noqa: E402
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    new_signing_key,
-    unique_worker_type,
-    worker_config,
-)
+from helpers.ci import free_port
+from helpers.dockerimage import TEST_IMAGE
+from helpers.submitter import Submitter
+from helpers.superseding import Superseder, in_background
+from helpers.workerproc import WorkerProcess, start_worker_process
 
 pytestmark = pytest.mark.docker
 
 LOG = "public/logs/live_backing.log"
 
 
-class SupersederServer:
-    """``GET /<key>?taskId=X`` → ``{"supersedes": lists[key]}``; every request's (key, taskId) is kept."""
-
-    def __init__(self) -> None:
-        self.lists: dict[str, list[str]] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        self.base_url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="superseder", daemon=True)
-        self._runner: web.AppRunner | None = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        key = request.match_info["key"]
-        self.requests.append((key, request.query.get("taskId")))
-        return web.json_response({"supersedes": self.lists.get(key, [])})
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{key}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    def start(self) -> SupersederServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
-
-    def url(self, key: str) -> str:
-        return f"{self.base_url}/{key}"
-
-    def asked_for(self, key: str) -> list[str | None]:
-        return [task_id for k, task_id in self.requests if k == key]
-
-
 @pytest.fixture(scope="module")
-def superseder() -> Iterator[SupersederServer]:
-    server = SupersederServer().start()
-    try:
+def superseder() -> Iterator[Superseder]:
+    with in_background(Superseder()) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def submitter(shared_platform: Any) -> Submitter:
     """A task queue of its own per test: the worker of one test never sees another test's tasks."""
-    return Submitter(
-        shared_platform.queue(),
-        shared_platform.root_url,
-        unique_worker_type(),
-        shared_platform.root_access_token,
-    )
+    return Submitter.for_platform(shared_platform)
 
 
 @pytest.fixture
@@ -117,20 +54,17 @@ def start_worker(
     procs: list[WorkerProcess] = []
 
     def start() -> WorkerProcess:
-        workdir = tmp_path / "worker"
-        workdir.mkdir()
-        config = worker_config(
-            shared_platform.root_url,
-            shared_platform.root_access_token,
-            workdir,
-            new_signing_key(workdir / "ed25519.key"),
-            engine="docker",
-            dockerImage=TEST_IMAGE,
-            workerType=submitter.worker_type,
-            workerGroup="docker-supersede",
-            capacity=1,
+        procs.append(
+            start_worker_process(
+                shared_platform,
+                tmp_path / "worker",
+                engine="docker",
+                dockerImage=TEST_IMAGE,
+                workerType=submitter.worker_type,
+                workerGroup="docker-supersede",
+                capacity=1,
+            )
         )
-        procs.append(WorkerProcess(workdir, config, clean_env()).start())
         return procs[-1]
 
     yield start
@@ -159,10 +93,7 @@ def _json_artifact(submitter: Submitter, task_id: str, name: str) -> Any:
 
 def _closed_port_url() -> str:
     """An http URL on 127.0.0.1 where nothing listens (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/down"
+    return f"http://127.0.0.1:{free_port()}/down"
 
 
 def _assert_no_containers_left(client: docker.DockerClient, worker: WorkerProcess) -> None:
@@ -172,7 +103,7 @@ def _assert_no_containers_left(client: docker.DockerClient, worker: WorkerProces
 
 def test_only_the_primary_runs_and_the_secondaries_are_superseded(
     submitter: Submitter,
-    superseder: SupersederServer,
+    superseder: Superseder,
     start_worker: Any,
     docker_client: docker.DockerClient,
 ) -> None:
@@ -225,7 +156,7 @@ def test_only_the_primary_runs_and_the_secondaries_are_superseded(
 
 def test_unlisted_task_and_unreachable_superseder_run_normally(
     submitter: Submitter,
-    superseder: SupersederServer,
+    superseder: Superseder,
     start_worker: Any,
     docker_client: docker.DockerClient,
 ) -> None:

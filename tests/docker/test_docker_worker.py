@@ -8,7 +8,6 @@ platform process (``shared_platform``); tasks are submitted and checked with the
 from __future__ import annotations
 
 import re
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -20,18 +19,10 @@ import docker
 import pytest
 import slugid
 import taskcluster
-from dockerhelpers import TEST_IMAGE, import_image
-
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / d) for d in ("e2e", "docker_features")]
-from dfhelpers import GpgKey, make_gpg_key  # noqa: E402
-from e2e_harness import (  # noqa: E402
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    new_signing_key,
-    unique_worker_type,
-    worker_config,
-)
+from helpers.dockerimage import TEST_IMAGE, import_image
+from helpers.gpg import GpgKey, make_gpg_key
+from helpers.submitter import Submitter
+from helpers.workerproc import WorkerProcess, start_worker_process
 
 pytestmark = pytest.mark.docker
 
@@ -40,12 +31,7 @@ VOLUME_IMAGE = "tcworker-test/with-volume:latest"
 
 @pytest.fixture(scope="module")
 def submitter(shared_platform: Any) -> Submitter:
-    return Submitter(
-        shared_platform.queue(),
-        shared_platform.root_url,
-        unique_worker_type(),
-        shared_platform.root_access_token,
-    )
+    return Submitter.for_platform(shared_platform)
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +43,14 @@ def worker(
     docker_client: docker.DockerClient,
 ) -> Iterator[WorkerProcess]:
     import_image(docker_client, VOLUME_IMAGE, changes=["VOLUME /data"])
-    workdir = tmp_path_factory.mktemp("docker-worker")
-    key = new_signing_key(workdir / "ed25519.key")
-    config = worker_config(
-        shared_platform.root_url,
-        shared_platform.root_access_token,
-        workdir,
-        key,
+    proc = start_worker_process(
+        shared_platform,
+        tmp_path_factory.mktemp("docker-worker"),
         engine="docker",
         dockerImage=TEST_IMAGE,
         workerType=submitter.worker_type,
         workerGroup="docker-tests",
     )
-    proc = WorkerProcess(workdir, config, clean_env()).start()
     try:
         yield proc
     finally:
@@ -261,24 +242,15 @@ def gpg_worker(
     tmp_path: Path, shared_platform: Any, gpg_key: GpgKey, test_image: str
 ) -> Iterator[tuple[WorkerProcess, Submitter]]:
     """A docker worker holding the OpenPGP secret key (``openpgpPrivateKeyLocation``), own queue."""
-    sub = Submitter(
-        shared_platform.queue(),
-        shared_platform.root_url,
-        unique_worker_type(),
-        shared_platform.root_access_token,
-    )
-    key = new_signing_key(tmp_path / "ed25519.key")
-    config = worker_config(
-        shared_platform.root_url,
-        shared_platform.root_access_token,
+    sub = Submitter.for_platform(shared_platform)
+    proc = start_worker_process(
+        shared_platform,
         tmp_path,
-        key,
         engine="docker",
         dockerImage=TEST_IMAGE,
         workerType=sub.worker_type,
         openpgpPrivateKeyLocation=str(gpg_key.secret_key_file),
     )
-    proc = WorkerProcess(tmp_path, config, clean_env()).start()
     try:
         yield proc, sub
     finally:

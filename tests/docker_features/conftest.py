@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from dfhelpers import WORKER, WORKER_SCOPES, GpgKey, RejectSupersededProxy, Superseder, make_gpg_key
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:  # tests/ imported as a package
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.gpg import GpgKey, make_gpg_key
+from helpers.platformproc import PlatformProcess
+from helpers.superseding import WORKER, WORKER_SCOPES, RejectSupersededProxy, Superseder
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import slugid
-from dfhelpers import GPG, GpgKey, make_gpg_key
+from helpers.gpg import GPG, GpgKey, make_gpg_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

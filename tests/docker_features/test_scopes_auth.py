@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import taskcluster.aio
-from dfhelpers import WORKER
+from helpers.superseding import WORKER
 
 from tcworker.errors import MalformedPayload, ResourceUnavailable
 from tcworker.features.docker_scopes import check_scopes

@@ -13,15 +13,9 @@ import slugid
 import taskcluster
 import taskcluster.aio
 import taskcluster.aio.download
-from dfhelpers import (
-    WORKER,
-    WORKER_GROUP,
-    RecordingLog,
-    RejectSupersededProxy,
-    Superseder,
-    new_queue_id,
-    task_def,
-)
+from helpers.logs import LineLog
+from helpers.superseding import WORKER, WORKER_GROUP, RejectSupersededProxy, Superseder
+from helpers.tasks import from_now, new_queue_id, task_def
 from taskcluster.exceptions import TaskclusterRestFailure
 
 from tcworker.features.superseding import JSON, SUPERSEDED_BY, SUPERSEDES, Plan, Superseding
@@ -48,7 +42,7 @@ class World:
         self.admin = aio_queue(root_url, root)
         self.worker = aio_queue(root_url, worker_creds)
         self.worker_clients = Clients(root_url, worker_creds)
-        self.queue_id = new_queue_id()
+        self.queue_id = new_queue_id("tcw-sup")
         self.key = slugid.nice()
         self.superseder = superseder
 
@@ -60,7 +54,7 @@ class World:
             "supersederUrl": self.superseder.url(self.key),
             **payload_extra,
         }
-        await self.admin.createTask(task_id, task_def(queue_id or self.queue_id, payload))
+        await self.admin.createTask(task_id, task_def(queue_id or self.queue_id, payload, expires=from_now(days=1)))
         return task_id
 
     async def claim_work(self) -> dict[str, Any]:
@@ -111,7 +105,7 @@ async def test_primary_runs_and_secondaries_are_superseded(world: World, tmp_pat
     assert claim["status"]["taskId"] == claimed
     newer, older = await world.create(), await world.create()
     world.superseder.lists[world.key] = [newer, claimed, older]
-    log = RecordingLog()
+    log = LineLog()
     sup = world.superseding()
 
     plan = await sup.plan(claim, log=log)
@@ -179,7 +173,7 @@ async def test_tasks_that_cannot_be_claimed_are_skipped(world: World) -> None:
     other_queue = await world.create(queue_id="tcw-other/elsewhere")  # the worker lacks claim-task there
     older = await world.create()
     world.superseder.lists[world.key] = [unknown, done, other_queue, claimed, older]
-    log = RecordingLog()
+    log = LineLog()
     sup = world.superseding()
     plan = await sup.plan(claim, log=log)
     assert plan.primary_task_id == claimed
@@ -200,9 +194,9 @@ async def test_task_of_another_queue_is_given_back(sup_platform: Any, superseder
     )
     claimed = await world.create()
     claim = await world.claim_work()
-    foreign = await world.create(queue_id=new_queue_id())
+    foreign = await world.create(queue_id=new_queue_id("tcw-sup"))
     world.superseder.lists[world.key] = [foreign, claimed]
-    log = RecordingLog()
+    log = LineLog()
     sup = world.superseding()
     plan = await sup.plan(claim, log=log)
     assert plan.primary_task_id == claimed and not plan.superseding
@@ -218,7 +212,7 @@ async def test_unlisted_claimed_task_runs_normally(world: World) -> None:
     assert claim["status"]["taskId"] == claimed
     a, b = await world.create(), await world.create()
     world.superseder.lists[world.key] = [a, b]
-    log = RecordingLog()
+    log = LineLog()
     plan = await world.superseding().plan(claim, log=log)
     assert plan.primary == claim and not plan.superseding
     assert "did not list this task" in log.text()
@@ -229,7 +223,7 @@ async def test_superseder_down_runs_normally(world: World) -> None:
     claimed = await world.create()
     claim = await world.claim_work()
     claim["task"]["payload"]["supersederUrl"] = world.superseder.url("status500")
-    log = RecordingLog()
+    log = LineLog()
     plan = await world.superseding().plan(claim, log=log)
     assert plan.primary == claim and not plan.superseding
     assert "HTTP 500" in log.text()
@@ -239,7 +233,7 @@ async def test_superseder_down_runs_normally(world: World) -> None:
 
 async def test_secondary_claims_are_kept_alive(tmp_path: Path, superseder: Superseder) -> None:
     """With a 4 s claim timeout the secondary would expire within the test; the reclaim loop keeps it."""
-    from platformproc import PlatformProcess
+    from helpers.platformproc import PlatformProcess
 
     from tcworker.tctime import parse
 
@@ -277,7 +271,7 @@ async def test_real_queue_400_falls_back_to_cancel(
     claim = await world.claim_work()
     newer = await world.create()
     world.superseder.lists[world.key] = [newer, claimed]
-    log = RecordingLog()
+    log = LineLog()
     sup = world.superseding()
     plan = await sup.plan(claim, log=log)
     await world.complete_primary(plan, tmp_path)
@@ -296,7 +290,7 @@ async def test_real_queue_400_without_cancel_scope_leaves_the_claim_to_expire(
     claim = await world.claim_work()
     newer = await world.create()
     world.superseder.lists[world.key] = [newer, claimed]
-    log = RecordingLog()
+    log = LineLog()
     sup = world.superseding()
     plan = await sup.plan(claim, log=log)
     await world.complete_primary(plan, tmp_path)

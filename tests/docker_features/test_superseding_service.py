@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import slugid
-from dfhelpers import RecordingLog, Superseder
+from helpers.logs import LineLog
+from helpers.superseding import Superseder
 
 from tcworker.features.superseding import MAX_SUPERSEDES, Superseding, fetch_supersedes
 from tcworker.tcapi.clients import Clients
@@ -40,14 +41,14 @@ async def test_service_errors_are_warnings_and_empty_lists(superseder: Supersede
         ("notjson", "did not answer JSON"),
         ("nolist", 'without a "supersedes" list'),
     ]:
-        log = RecordingLog()
+        log = LineLog()
         assert await fetch_supersedes(superseder.url(key), tid, log=log) == []
         assert log.lines and log.lines[0][0] == "warn" and expect in log.lines[0][1], log.text()
         assert "running this task normally" in log.text()
 
 
 async def test_timeout(superseder: Superseder) -> None:
-    log = RecordingLog()
+    log = LineLog()
     start = time.monotonic()
     assert await fetch_supersedes(superseder.url("slow"), slugid.nice(), timeout=0.3, log=log) == []
     assert time.monotonic() - start < 1.5
@@ -56,17 +57,17 @@ async def test_timeout(superseder: Superseder) -> None:
 
 async def test_too_long_and_too_big_answers(superseder: Superseder) -> None:
     superseder.lists["many"] = [slugid.nice() for _ in range(MAX_SUPERSEDES + 1)]
-    log = RecordingLog()
+    log = LineLog()
     assert await fetch_supersedes(superseder.url("many"), slugid.nice(), log=log) == []
     assert f"more than {MAX_SUPERSEDES}" in log.text()
     superseder.raw_body = b'{"supersedes": ["' + b"x" * (2 << 20) + b'"]}'
-    log = RecordingLog()
+    log = LineLog()
     assert await fetch_supersedes(superseder.url("raw"), slugid.nice(), log=log) == []
     assert "more than" in log.text()
 
 
 async def test_unreachable_service() -> None:
-    log = RecordingLog()
+    log = LineLog()
     # Port 9 (discard) on localhost is closed here; the connection is refused at once.
     assert await fetch_supersedes("http://127.0.0.1:9/x", slugid.nice(), log=log) == []
     assert "could not be reached" in log.text()
@@ -79,7 +80,7 @@ async def test_bad_urls_are_refused_without_a_request(superseder: Superseder) ->
         "javascript:alert(1)",
         superseder.url("a\nb"),
     ]:
-        log = RecordingLog()
+        log = LineLog()
         assert await fetch_supersedes(url, slugid.nice(), log=log) == []
         assert "not an http(s) URL" in log.text()
     assert superseder.requests == []

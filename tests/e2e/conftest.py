@@ -12,16 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import (
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    kill_marked,
-    new_signing_key,
-    unique_worker_type,
-    worker_config,
-)
-from platformproc import PlatformProcess
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter
+from helpers.taskprocs import kill_marked
+from helpers.workerproc import WorkerProcess, new_signing_key, start_worker_process
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -44,12 +38,7 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def submitter(shared_platform: PlatformProcess) -> Iterator[Submitter]:
-    sub = Submitter(
-        shared_platform.queue(),
-        shared_platform.root_url,
-        unique_worker_type(),
-        shared_platform.root_access_token,
-    )
+    sub = Submitter.for_platform(shared_platform)
     try:
         yield sub
     finally:
@@ -79,13 +68,12 @@ def start_worker(
         *, platform: PlatformProcess | None = None, env: dict[str, str] | None = None, **overrides: Any
     ) -> WorkerProcess:
         plat = platform or shared_platform
-        workdir = tmp_path / f"worker-{len(made)}"
-        workdir.mkdir()
         overrides.setdefault("workerType", submitter.worker_type)
-        config = worker_config(plat.root_url, plat.root_access_token, workdir, signing_key, **overrides)
-        worker = WorkerProcess(workdir, config, clean_env(**(env or {})))
+        worker = start_worker_process(
+            plat, tmp_path / f"worker-{len(made)}", key=signing_key, env=env, **overrides
+        )
         made.append(worker)
-        return worker.start()
+        return worker
 
     try:
         yield factory

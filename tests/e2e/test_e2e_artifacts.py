@@ -9,7 +9,7 @@ task directory (refused with an `error` artifact, never uploaded). spec/worker.m
 from __future__ import annotations
 
 import pytest
-from e2e_harness import Submitter, decoded, parse_iso
+from helpers.submitter import Submitter, decoded, parse_iso
 
 pytestmark = pytest.mark.timeout(120)
 

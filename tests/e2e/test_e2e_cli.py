@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from e2e_harness import clean_env, tcworker_cmd
+from helpers.workerproc import run_cli
 
 import tcworker
 
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        tcworker_cmd(*args), capture_output=True, text=True, timeout=30, env=clean_env(), cwd=cwd
-    )
+    return run_cli(*args, timeout=30, cwd=cwd)
 
 
 def test_new_ed25519_keypair_writes_the_seed_and_prints_the_matching_public_key(tmp_path: Path) -> None:

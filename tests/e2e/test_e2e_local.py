@@ -14,21 +14,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_harness import PROVISIONER_ID, REPO_ROOT, Submitter, clean_env, iso, tcworker_cmd
+from helpers.submitter import Submitter, iso
+from helpers.workerproc import PROVISIONER_ID, REPO_ROOT, clean_env, run_cli
 
 pytestmark = pytest.mark.timeout(150)
 
 
 def _local(task_file: Path, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        tcworker_cmd("local", str(task_file)),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli("local", str(task_file), cwd=cwd, timeout=timeout)
 
 
 def test_local_runs_examples_hello_and_exits_0(tmp_path: Path) -> None:
@@ -124,14 +117,14 @@ def test_submit_runs_a_task_against_a_running_platform(
     task_file = tmp_path / "task.yml"
     task_file.write_text(yaml.safe_dump(task))
     token = submitter.root_token
-    result = subprocess.run(
-        tcworker_cmd("submit", str(task_file), "--root-url", submitter.root_url),
+    result = run_cli(
+        "submit",
+        str(task_file),
+        "--root-url",
+        submitter.root_url,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
         env=clean_env(TASKCLUSTER_CLIENT_ID="static/taskcluster/root", TASKCLUSTER_ACCESS_TOKEN=token),
-        stdin=subprocess.DEVNULL,
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, f"{out}\n--- worker ---\n{worker.tail()}"

@@ -2,7 +2,7 @@
 
 The detailed isolation attacks are tested by the multiuser engine's own suite (issue 4); this file
 proves the whole path — platform process, worker process, official client — works with the engine.
-Needs root (CI runs as root); skipped with the reason otherwise.
+Needs root (CI runs as root); skipped with the reason otherwise, a failure under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -11,22 +11,27 @@ import os
 import pwd
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_harness import Submitter, describe, wait_for_marked
+from helpers.ci import require_multiuser_host
+from helpers.submitter import Submitter
+from helpers.taskprocs import describe, wait_for_marked
 
 pytestmark = [
     pytest.mark.timeout(150),
     pytest.mark.root,
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="multiuser engine is Linux only"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="multiuser engine needs root to create task users"),
-    pytest.mark.skipif(shutil.which("useradd") is None, reason="useradd (passwd package) not installed"),
+    pytest.mark.usefixtures("multiuser_host"),
 ]
+
+
+@pytest.fixture
+def multiuser_host() -> None:
+    """Linux, root and useradd: skipped with the reason otherwise, a failure under CI=true."""
+    require_multiuser_host("the multiuser engine (it creates task users)")
 
 
 @pytest.fixture

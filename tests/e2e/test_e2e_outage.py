@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from e2e_harness import Submitter
+from helpers.submitter import Submitter
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from e2e_harness import Submitter, iso, parse_iso
+from helpers.submitter import Submitter, iso, parse_iso
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 
 import pytest
-from e2e_harness import PROVISIONER_ID, Submitter, worker_lines
+from helpers.submitter import Submitter, worker_lines
+from helpers.workerproc import PROVISIONER_ID
 
 import tcworker
 

@@ -21,8 +21,8 @@ import aiohttp
 import jsonschema
 import pytest
 from aiohttp import web
-from e2e_harness import Submitter
-from platformproc import PlatformProcess
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter
 
 pytestmark = pytest.mark.timeout(180)
 

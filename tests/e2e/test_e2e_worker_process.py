@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import Submitter, clean_env, tcworker_cmd, worker_config
+from helpers.submitter import Submitter
+from helpers.workerproc import run_cli, worker_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,14 +58,7 @@ def _run_with_config(tmp_path: Path, content: str | None) -> subprocess.Complete
     path = tmp_path / "generic-worker.config"
     if content is not None:
         path.write_text(content)
-    return subprocess.run(
-        tcworker_cmd("run", "--config", str(path)),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-    )
+    return run_cli("run", "--config", str(path), cwd=tmp_path)
 
 
 def _valid(tmp_path: Path) -> dict[str, Any]:

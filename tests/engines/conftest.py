@@ -1,43 +1,59 @@
 """Fixtures of the engine contract suite: one real engine per parameter, initialised on a real
-config, and a sandbox prepared from it (destroyed at teardown, whatever the test did)."""
+config, and a sandbox prepared from it (destroyed at teardown, whatever the test did).
+
+Every case runs on every engine (``simple``, ``multiuser``, ``docker``) unless it is marked
+``@pytest.mark.engines(...)`` with the engines it can run on at all: a case that can never run on an
+engine is not generated for it, instead of being skipped there. An engine whose host lacks what it
+needs (root and useradd for multiuser, a Docker daemon and the busybox test image for docker) is
+skipped with the reason, and fails under ``CI=true`` (``helpers.ci.skip_or_fail``).
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from enginehelpers import RecordingLog, host_dirs, make_config, run_context
+from helpers.ci import require_multiuser_host
+from helpers.dockerimage import TEST_IMAGE
+from helpers.engines import host_dirs, make_config, run_context
+from helpers.logs import RecordingLog
 
+from tcworker.config import WorkerConfig
 from tcworker.engines import create_engine
 
-HOST_ENGINES = ["simple", "multiuser"]
+ENGINES = ("simple", "multiuser", "docker")
 
 
-def engine_params() -> list[Any]:
-    params: list[Any] = list(HOST_ENGINES)
-    if importlib.util.find_spec("tcworker.engines.docker.engine") is None:
-        params.append(
-            pytest.param(
-                "docker",
-                marks=pytest.mark.skip(reason="tcworker.engines.docker.engine does not exist yet (engineer H5)"),
-            )
-        )
-    else:
-        params.append(
-            pytest.param(
-                "docker",
-                marks=pytest.mark.skip(
-                    reason="the docker engine runs commands in containers (needs dockerd and an image); "
-                    "its contract suite is tests/docker/test_docker_sandbox.py, since these cases use "
-                    "host tools (python3, env, mkfifo) and host paths"
-                ),
-            )
-        )
-    return params
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "engines(*names, why=...): the only engines a contract case can run on at all; the others never "
+        "get the case (why says what makes it impossible there)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "engine_bug(name, reason=...): the case fails on engine `name` because of a known engine bug "
+        "(strict xfail there: it must start failing the suite once the bug is fixed)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine_name" not in metafunc.fixturenames:
+        return
+    only = metafunc.definition.get_closest_marker("engines")
+    if only is not None:
+        assert only.kwargs.get("why"), f"{metafunc.definition.nodeid}: engines(...) needs why="
+    names = list(only.args) if only else list(ENGINES)
+    unknown = set(names) - set(ENGINES)
+    assert not unknown, f"{metafunc.definition.nodeid}: unknown engines {sorted(unknown)}"
+    bugs = {m.args[0]: m.kwargs["reason"] for m in metafunc.definition.iter_markers("engine_bug")}
+    params = [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=bugs[name])) if name in bugs else name
+        for name in names
+    ]
+    metafunc.parametrize("engine_name", params, indirect=True)
 
 
 @pytest.fixture
@@ -46,16 +62,37 @@ def scratch_root() -> Iterator[Path]:
         yield root
 
 
-@pytest.fixture(params=engine_params())
-async def engine(request: pytest.FixtureRequest, scratch_root: Path) -> AsyncIterator[Any]:
-    name = request.param
-    if name == "multiuser" and os.geteuid() != 0:
-        pytest.skip("the multiuser engine needs root")
-    config = make_config(scratch_root, name)
-    eng = create_engine(name)
+@pytest.fixture
+def engine_name(request: pytest.FixtureRequest) -> str:
+    """The engine of this case; its host prerequisites are checked here (skip_or_fail)."""
+    name = str(request.param)
+    if name == "multiuser":
+        require_multiuser_host()
+    elif name == "docker":
+        request.getfixturevalue("test_image")  # dockerd answers and the busybox image exists
+    return name
+
+
+@pytest.fixture
+def engine_config(engine_name: str, scratch_root: Path) -> WorkerConfig:
+    if engine_name == "docker":
+        # Generic-worker payloads run in the config's dockerImage: the busybox test image.
+        return make_config(
+            scratch_root,
+            engine_name,
+            dockerImage=TEST_IMAGE,
+            cachesDir=str(scratch_root / "caches"),
+            downloadsDir=str(scratch_root / "downloads"),
+        )
+    return make_config(scratch_root, engine_name)
+
+
+@pytest.fixture
+async def engine(engine_name: str, engine_config: WorkerConfig) -> AsyncIterator[Any]:
+    eng = create_engine(engine_name)
     eng.kill_grace = 1.0
-    await eng.initialise(config)
-    eng.test_config = config
+    await eng.initialise(engine_config)
+    eng.test_config = engine_config
     try:
         yield eng
     finally:

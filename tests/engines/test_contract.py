@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from enginehelpers import RecordingLog, command_env, processes_with, unique_sleep
+from helpers.engines import command_env, processes_with, unique_sleep
+from helpers.logs import RecordingLog
 
 from tcworker.engines.base import (
     EXIT_ABORTED,
@@ -52,11 +53,19 @@ async def test_sandbox_satisfies_the_protocol(sandbox: Any) -> None:
     assert isinstance(sandbox, Sandbox)
     assert sandbox.task_dir.is_dir()
     assert sandbox.workdir_in_task == str(sandbox.task_dir)
+    assert len(sandbox.task_dir.name) <= 20 and sandbox.task_dir.name.startswith("task_")
+
+
+@pytest.mark.engines(
+    "simple",
+    "multiuser",
+    why="a host engine's private corner of the task dir; a container (root inside) would see it anyway",
+)
+async def test_host_sandbox_has_a_private_worker_dir(sandbox: Any) -> None:
     private = sandbox.task_dir / "generic-worker"
     assert private.is_dir()
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     assert private.stat().st_uid == os.geteuid()
-    assert len(sandbox.task_dir.name) <= 20 and sandbox.task_dir.name.startswith("task_")
 
 
 @pytest.mark.parametrize("code", [0, 1, 7, 255])
@@ -67,6 +76,12 @@ async def test_exit_code_is_reported(sandbox: Any, code: int) -> None:
     assert result.cancel_reason is None and result.start_error is None
 
 
+@pytest.mark.engines(
+    "simple",
+    "multiuser",
+    why="docker reports a container's exit status only (137 after SIGKILL), never a signal; and the "
+    "command is PID 1 of its container, which ignores a SIGKILL sent from inside",
+)
 async def test_signal_death_is_reported(sandbox: Any) -> None:
     result, _ = await run(sandbox, ["sh", "-c", "kill -KILL $$"])
     assert result.signal == 9
@@ -74,6 +89,9 @@ async def test_signal_death_is_reported(sandbox: Any) -> None:
     assert not result.succeeded
 
 
+@pytest.mark.engines(
+    "simple", "multiuser", why="dockerd adds HOSTNAME, HOME, PATH and TERM to every container's environment"
+)
 async def test_env_is_exactly_what_was_passed(sandbox: Any) -> None:
     env = command_env(sandbox, FOO="bar baz", EMPTY="")
     log = RecordingLog()
@@ -90,8 +108,10 @@ async def test_base_env_hides_the_worker_secrets(
     monkeypatch.setenv("TCW_WORKER_ONLY", "worker-private")
     base = sandbox.base_env()
     assert "TASKCLUSTER_ACCESS_TOKEN" not in base
-    assert {"HOME", "PATH", "USER"} <= set(base) or engine.name == "simple"
-    if engine.name == "multiuser":
+    assert {"HOME", "PATH", "USER"} <= set(base) or engine.name in ("simple", "docker")
+    if engine.name == "docker":  # the image's own Env is the container's default environment
+        assert base == {}
+    elif engine.name == "multiuser":
         assert base == {
             "HOME": str(sandbox.task_dir),
             "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
@@ -101,6 +121,11 @@ async def test_base_env_hides_the_worker_secrets(
         assert base["TCW_WORKER_ONLY"] == "worker-private"  # insecure engine: worker env minus the token
 
 
+@pytest.mark.engine_bug(
+    "docker",
+    reason="docker engine bug: containers run with a TTY, so a generic payload's output reaches the task "
+    "log with every \\n turned into \\r\\n",
+)
 async def test_stdout_and_stderr_are_combined_in_order(sandbox: Any) -> None:
     script = "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done"
     result, log = await run(sandbox, ["sh", "-c", script])
@@ -168,6 +193,11 @@ async def test_abort_is_idempotent_and_first_reason_wins(sandbox: Any) -> None:
     assert "should-not-run" not in log2.text
 
 
+@pytest.mark.engine_bug(
+    "docker",
+    reason="docker engine bug: abort(CANCELLED) kills the container at once (docker kill); no SIGTERM "
+    "and no grace period for the task to clean up",
+)
 async def test_interrupt_then_grace_then_kill(sandbox: Any) -> None:
     """SIGTERM first (a well-behaved task can clean up), SIGKILL after the grace period."""
     token = unique_sleep()
@@ -223,15 +253,25 @@ async def test_nothing_outlives_a_command_that_exits(sandbox: Any) -> None:
     assert processes_with(token) == []
 
 
-async def test_output_is_streamed_in_chunks(sandbox: Any) -> None:
+async def test_output_is_streamed_in_chunks(engine: Any, sandbox: Any) -> None:
     size = 200 * 1024 * 1024
+    argv = ["head", "-c", str(size), "/dev/zero"]
+    if engine.name == "docker":
+        # 2 MiB of letters, still twice the largest chunk allowed: the docker engine reads a TTY
+        # container's output through docker-py one byte at a time (a known engine bug, see the
+        # report of issue 8), so 200 MiB would take hours. No newlines: the TTY would make them \r\n.
+        size = 2 * 1024 * 1024
+        argv = ["sh", "-c", f"tr '\\0' x < /dev/zero | head -c {size}"]
     log = RecordingLog(keep=False)
-    result = await sandbox.execute(["head", "-c", str(size), "/dev/zero"], command_env(sandbox), log)
+    result = await sandbox.execute(argv, command_env(sandbox), log)
     assert result.exit_code == 0
     assert log.size == size
     assert log.biggest_chunk <= 1024 * 1024  # handed over piecewise, never the whole output
 
 
+@pytest.mark.engine_bug(
+    "docker", reason="docker engine bug: user_time and system_time are always 0 (never read from the container)"
+)
 async def test_times_are_reported(sandbox: Any) -> None:
     result, _ = await run(
         sandbox, ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 0.2"]
@@ -258,6 +298,11 @@ async def test_file_artifact_is_handed_out(sandbox: Any, tmp_path: Path) -> None
     assert files[0].path.read_bytes() == b"hello artifact"
 
 
+@pytest.mark.engine_bug(
+    "docker",
+    reason="docker engine bug: a file symlink inside a directory artifact (link-to-x -> x.txt) is dropped "
+    "instead of being followed",
+)
 async def test_directory_artifact_lists_files_recursively(sandbox: Any, tmp_path: Path) -> None:
     await make_files(
         sandbox,
@@ -286,6 +331,11 @@ async def test_paths_outside_the_task_dir_are_refused(sandbox: Any, tmp_path: Pa
     assert "outside the task directory" in caught.value.message
 
 
+@pytest.mark.engine_bug(
+    "docker",
+    reason="docker engine bug: an artifact that is a symlink out of the task directory "
+    "(passwd.txt -> /etc/passwd) is not refused with ArtifactInvalid",
+)
 async def test_symlink_leaving_the_task_dir_is_refused(sandbox: Any, tmp_path: Path) -> None:
     await make_files(
         sandbox, "ln -s /etc/passwd passwd.txt && mkdir d && printf ok > d/ok && ln -s /etc d/etc"
@@ -302,6 +352,11 @@ async def test_symlink_leaving_the_task_dir_is_refused(sandbox: Any, tmp_path: P
     assert "hostname" in caught.value.message
 
 
+@pytest.mark.engine_bug(
+    "docker",
+    reason="docker engine bug: a missing artifact says 'no such file or directory in the container: …' "
+    "instead of generic-worker's 'Could not read file …'",
+)
 async def test_missing_artifacts_have_generic_worker_messages(sandbox: Any, tmp_path: Path) -> None:
     with pytest.raises(ArtifactMissing) as caught:
         await sandbox.collect_artifact("nope/no_such_file", "file", tmp_path)
@@ -312,6 +367,11 @@ async def test_missing_artifacts_have_generic_worker_messages(sandbox: Any, tmp_
     assert caught.value.message == f"Could not read directory '{sandbox.task_dir}/nope'"
 
 
+@pytest.mark.engine_bug(
+    "docker",
+    reason="docker engine bug: a wrong artifact type says \"'b/c' is a directory in the container, not a "
+    "file\" instead of generic-worker's 'File artifact … exists as a directory, not a file, on the worker'",
+)
 async def test_wrong_artifact_type_has_generic_worker_messages(sandbox: Any, tmp_path: Path) -> None:
     await make_files(sandbox, "mkdir -p b/c && printf j > b/c/d.jpg")
     with pytest.raises(ArtifactInvalid) as caught:
@@ -334,8 +394,13 @@ async def test_empty_directory_artifact_yields_nothing(sandbox: Any, tmp_path: P
 # ---- destroy -----------------------------------------------------------------------------------
 
 
+@pytest.mark.engine_bug(
+    "docker",
+    reason="docker engine bug: Sandbox.destroy() removes the containers but leaves the task directory "
+    "(only the worker loop's sweep removes it later)",
+)
 async def test_destroy_removes_the_task_dir_and_is_idempotent(engine: Any) -> None:
-    from enginehelpers import run_context
+    from helpers.engines import run_context
 
     box = await engine.prepare(run_context())
     task_dir = box.task_dir
@@ -347,7 +412,7 @@ async def test_destroy_removes_the_task_dir_and_is_idempotent(engine: Any) -> No
 
 
 async def test_destroy_keeps_the_task_dir_when_clean_up_is_off(engine: Any) -> None:
-    from enginehelpers import run_context
+    from helpers.engines import run_context
 
     engine._config = engine.test_config.replace(cleanUpTaskDirs=False)
     box = await engine.prepare(run_context())
@@ -360,7 +425,7 @@ async def test_destroy_keeps_the_task_dir_when_clean_up_is_off(engine: Any) -> N
 
 
 async def test_two_runs_get_separate_task_dirs(engine: Any) -> None:
-    from enginehelpers import run_context
+    from helpers.engines import run_context
 
     boxes = await asyncio.gather(*(engine.prepare(run_context()) for _ in range(3)))
     try:

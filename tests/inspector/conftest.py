@@ -1,9 +1,9 @@
 """Fixtures for the inspector tests: a platform process, a real worker, and Debian's Chromium.
 
-The platform is `tcworker queue serve` as a child process (tests/platformproc.py) with two extra
+The platform is `tcworker queue serve` as a child process (tests/helpers/platformproc.py) with two extra
 static clients: `inspector/limited` (may create tasks, may not cancel them: the 403 the page must
 show) and nothing else special. Tasks are created with the official client. The worker is a real
-`tcworker run` process (tests/e2e/e2e_harness.py). The browser is Debian's `chromium` driven by
+`tcworker run` process (tests/helpers/workerproc.py). The browser is Debian's `chromium` driven by
 Playwright; Playwright's own browser download is never used (no CDN is reachable). Without
 chromium the browser tests skip locally and fail under CI=true.
 """
@@ -11,26 +11,17 @@ chromium the browser tests skip locally and fail under CI=true.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from e2e_harness import (  # noqa: E402
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    kill_marked,
-    new_signing_key,
-    unique_worker_type,
-    worker_config,
-)
-from inspectorhelpers import LIMITED, LIMITED_SCOPES, skip_or_fail  # noqa: E402
-from platformproc import PlatformProcess  # noqa: E402
+from helpers.ci import skip_or_fail
+from helpers.inspector import LIMITED, LIMITED_SCOPES
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter
+from helpers.taskprocs import kill_marked
+from helpers.workerproc import WorkerProcess, clean_env, new_signing_key, unique_worker_type, worker_config
 
 CHROMIUM = "/usr/bin/chromium"
 

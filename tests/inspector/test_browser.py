@@ -22,11 +22,12 @@ from typing import Any
 import mohawk
 import mohawk.base
 import slugid
-from e2e_harness import Submitter, WorkerProcess
-from inspectorhelpers import LIMITED, PROVISIONER, definition, iso
-from livelogserver import LiveLogServer
+from helpers.inspector import LIMITED, PROVISIONER, definition
+from helpers.livelogserver import LiveLogServer
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter, iso
+from helpers.workerproc import WorkerProcess
 from mohawk.util import parse_authorization_header
-from platformproc import PlatformProcess
 
 # A task that prints coloured lines for a few seconds (ANSI green "line N").
 PRINTER = "for i in $(seq 1 12); do printf '\\033[32mline %s\\033[0m plain\\n' $i; sleep 0.5; done"

@@ -15,9 +15,10 @@ import requests
 import slugid
 import taskcluster
 import taskcluster.exceptions
-from e2e_harness import Submitter, WorkerProcess
-from inspectorhelpers import PROVISIONER, definition, get_page, iso
-from platformproc import PlatformProcess
+from helpers.inspector import PROVISIONER, definition, get_page
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter, iso
+from helpers.workerproc import WorkerProcess
 
 TASK_ROW = re.compile(r'<tr data-task-id="([^"]+)">')
 

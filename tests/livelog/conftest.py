@@ -1,34 +1,21 @@
 """Fixtures for the live-log tests: real platform, real `tcworker run` processes (tests/e2e harness),
 real Docker for the docker-worker payload, real gpg for encryptedEnv.
 
-The e2e harness (tests/e2e/e2e_harness.py), the docker image helpers (tests/docker/dockerhelpers.py)
-and the gpg helpers (tests/docker_features/dfhelpers.py) are reused, not copied.
+The worker harness (tests/helpers/workerproc.py), the docker image helpers (tests/helpers/dockerimage.py)
+and the gpg helpers (tests/helpers/gpg.py) are reused, not copied.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / d) for d in ("e2e", "docker", "docker_features")]
-from e2e_harness import (  # noqa: E402
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    kill_marked,
-    new_signing_key,
-    unique_worker_type,
-    worker_config,
-)
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:  # tests/ imported as a package
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter
+from helpers.taskprocs import kill_marked
+from helpers.workerproc import WorkerProcess, clean_env, new_signing_key, unique_worker_type, worker_config
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +71,8 @@ def docker_image() -> str:
     """The busybox test image on a reachable Docker engine (tests/docker's helpers), or skip/fail."""
     import docker
     import docker.errors
-    from dockerhelpers import TEST_IMAGE, busybox_path, import_image, skip_or_fail
+    from helpers.ci import skip_or_fail
+    from helpers.dockerimage import TEST_IMAGE, busybox_path, import_image
 
     try:
         client = docker.from_env(timeout=60)
@@ -103,6 +91,6 @@ def docker_image() -> str:
 
 @pytest.fixture(scope="session")
 def gpg_key() -> Iterator[Any]:
-    from dfhelpers import make_gpg_key
+    from helpers.gpg import make_gpg_key
 
     yield from make_gpg_key("future-default")

@@ -20,7 +20,8 @@ import requests
 import slugid
 import taskcluster.aio
 import yaml
-from e2e_harness import PROVISIONER_ID, Submitter, clean_env, parse_iso, tcworker_cmd
+from helpers.submitter import Submitter, parse_iso
+from helpers.workerproc import PROVISIONER_ID, clean_env, tcworker_cmd
 from livehelpers import LINE, numbered_lines
 
 from tcworker.local import build_task

@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 import taskcluster
-from e2e_harness import Submitter
+from helpers.submitter import Submitter
 from livehelpers import LiveReader, live_url_of, numbered_lines, wait_for
 
 LINES = 50  # one every 0.2 s: 10 s

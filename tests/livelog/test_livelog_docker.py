@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import taskcluster
-from e2e_harness import Submitter
+from helpers.submitter import Submitter
 from livehelpers import LiveReader, live_url_of, numbered_lines, wait_for
 
 pytestmark = pytest.mark.docker

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 import taskcluster
-from e2e_harness import Submitter
+from helpers.submitter import Submitter
 from livehelpers import LiveReader, live_url_of, wait_for
 from recording_proxy import RecordingProxy
 

@@ -4,26 +4,16 @@ and a local HTTP server for URL content."""
 from __future__ import annotations
 
 import http.server
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-
-from e2e_harness import (  # noqa: E402
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    kill_marked,
-    new_signing_key,
-    unique_worker_type,
-    worker_config,
-)
-from platformproc import PlatformProcess  # noqa: E402
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter
+from helpers.taskprocs import kill_marked
+from helpers.workerproc import WorkerProcess, clean_env, new_signing_key, unique_worker_type, worker_config
 
 
 @pytest.hookimpl(hookwrapper=True)

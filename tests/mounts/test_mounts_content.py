@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import slugid
-from mounthelpers import COMPRESS, DATA, archive, b64, shell_checks, tar_bytes
+from helpers.mounts import COMPRESS, DATA, archive, b64, shell_checks, tar_bytes
 
 ARCHIVE_FORMATS = [
     "tar",
@@ -222,7 +222,7 @@ def test_wrong_sha256_fails_and_the_next_task_downloads_again(
         "a mismatching download was kept"
     )
     # Right hash: stored; a stored file tampered with on disk is detected and fetched again.
-    from mounthelpers import sha256
+    from helpers.mounts import sha256
 
     good = {
         **payload,

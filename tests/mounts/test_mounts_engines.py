@@ -3,17 +3,14 @@ docker engine (a generic-worker payload sees its mounts inside the container).""
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mounthelpers import archive, b64
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docker"))
+from helpers.ci import require_multiuser_host, skip_or_fail
+from helpers.mounts import archive, b64
 
 SCOPES = ["generic-worker:cache:*"]
 
@@ -21,8 +18,7 @@ SCOPES = ["generic-worker:cache:*"]
 @pytest.fixture
 def open_root() -> Iterator[Path]:
     """A directory task users can traverse (pytest's tmp dirs are 0700)."""
-    if os.geteuid() != 0:
-        pytest.skip("multiuser tests need root (CI runs as root)")
+    require_multiuser_host("the multiuser mounts tests")
     root = Path(tempfile.mkdtemp(prefix="tcw-mounts-", dir="/tmp"))
     root.chmod(0o755)
     try:
@@ -85,13 +81,11 @@ def test_multiuser_task_user_owns_its_mounts_and_cannot_reach_other_caches(
 def test_docker_engine_generic_payload_sees_its_mounts(start_worker, submitter, tmp_path) -> None:
     try:
         import docker
-        from dockerhelpers import TEST_IMAGE, import_image
+        from helpers.dockerimage import TEST_IMAGE, import_image
 
         client = docker.from_env()
         client.ping()
     except Exception as e:  # noqa: BLE001
-        from conftest import skip_or_fail
-
         skip_or_fail(f"the docker engine test needs a running Docker daemon: {e}")
         return
     import_image(client, TEST_IMAGE)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import slugid
 import zstandard
-from mounthelpers import DATA, b64, tar_bytes, zero_stream_tar_zst
+from helpers.mounts import DATA, b64, tar_bytes, zero_stream_tar_zst
 
 
 def _zip_escape(name: str) -> bytes:

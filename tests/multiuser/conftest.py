@@ -5,35 +5,24 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.ci import require_multiuser_host
+from helpers.engines import host_dirs, make_config
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter
+from helpers.taskprocs import kill_marked
+from helpers.workerproc import WorkerProcess, start_worker_process
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "engines"))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-
-from e2e_harness import (  # noqa: E402
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    kill_marked,
-    new_signing_key,
-    unique_worker_type,
-    worker_config,
-)
-from enginehelpers import host_dirs, make_config  # noqa: E402
-from platformproc import PlatformProcess  # noqa: E402
-
-from tcworker.engines.multiuser import MultiuserEngine  # noqa: E402
+from tcworker.engines.multiuser import MultiuserEngine
 
 
 @pytest.fixture
 def scratch_root() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("multiuser isolation tests need root (CI runs them as root)")
+    require_multiuser_host("the multiuser isolation tests")
     with host_dirs() as root:
         yield root
 
@@ -71,29 +60,16 @@ def start_host_worker(scratch_root: Path, shared_platform: PlatformProcess) -> I
     made: list[tuple[WorkerProcess, Submitter]] = []
 
     def factory(*, env: dict[str, str] | None = None, **overrides: Any) -> tuple[WorkerProcess, Submitter]:
-        submitter = Submitter(
-            queue=shared_platform.queue(),
-            root_url=shared_platform.root_url,
-            worker_type=unique_worker_type(),
-            root_token=shared_platform.root_access_token,
-        )
+        submitter = Submitter.for_platform(shared_platform)
         workdir = scratch_root / f"worker-{len(made)}"
         workdir.mkdir(mode=0o755)
-        key = new_signing_key(workdir / "ed25519.key")
         overrides.setdefault("engine", "multiuser")
         overrides.setdefault("tasksDir", str(workdir / "tasks"))
         overrides.setdefault("headlessTasks", True)
-        config = worker_config(
-            shared_platform.root_url,
-            shared_platform.root_access_token,
-            workdir,
-            key,
-            workerType=submitter.worker_type,
-            **overrides,
+        worker = start_worker_process(
+            shared_platform, workdir, env=env, workerType=submitter.worker_type, **overrides
         )
-        worker = WorkerProcess(workdir, config, clean_env(**(env or {})))
         made.append((worker, submitter))
-        worker.start()
         return worker, submitter
 
     try:

@@ -19,14 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from enginehelpers import (
-    RecordingLog,
-    command_env,
-    processes_of_uid,
-    run_context,
-    unique_sleep,
-    write_signing_key,
-)
+from helpers.engines import command_env, processes_of_uid, run_context, unique_sleep, write_signing_key
+from helpers.logs import RecordingLog
 
 from tcworker.engines.base import ArtifactInvalid, ArtifactNotReadable, CancelReason
 from tcworker.engines.multiuser import MultiuserEngine
@@ -255,7 +249,7 @@ async def test_run_task_as_current_user(box: Any) -> None:
 
 
 async def test_signing_key_readable_by_others_refuses_to_start(scratch_root: Path) -> None:
-    from enginehelpers import make_config
+    from helpers.engines import make_config
 
     config = make_config(scratch_root, "multiuser")
     key = Path(config.ed25519SigningKeyLocation)
@@ -279,7 +273,7 @@ async def test_signing_key_readable_by_others_refuses_to_start(scratch_root: Pat
 async def test_stale_task_users_are_removed_at_start_up(
     scratch_root: Path, worker_files: dict[str, Path]
 ) -> None:
-    from enginehelpers import make_config
+    from helpers.engines import make_config
 
     config = make_config(scratch_root, "multiuser")
     config.tasks_dir.mkdir(exist_ok=True)
@@ -325,7 +319,7 @@ async def test_the_sweep_refuses_root_and_the_worker_itself() -> None:
 async def test_run_after_user_creation_runs_as_the_new_user(
     scratch_root: Path, worker_files: dict[str, Path]
 ) -> None:
-    from enginehelpers import make_config
+    from helpers.engines import make_config
 
     hook = scratch_root / "after-user-creation.sh"
     hook.write_text('#!/bin/sh\nid -un > "$HOME/created-by.txt"\n')

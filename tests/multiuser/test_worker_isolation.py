@@ -8,21 +8,14 @@ from __future__ import annotations
 import json
 import pwd
 import stat
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import (
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    marked_processes,
-    new_signing_key,
-    tcworker_cmd,
-    worker_config,
-)
+from helpers.submitter import Submitter
+from helpers.taskprocs import marked_processes
+from helpers.workerproc import WorkerProcess, new_signing_key, run_cli, worker_config
 
 from tcworker.taskdirs import task_dir_name
 
@@ -191,14 +184,7 @@ def test_worker_refuses_to_start_with_a_readable_signing_key(host_root_dir: Path
     )
     config_file.write_text(json.dumps(config))
     config_file.chmod(0o644)
-    result = subprocess.run(
-        tcworker_cmd("run", "--config", str(config_file)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-        cwd=host_root_dir,
-    )
+    result = run_cli("run", "--config", str(config_file), cwd=host_root_dir)
     assert result.returncode == 82, result.stderr
     assert "readable by other users" in result.stderr and str(key) in result.stderr
     assert stat.S_IMODE(config_file.stat().st_mode) == 0o600  # the token-bearing config was locked down first

@@ -11,12 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 import taskcluster
-from pfhelpers import ISSUER, ISSUER_SCOPES, LIMITED, LIMITED_SCOPES, ROLE_ID, ROLE_SCOPES, new_queue_id
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformapi import ISSUER, ISSUER_SCOPES, LIMITED, LIMITED_SCOPES, ROLE_ID, ROLE_SCOPES
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import new_queue_id
 
 
 @pytest.fixture(scope="session")

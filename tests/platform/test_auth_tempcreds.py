@@ -13,7 +13,7 @@ import json
 import pytest
 import slugid
 import taskcluster
-from pfhelpers import (
+from helpers.platformapi import (
     ISSUER,
     LIMITED,
     check_schema,
@@ -21,18 +21,11 @@ from pfhelpers import (
     claim,
     claim_task,
     create_task,
-    from_now,
-    new_queue_id,
     rest_error,
     run_queue,
-    task_def,
-    utcnow,
 )
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import from_now, new_queue_id, task_def, utcnow
 
 
 def temp_creds(

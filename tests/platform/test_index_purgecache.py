@@ -5,22 +5,9 @@ from __future__ import annotations
 import pytest
 import slugid
 import taskcluster
-from pfhelpers import (
-    check_schema,
-    claim_task,
-    create_task,
-    from_now,
-    new_queue_id,
-    rest_error,
-    run_queue,
-    utcnow,
-    wait_for,
-)
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformapi import check_schema, claim_task, create_task, rest_error, run_queue, wait_for
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import from_now, new_queue_id, utcnow
 
 
 def test_insert_and_find_task(pserver: PlatformProcess) -> None:

@@ -11,12 +11,9 @@ import slugid
 import taskcluster
 import taskcluster.download
 import taskcluster.upload
-from pfhelpers import check_schema, from_now, rest_error
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformapi import check_schema, rest_error
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import from_now
 
 
 @pytest.fixture

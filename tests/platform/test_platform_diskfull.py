@@ -22,30 +22,16 @@ import requests
 import slugid
 import taskcluster
 import taskcluster.upload
-from pfhelpers import (
-    check_status,
-    claim_task,
-    create_task,
-    download,
-    from_now,
-    new_queue_id,
-    rest_error,
-    task_def,
-)
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.ci import require_root
+from helpers.platformapi import check_status, claim_task, create_task, download, rest_error
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import from_now, new_queue_id, task_def
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs mounted at a fresh directory, unmounted afterwards."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("mounting a tmpfs needs root, and CI runs as root")
-        pytest.skip("mounting a tmpfs for the full-disk test needs root")
+    require_root("mounting a tmpfs for the full-disk test")
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     subprocess.run(

@@ -15,23 +15,17 @@ import pytest
 import slugid
 import taskcluster
 import taskcluster.aio
-from pfhelpers import (
+from helpers.platformapi import (
     check_schema,
     check_status,
     claim_task,
     create_task,
     download,
-    from_now,
-    new_queue_id,
     run_queue,
-    task_def,
     upload_artifact,
 )
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import from_now, new_queue_id, task_def
 
 pytestmark = pytest.mark.slow
 

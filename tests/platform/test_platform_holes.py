@@ -22,12 +22,9 @@ import pytest
 import slugid
 import taskcluster
 import taskcluster.upload
-from pfhelpers import claim_task, create_task, download, from_now, rest_error, upload_artifact
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformapi import claim_task, create_task, download, rest_error, upload_artifact
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import from_now
 
 MAX_ARTIFACT_NAME = 1024
 

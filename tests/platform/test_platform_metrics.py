@@ -13,14 +13,11 @@ import pytest
 import requests
 import slugid
 import taskcluster
-from pfhelpers import claim, create_task, new_queue_id, rest_error, task_def, upload_artifact
+from helpers.platformapi import claim, create_task, rest_error, upload_artifact
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import new_queue_id, task_def
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

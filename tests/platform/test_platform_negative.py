@@ -19,23 +19,11 @@ import pytest
 import requests
 import slugid
 import taskcluster
+from helpers.platformapi import LIMITED, check_status, claim_task, create_task, rest_error
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import from_now, new_queue_id, task_def
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pfhelpers import (
-    LIMITED,
-    check_status,
-    claim_task,
-    create_task,
-    from_now,
-    new_queue_id,
-    rest_error,
-    task_def,
-)
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
 
 FUZZ = settings(
     max_examples=100,

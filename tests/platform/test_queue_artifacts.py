@@ -15,22 +15,18 @@ from typing import Any
 import pytest
 import requests
 import taskcluster
-from pfhelpers import (
+from helpers.platformapi import (
     check_schema,
     check_status,
     claim_task,
     create_task,
     download,
-    from_now,
     rest_error,
     run_queue,
     upload_artifact,
 )
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import from_now
 
 
 @pytest.fixture

@@ -17,22 +17,17 @@ from pathlib import Path
 import pytest
 import slugid
 import taskcluster
-from pfhelpers import (
+from helpers.platformapi import (
     check_status,
     claim,
     download,
-    new_queue_id,
     rest_error,
     run_queue,
-    task_def,
     upload_artifact,
     wait_for,
 )
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import new_queue_id, task_def
 
 ARTIFACT = "public/expiring.txt"
 

@@ -16,7 +16,7 @@ import pytest
 import slugid
 import taskcluster
 import taskcluster.aio
-from pfhelpers import (
+from helpers.platformapi import (
     EXCEPTION_REASONS,
     RETRIED_REASONS,
     check_schema,
@@ -24,18 +24,13 @@ from pfhelpers import (
     claim,
     claim_task,
     create_task,
-    new_queue_id,
     rest_error,
     run_queue,
     run_states,
-    task_def,
     wait_for,
 )
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import new_queue_id, task_def
 
 
 def test_create_defaults_and_task_definition(root_queue: taskcluster.Queue, queue_id: str) -> None:

@@ -18,12 +18,8 @@ import pytest
 import slugid
 import taskcluster
 import taskcluster.aio
-from pfhelpers import new_queue_id, task_def
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import new_queue_id, task_def
 
 N_TASKS = 2000
 N_POLLERS = 50

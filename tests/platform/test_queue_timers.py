@@ -14,25 +14,19 @@ from collections.abc import Callable, Iterator
 import pytest
 import slugid
 import taskcluster
-from pfhelpers import (
+from helpers.platformapi import (
     check_schema,
     check_status,
     claim,
     claim_task,
     create_task,
-    from_now,
-    new_queue_id,
     rest_error,
     run_queue,
     run_states,
-    task_def,
     wait_for,
 )
-
-try:
-    from platformproc import PlatformProcess
-except ImportError:
-    from tests.platformproc import PlatformProcess  # type: ignore[no-redef]
+from helpers.platformproc import PlatformProcess
+from helpers.tasks import from_now, new_queue_id, task_def
 
 CLAIM_TIMEOUT = 3
 

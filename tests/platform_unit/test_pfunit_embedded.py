@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import re
 import signal
@@ -14,24 +13,9 @@ from pathlib import Path
 
 import slugid
 import taskcluster.aio
+from helpers.tasks import task_def
 
 from tcworker.platform.serve import start_platform
-
-
-def _task(queue_id: str) -> dict[str, object]:
-    now = dt.datetime.now(dt.UTC)
-    return {
-        "taskQueueId": queue_id,
-        "created": now.isoformat(),
-        "deadline": (now + dt.timedelta(hours=1)).isoformat(),
-        "payload": {},
-        "metadata": {
-            "name": "n",
-            "description": "d",
-            "owner": "o@example.com",
-            "source": "https://example.com",
-        },
-    }
 
 
 async def test_waiting_claim_work_is_notified_and_stop_releases_pollers(tmp_path: Path) -> None:
@@ -46,7 +30,7 @@ async def test_waiting_claim_work_is_notified_and_stop_releases_pollers(tmp_path
         await asyncio.sleep(0.3)
         task_id = slugid.nice()
         created = time.monotonic()
-        await queue.createTask(task_id, _task("emb/notify"))
+        await queue.createTask(task_id, task_def("emb/notify"))
         claims = (await asyncio.wait_for(waiting, 5))["tasks"]
         assert [c["status"]["taskId"] for c in claims] == [task_id]
         assert time.monotonic() - created < 0.5  # notified, not polled

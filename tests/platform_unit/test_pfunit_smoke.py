@@ -7,7 +7,6 @@ credentials), and task credentials that work for their own run but get 403 elsew
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
@@ -18,34 +17,14 @@ import taskcluster.aio.download
 import taskcluster.aio.upload
 import taskcluster.download
 import taskcluster.upload
-
-
-def _task(queue_id: str, **extra: Any) -> dict[str, Any]:
-    now = dt.datetime.now(dt.UTC)
-    return {
-        "taskQueueId": queue_id,
-        "created": now.isoformat(),
-        "deadline": (now + dt.timedelta(hours=1)).isoformat(),
-        "payload": {},
-        "metadata": {
-            "name": "smoke",
-            "description": "d",
-            "owner": "me@example.com",
-            "source": "https://example.com",
-        },
-        **extra,
-    }
-
-
-def _expires() -> str:
-    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+from helpers.tasks import from_now, task_def
 
 
 def test_sync_client_full_run_with_object_artifact(platform: Any) -> None:
     queue = platform.queue(maxRetries=0)
     queue_id = f"smoke/{slugid.nice().lower().replace('_', 'x').replace('-', 'y')[:20]}"
     task_id, other_id = slugid.nice(), slugid.nice()
-    assert queue.createTask(task_id, _task(queue_id))["status"]["state"] == "pending"
+    assert queue.createTask(task_id, task_def(queue_id))["status"]["state"] == "pending"
     claim = queue.claimWork(queue_id, {"workerGroup": "wg", "workerId": "w1"})["tasks"][0]
     assert claim["status"]["taskId"] == task_id and claim["runId"] == 0
     run_queue = platform.queue(claim["credentials"], maxRetries=0)
@@ -56,7 +35,7 @@ def test_sync_client_full_run_with_object_artifact(platform: Any) -> None:
         task_id,
         0,
         "public/data.bin",
-        {"storageType": "object", "expires": _expires(), "contentType": "application/x-test"},
+        {"storageType": "object", "expires": from_now(days=1), "contentType": "application/x-test"},
     )
     data = bytes(range(256)) * 400  # > 8 KiB: goes through putUrl
     taskcluster.upload.uploadFromBuf(
@@ -76,7 +55,7 @@ def test_sync_client_full_run_with_object_artifact(platform: Any) -> None:
         )
         assert bytes(got) == data and content_type == "application/x-test"
 
-    queue.createTask(other_id, _task(queue_id))
+    queue.createTask(other_id, task_def(queue_id))
     with pytest.raises(taskcluster.TaskclusterRestFailure) as exc:
         run_queue.reportCompleted(other_id, 0)
     assert exc.value.status_code == 403 and f"queue:resolve-task:{other_id}/0" in exc.value.body["message"]
@@ -88,7 +67,7 @@ async def test_aio_client_each_resolution(platform: Any, resolution: str) -> Non
     queue = taskcluster.aio.Queue(platform.options(maxRetries=0))
     queue_id = "smoke/aio-" + resolution[:4]
     task_id = slugid.nice()
-    await queue.createTask(task_id, _task(queue_id))
+    await queue.createTask(task_id, task_def(queue_id))
     claim = (await queue.claimWork(queue_id, {"workerGroup": "wg", "workerId": "w1", "tasks": 4}))["tasks"][0]
     run_queue = taskcluster.aio.Queue(platform.options(claim["credentials"], maxRetries=0))
     await run_queue.reclaimTask(task_id, 0)
@@ -104,7 +83,7 @@ async def test_aio_client_each_resolution(platform: Any, resolution: str) -> Non
             task_id,
             0,
             "public/small.txt",
-            {"storageType": "object", "expires": _expires(), "contentType": "text/plain"},
+            {"storageType": "object", "expires": from_now(days=1), "contentType": "text/plain"},
         )
         if resolution == "exception"
         else None

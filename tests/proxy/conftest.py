@@ -4,33 +4,19 @@ and with them credential swaps, happen during a task) and real ``tcworker run`` 
 from __future__ import annotations
 
 import ipaddress
-import os
 import random
-import shutil
 import socket
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docker"))
-
-from dockerhelpers import TEST_IMAGE, busybox_path, import_image, skip_or_fail  # noqa: E402
-from e2e_harness import (  # noqa: E402
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    kill_marked,
-    new_signing_key,
-    unique_worker_type,
-    worker_config,
-)
-from proxyhelpers import CLAIM_TIMEOUT, ReachablePlatform  # noqa: E402
+from helpers.dockerimage import TEST_IMAGE
+from helpers.engines import host_dirs
+from helpers.proxy import CLAIM_TIMEOUT, ReachablePlatform
+from helpers.submitter import Submitter
+from helpers.taskprocs import kill_marked
+from helpers.workerproc import WorkerProcess, new_signing_key, start_worker_process
 
 
 def free_port_block(count: int = 8) -> int:
@@ -88,12 +74,8 @@ WorkerFactory = Callable[..., tuple[WorkerProcess, Submitter]]
 @pytest.fixture
 def scratch() -> Iterator[Path]:
     """A work root whose ancestors task users can traverse (pytest's tmp_path is 0700)."""
-    root = Path(tempfile.mkdtemp(prefix="tcw-proxy-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    try:
+    with host_dirs() as root:
         yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -105,12 +87,7 @@ def start_worker(
     tmp_path = scratch
 
     def factory(**overrides: Any) -> tuple[WorkerProcess, Submitter]:
-        sub = Submitter(
-            queue=proxy_platform.queue(),
-            root_url=proxy_platform.root_url,
-            worker_type=unique_worker_type(),
-            root_token=proxy_platform.root_access_token,
-        )
+        sub = Submitter.for_platform(proxy_platform)
         workdir = tmp_path / f"worker-{len(made)}"
         workdir.mkdir(mode=0o755)
         key = signing_key
@@ -119,17 +96,8 @@ def start_worker(
             overrides.setdefault("headlessTasks", True)
         overrides.setdefault("reclaimIntervalSecs", 1)
         overrides.setdefault("taskclusterProxyPort", free_port_block())
-        config = worker_config(
-            proxy_platform.root_url,
-            proxy_platform.root_access_token,
-            workdir,
-            key,
-            workerType=sub.worker_type,
-            **overrides,
-        )
-        worker = WorkerProcess(workdir, config, clean_env())
+        worker = start_worker_process(proxy_platform, workdir, key=key, workerType=sub.worker_type, **overrides)
         made.append((worker, sub))
-        worker.start()
         return worker, sub
 
     try:
@@ -142,20 +110,6 @@ def start_worker(
 
 
 @pytest.fixture(scope="module")
-def image() -> Iterator[str]:
-    """The busybox test image (``tests/docker/dockerhelpers.py``); skip / fail without Docker."""
-    import docker
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as e:  # noqa: BLE001
-        skip_or_fail(f"no Docker daemon answers: {e}")
-    try:
-        client.images.get(TEST_IMAGE)
-    except docker.errors.ImageNotFound:
-        if busybox_path() is None:
-            skip_or_fail("busybox-static is not installed, so the test image cannot be built")
-        import_image(client, TEST_IMAGE)
-    yield TEST_IMAGE
-    client.close()
+def image(test_image: str) -> str:
+    """The busybox test image (``helpers.dockerfixtures.test_image``: skip / fail without Docker)."""
+    return TEST_IMAGE

@@ -12,7 +12,7 @@ from typing import Any
 import docker
 import requests
 import slugid
-from proxyhelpers import (
+from helpers.proxy import (
     CLAIM_TIMEOUT,
     DOCKER_CONSUMER,
     SECRET,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import requests
 import slugid
-from e2e_harness import Submitter, WorkerProcess
-from proxyhelpers import (
+from helpers.ci import require_multiuser_host
+from helpers.proxy import (
     CLAIM_TIMEOUT,
     HOST_CONSUMER,
     SECRET,
@@ -22,13 +22,14 @@ from proxyhelpers import (
     producer_payload,
     result_of,
 )
+from helpers.submitter import Submitter
+from helpers.workerproc import WorkerProcess
 
 SLEEP = CLAIM_TIMEOUT + 3  # past the expiry of the claim's credentials: only reclaimed ones work
 
 
 def needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the multiuser engine needs root")
+    require_multiuser_host()
 
 
 def run_producer(worker: WorkerProcess, sub: Submitter) -> str:

@@ -19,40 +19,11 @@ from typing import Any
 import psutil
 import slugid
 
+from helpers.logs import RecordingLog
 from tcworker.config import WorkerConfig, from_mapping
 from tcworker.engines.base import RunContext
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-
-
-class RecordingLog:
-    """A task log that keeps its bytes (``data``) and its ``[taskcluster …]`` lines (``lines``)."""
-
-    def __init__(self, keep: bool = True) -> None:
-        self.keep = keep
-        self.data = bytearray()
-        self.size = 0
-        self.biggest_chunk = 0
-        self.lines: list[str] = []
-
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-        self.biggest_chunk = max(self.biggest_chunk, len(data))
-        if self.keep:
-            self.data += data
-
-    def info(self, message: str) -> None:
-        self.lines.append(f"info: {message}")
-
-    def warn(self, message: str) -> None:
-        self.lines.append(f"warn: {message}")
-
-    def error(self, message: str) -> None:
-        self.lines.append(f"error: {message}")
-
-    @property
-    def text(self) -> str:
-        return bytes(self.data).decode(errors="replace")
 
 
 @contextmanager

@@ -11,24 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / d) for d in ("e2e", "docker")]
-
-from dockerhelpers import skip_or_fail  # noqa: E402
-from e2e_harness import (  # noqa: E402
-    Submitter,
-    WorkerProcess,
-    clean_env,
-    tcworker_cmd,
-    unique_worker_type,
-    worker_config,
-)
-from platformproc import PlatformProcess  # noqa: E402
+from helpers.ci import skip_or_fail
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter
+from helpers.workerproc import WorkerProcess, clean_env, tcworker_cmd, unique_worker_type, worker_config
 
 
 @dataclass

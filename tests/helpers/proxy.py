@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
+from helpers import platformproc
+from helpers.platformproc import PlatformProcess
+from helpers.submitter import Submitter
+from helpers.workerproc import PROVISIONER_ID
 
-from e2e_harness import PROVISIONER_ID, Submitter  # noqa: E402
-from platformproc import PlatformProcess  # noqa: E402
-
+CLAIM_TIMEOUT = 5  # seconds: the claim's credentials expire during a task that sleeps longer
 SECRET = "private-content-4711"
 RESULT = re.compile(r"PROXY-RESULT (\{.*\})")
 
@@ -36,8 +36,6 @@ class ReachablePlatform(PlatformProcess):
         return cmd
 
     def start(self) -> PlatformProcess:
-        import platformproc
-
         original = platformproc._ROOT_URL_LINE
         platformproc._ROOT_URL_LINE = re.compile(r"rootUrl:\s*(http://" + re.escape(self.host) + r":(\d+))")
         try:
@@ -191,5 +189,3 @@ after=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$TASK_ID" 2>&1 | grep
 after_art=$(wget -q -O - "http://taskcluster/api/queue/v1/task/$PRODUCER/runs/0/artifacts/private/secret.txt" | gunzip -c)
 echo "PROXY-RESULT {\"own\": $own, \"legacy\": $legacy, \"artifact\": \"$art\", \"create_task\": \"$create\", \"cancel\": \"$cancel\", \"missing\": \"$missing\", \"bewit\": \"$bewit\", \"after_reclaim\": $after, \"after_artifact\": \"$after_art\", \"proxy_url\": \"$TASKCLUSTER_PROXY_URL\", \"credential_env\": $credenv}"
 """
-
-CLAIM_TIMEOUT = 5  # seconds: the claim's credentials expire during a task that sleeps longer

@@ -7,7 +7,6 @@ upstream treats an output-schema violation as a bug and the official client reli
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import os
@@ -21,6 +20,8 @@ import slugid
 import taskcluster
 import taskcluster.download
 import taskcluster.upload
+
+from helpers.tasks import from_now, task_def
 
 # The official resolved schemas: the untouched upstream copy when this machine has it (independent
 # of the code under test), else the byte-identical copy the package ships (e.g. on a CI machine).
@@ -99,34 +100,6 @@ def check_status(resp: Any) -> dict[str, Any]:
     return resp["status"]
 
 
-def new_queue_id(prefix: str = "tcw-test") -> str:
-    """A taskQueueId nobody else uses, so tests can share one server without seeing each other's work."""
-    return f"{prefix}/q{slugid.nice().lower().replace('_', '').replace('-', '')[:20]}"
-
-
-def task_def(queue_id: str, **overrides: Any) -> dict[str, Any]:
-    """A minimal valid createTask body for `queue_id`; keyword arguments override fields."""
-    now = dt.datetime.now(dt.UTC)
-    body: dict[str, Any] = {
-        "taskQueueId": queue_id,
-        "created": taskcluster.stringDate(now),
-        "deadline": taskcluster.stringDate(now + dt.timedelta(hours=1)),
-        "payload": {},
-        "metadata": {
-            "name": "platform acceptance test",
-            "description": "created by tests/platform",
-            "owner": "tests@example.com",
-            "source": "https://example.com/tcworker/tests",
-        },
-    }
-    body.update(overrides)
-    return body
-
-
-def from_now(**delta: float) -> str:
-    return taskcluster.stringDate(dt.datetime.now(dt.UTC) + dt.timedelta(**delta))
-
-
 def create_task(queue: taskcluster.Queue, queue_id: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
     task_id = slugid.nice()
     return task_id, check_status(queue.createTask(task_id, task_def(queue_id, **overrides)))
@@ -172,10 +145,6 @@ def rest_error(excinfo: pytest.ExceptionInfo[Any], status: int, code: str | None
         assert isinstance(body.get("message"), str) and body["message"], body
         assert isinstance(body.get("requestInfo"), dict), body
     return body
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:

@@ -11,15 +11,12 @@ tested, and a server sharing the test's interpreter could hide blocking calls on
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import re
 import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,19 +24,14 @@ from typing import Any
 import taskcluster
 import yaml
 
+from helpers.ci import child_preexec
+
 ROOT_CLIENT_ID = "static/taskcluster/root"
 _ROOT_URL_LINE = re.compile(r"rootUrl:\s*(http://127\.0\.0\.1:(\d+))")
-_PR_SET_PDEATHSIG = 1
 
 
 class PlatformStartError(RuntimeError):
     """The server did not print its rootUrl in time or exited first; the message carries its output."""
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL the server if the test process dies, so nothing is left behind."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class PlatformProcess:
@@ -120,9 +112,7 @@ class PlatformProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 # PDEATHSIG is tied to the spawning *thread*; only safe from the main thread.
-                preexec_fn=_die_with_parent
-                if threading.current_thread() is threading.main_thread()
-                else None,
+                preexec_fn=child_preexec(),
             )
         finally:
             log.close()

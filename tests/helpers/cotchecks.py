@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from e2e_harness import Submitter, WorkerProcess, clean_env, tcworker_cmd
+from helpers.submitter import Submitter
+from helpers.workerproc import WorkerProcess, clean_env, tcworker_cmd
 
 COT = "public/chain-of-trust.json"
 SIG = "public/chain-of-trust.json.sig"

@@ -1,102 +1,27 @@
-"""Helpers for the docker engine's tests: a busybox root file system image, engine configs, runs.
+"""Docker-engine configs and run contexts for tests that drive the engine directly.
 
-Images are built locally (no registry is reachable in CI): a root file system made of Debian's
-``busybox-static`` (``/bin/busybox`` plus one relative symlink per applet) is tarred in memory and
-``docker import``-ed. ``make_run`` builds a ``RunContext`` with the real ``TaskLog`` the worker uses.
+``engine_config`` keeps every directory under the test's own tmp dir and runs generic payloads in
+the busybox ``TEST_IMAGE``; ``make_run`` builds a ``RunContext`` with the real ``TaskLog`` the worker
+uses, so what a test reads back is what a task log would hold. ``InProcessRun`` takes one task
+through the worker's real ``TaskRun`` and feature list in the test's own event loop.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import os
-import shutil
-import subprocess
-import tarfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import docker
-import pytest
 import slugid
 
+from helpers.dockerimage import TEST_IMAGE
+from helpers.engines import write_signing_key
 from tcworker import tctime
 from tcworker.config import WorkerConfig, from_mapping
 from tcworker.engines.base import RunContext
 from tcworker.worker.tasklog import TaskLog
-
-TEST_IMAGE = "tcworker-test/busybox:latest"
-BUSYBOX = "/bin/busybox"
-
-
-def skip_or_fail(reason: str) -> None:
-    """Missing infrastructure: skip locally, fail under CI=true (same rule as tests/conftest.py)."""
-    if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}:
-        pytest.fail(f"{reason} (CI=true, so this is a failure, not a skip)")
-    pytest.skip(reason)
-
-
-def busybox_path() -> str | None:
-    for candidate in (shutil.which("busybox"), "/bin/busybox", "/usr/bin/busybox"):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
-
-
-def rootfs_tar(extra_files: Mapping[str, bytes] | None = None) -> bytes:
-    """A minimal root file system: busybox applets in /bin, /etc/passwd, /tmp, /root, /home."""
-    busybox = busybox_path()
-    if busybox is None:
-        raise RuntimeError("busybox-static is not installed (apt-get install busybox-static)")
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, mode in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("root", 0o700), ("home", 0o755)]:
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.DIRTYPE
-            info.mode = mode
-            tf.addfile(info)
-        for name in ("dev", "proc", "sys", "usr", "usr/bin"):
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tf.addfile(info)
-        tf.add(busybox, "bin/busybox")
-        for applet in applets:
-            if applet == "busybox":
-                continue
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tf.addfile(info)
-        files = {"etc/passwd": b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"}
-        files.update(extra_files or {})
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def import_image(
-    client: docker.DockerClient,
-    name: str,
-    *,
-    extra_files: Mapping[str, bytes] | None = None,
-    changes: list[str] | None = None,
-) -> str:
-    """``docker import`` a busybox root file system as ``name`` (``repo:tag``); returns the image id."""
-    repo, _, tag = name.rpartition(":")
-    client.api.import_image_from_data(
-        rootfs_tar(extra_files),
-        repository=repo,
-        tag=tag,
-        changes=["ENV PATH=/bin:/usr/bin", 'CMD ["/bin/sh"]', *(changes or [])],
-    )
-    return str(client.images.get(name).id)
 
 
 def signing_key(directory: Path) -> Path:
@@ -104,8 +29,7 @@ def signing_key(directory: Path) -> Path:
     path = directory / "ed25519.key"
     if not path.exists():
         directory.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64encode(os.urandom(32)))
-        path.chmod(0o600)
+        write_signing_key(path)
     return path
 
 

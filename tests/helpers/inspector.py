@@ -1,34 +1,23 @@
-"""Helpers of the inspector tests: task definitions, page fetching, the CI skip rule.
+"""Helpers of the inspector tests: task definitions and page fetching.
 
 Kept apart from conftest.py so test modules can import them by name (several conftest.py files
-share the module name `conftest`).
+share the module name `conftest`); the CI skip rule is ``helpers.ci.skip_or_fail``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
-import pytest
 import requests
 import slugid
+
+from helpers.submitter import iso
 
 PROVISIONER = "inspector-prov"
 #: A client that may create tasks but not cancel them: the 403 the page must show.
 LIMITED = {"clientId": "inspector/limited", "accessToken": "limited-token-" + "x" * 20}
 LIMITED_SCOPES = ["queue:create-task:*", "queue:scheduler-id:-", "queue:get-artifact:*"]
-
-
-def skip_or_fail(reason: str) -> None:
-    """Missing infrastructure: skip locally, fail under CI=true (the rule of tests/conftest.py)."""
-    if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}:
-        pytest.fail(f"{reason} (CI=true, so this is a failure, not a skip)")
-    pytest.skip(reason)
-
-
-def iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def definition(

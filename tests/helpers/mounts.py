@@ -24,7 +24,7 @@ import py7zr
 import snappy
 import zstandard
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "mounts" / "data"
 
 
 def _snappy(data: bytes) -> bytes:
