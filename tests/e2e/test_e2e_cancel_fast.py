@@ -13,7 +13,8 @@ import time
 
 import psutil
 import pytest
-from e2e_harness import Submitter, describe, marked_processes, wait_for_marked
+from helpers.submitter import Submitter
+from helpers.taskprocs import describe, marked_processes, wait_for_marked
 
 pytestmark = pytest.mark.timeout(120)
 

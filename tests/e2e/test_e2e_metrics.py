@@ -13,7 +13,8 @@ import time
 
 import pytest
 import requests
-from e2e_harness import Submitter, wait_for_marked
+from helpers.submitter import Submitter
+from helpers.taskprocs import wait_for_marked
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.timeout(120)
