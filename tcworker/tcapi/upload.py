@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -67,6 +68,7 @@ class ArtifactPublisher:
         self.gzip = gzip  # False: every artifact is stored as identity (GW's createObjectArtifacts mode)
         self.uploaded_sha256: dict[str, str] = {}  # artifact name → sha256 hex of the plain content
         self.uploaded_bytes = 0  # bytes sent to the object service (gzip bytes when gzipped), for metrics
+        self.upload_seconds = 0.0  # wall time spent in object uploads (createArtifact → finishArtifact)
 
     async def _call(self, what: str, attempt: Callable[[], Any]) -> Any:
         try:
@@ -98,11 +100,13 @@ class ArtifactPublisher:
                 packed = await asyncio.to_thread(compress, path, self.tmp_dir)
             except OSError as e:
                 raise translate(e, what) from e
+        started = time.monotonic()
         try:
             await self._call(
                 what, lambda: self._upload(name, path, content_type, expires, packed if gzipped else None, created)
             )
         finally:
+            self.upload_seconds += time.monotonic() - started
             if own_copy and packed is not None:
                 await asyncio.to_thread(packed.path.unlink, True)
 
@@ -124,7 +128,11 @@ class ArtifactPublisher:
             )
             await self._finish(name, resp)
 
-        await self._call(f"uploading artifact {name}", attempt)
+        started = time.monotonic()
+        try:
+            await self._call(f"uploading artifact {name}", attempt)
+        finally:
+            self.upload_seconds += time.monotonic() - started
         self.uploaded_sha256[name] = hashlib.sha256(data).hexdigest()
         self.uploaded_bytes += len(data)
 

@@ -362,6 +362,7 @@ class WorkerLoop:
             time.monotonic() - claimed_at,
             to_start=None if run.prepared_at is None else run.prepared_at - claimed_at,
             uploaded_bytes=run.publisher.uploaded_bytes,
+            upload_seconds=run.publisher.upload_seconds,
             reclaim_failures=run.claim.reclaim_failures,
         )
 

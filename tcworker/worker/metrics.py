@@ -87,6 +87,11 @@ class WorkerMetrics:
             "Artifact and log bytes sent to the object service",
             registry=self.registry,
         )
+        self.upload_seconds = Counter(
+            "tcworker_upload_seconds",
+            "Wall time spent uploading artifacts and logs (createArtifact to finishArtifact)",
+            registry=self.registry,
+        )
         self.reclaim_failures = Counter(
             "tcworker_reclaim_failures", "reclaimTask calls that failed (claim lost)", registry=self.registry
         )
@@ -110,6 +115,7 @@ class WorkerMetrics:
         *,
         to_start: float | None = None,
         uploaded_bytes: int = 0,
+        upload_seconds: float = 0.0,
         reclaim_failures: int = 0,
     ) -> None:
         state, reason = resolution
@@ -118,6 +124,7 @@ class WorkerMetrics:
         if to_start is not None:
             self.claim_to_start.observe(to_start)
         self.upload_bytes.inc(uploaded_bytes)
+        self.upload_seconds.inc(upload_seconds)
         self.reclaim_failures.inc(reclaim_failures)
 
     # ---- HTTP --------------------------------------------------------------------------------

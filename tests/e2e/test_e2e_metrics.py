@@ -85,6 +85,7 @@ def test_metrics_count_tasks_and_health_flips_during_shutdown(submitter: Submitt
                 stored += len(submitter.raw_artifact(task_id, 0, name)[1])
     assert stored > 0
     assert s[("tcworker_upload_bytes_total", ())] == stored
+    assert 0 < s[("tcworker_upload_seconds_total", ())] < 60
     assert s[("tcworker_capacity", ())] == 1
     assert s[("tcworker_disk_free_bytes", ())] > 0
 
