@@ -19,6 +19,10 @@ process and real `tcworker run` processes, submitting with the official client:
    (the task prints timestamped lines, a live reader notes their arrival; baseline: the same
    program read through a plain pipe); a live reader's throughput while a task writes 1 GiB
    (vs the task's own write rate).
+7. cancel to processes gone (issue 14): `queue.cancelTask` of a running `sleep` on a worker with
+   default settings → the task's process no longer exists (psutil, 10 ms polls), median and p99;
+   beside it the same through the reclaim only (`statusPollIntervalSecs` 0, `reclaimIntervalSecs`
+   1, the fastest a reclaim-only worker can be made) and a bare SIGTERM of a `sleep` (the floor).
 
 Bounded: a global budget (default 170 s) skips whatever would not fit, and every child process is
 stopped on exit. Run: `python bench/worker.py` (`--quick` for a smoke run).
@@ -603,7 +607,90 @@ def phase_live_log(platform: Platform, tmp: Path, wt: str, size: int, runs: int,
     return rows
 
 
-PHASES = ("latency", "multiuser", "biglog", "livelog", "throughput")
+def _procs_with_arg(arg: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if arg in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+def _until(predicate: Callable[[], bool], timeout: float, poll: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return predicate()
+
+
+def cancel_series(queue: taskcluster.Queue, wt: str, runs: int, budget: Budget) -> list[float]:
+    """cancelTask → the task's `sleep` is gone, seconds, for `runs` sequential tasks."""
+    out: list[float] = []
+    for _ in range(runs):
+        if budget.left() < 30:
+            break
+        tag = f"600.{secrets.randbelow(10**8):08d}"  # unique argument: finds exactly this task's sleep
+        task_id = create(queue, wt, ["sleep", tag], max_run_time=900)
+        if not _until(lambda tag=tag: bool(_procs_with_arg(tag)), min(60, budget.left() - 20)):
+            raise RuntimeError(f"task {task_id} never started its sleep")
+        time.sleep(secrets.randbelow(2000) / 1000)  # cancel at a random phase of the worker's polls
+        t0 = time.monotonic()
+        queue.cancelTask(task_id)
+        if not _until(lambda tag=tag: not _procs_with_arg(tag), 60):
+            for proc in _procs_with_arg(tag):
+                proc.kill()
+            raise RuntimeError(f"cancelled task {task_id} still running after 60 s")
+        out.append(time.monotonic() - t0)
+    return out
+
+
+def baseline_sigterm(runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        proc = subprocess.Popen(["sleep", "600"])
+        t0 = time.monotonic()
+        proc.terminate()
+        proc.wait()
+        out.append(time.monotonic() - t0)
+    return out
+
+
+def phase_cancel(platform: Platform, tmp: Path, key: Path, wt: str, runs: int, budget: Budget) -> list[Row]:
+    """7: cancel → processes gone with default settings, vs reclaim-only detection."""
+    lat = cancel_series(platform.queue, wt, runs, budget)
+    reclaim_wt = new_type()
+    reclaim_only = Worker(
+        tmp / "cancel-reclaim",
+        platform,
+        key,
+        workerType=reclaim_wt,
+        statusPollIntervalSecs=0,
+        reclaimIntervalSecs=1,
+    )
+    try:
+        base = cancel_series(platform.queue, reclaim_wt, max(3, runs // 3), budget)
+    finally:
+        stop_all([reclaim_only])
+    floor = baseline_sigterm(runs)
+    base_text = (
+        f"reclaim only, reclaimIntervalSecs 1 ({len(base)} runs): median {ms(statistics.median(base))}"
+        if base
+        else "reclaim only: skipped (budget)"
+    )
+    return [
+        (
+            f"cancelTask → task's processes gone, default settings ({len(lat)} runs)",
+            f"median {ms(statistics.median(lat))}, p99 {ms(pct(lat, 0.99))}",
+            f"{base_text}; default claim without polling: next reclaim ≈ 17 min; "
+            f"bare SIGTERM of sleep: median {ms(statistics.median(floor))}",
+            "goal ≤ 2 s median",
+        )
+    ]
+
+
+PHASES = ("latency", "multiuser", "biglog", "livelog", "throughput", "cancel")
 
 
 def main() -> int:
@@ -658,6 +745,11 @@ def main() -> int:
                     rows += phase_live_log(platform, tmp, wt, args.bytes, max(3, args.runs // 3), budget)
                 except (TimeoutError, RuntimeError, requests.RequestException) as exc:
                     rows.append(("live log", "FAILED", "", str(exc)[:200]))
+            if "cancel" in only:
+                try:
+                    rows += phase_cancel(platform, tmp, key, wt, max(5, args.runs // 2), budget)
+                except (TimeoutError, RuntimeError) as exc:
+                    rows.append(("cancel to processes gone", "FAILED", "", str(exc)[:200]))
             if "throughput" in only:
                 rows += phase_throughput(platform, tmp, key, args.tasks, budget, idle_rss)
         finally:

@@ -123,6 +123,10 @@ KEYS: dict[str, tuple[type, Any]] = {
     "openpgpPrivateKeyLocation": (str, ""),  # docker engine: key for encryptedEnv
     "preloadedCaches": (dict, {}),  # cacheName → directory baked into the image, adopted as a warm cache
     "reclaimIntervalSecs": (int, 0),  # test knob: reclaim every N s (0 = GW's takenUntil − 3 min)
+    # Poll queue.status of each running run every N s to notice a cancel in seconds (0 = only at reclaim)
+    "statusPollIntervalSecs": (int, 1),
+    # "host:port" (or "port": 127.0.0.1) of the worker's /metrics and /health; "" = off
+    "metricsListenAddress": (str, ""),
     "enableProvenance": (bool, True),  # chainOfTrust also publishes signed SLSA provenance
     "openpgpSigningKeyLocation": (str, ""),  # generateCertificate: armored OpenPGP secret key (GW 12–13)
     # Largest artifact file uploaded, in MiB; bigger ones become error artifacts. 5 GiB is what a
@@ -150,6 +154,7 @@ NON_NEGATIVE = (
     "minAvailableMemoryBytes",
     "numberOfTasksToRun",
     "reclaimIntervalSecs",
+    "statusPollIntervalSecs",
     "requiredDiskSpaceMegabytes",
     "loopbackAudioDeviceNumber",
     "loopbackVideoDeviceNumber",

@@ -154,6 +154,7 @@ class CommandRunner:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        pipe_inode = os.fstat(write_fd).st_ino
         try:
             popen = self._spawn(argv, env, cwd, write_fd, identity)
         except (OSError, subprocess.SubprocessError, ValueError, TypeError, IndexError) as e:
@@ -165,7 +166,7 @@ class CommandRunner:
             )
         finally:
             os.close(write_fd)
-        tree = ProcessTree(popen.pid, marker)
+        tree = ProcessTree(popen.pid, marker, pipe_inode)
         exited = _exit_waiter(popen.pid)
         eof: asyncio.Future[None] = loop.create_future()
         pipe = os.fdopen(read_fd, "rb", buffering=0)

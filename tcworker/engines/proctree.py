@@ -4,7 +4,9 @@ A task's command runs as the leader of a new session and process group, but its 
 leave both (``setsid``, ``setpgid``, double ``fork``) and get re-parented to init. This module
 keeps a ``ProcessTree`` of everything seen below the leader (polled while the command runs), finds
 members by group/session and, for the simple engine, by a marker variable in their environment
-(``TASK_WORKDIR=<task dir>``: re-parented daemons keep their environment). For the multiuser
+(``TASK_WORKDIR=<task dir>``: re-parented daemons keep their environment) or by holding the
+command's output pipe open (a double-forked, ``setsid``, environment-clearing child still writes to
+the task log; only one that also closes its output can escape that way). For the multiuser
 engine ``kill_user_processes`` is the authoritative sweep: every process of the task's uid dies,
 whatever its ancestry.
 
@@ -90,6 +92,22 @@ def environ_has(pid: int, entry: bytes) -> bool:
     return entry in data.split(b"\0")
 
 
+def holds_fd_target(pid: int, target: str) -> bool:
+    """True when one of the process's open descriptors is ``target`` (e.g. ``"pipe:[1234]"``)."""
+    fd_dir = f"{PROC}/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"{fd_dir}/{name}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def process_uids(pid: int) -> tuple[int, ...]:
     """Real, effective, saved and filesystem uid of a process (empty when it is gone)."""
     try:
@@ -119,12 +137,14 @@ class ProcessTree:
 
     ``marker`` (an environment entry such as ``b"TASK_WORKDIR=/tasks/task_x_0"``) also claims
     processes that were re-parented before a poll saw them; ``None`` disables that (multiuser
-    uses the uid sweep instead).
+    uses the uid sweep instead). ``pipe_inode`` (the inode of the command's output pipe) claims
+    re-parented processes that still hold that pipe, whatever their environment.
     """
 
-    def __init__(self, leader: int, marker: bytes | None = None) -> None:
+    def __init__(self, leader: int, marker: bytes | None = None, pipe_inode: int | None = None) -> None:
         self.leader = leader
         self.marker = marker
+        self._pipe = f"pipe:[{pipe_inode}]" if pipe_inode is not None else None
         self._known: dict[int, int] = {}  # pid -> start time
         info = read_stat(leader)
         # Only processes started after the leader can belong to it: the (costly) environment check
@@ -156,10 +176,9 @@ class ProcessTree:
                 continue
             if info.pgrp == self.leader or info.session == self.leader:
                 members[info.pid] = info
-            elif (
-                self.marker is not None
-                and info.start_time >= self._since
-                and environ_has(info.pid, self.marker)
+            elif info.start_time >= self._since and (
+                (self.marker is not None and environ_has(info.pid, self.marker))
+                or (self._pipe is not None and holds_fd_target(info.pid, self._pipe))
             ):
                 members[info.pid] = info
         for info in members.values():

@@ -8,7 +8,12 @@ platforms) generic-worker schedules no reclaim at all and the claim silently exp
 at half the remaining time instead (docker-worker's rule). ``reclaim_interval`` > 0 forces a
 fixed interval (generic-worker's test hook). A reclaim that fails after the client's own retries
 (409: cancelled, resolved elsewhere, deadline) stops reclaiming, records why (``queue.status``) and
-calls ``on_lost`` once. The same class keeps the claims superseding holds on other tasks.
+calls ``on_lost`` once. Between reclaims, ``status_interval`` > 0 polls ``queue.status`` with the
+run's current credentials (one cheap GET per interval per running run): a run the queue no longer
+shows ``running`` (cancelled, resolved elsewhere) is lost at once, so a cancel reaches the task in
+seconds instead of at the next reclaim (generic-worker only learns it then: taskcluster#6205). A
+failed poll is only logged; the reclaim stays the authority on the claim. The same class keeps the
+claims superseding holds on other tasks (without polling).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class RunClaim:
         taken_until: str,
         reclaim_interval: float = 0.0,
         on_lost: Callable[[str], None] | None = None,
+        status_interval: float = 0.0,
     ) -> None:
         self.clients = clients
         self.task_id = task_id
@@ -47,12 +53,17 @@ class RunClaim:
         self.credentials = dict(credentials)
         self.taken_until = tctime.parse(taken_until)
         self.reclaim_interval = reclaim_interval
+        self.status_interval = status_interval
         self.on_lost = on_lost
         self._on_reclaimed: list[Callable[[Credentials], None]] = []
         self.lost_reason: str | None = None
         self.reclaims = 0
         self._queue = clients.queue(self.credentials)
         self._task: asyncio.Task[None] | None = None
+        self._status_task: asyncio.Task[None] | None = None
+        self.status_polls = 0
+        self.status_poll_failures = 0
+        self.reclaim_failures = 0
 
     @classmethod
     def from_claim(cls, clients: Clients, claim: dict[str, Any], **kwargs: Any) -> RunClaim:
@@ -83,16 +94,22 @@ class RunClaim:
             self._task = asyncio.create_task(
                 self._reclaim_loop(), name=f"reclaim {self.task_id}/{self.run_id}"
             )
+        if self._status_task is None and self.status_interval > 0:
+            self._status_task = asyncio.create_task(
+                self._status_loop(), name=f"status poll {self.task_id}/{self.run_id}"
+            )
 
     async def stop(self) -> None:
-        """Stop reclaiming (before a report, and when the run is over)."""
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        """Stop reclaiming and polling (before a report, and when the run is over)."""
+        tasks = [self._task, self._status_task]
+        self._task = self._status_task = None
+        for task in tasks:
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
 
     def next_delay(self) -> float:
         if self.reclaim_interval > 0:
@@ -116,12 +133,46 @@ class RunClaim:
             if not await self.reclaim_once():
                 return
 
+    async def _status_loop(self) -> None:
+        while not self.lost:
+            await asyncio.sleep(self.status_interval)
+            state = await self.poll_status()
+            if state is not None and state != "running":
+                break
+        self._cancel_other(self._task)
+
+    async def poll_status(self) -> str | None:
+        """One ``queue.status``; loses the claim when our run is no longer ``running``.
+
+        Returns the run's state, or ``None`` when the queue could not be asked."""
+        try:
+            status = await self._queue.status(self.task_id)
+        except Exception as e:
+            self.status_poll_failures += 1
+            log.debug("status poll of %s failed: %s", self.task_id, e)
+            return None
+        self.status_polls += 1
+        runs = status.get("status", {}).get("runs", [])
+        if self.run_id >= len(runs):
+            return None
+        run = runs[self.run_id]
+        state = str(run.get("state", ""))
+        if state != "running" and not self.lost:
+            reason = run.get("reasonResolved") or state or "unknown"
+            self._record_loss(f"status poll: run is {state}", str(reason))
+        return state
+
+    def _cancel_other(self, task: asyncio.Task[None] | None) -> None:
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+
     async def reclaim_once(self) -> bool:
         """One reclaim (the client retries transient failures); ``False`` once the claim is lost."""
         started = time.monotonic()
         try:
             result = await self._queue.reclaimTask(self.task_id, str(self.run_id))
         except Exception as e:
+            self.reclaim_failures += 1
             await self._lose(e)
             return False
         self.credentials = dict(result["credentials"])
@@ -143,6 +194,8 @@ class RunClaim:
         return True
 
     async def _lose(self, error: BaseException) -> None:
+        if self.lost:
+            return
         reason = "unknown"
         try:
             status = await self.clients.queue(None).status(self.task_id)
@@ -152,13 +205,16 @@ class RunClaim:
                 reason = run.get("reasonResolved") or run.get("state") or reason
         except Exception as e:  # the status query is best effort
             log.warning("cannot query status of %s after failed reclaim: %s", self.task_id, e)
+        self._cancel_other(self._status_task)
+        self._record_loss(f"reclaim failed ({error})", reason)
+
+    def _record_loss(self, how: str, reason: str) -> None:
+        """First loss wins: record it, then tell ``on_lost`` once."""
+        if self.lost:
+            return
         self.lost_reason = reason
         log.warning(
-            "reclaim of %s/%s failed (%s); the queue resolved the run (%s): aborting it",
-            self.task_id,
-            self.run_id,
-            error,
-            reason,
+            "%s/%s: %s; the queue resolved the run (%s): aborting it", self.task_id, self.run_id, how, reason
         )
         if self.on_lost is not None:
             self.on_lost(reason)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -66,6 +67,8 @@ class ArtifactPublisher:
         self.tmp_dir = tmp_dir  # where gzip copies are made (the run's private scratch dir)
         self.gzip = gzip  # False: every artifact is stored as identity (GW's createObjectArtifacts mode)
         self.uploaded_sha256: dict[str, str] = {}  # artifact name → sha256 hex of the plain content
+        self.uploaded_bytes = 0  # bytes sent to the object service (gzip bytes when gzipped), for metrics
+        self.upload_seconds = 0.0  # wall time spent in object uploads (createArtifact → finishArtifact)
 
     async def _call(self, what: str, attempt: Callable[[], Any]) -> Any:
         try:
@@ -97,11 +100,13 @@ class ArtifactPublisher:
                 packed = await asyncio.to_thread(compress, path, self.tmp_dir)
             except OSError as e:
                 raise translate(e, what) from e
+        started = time.monotonic()
         try:
             await self._call(
                 what, lambda: self._upload(name, path, content_type, expires, packed if gzipped else None, created)
             )
         finally:
+            self.upload_seconds += time.monotonic() - started
             if own_copy and packed is not None:
                 await asyncio.to_thread(packed.path.unlink, True)
 
@@ -123,8 +128,13 @@ class ArtifactPublisher:
             )
             await self._finish(name, resp)
 
-        await self._call(f"uploading artifact {name}", attempt)
+        started = time.monotonic()
+        try:
+            await self._call(f"uploading artifact {name}", attempt)
+        finally:
+            self.upload_seconds += time.monotonic() - started
         self.uploaded_sha256[name] = hashlib.sha256(data).hexdigest()
+        self.uploaded_bytes += len(data)
 
     async def create_object(self, name: str, content_type: str, expires: str) -> dict[str, Any]:
         """``createArtifact`` (``object``) alone: the upload's name, ``uploadId`` and credentials."""
@@ -169,6 +179,7 @@ class ArtifactPublisher:
             )
             await self._finish(name, resp)
             self.uploaded_sha256[name] = packed.hashes["sha256"]
+            self.uploaded_bytes += (await asyncio.to_thread(packed.path.stat)).st_size
             return
         f: BinaryIO = await asyncio.to_thread(open, path, "rb")
         readers: list[_HashingFileReader] = []
@@ -194,6 +205,7 @@ class ArtifactPublisher:
         finally:
             f.close()
         await self._finish(name, resp)
+        self.uploaded_bytes += size
         if readers:
             self.uploaded_sha256[name] = readers[-1].sha256.hexdigest()
 

@@ -31,6 +31,7 @@ from tcworker.mounts import gc as disk_gc
 from tcworker.statefile import write_private
 from tcworker.taskdirs import remove_task_dirs, task_dir_name
 from tcworker.tcapi.clients import Clients
+from tcworker.worker.metrics import WorkerMetrics
 from tcworker.worker.tasklog import Listener
 from tcworker.worker.taskrun import TaskRun
 
@@ -76,6 +77,7 @@ class WorkerLoop:
         self.scratch_root = config.tasks_dir / ".runs"
         self.status_path = Path(tempfile.gettempdir()) / STATUS_FILE
         self._status_lock = asyncio.Lock()
+        self.metrics: WorkerMetrics | None = None  # set by the runner when metricsListenAddress is
 
     # ---- external controls (signal handlers, tcworker local) -------------------------------
     def request_shutdown(self) -> None:
@@ -83,6 +85,7 @@ class WorkerLoop:
         if not self._shutdown:
             log.warning("graceful termination requested: aborting %d running task(s)", len(self.running))
         self._shutdown = True
+        self._mark_stopping()
         for run in list(self.running.values()):
             if run is not None:
                 run.abort(CancelReason.WORKER_STOPPING)
@@ -93,7 +96,12 @@ class WorkerLoop:
         if not self._stop and not quiet:
             log.warning("interrupt: no more claims; waiting for %d running task(s)", len(self.running))
         self._stop = True
+        self._mark_stopping()
         self._wake.set()
+
+    def _mark_stopping(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stopping = True
 
     # ---- state files ------------------------------------------------------------------------
     def _read_resolved_count(self) -> int:
@@ -174,6 +182,8 @@ class WorkerLoop:
                 claims = await self._claim(free)
                 error_backoff = 1.0
             except Exception as e:
+                if self.metrics is not None:
+                    self.metrics.queue_errors.inc()
                 log.warning("claimWork failed: %s; retrying in %.0fs", e, error_backoff)
                 await self._wait(error_backoff)
                 error_backoff = min(error_backoff * 2, MAX_ERROR_BACKOFF)
@@ -218,6 +228,8 @@ class WorkerLoop:
                 )
                 if claim in done:
                     result: dict[str, Any] = claim.result()
+                    if self.metrics is not None:
+                        self.metrics.queue_reached()
                     return list(result.get("tasks", []))
                 if self._shutdown or self._stop:
                     claim.cancel()
@@ -246,6 +258,8 @@ class WorkerLoop:
         self.running[key] = None
         self._last_active = time.monotonic()
         log.info("claimed task %s", key)
+        if self.metrics is not None:
+            self.metrics.claimed.inc()
         task = asyncio.create_task(self._run_one(key, claim), name=f"task {key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -299,9 +313,11 @@ class WorkerLoop:
 
     async def _run_one(self, key: str, claim: dict[str, Any]) -> None:
         resolution: tuple[str, str | None] = ("exception", "internal-error")
+        claimed_at = time.monotonic()
         # The status file is written while the run starts (its lock keeps the writes in order).
         status = asyncio.create_task(self._save_status())
         to_run = claim
+        run: TaskRun | None = None
         try:
             to_run = await self._claimed(claim)
             run = self._make_run(to_run, lambda res: self._release(key, res[1]))
@@ -311,6 +327,8 @@ class WorkerLoop:
             resolution = await run.run()
         except BaseException:
             log.exception("task %s crashed the run wrapper", key)
+        if self.metrics is not None:
+            self._count_run(run, resolution, claimed_at)
         await self._released(to_run, resolution)
         reason = resolution[1]
         try:
@@ -331,7 +349,25 @@ class WorkerLoop:
             keep |= {task_dir_name(*_split(k)) for k in self.running}
             await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, keep)
 
+    def _count_run(self, run: TaskRun | None, resolution: tuple[str, str | None], claimed_at: float) -> None:
+        if self.metrics is None:
+            return
+        if run is None:
+            self.metrics.run_ended(resolution, time.monotonic() - claimed_at)
+            return
+        if resolution[0] == "none" and run.claim.lost_reason:  # the queue resolved it (cancel, …)
+            resolution = ("resolved-by-queue", run.claim.lost_reason)
+        self.metrics.run_ended(
+            resolution,
+            time.monotonic() - claimed_at,
+            to_start=None if run.prepared_at is None else run.prepared_at - claimed_at,
+            uploaded_bytes=run.publisher.uploaded_bytes,
+            upload_seconds=run.publisher.upload_seconds,
+            reclaim_failures=run.claim.reclaim_failures,
+        )
+
     async def _drain(self, code: ExitCode) -> ExitCode:
+        self._mark_stopping()
         if self._tasks:
             log.info("waiting for %d running task(s) before exiting %d", len(self._tasks), int(code))
             await asyncio.gather(*list(self._tasks), return_exceptions=True)

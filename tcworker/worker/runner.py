@@ -19,7 +19,9 @@ from tcworker.exitcodes import ExitCode
 from tcworker.features import load_features
 from tcworker.features.base import Feature
 from tcworker.tcapi.clients import Clients
+from tcworker.worker import metrics as worker_metrics
 from tcworker.worker.loop import WorkerLoop
+from tcworker.worker.metrics import WorkerMetrics
 from tcworker.worker.tasklog import Listener
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,15 @@ async def run_worker(
     )
     if on_loop is not None:
         on_loop(loop)
+    metrics_server = None
+    if config.metricsListenAddress:
+        loop.metrics = WorkerMetrics(lambda: len(loop.running), config.capacity, config.tasks_dir)
+        try:
+            metrics_server = await worker_metrics.serve(loop.metrics, config.metricsListenAddress)
+        except (OSError, ValueError) as e:
+            log.error("cannot serve metrics on %s: %s", config.metricsListenAddress, e)
+            await _shut_down(engine, features, clients)
+            return int(ExitCode.INVALID_CONFIG)
     log.info(
         "tcworker %s engine: worker %s/%s on %s (capacity %d)",
         config.engine,
@@ -70,6 +81,8 @@ async def run_worker(
         log.error("%s", e)
         code = e.exit_code
     finally:
+        if metrics_server is not None:
+            await metrics_server.cleanup()
         await _shut_down(engine, features, clients)
     return int(code if isinstance(code, int) else ExitCode.INTERNAL_ERROR)
 

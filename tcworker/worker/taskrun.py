@@ -88,6 +88,7 @@ class TaskRun:
             dict(claim),
             reclaim_interval=float(config.reclaimIntervalSecs),
             on_lost=self._claim_lost,
+            status_interval=float(config.statusPollIntervalSecs),
         )
         self.publisher = ArtifactPublisher(
             clients,
@@ -103,6 +104,7 @@ class TaskRun:
             self.publisher, self.task["expires"], self.scratch_dir, f"{self.task_id}/{self.run_id}"
         )
         self.resolution: tuple[str, str | None] = ("none", None)
+        self.prepared_at: float | None = None  # monotonic time the sandbox was ready (for metrics)
 
     @property
     def log(self) -> TaskLog:
@@ -273,6 +275,7 @@ class TaskRun:
             root_url=self.clients.root_url,
         )
         self._sandbox = await self.engine.prepare(context)
+        self.prepared_at = time.monotonic()
         run.attach_sandbox(self._sandbox)  # aborts it at once when the run was cancelled meanwhile
         async with contextlib.AsyncExitStack() as stack:
             for tf in task_features:

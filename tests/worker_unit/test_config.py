@@ -153,3 +153,11 @@ def test_max_artifact_size_defaults_to_5_gib_and_must_be_positive(tmp_path: Path
         cfg.load(write(tmp_path, {**VALID, "maxArtifactSizeMegabytes": 0}), environ={})
     assert exc.value.exit_code == ExitCode.INVALID_CONFIG
     assert "maxArtifactSizeMegabytes" in str(exc.value)
+
+
+def test_status_poll_interval_defaults_to_1_s_and_must_not_be_negative(tmp_path: Path) -> None:
+    assert cfg.load(write(tmp_path, VALID), environ={}).statusPollIntervalSecs == 1
+    assert cfg.load(write(tmp_path, {**VALID, "statusPollIntervalSecs": 0}), environ={}).statusPollIntervalSecs == 0
+    with pytest.raises(ConfigError) as exc:
+        cfg.load(write(tmp_path, {**VALID, "statusPollIntervalSecs": -1}), environ={})
+    assert "statusPollIntervalSecs" in str(exc.value)
