@@ -13,6 +13,11 @@ from typing import Any
 import pytest
 from helpers.dockerfixtures import docker_client, test_image  # noqa: F401 - fixtures for every area
 from helpers.platformproc import PlatformProcess
+from helpers.workerfixtures import (  # noqa: F401 - fixtures and hook for every area
+    pytest_runtest_makereport,
+    signing_key,
+    submitter,
+)
 
 PlatformFactory = Callable[..., PlatformProcess]
 

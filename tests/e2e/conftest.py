@@ -14,36 +14,8 @@ from typing import Any
 import pytest
 from helpers.platformproc import PlatformProcess
 from helpers.submitter import Submitter
-from helpers.taskprocs import kill_marked
-from helpers.workerproc import WorkerProcess, new_signing_key, start_worker_process
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Remember each phase's report so fixtures can dump process output when a test failed."""
-    outcome = yield
-    rep = outcome.get_result()  # type: ignore[attr-defined]
-    setattr(item, "rep_" + rep.when, rep)
-
-
-def _failed(request: pytest.FixtureRequest) -> bool:
-    rep = getattr(request.node, "rep_call", None)
-    return rep is None or rep.failed
-
-
-@pytest.fixture(scope="session")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return new_signing_key(tmp_path_factory.mktemp("keys") / "ed25519.key")
-
-
-@pytest.fixture
-def submitter(shared_platform: PlatformProcess) -> Iterator[Submitter]:
-    sub = Submitter.for_platform(shared_platform)
-    try:
-        yield sub
-    finally:
-        kill_marked(sub.mark)
-
+from helpers.workerfixtures import test_failed
+from helpers.workerproc import WorkerProcess, start_worker_process
 
 WorkerFactory = Callable[..., WorkerProcess]
 
@@ -80,7 +52,7 @@ def start_worker(
     finally:
         for worker in made:
             worker.stop()
-        if _failed(request):
+        if test_failed(request):
             for worker in made:
                 print(f"\n===== worker {worker.worker_id} output =====\n{worker.tail(20000)}")
             print(f"\n===== platform output (tail) =====\n{shared_platform.output()[-6000:]}")

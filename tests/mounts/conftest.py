@@ -12,35 +12,7 @@ from typing import Any
 import pytest
 from helpers.platformproc import PlatformProcess
 from helpers.submitter import Submitter
-from helpers.taskprocs import kill_marked
-from helpers.workerproc import WorkerProcess, clean_env, new_signing_key, unique_worker_type, worker_config
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    rep = outcome.get_result()  # type: ignore[attr-defined]
-    setattr(item, "rep_" + rep.when, rep)
-
-
-@pytest.fixture(scope="session")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return new_signing_key(tmp_path_factory.mktemp("keys") / "ed25519.key")
-
-
-@pytest.fixture
-def submitter(shared_platform: PlatformProcess) -> Iterator[Submitter]:
-    sub = Submitter(
-        shared_platform.queue(),
-        shared_platform.root_url,
-        unique_worker_type(),
-        shared_platform.root_access_token,
-    )
-    try:
-        yield sub
-    finally:
-        kill_marked(sub.mark)
-
+from helpers.workerproc import WorkerProcess, clean_env, worker_config
 
 WorkerFactory = Callable[..., WorkerProcess]
 
