@@ -7,6 +7,7 @@ platform process (``shared_platform``); tasks are submitted and checked with the
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tarfile
 import time
@@ -83,6 +84,33 @@ def test_container_task_completes_and_its_log_holds_the_output(
     )
     assert run["state"] == "completed", submitter.log(task_id)
     assert f"hello-from-container {task_id}/0" in submitter.log(task_id)
+
+
+def test_64_mib_of_output_reaches_the_backing_log_whole_and_in_order(
+    submitter: Submitter, worker: WorkerProcess
+) -> None:
+    """The container's output is read in chunks, not a byte at a time: 64 MiB (2**23 numbered
+    lines) finish in a bounded time (a guard against the old hang, not a speed figure) and the
+    backing log holds every line once, in order. The container has a TTY (docker-worker's), so
+    each ``\\n`` arrives as ``\\r\\n``."""
+    lines = 1 << 23  # `seq -w` pads to 7 digits: 8 bytes a line, 64 MiB in all
+    started = time.monotonic()
+    task = submitter.task_definition(_payload(["seq", "-w", "1", str(lines)], maxRunTime=600), retries=0)
+    task_id = submitter.create_task(task)
+    run = submitter.wait_run(task_id, timeout=480, worker=worker)
+    elapsed = time.monotonic() - started
+    assert run["state"] == "completed", run
+    assert elapsed < 480, f"64 MiB of output took {elapsed:.0f} s"
+    data, _ = submitter.download(task_id, 0, "public/logs/live_backing.log")
+    start = data.index(b"0000001\r\n")
+    body = data[start : start + 9 * lines]
+    assert len(body) == 9 * lines, f"the log holds {len(body)} bytes of output, not {9 * lines}"
+    expected = hashlib.sha256()
+    for first in range(1, lines + 1, 1 << 16):
+        last = min(first + (1 << 16), lines + 1)
+        expected.update("".join(f"{i:07d}\r\n" for i in range(first, last)).encode())
+    assert hashlib.sha256(body).hexdigest() == expected.hexdigest(), "lines lost, doubled or reordered"
+    assert data[start + 9 * lines :].lstrip().startswith(b"[taskcluster"), "output after the last line"
 
 
 def test_non_zero_exit_fails_the_task(submitter: Submitter, worker: WorkerProcess) -> None:

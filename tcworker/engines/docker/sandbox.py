@@ -43,6 +43,7 @@ from tcworker.engines.base import (
     TaskNetwork,
 )
 from tcworker.engines.docker import archive
+from tcworker.engines.docker.attach import AttachedOutput
 from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions
 from tcworker.engines.docker.images import ResolvedImage
 from tcworker.engines.docker.saving import save_container
@@ -222,12 +223,18 @@ class DockerSandbox(Sandbox):
         if self._abort_reason is not None:
             return self._aborted(started)
         try:
+            output = await asyncio.to_thread(AttachedOutput.open, self._stream.api, container.id, tty=True)
+        except docker.errors.APIError as e:
+            self._current = None
+            return self._not_started(f"cannot attach to the container's output: {_explain(e)}", started)
+        try:
             await asyncio.to_thread(container.start)
         except docker.errors.APIError as e:
+            output.close()
             self._current = None
             return self._not_started(f"the container could not be started: {_explain(e)}", started)
         try:
-            exit_code = await self._follow(container, log)
+            exit_code = await self._follow(container, output, log)
         finally:
             self._current = None
         self._last_exit = exit_code
@@ -236,28 +243,22 @@ class DockerSandbox(Sandbox):
             return self._aborted(started)
         return ProcessResult(exit_code=exit_code, wall_time=time.monotonic() - started)
 
-    async def _follow(self, container: Any, sink: LogSink) -> int:
+    async def _follow(self, container: Any, output: AttachedOutput, sink: LogSink) -> int:
         """Stream the container's output to ``sink`` until it exits; return its exit code."""
         loop = asyncio.get_running_loop()
-        api = self._stream.api
-
-        def pump() -> None:  # secrets are masked once, by the task log
-            for chunk in api.logs(container.id, stream=True, follow=True):
-                if chunk:
-                    loop.call_soon_threadsafe(sink.write, chunk)
-
-        pumping = asyncio.ensure_future(asyncio.to_thread(pump))
+        # secrets are masked once, by the task log
+        pumping = asyncio.ensure_future(asyncio.to_thread(output.pump, loop, sink))
         try:
-            status = await asyncio.to_thread(api.wait, container.id)
+            status = await asyncio.to_thread(self._stream.api.wait, container.id)
         except asyncio.CancelledError:
-            # Kill first: the log stream (awaited below) only ends when the container does.
+            # Kill first: the output stream (awaited below) only ends when the container does.
             await asyncio.shield(self._kill(container))
             raise
         finally:
             try:
                 await pumping
-            except docker.errors.DockerException as e:
-                log.warning("log stream of container %s ended with an error: %s", container.id, e)
+            except (OSError, docker.errors.DockerException) as e:
+                log.warning("output stream of container %s ended with an error: %s", container.id, e)
         error = (status.get("Error") or {}).get("Message") if isinstance(status.get("Error"), dict) else None
         if error:
             self._run.log.warn(f"Docker reported for the container: {error}")
