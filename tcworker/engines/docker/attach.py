@@ -50,7 +50,8 @@ class AttachedOutput:
 
     def pump(self, loop: asyncio.AbstractEventLoop, sink: LogSink) -> int:
         """Read until the container closes its output, handing chunks to ``sink.write`` on ``loop``
-        in order (blocking: run it in a thread). Returns the number of bytes read."""
+        in order (blocking: run it in a thread of its own, ``threads.in_own_thread``). Returns the
+        number of bytes read."""
         slots = threading.Semaphore(MAX_CHUNKS_IN_FLIGHT)
 
         def deliver(chunk: bytes) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import docker
+
 from tcworker.errors import MalformedPayload
 
 # Accepted without changing the container: the worker's normal live log and backing log already
@@ -121,3 +123,28 @@ def _need_host_path(path: str, dev: str) -> None:
         raise MalformedPayload(
             f"payload.capabilities.devices.{dev} needs {path} on the worker host, which this worker does not have"
         )
+
+
+# ``containers.create`` keyword arguments that belong to the container's HostConfig.
+_HOST_CONFIG_KEYS = ("extra_hosts", "shm_size", "log_config", "privileged", "cap_add", "devices", "security_opt")
+
+
+def create_container(api: docker.APIClient, kwargs: Mapping[str, Any]) -> str:
+    """Create a container from ``containers.create``-style keyword arguments in one request
+    (blocking); returns its id.
+
+    The high-level ``containers.create`` inspects the new container right after creating it, a
+    round trip on every command's critical path whose answer the engine never reads; the
+    low-level API takes the same options split into container and host configuration.
+    """
+    kw = dict(kwargs)
+    host: dict[str, Any] = {key: kw.pop(key) for key in _HOST_CONFIG_KEYS if key in kw}
+    binds = kw.pop("volumes", None)
+    if binds:
+        host["binds"] = binds
+    network = kw.pop("network", None)
+    if network:
+        host["network_mode"] = network
+        kw["networking_config"] = api.create_networking_config({network: api.create_endpoint_config()})
+    kw["host_config"] = api.create_host_config(**host)
+    return str(api.create_container(**kw)["Id"])

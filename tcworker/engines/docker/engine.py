@@ -25,7 +25,7 @@ import docker
 import docker.errors
 
 from tcworker.engines.base import Engine, Mount, RunContext, Sandbox
-from tcworker.engines.docker.images import ImageSpec, ImageStore
+from tcworker.engines.docker.images import ImageSpec, ImageStore, ResolvedImage
 from tcworker.engines.docker.sandbox import LABEL_WORKER, DockerSandbox
 from tcworker.errors import ConfigError, InternalError, MalformedPayload
 from tcworker.taskdirs import create_tasks_dir, task_dir_name
@@ -50,6 +50,7 @@ class DockerEngine(Engine):
         self._stream_client: docker.DockerClient | None = None
         self._images: ImageStore | None = None
         self._live: set[DockerSandbox] = set()
+        self._workdirs: dict[str, str] = {}  # image id → its WorkingDir
 
     def supported_payload_kinds(self) -> frozenset[str]:
         return frozenset({"generic", "docker"})
@@ -109,15 +110,9 @@ class DockerEngine(Engine):
             spec = ImageSpec(kind="docker-image", name=config.dockerImage or DEFAULT_GENERIC_IMAGE)
         task_dir = config.tasks_dir / task_dir_name(run.task_id, run.run_id)
         await asyncio.to_thread(task_dir.mkdir, parents=True, exist_ok=True)
-        image = await self._images.resolve(spec, run)
-        try:
-            inspected = await asyncio.to_thread(self._client.api.inspect_image, image.id)
-        except docker.errors.APIError as e:
-            raise InternalError(f"cannot inspect image {image.ref}: {e}") from e
-        workdir = str((inspected.get("Config") or {}).get("WorkingDir") or "/")
+        image = await self._images.resolve(spec, run)  # also stamps its use for the image GC
+        workdir = await self._image_workdir(image)
         run.log.info(f"Using docker image {image.ref} ({image.id})")
-        with contextlib.suppress(Exception):  # least-recently-used order for image GC
-            await self._images.touch(image.ref, image.id)
         sandbox = DockerSandbox(
             client=self._client,
             stream_client=self._stream_client,
@@ -134,6 +129,20 @@ class DockerEngine(Engine):
                 sandbox.add_mount(mount)
         self._live.add(sandbox)
         return sandbox
+
+    async def _image_workdir(self, image: ResolvedImage) -> str:
+        """The image's ``WorkingDir``, inspected once per image id (an id names immutable content,
+        so the answer never changes; a tag moved to another image has another id)."""
+        assert self._client is not None
+        workdir = self._workdirs.get(image.id)
+        if workdir is None:
+            try:
+                inspected = await asyncio.to_thread(self._client.api.inspect_image, image.id)
+            except docker.errors.APIError as e:
+                raise InternalError(f"cannot inspect image {image.ref}: {e}") from e
+            workdir = str((inspected.get("Config") or {}).get("WorkingDir") or "/")
+            self._workdirs[image.id] = workdir
+        return workdir
 
     async def garbage_collect(self, required_free_bytes: int) -> None:
         """Evict least recently used images until ``tasksDir``'s file system has enough room."""

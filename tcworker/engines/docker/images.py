@@ -263,9 +263,12 @@ class ImageStore:
     async def touch(self, ref: str, image_id: str) -> None:
         """Record that ``ref`` was used now (the LRU order of ``collect_garbage``)."""
         async with self._lock:
-            state = read_state(self._index_path)
-            state.setdefault("used", {})[ref] = {"id": image_id, "lastUsed": time.time()}
-            await asyncio.to_thread(write_state, self._index_path, state)
+            await asyncio.to_thread(self._stamp, ref, image_id, time.time())
+
+    def _stamp(self, ref: str, image_id: str, when: float) -> None:
+        state = read_state(self._index_path)
+        state.setdefault("used", {})[ref] = {"id": image_id, "lastUsed": when}
+        write_state(self._index_path, state)
 
     # -- garbage collection --------------------------------------------------------------------
 

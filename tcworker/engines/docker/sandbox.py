@@ -44,9 +44,11 @@ from tcworker.engines.base import (
 )
 from tcworker.engines.docker import archive
 from tcworker.engines.docker.attach import AttachedOutput
-from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions
+from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions, create_container
+from tcworker.engines.docker.exitwatch import ExitWatch
 from tcworker.engines.docker.images import ResolvedImage
 from tcworker.engines.docker.saving import save_container
+from tcworker.engines.docker.threads import in_own_thread
 from tcworker.errors import InternalError
 
 log = logging.getLogger(__name__)
@@ -211,7 +213,7 @@ class DockerSandbox(Sandbox):
         if self._abort_reason is not None:
             return self._aborted(started)
         try:
-            container = await asyncio.to_thread(self._client.containers.create, **self._create_kwargs(argv, env))
+            container = await self._create(self._create_kwargs(argv, env))
         except docker.errors.ImageNotFound as e:
             raise InternalError(
                 f"image {self._image.ref} ({self._image.id}) vanished before the task ran"
@@ -222,19 +224,30 @@ class DockerSandbox(Sandbox):
         self._current = container
         if self._abort_reason is not None:
             return self._aborted(started)
-        try:
-            output = await asyncio.to_thread(AttachedOutput.open, self._stream.api, container.id, tty=True)
-        except docker.errors.APIError as e:
+        # Both before the start: no output is missed, and the exit is seen as soon as Docker says it.
+        output, exits = await asyncio.gather(
+            asyncio.to_thread(AttachedOutput.open, self._stream.api, container.id, tty=True),
+            self._watch_exit(container),
+            return_exceptions=True,
+        )
+        if not isinstance(output, AttachedOutput):
+            if isinstance(exits, ExitWatch):
+                exits.close()
             self._current = None
-            return self._not_started(f"cannot attach to the container's output: {_explain(e)}", started)
+            if isinstance(output, docker.errors.APIError):
+                return self._not_started(f"cannot attach to the container's output: {_explain(output)}", started)
+            raise output
+        exit_watch = exits if isinstance(exits, ExitWatch) else None
         try:
             await asyncio.to_thread(container.start)
         except docker.errors.APIError as e:
             output.close()
+            if exit_watch is not None:
+                exit_watch.close()
             self._current = None
             return self._not_started(f"the container could not be started: {_explain(e)}", started)
         try:
-            exit_code = await self._follow(container, output, log)
+            exit_code = await self._follow(container, output, exit_watch, log)
         finally:
             self._current = None
         self._last_exit = exit_code
@@ -243,22 +256,55 @@ class DockerSandbox(Sandbox):
             return self._aborted(started)
         return ProcessResult(exit_code=exit_code, wall_time=time.monotonic() - started)
 
-    async def _follow(self, container: Any, output: AttachedOutput, sink: LogSink) -> int:
-        """Stream the container's output to ``sink`` until it exits; return its exit code."""
-        loop = asyncio.get_running_loop()
-        # secrets are masked once, by the task log
-        pumping = asyncio.ensure_future(asyncio.to_thread(output.pump, loop, sink))
+    async def _create(self, kwargs: dict[str, Any]) -> Any:
+        """Create a container in one request; the model is built from its id (no inspect)."""
+        container_id = await asyncio.to_thread(create_container, self._client.api, kwargs)
+        return self._client.containers.prepare_model({"Id": container_id})
+
+    async def _watch_exit(self, container: Any) -> ExitWatch | None:
+        """The container's ``die`` subscription, or ``None`` when Docker refuses it (``wait`` alone
+        then tells the exit, a little later)."""
         try:
-            status = await asyncio.to_thread(self._stream.api.wait, container.id)
+            return await asyncio.to_thread(ExitWatch.open, self._stream.api, container.id)
+        except docker.errors.DockerException as e:
+            log.warning("cannot follow the events of container %s (exit code from wait only): %s", container.id, e)
+            return None
+
+    async def _follow(
+        self, container: Any, output: AttachedOutput, exits: ExitWatch | None, sink: LogSink
+    ) -> int:
+        """Stream the container's output to ``sink`` until it exits; return its exit code.
+
+        The exit code is the first of the ``die`` event (``exitwatch``) and ``wait``; the output
+        is always read to its end before this returns (secrets are masked once, by the task log).
+        """
+        loop = asyncio.get_running_loop()
+        pumping = asyncio.ensure_future(in_own_thread("docker-output", output.pump, loop, sink))
+        waiting = asyncio.ensure_future(in_own_thread("docker-wait", self._stream.api.wait, container.id))
+        dying = asyncio.ensure_future(in_own_thread("docker-die", exits.exit_code)) if exits else None
+        for pending in (waiting, dying):
+            if pending is not None:  # whichever loses the race is never awaited
+                pending.add_done_callback(_consume_outcome)
+        try:
+            return await self._first_exit(waiting, dying)
         except asyncio.CancelledError:
             # Kill first: the output stream (awaited below) only ends when the container does.
             await asyncio.shield(self._kill(container))
             raise
         finally:
+            if exits is not None:
+                exits.close()
             try:
                 await pumping
             except (OSError, docker.errors.DockerException) as e:
                 log.warning("output stream of container %s ended with an error: %s", container.id, e)
+
+    async def _first_exit(self, waiting: asyncio.Future[Any], dying: asyncio.Future[int] | None) -> int:
+        if dying is not None:
+            await asyncio.wait({waiting, dying}, return_when=asyncio.FIRST_COMPLETED)
+            if dying.done() and dying.exception() is None:
+                return dying.result()
+        status = await waiting
         error = (status.get("Error") or {}).get("Message") if isinstance(status.get("Error"), dict) else None
         if error:
             self._run.log.warn(f"Docker reported for the container: {error}")
@@ -327,9 +373,7 @@ class DockerSandbox(Sandbox):
         """The container to copy artifacts from: the last one run, or a never-started one."""
         if self._containers:
             return self._containers[-1]
-        container = await asyncio.to_thread(
-            self._client.containers.create, **self._create_kwargs(["true"], {})
-        )
+        container = await self._create(self._create_kwargs(["true"], {}))
         self._containers.append(container)
         return container
 
@@ -435,6 +479,12 @@ def docker_save_repository(task_id: str, run_id: int) -> str:
 def _fresh_dir(parent: Path, prefix: str) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    """Retrieve a finished future's exception so asyncio does not report it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _explain(e: BaseException) -> str:
