@@ -21,6 +21,7 @@ import pytest
 import slugid
 from helpers.ci import free_port
 from helpers.dockerimage import TEST_IMAGE
+from helpers.dockerruns import leftovers_of_worker
 from helpers.submitter import Submitter
 from helpers.superseding import Superseder, in_background
 from helpers.workerproc import WorkerProcess, start_worker_process
@@ -97,8 +98,8 @@ def _closed_port_url() -> str:
 
 
 def _assert_no_containers_left(client: docker.DockerClient, worker: WorkerProcess) -> None:
-    label = f"tcworker.worker={worker.config['workerGroup']}/{worker.worker_id}"
-    assert client.containers.list(all=True, filters={"label": label}) == []
+    containers, _ = leftovers_of_worker(client, f"{worker.config['workerGroup']}/{worker.worker_id}")
+    assert containers == []
 
 
 def test_only_the_primary_runs_and_the_secondaries_are_superseded(

@@ -21,6 +21,7 @@ import pytest
 import slugid
 import taskcluster
 from helpers.dockerimage import TEST_IMAGE, import_image
+from helpers.dockerruns import leftovers_of_worker
 from helpers.gpg import GpgKey, make_gpg_key
 from helpers.submitter import Submitter
 from helpers.workerproc import WorkerProcess, start_worker_process
@@ -236,10 +237,10 @@ def test_no_container_or_volume_is_left_after_tasks(
     assert run["state"] == "completed", submitter.log(task_id)
     volumes = set(re.findall(r"/volumes/([0-9a-f]{64})/_data", submitter.log(task_id)))
     assert volumes, "the task did not see an anonymous volume"
-    left = {v.name for v in docker_client.volumes.list()} & volumes
+    label = f"{worker.config['workerGroup']}/{worker.worker_id}"
+    containers, left = leftovers_of_worker(docker_client, label, volumes)
     assert not left, f"anonymous volumes left behind: {left}"
-    label = f"tcworker.worker={worker.config['workerGroup']}/{worker.worker_id}"
-    assert docker_client.containers.list(all=True, filters={"label": label}) == []
+    assert containers == []
 
 
 def test_purge_cache_request_empties_the_cache_for_later_tasks(

@@ -8,8 +8,9 @@ through the worker's real ``TaskRun`` and feature list in the test's own event l
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,22 @@ def containers_of(client: docker.DockerClient, task_id: str) -> list[Any]:
 
 def volume_names(client: docker.DockerClient) -> set[str]:
     return {v.name for v in client.volumes.list()}
+
+
+def leftovers_of_worker(
+    client: docker.DockerClient, label: str, volumes: Collection[str] = (), timeout: float = 30.0
+) -> tuple[list[Any], set[str]]:
+    """Containers labelled ``tcworker.worker=<label>`` and which of ``volumes`` still exist, once
+    both are gone or after ``timeout`` seconds. The worker removes a run's containers after its
+    report (off the resolution's critical path), so right after the resolution they may still be
+    going; a leak is what is still there much later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        containers = client.containers.list(all=True, filters={"label": f"tcworker.worker={label}"})
+        left = volume_names(client) & set(volumes)
+        if (not containers and not left) or time.monotonic() > deadline:
+            return containers, left
+        time.sleep(0.2)
 
 
 class InProcessRun:
