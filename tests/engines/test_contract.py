@@ -193,11 +193,6 @@ async def test_abort_is_idempotent_and_first_reason_wins(sandbox: Any) -> None:
     assert "should-not-run" not in log2.text
 
 
-@pytest.mark.engine_bug(
-    "docker",
-    reason="docker engine bug: abort(CANCELLED) kills the container at once (docker kill); no SIGTERM "
-    "and no grace period for the task to clean up",
-)
 async def test_interrupt_then_grace_then_kill(sandbox: Any) -> None:
     """SIGTERM first (a well-behaved task can clean up), SIGKILL after the grace period."""
     token = unique_sleep()
@@ -346,11 +341,6 @@ async def test_symlink_leaving_the_task_dir_is_refused(sandbox: Any, tmp_path: P
     assert "hostname" in caught.value.message
 
 
-@pytest.mark.engine_bug(
-    "docker",
-    reason="docker engine bug: a missing artifact says 'no such file or directory in the container: …' "
-    "instead of generic-worker's 'Could not read file …'",
-)
 async def test_missing_artifacts_have_generic_worker_messages(sandbox: Any, tmp_path: Path) -> None:
     with pytest.raises(ArtifactMissing) as caught:
         await sandbox.collect_artifact("nope/no_such_file", "file", tmp_path)
@@ -361,11 +351,6 @@ async def test_missing_artifacts_have_generic_worker_messages(sandbox: Any, tmp_
     assert caught.value.message == f"Could not read directory '{sandbox.task_dir}/nope'"
 
 
-@pytest.mark.engine_bug(
-    "docker",
-    reason="docker engine bug: a wrong artifact type says \"'b/c' is a directory in the container, not a "
-    "file\" instead of generic-worker's 'File artifact … exists as a directory, not a file, on the worker'",
-)
 async def test_wrong_artifact_type_has_generic_worker_messages(sandbox: Any, tmp_path: Path) -> None:
     await make_files(sandbox, "mkdir -p b/c && printf j > b/c/d.jpg")
     with pytest.raises(ArtifactInvalid) as caught:
@@ -388,11 +373,6 @@ async def test_empty_directory_artifact_yields_nothing(sandbox: Any, tmp_path: P
 # ---- destroy -----------------------------------------------------------------------------------
 
 
-@pytest.mark.engine_bug(
-    "docker",
-    reason="docker engine bug: Sandbox.destroy() removes the containers but leaves the task directory "
-    "(only the worker loop's sweep removes it later)",
-)
 async def test_destroy_removes_the_task_dir_and_is_idempotent(engine: Any) -> None:
     from helpers.engines import run_context
 

@@ -44,7 +44,8 @@ class DockerEngine(Engine):
 
     name = "docker"
 
-    def __init__(self) -> None:
+    def __init__(self, kill_grace: float = 3.0) -> None:
+        self.kill_grace = kill_grace  # SIGTERM → SIGKILL of an aborted container (not max run time)
         self._config: WorkerConfig | None = None
         self._client: docker.DockerClient | None = None
         self._stream_client: docker.DockerClient | None = None
@@ -122,6 +123,8 @@ class DockerEngine(Engine):
             image_workdir=workdir,
             worker_label=self.worker_label,
             on_destroy=self._live.discard,
+            grace=self.kill_grace,
+            clean_up=bool(config.cleanUpTaskDirs),
         )
         if run.payload_kind == "docker":
             volumes = await asyncio.to_thread(_volume_dirs, run.payload, task_dir)

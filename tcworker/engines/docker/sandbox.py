@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import posixpath
+import shutil
 import tempfile
 import time
 import uuid
@@ -72,6 +74,8 @@ class DockerSandbox(Sandbox):
         image_workdir: str,
         worker_label: str,
         on_destroy: Callable[[DockerSandbox], None] | None = None,
+        grace: float = 3.0,
+        clean_up: bool = True,
     ) -> None:
         self._client = client
         self._stream = stream_client
@@ -83,6 +87,8 @@ class DockerSandbox(Sandbox):
         self._mounts: list[Mount] = []
         self._worker_label = worker_label
         self._on_destroy = on_destroy
+        self._grace = grace
+        self._clean_up = clean_up
         self._generic = run.payload_kind == "generic"
         self._containers: list[Any] = []
         self._current: Any = None
@@ -343,11 +349,25 @@ class DockerSandbox(Sandbox):
         except RuntimeError:
             running = None
         if running is self._loop:
-            self._kill_tasks.append(self._loop.create_task(self._kill(container)))
+            self._kill_tasks.append(self._loop.create_task(self._stop(container, reason)))
         else:  # called from another thread (a signal handler thread, a timer): hop onto the loop
             self._loop.call_soon_threadsafe(
-                lambda: self._kill_tasks.append(asyncio.ensure_future(self._kill(container)))
+                lambda: self._kill_tasks.append(asyncio.ensure_future(self._stop(container, reason)))
             )
+
+    async def _stop(self, container: Any, reason: CancelReason) -> None:
+        """Interrupt → grace → kill, as the host engines do (``docker stop``: the image's stop
+        signal, SIGTERM by default, then SIGKILL after the grace); max run time kills at once."""
+        if reason is CancelReason.MAX_RUN_TIME or self._grace <= 0:
+            await self._kill(container)
+            return
+        try:
+            # Docker takes whole seconds; its HTTP call lasts up to the grace, in a worker thread.
+            await asyncio.to_thread(container.stop, timeout=max(1, math.ceil(self._grace)))
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:
+            await self._kill(container)
 
     async def _kill(self, container: Any) -> None:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
@@ -383,12 +403,14 @@ class DockerSandbox(Sandbox):
         (never on the host); generic payloads must stay within the task directory."""
         if kind == "volume":  # D2G's artifact type: a directory that was a volume in the container
             kind = "directory"
-        target = self._container_path(path)
+        target = full = self._container_path(path)
         container = await self._reader()
         for _ in range(MAX_SYMLINK_HOPS):
             try:
                 chunks, stat = await asyncio.to_thread(self._stream.api.get_archive, container.id, target)
             except docker.errors.NotFound as e:
+                if self._generic:  # generic-worker's wording
+                    raise ArtifactMissing(f"Could not read {kind} '{full}'") from e
                 raise ArtifactMissing(f"no such file or directory in the container: {target}") from e
             except docker.errors.APIError as e:
                 raise ArtifactInvalid(f"cannot read {target} from the container: {_explain(e)}") from e
@@ -403,6 +425,10 @@ class DockerSandbox(Sandbox):
             raise ArtifactInvalid(f"too many levels of symbolic links at {path!r}")
         if found != kind:
             chunks.close()
+            if self._generic and {found, kind} == {"file", "directory"}:  # generic-worker's wording
+                raise ArtifactInvalid(
+                    f"{kind.capitalize()} artifact '{full}' exists as a {found}, not a {kind}, on the worker"
+                )
             what = "something that is neither file nor directory" if found == "other" else f"a {found}"
             raise ArtifactInvalid(f"{path!r} is {what} in the container, not a {kind}")
         dest = await asyncio.to_thread(_fresh_dir, staging, "docker-artifact-")
@@ -433,13 +459,16 @@ class DockerSandbox(Sandbox):
     # -- clean-up ------------------------------------------------------------------------------
 
     async def destroy(self) -> None:
-        """Remove every container (and its anonymous volumes) and return the caches; idempotent."""
+        """Remove every container (and its anonymous volumes), then the task directory (unless
+        ``cleanUpTaskDirs`` is off); idempotent."""
         if self._destroyed:
             return
         self._destroyed = True
         try:
             await self._remove_everything()
         finally:
+            if self._clean_up:
+                await asyncio.to_thread(shutil.rmtree, self._task_dir, True)
             if self._on_destroy is not None:
                 self._on_destroy(self)
 
