@@ -69,6 +69,7 @@ class Extraction:
 
     files: list[ArtifactFile] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    symlinks: list[tuple[str, str]] = field(default_factory=list)  # (relative name, link text)
 
 
 def _member_parts(name: str) -> list[str]:
@@ -96,14 +97,20 @@ def _write_regular(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> 
 
 
 def extract(
-    chunks: Iterable[bytes], kind: str, root: Path, *, warn: Callable[[str], None] | None = None
+    chunks: Iterable[bytes],
+    kind: str,
+    root: Path,
+    *,
+    warn: Callable[[str], None] | None = None,
+    keep_symlinks: bool = False,
 ) -> Extraction:
     """Extract a ``get_archive`` stream for a ``file`` or ``directory`` artifact below ``root``.
 
     ``root`` must be a fresh, empty directory owned by the worker. For ``file`` the stream must
     hold exactly one regular file; for ``directory`` every regular file below the top directory is
     returned with its ``relative_name``. Raises ``ArtifactInvalid`` for hostile or wrong-typed
-    content.
+    content. With ``keep_symlinks`` a directory's symbolic links are listed in ``symlinks`` (never
+    created on the host) for the caller to resolve inside the container; otherwise skipped.
     """
     result = Extraction()
     extracted: dict[str, Path] = {}
@@ -143,6 +150,9 @@ def extract(
                 # A hard link to a file already extracted from this same stream: copy it.
                 shutil.copyfile(source, dest, follow_symlinks=False)
                 size = dest.stat().st_size
+            elif member.issym() and keep_symlinks:
+                result.symlinks.append((rel, member.linkname))
+                continue
             else:
                 result.skipped.append(rel)
                 if warn is not None:

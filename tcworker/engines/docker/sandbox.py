@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import posixpath
 import shutil
 import tempfile
@@ -438,14 +439,61 @@ class DockerSandbox(Sandbox):
             loop.call_soon_threadsafe(self._run.log.warn, message)
 
         try:
-            result = await asyncio.to_thread(archive.extract, chunks, kind, dest, warn=warn)
+            result = await asyncio.to_thread(
+                archive.extract, chunks, kind, dest, warn=warn, keep_symlinks=self._generic
+            )
         except OSError as e:
             raise ArtifactInvalid(f"cannot unpack {path!r} from the container: {e}") from e
         except ArtifactInvalid:
             raise
         except Exception as e:  # tarfile.TarError, docker stream errors
             raise ArtifactInvalid(f"cannot unpack {path!r} from the container: {e}") from e
-        return result.files
+        if not result.symlinks:
+            return result.files
+        files = list(result.files)
+        for rel, link in result.symlinks:
+            linked = await self._linked_file(container, target, rel, link, dest, staging)
+            if linked is not None:
+                files.append(linked)
+        return sorted(files, key=lambda f: f.relative_name)
+
+    async def _linked_file(
+        self, container: Any, directory: str, rel: str, link: str, dest: Path, staging: Path
+    ) -> ArtifactFile | None:
+        """A symbolic link inside a generic payload's directory artifact, as the host engines
+        treat it: a link to a regular file in the task directory is uploaded with that file's
+        content; links to directories (not followed) and dangling links are skipped; a link to a
+        file outside the task directory refuses the whole artifact."""
+        where = posixpath.normpath(posixpath.join(directory, posixpath.dirname(rel), link))
+        for _ in range(MAX_SYMLINK_HOPS):
+            try:
+                chunks, stat = await asyncio.to_thread(self._stream.api.get_archive, container.id, where)
+            except docker.errors.NotFound:
+                self._run.log.warn(f"skipping {rel!r} in directory artifact: a dangling symbolic link")
+                return None
+            except docker.errors.APIError as e:
+                raise ArtifactInvalid(f"cannot read {where} from the container: {_explain(e)}") from e
+            found = archive.stat_kind(stat)
+            if found != "symlink":
+                break
+            chunks.close()
+            where = posixpath.normpath(str(stat.get("linkTarget") or ""))
+        else:
+            raise ArtifactInvalid(f"too many levels of symbolic links at {rel!r}")
+        if found != "file":
+            chunks.close()
+            self._run.log.warn(f"skipping {rel!r} in directory artifact: a symbolic link to a {found}")
+            return None
+        try:
+            self._check_in_task_dir(where, rel)
+        except ArtifactInvalid:
+            chunks.close()
+            raise
+        scratch = await asyncio.to_thread(_fresh_dir, staging, "docker-link-")
+        copied = await asyncio.to_thread(archive.extract, chunks, "file", scratch)
+        final = dest.joinpath(*rel.split("/"))
+        await asyncio.to_thread(_move_into_place, copied.files[0].path, final)
+        return ArtifactFile(relative_name=rel, path=final, size=copied.files[0].size)
 
     async def save_image(self, dest: Path) -> ArtifactFile | None:
         """``dockerSave``: the last container committed as ``task-<taskId>-<runId>:latest`` and saved."""
@@ -503,6 +551,12 @@ def task_network_name(task_id: str, run_id: int) -> str:
 def docker_save_repository(task_id: str, run_id: int) -> str:
     """``task-<taskId>-<runId>`` made a valid Docker repository name (lower case, ``_`` → ``-``)."""
     return f"task-{task_id.lower().replace('_', '-')}-{run_id}"
+
+
+def _move_into_place(source: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, dest)
+    source.parent.rmdir()
 
 
 def _fresh_dir(parent: Path, prefix: str) -> Path:
