@@ -73,8 +73,12 @@ class DockerEngine(Engine):
         try:
             client = await asyncio.to_thread(docker.from_env, timeout=API_TIMEOUT_SECONDS)
             await asyncio.to_thread(client.ping)
-            # Streams (logs, wait, save, load, pull) may be silent for longer than any API timeout.
-            self._stream_client = await asyncio.to_thread(docker.from_env, timeout=None)
+            # Streams (output, wait, events, save, load, pull) may be silent for longer than any API
+            # timeout. Each running container holds three of its connections (attach, wait, die
+            # event): a pool smaller than that would drop and reopen connections under load.
+            self._stream_client = await asyncio.to_thread(
+                docker.from_env, timeout=None, max_pool_size=max(10, 4 * config.capacity)
+            )
             self._client = client
         except docker.errors.DockerException as e:
             raise ConfigError(
