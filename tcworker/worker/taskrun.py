@@ -178,7 +178,7 @@ class TaskRun:
         self._log_publication.follow(self.log)
         for listener in self._log_listeners:
             self.log.add_listener(listener)
-        self._handle = RunHandle(
+        self._handle = handle = RunHandle(
             config=self.config,
             clients=self.clients,
             claim=self.claim,
@@ -209,6 +209,7 @@ class TaskRun:
             self._write_footer(errors, time.monotonic() - started)
             ran = time.monotonic()
             await self._publish_logs(errors)
+            await handle.settle()  # artifact calls left running by features (live log's link)
             uploaded = time.monotonic()
             await self._report()
             if self._on_reported is not None:
@@ -224,6 +225,7 @@ class TaskRun:
         except Exception:
             log.exception("cannot finish task %s/%s", self.task_id, self.run_id)
         finally:
+            await handle.settle()  # no-op unless the run failed before its report
             await self.claim.stop()
             if self._sandbox is not None:
                 try:
