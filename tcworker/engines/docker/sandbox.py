@@ -490,9 +490,14 @@ class DockerSandbox(Sandbox):
             chunks.close()
             raise
         scratch = await asyncio.to_thread(_fresh_dir, staging, "docker-link-")
-        copied = await asyncio.to_thread(archive.extract, chunks, "file", scratch)
         final = dest.joinpath(*rel.split("/"))
-        await asyncio.to_thread(_move_into_place, copied.files[0].path, final)
+        try:
+            copied = await asyncio.to_thread(archive.extract, chunks, "file", scratch)
+            await asyncio.to_thread(_move_into_place, copied.files[0].path, final)
+        except ArtifactInvalid:
+            raise
+        except Exception as e:  # OSError, tarfile.TarError, docker stream errors
+            raise ArtifactInvalid(f"cannot unpack {rel!r} (a link to {where}) from the container: {e}") from e
         return ArtifactFile(relative_name=rel, path=final, size=copied.files[0].size)
 
     async def save_image(self, dest: Path) -> ArtifactFile | None:
