@@ -154,7 +154,7 @@ def _fresh(path: Path) -> Path:
 
 
 def _write(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # as `echo >`: kernfs ignores the truncation
     try:
         os.write(fd, value.encode())
     finally:
