@@ -112,6 +112,24 @@ class CgroupHost:
             + f"; kill via {how}"
         )
 
+    def parents(self) -> list[Path]:
+        """The worker's parent group in every hierarchy used."""
+        return [p for p in [self.v2, *self.v1.values()] if p is not None]
+
+    def remove_stale(self) -> list[str]:
+        """Kill and remove the groups of workers that are gone (a crash leaves its tasks' groups,
+        maybe with processes in them); groups of live workers on the same host are left alone."""
+        removed: list[str] = []
+        names = {child.name for parent in self.parents() for child in _subdirs(parent)}
+        for name in sorted(names):
+            owner = worker_pid_of(name)
+            if owner is None or owner == os.getpid() or os.path.exists(f"/proc/{owner}"):
+                continue
+            dirs = [parent / name for parent in self.parents() if (parent / name).is_dir()]
+            TaskCgroup(self, name, TaskLimits(0, 0), dirs).remove()
+            removed.append(name)
+        return removed
+
     def create(self, name: str, limits: TaskLimits) -> TaskCgroup:
         """Make the task's groups and set its limits; raises ``OSError`` when the kernel refuses."""
         dirs: list[Path] = []
@@ -127,6 +145,24 @@ class CgroupHost:
             group.remove()
             raise
         return group
+
+
+def group_name(run_name: str) -> str:
+    """A run's group name: its task directory name and the worker's pid (``remove_stale``)."""
+    return f"{run_name}-w{os.getpid()}"
+
+
+def worker_pid_of(name: str) -> int | None:
+    """The worker pid in a group name made by ``group_name`` (``None``: not one of ours)."""
+    _, sep, pid = name.rpartition("-w")
+    return int(pid) if sep and pid.isdigit() else None
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [child for child in path.iterdir() if child.is_dir()]
+    except OSError:
+        return []
 
 
 def _via(version: str | None, v2_file: str, v1_file: str) -> str:

@@ -165,6 +165,10 @@ class HostEngine(Engine):
         """Find the host's cgroups once and say in the worker log which ones are used."""
         self._limits = cgroups.task_limits(config)
         self._cgroups = await asyncio.to_thread(cgroups.detect)
+        if self._cgroups is not None:
+            stale = await asyncio.to_thread(self._cgroups.remove_stale)
+            if stale:
+                log.warning("removed cgroups left by a worker that is gone: %s", ", ".join(stale))
         if self._cgroups is None:
             log.warning(
                 "per-task cgroups: none usable on this host (no writable cgroup v2 or v1 memory/pids/"
@@ -183,7 +187,7 @@ class HostEngine(Engine):
         if self._cgroups is None or self._limits is None:
             return None
         try:
-            return await asyncio.to_thread(self._cgroups.create, f"{name}-w{os.getpid()}", self._limits)
+            return await asyncio.to_thread(self._cgroups.create, cgroups.group_name(name), self._limits)
         except OSError as e:
             raise InternalError(f"cannot create the task's cgroup {name}: {e}") from e
 

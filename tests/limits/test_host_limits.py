@@ -10,7 +10,10 @@ most, small limits) so the shared machine survives even a broken limit.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import subprocess
 import time
 from pathlib import Path
 
@@ -76,7 +79,6 @@ def test_fork_loop_capped_by_task_max_processes_fails_the_task(
     assert refused > 100, log[-3000:]  # 200 tries, at most 64 processes
     assert "per-task cgroups:" in worker.output(), worker.tail()
     _assert_next_task_runs(submitter, worker)
-    assert not [g for g in _task_groups(cgroup_host) if f"-w{worker.pid}" in g.name]
 
 
 @pytest.mark.parametrize("engine", ["simple", "multiuser"])
@@ -114,7 +116,48 @@ def test_task_within_its_limits_completes(
     run = submitter.wait_run(task_id, timeout=60, worker=worker)
     log = submitter.log(task_id)
     assert run["state"] == "completed", (run, log[-3000:])
-    assert "/tcworker/task_" in log, log[-3000:]  # the command ran inside the task's group
+    assert "/tcworker/task_" in log and f"-w{worker.pid}" in log, log[-3000:]  # ran in its group
+    # The run's groups are gone once it is resolved (the task is reported after its clean-up).
+    assert _wait(lambda: not [g for g in _task_groups(cgroup_host) if f"-w{worker.pid}" in g.name], 10)
+
+
+def test_groups_left_by_a_dead_worker_are_killed_and_removed_at_start(
+    submitter: Submitter, start_worker, cgroup_host: cgroups.CgroupHost
+) -> None:
+    """A crashed worker leaves its tasks' groups, maybe with processes: the next worker's start
+    kills them and removes the groups (groups of live workers are left alone)."""
+    dead_pid = next(p for p in range(4_000_000, 4_100_000) if not os.path.exists(f"/proc/{p}"))
+    name = cgroups.group_name("task_stale_0").replace(f"-w{os.getpid()}", f"-w{dead_pid}")
+    live_name = cgroups.group_name("task_live_0")  # ours: this test process is alive
+    stale = cgroup_host.create(name, cgroups.TaskLimits(64, 64 << 20))
+    live = cgroup_host.create(live_name, cgroups.TaskLimits(64, 64 << 20))
+    fds, join = stale.joiner()
+    try:
+        orphan = subprocess.Popen(["sleep", "600"], preexec_fn=join, start_new_session=True)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    try:
+        assert stale.pids() == [orphan.pid]
+        worker = start_worker()
+        assert _wait(lambda: orphan.poll() is not None, 30), worker.tail()
+        assert "removed cgroups left by a worker that is gone" in worker.output() and name in worker.output()
+        assert not [g for g in _task_groups(cgroup_host) if g.name == name]
+        assert [g for g in _task_groups(cgroup_host) if g.name == live_name]
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+        orphan.wait()
+        live.remove()
+        stale.remove()
+
+
+def _fd_targets(pid: int) -> list[str]:
+    targets = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            targets.append(os.readlink(f"/proc/{pid}/fd/{name}"))
+    return targets
 
 
 def _processes_with_arg(arg: str) -> list[psutil.Process]:
@@ -145,7 +188,8 @@ def test_cancel_kills_a_child_that_left_everything_but_the_cgroup(
         assert _wait(lambda: bool(_processes_with_arg(tag)), 30), "the escaping child never started"
         (escaped,) = _processes_with_arg(tag)
         assert escaped.ppid() != worker.pid and "E2E_MARK" not in "".join(escaped.environ())
-        assert not [f for f in escaped.open_files()] and escaped.ppid() == 1 or escaped.ppid() != worker.pid
+        assert escaped.ppid() != worker.pid
+        assert not [fd for fd in _fd_targets(escaped.pid) if fd.startswith("pipe:")]  # output closed too
         submitter.queue.cancelTask(task_id)
         cancelled_at = time.monotonic()
         gone = _wait(lambda: not _processes_with_arg(tag), 5.0)
