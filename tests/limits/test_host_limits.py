@@ -141,7 +141,8 @@ def test_groups_left_by_a_dead_worker_are_killed_and_removed_at_start(
         assert stale.pids() == [orphan.pid]
         worker = start_worker()
         assert _wait(lambda: orphan.poll() is not None, 30), worker.tail()
-        assert "removed cgroups left by a worker that is gone" in worker.output() and name in worker.output()
+        assert _wait(lambda: "removed cgroups left by a worker that is gone" in worker.output(), 10)
+        assert name in worker.output()
         assert not [g for g in _task_groups(cgroup_host) if g.name == name]
         assert [g for g in _task_groups(cgroup_host) if g.name == live_name]
     finally:
