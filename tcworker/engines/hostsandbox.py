@@ -156,31 +156,25 @@ class HostEngine(Engine):
     async def shutdown(self) -> None:
         return None
 
-    @property
-    def cgroup_host(self) -> cgroups.CgroupHost | None:
-        """What the host offers for per-task cgroups (``None``: tasks run without)."""
-        return self._cgroups
-
     async def _detect_cgroups(self, config: WorkerConfig) -> None:
         """Find the host's cgroups once and say in the worker log which ones are used."""
         self._limits = cgroups.task_limits(config)
         self._cgroups = await asyncio.to_thread(cgroups.detect)
-        if self._cgroups is not None:
-            stale = await asyncio.to_thread(self._cgroups.remove_stale)
-            if stale:
-                log.warning("removed cgroups left by a worker that is gone: %s", ", ".join(stale))
         if self._cgroups is None:
             log.warning(
                 "per-task cgroups: none usable on this host (no writable cgroup v2 or v1 memory/pids/"
                 "freezer hierarchy); taskMaxProcesses and taskMaxMemoryMegabytes are not enforced"
             )
-        else:
-            log.info(
-                "%s (taskMaxProcesses=%d, taskMaxMemoryMegabytes=%d)",
-                self._cgroups.describe(),
-                self._limits.max_processes,
-                self._limits.max_memory_megabytes,
-            )
+            return
+        log.info(
+            "%s (taskMaxProcesses=%d, taskMaxMemoryMegabytes=%d)",
+            self._cgroups.describe(),
+            self._limits.max_processes,
+            self._limits.max_memory_megabytes,
+        )
+        stale = await asyncio.to_thread(self._cgroups.remove_stale)
+        if stale:
+            log.warning("removed cgroups left by a worker that is gone: %s", ", ".join(stale))
 
     async def _task_cgroup(self, name: str) -> cgroups.TaskCgroup | None:
         """A fresh, limited cgroup for one run (``None`` without cgroups on this host)."""
