@@ -24,7 +24,25 @@ async def test_exit_watch_reports_the_exit_code_of_the_die_event(docker_client: 
     try:
         watch = await asyncio.to_thread(ExitWatch.open, api, container)
         await asyncio.to_thread(api.start, container)
-        assert await asyncio.wait_for(asyncio.to_thread(watch.exit_code), 60) == 7
+        ended = await asyncio.wait_for(asyncio.to_thread(watch.wait_exit), 60)
+        assert (ended.code, ended.oom_killed) == (7, False)
+    finally:
+        await asyncio.to_thread(api.remove_container, container, force=True)
+
+
+async def test_exit_watch_reports_an_oom_kill_before_the_exit(docker_client: docker.DockerClient) -> None:
+    """A child killed by the OOM killer while the main process exits 3: ``State.OOMKilled`` as
+    Docker's ``oom`` event tells it, with the exit code."""
+    api = docker_client.api
+    limits = api.create_host_config(mem_limit="16m", memswap_limit="16m")
+    script = "head -c 200m /dev/zero | tail; exit 3"
+    container = api.create_container(TEST_IMAGE, ["sh", "-c", script], host_config=limits)["Id"]
+    try:
+        watch = await asyncio.to_thread(ExitWatch.open, api, container)
+        await asyncio.to_thread(api.start, container)
+        ended = await asyncio.wait_for(asyncio.to_thread(watch.wait_exit), 60)
+        assert (ended.code, ended.oom_killed) == (3, True)
+        assert api.inspect_container(container)["State"]["OOMKilled"] is True  # the same fact
     finally:
         await asyncio.to_thread(api.remove_container, container, force=True)
 
@@ -35,7 +53,7 @@ async def test_closing_an_exit_watch_ends_it_without_an_exit_code(docker_client:
     container = api.create_container(TEST_IMAGE, ["true"])["Id"]
     try:
         watch = await asyncio.to_thread(ExitWatch.open, api, container)
-        waiting = asyncio.ensure_future(asyncio.to_thread(watch.exit_code))
+        waiting = asyncio.ensure_future(asyncio.to_thread(watch.wait_exit))
         await asyncio.sleep(0.2)
         watch.close()
         with pytest.raises(EOFError):

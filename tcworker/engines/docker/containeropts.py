@@ -9,12 +9,14 @@ is a property of this worker, not of the task.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+import docker.types
 
 from tcworker.errors import MalformedPayload
 
@@ -125,8 +127,14 @@ def _need_host_path(path: str, dev: str) -> None:
         )
 
 
-# ``containers.create`` keyword arguments that belong to the container's HostConfig.
-_HOST_CONFIG_KEYS = ("extra_hosts", "shm_size", "log_config", "privileged", "cap_add", "devices", "security_opt")
+# ``containers.create`` keyword arguments that belong to the container's HostConfig: every option
+# docker-py's HostConfig takes (``pids_limit``, ``mem_limit``, ``cap_add``, ``shm_size`` …) that is
+# not also an argument of ``create_container`` itself.
+_HOST_CONFIG_KEYS = (
+    frozenset(inspect.signature(docker.types.HostConfig.__init__).parameters)
+    - frozenset(inspect.signature(docker.APIClient.create_container).parameters)
+    - {"self", "version"}
+)
 
 
 def create_container(api: docker.APIClient, kwargs: Mapping[str, Any]) -> str:
@@ -138,7 +146,7 @@ def create_container(api: docker.APIClient, kwargs: Mapping[str, Any]) -> str:
     low-level API takes the same options split into container and host configuration.
     """
     kw = dict(kwargs)
-    host: dict[str, Any] = {key: kw.pop(key) for key in _HOST_CONFIG_KEYS if key in kw}
+    host: dict[str, Any] = {key: kw.pop(key) for key in sorted(_HOST_CONFIG_KEYS & kw.keys())}
     binds = kw.pop("volumes", None)
     if binds:
         host["binds"] = binds

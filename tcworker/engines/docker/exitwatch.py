@@ -6,15 +6,27 @@ of the container (unmounting the root file system, releasing the network): measu
 later for every container, loaded or not. Nothing of the run depends on that clean-up (artifact
 copies and ``commit`` wait for it inside dockerd; removal comes after the report), so the engine
 subscribes to the container's events before starting it and takes whichever of the two answers
-comes first; ``wait`` stays the fallback when the event stream fails.
+comes first; ``wait`` stays the fallback when the event stream fails. The same stream carries the
+container's ``oom`` events, which dockerd sends before ``die`` when the kernel's OOM killer hit a
+process of the container: that is the ``State.OOMKilled`` fact, known without an inspect, which
+dockerd would also hold back until its clean-up is done.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import docker
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    """What the event stream said about a container's end."""
+
+    code: int
+    oom_killed: bool  # an ``oom`` event came before the ``die``
 
 
 class ExitWatch:
@@ -27,22 +39,30 @@ class ExitWatch:
     @classmethod
     def open(cls, api: docker.APIClient, container_id: str) -> ExitWatch:
         """Subscribe (blocking) before the container starts, so its ``die`` cannot be missed."""
-        stream = api.events(filters={"type": "container", "container": container_id, "event": "die"}, decode=True)
+        stream = api.events(
+            filters={"type": "container", "container": container_id, "event": ["oom", "die"]}, decode=True
+        )
         return cls(stream, container_id)
 
-    def exit_code(self) -> int:
-        """Block until the container's ``die`` event; its exit code. Raises ``EOFError`` when the
-        stream ends first (closed, or the daemon went away)."""
+    def wait_exit(self) -> ContainerExit:
+        """Block until the container's ``die`` event; its exit code and whether an ``oom`` event
+        came first. Raises ``EOFError`` when the stream ends first (closed, or the daemon went
+        away)."""
+        oom_killed = False
         try:
             for event in self._stream:
                 actor = event.get("Actor") or {}
-                if event.get("Action") == "die" and actor.get("ID") == self._container_id:
-                    return int((actor.get("Attributes") or {})["exitCode"])
+                if actor.get("ID") != self._container_id:
+                    continue
+                if event.get("Action") == "oom":
+                    oom_killed = True
+                elif event.get("Action") == "die":
+                    return ContainerExit(int((actor.get("Attributes") or {})["exitCode"]), oom_killed)
         finally:
             self.close()
         raise EOFError(f"the event stream of container {self._container_id} ended before its exit")
 
     def close(self) -> None:
-        """End the subscription (idempotent); a blocked ``exit_code`` then returns or raises."""
+        """End the subscription (idempotent); a blocked ``wait_exit`` then returns or raises."""
         with contextlib.suppress(Exception):  # already closed / the daemon went away
             self._stream.close()

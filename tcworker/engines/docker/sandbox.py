@@ -45,10 +45,12 @@ from tcworker.engines.base import (
     Sandbox,
     TaskNetwork,
 )
+from tcworker.engines.cgroups import TaskLimits
 from tcworker.engines.docker import archive
+from tcworker.engines.docker import limits as container_limits
 from tcworker.engines.docker.attach import AttachedOutput
 from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions, create_container
-from tcworker.engines.docker.exitwatch import ExitWatch
+from tcworker.engines.docker.exitwatch import ContainerExit, ExitWatch
 from tcworker.engines.docker.images import ResolvedImage
 from tcworker.engines.docker.saving import save_container
 from tcworker.engines.docker.threads import in_own_thread
@@ -57,6 +59,7 @@ from tcworker.errors import InternalError
 log = logging.getLogger(__name__)
 
 MAX_SYMLINK_HOPS = 16
+EXIT_SIGKILLED = 128 + 9  # what Docker reports for a container whose main process got SIGKILL
 LABEL_WORKER = "tcworker.worker"
 LABEL_RUN = "tcworker.run"
 
@@ -77,8 +80,10 @@ class DockerSandbox(Sandbox):
         on_destroy: Callable[[DockerSandbox], None] | None = None,
         grace: float = 3.0,
         clean_up: bool = True,
+        limits: TaskLimits | None = None,
     ) -> None:
         self._client = client
+        self._limits = limits
         self._stream = stream_client
         self._run = run
         self._task_dir = task_dir
@@ -172,6 +177,8 @@ class DockerSandbox(Sandbox):
             "log_config": LogConfig(type=LogConfig.types.JSON),
             **self._opts.create_kwargs(),
         }
+        if self._limits is not None:
+            kwargs.update(container_limits.create_kwargs(self._limits))
         if self._generic:
             kwargs["working_dir"] = str(self._task_dir)
         if self._network is not None:
@@ -253,15 +260,56 @@ class DockerSandbox(Sandbox):
                 exit_watch.close()
             self._current = None
             return self._not_started(f"the container could not be started: {_explain(e)}", started)
+        watch = container_limits.PidsWatch()
+        watching = await self._watch_pids(container, watch)
         try:
-            exit_code = await self._follow(container, output, exit_watch, log)
+            exit_code, oom_seen = await self._follow(container, output, exit_watch, log)
         finally:
             self._current = None
+            await container_limits.stop(watching, watch)
         self._last_exit = exit_code
         if self._abort_reason is not None:
             await asyncio.gather(*self._kill_tasks, return_exceptions=True)
             return self._aborted(started)
-        return ProcessResult(exit_code=exit_code, wall_time=time.monotonic() - started)
+        return ProcessResult(
+            exit_code=exit_code,
+            wall_time=time.monotonic() - started,
+            limit_hits=await self._limit_hits(container, watch, exit_code, oom_seen),
+        )
+
+    async def _watch_pids(self, container: Any, watch: container_limits.PidsWatch) -> asyncio.Task[None] | None:
+        """Start following the running container's ``pids.events`` (``taskMaxProcesses``)."""
+        if self._limits is None:
+            return None
+        try:
+            await asyncio.to_thread(container.reload)
+            pid = int(container.attrs["State"]["Pid"])
+        except (docker.errors.APIError, KeyError, TypeError, ValueError):
+            return None
+        return asyncio.create_task(watch.follow(pid)) if pid > 0 else None
+
+    async def _limit_hits(
+        self, container: Any, watch: container_limits.PidsWatch, exit_code: int, oom_seen: bool | None
+    ) -> tuple[str, ...]:
+        """The limits the exited container hit: Docker's ``OOMKilled`` and the fork count.
+
+        ``oom_seen`` is what the event stream said (``None``: the exit came from ``wait``). An
+        inspect would wait for dockerd's clean-up of the container (≈0.2 s), so it is made only
+        when the events did not tell, or told no OOM for a SIGKILLed container (137), in case
+        the ``oom`` event was late."""
+        if self._limits is None:
+            return ()
+        oom_killed = bool(oom_seen)
+        if oom_seen is None or (not oom_seen and exit_code == EXIT_SIGKILLED):
+            try:
+                await asyncio.to_thread(container.reload)
+                oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+            except (docker.errors.APIError, KeyError, TypeError):
+                pass
+        note = container_limits.unseen_pids_note(self._limits, watch, exit_code)
+        if note is not None:
+            self._run.log.warn(note)
+        return container_limits.limit_hits(self._limits, oom_killed, watch)
 
     async def _create(self, kwargs: dict[str, Any]) -> Any:
         """Create a container in one request; the model is built from its id (no inspect)."""
@@ -279,8 +327,9 @@ class DockerSandbox(Sandbox):
 
     async def _follow(
         self, container: Any, output: AttachedOutput, exits: ExitWatch | None, sink: LogSink
-    ) -> int:
-        """Stream the container's output to ``sink`` until it exits; return its exit code.
+    ) -> tuple[int, bool | None]:
+        """Stream the container's output to ``sink`` until it exits; return its exit code and
+        whether the events reported an OOM kill (``None`` when ``wait`` answered first).
 
         The exit code is the first of the ``die`` event (``exitwatch``) and ``wait``; the output
         is always read to its end before this returns (secrets are masked once, by the task log).
@@ -288,7 +337,7 @@ class DockerSandbox(Sandbox):
         loop = asyncio.get_running_loop()
         pumping = asyncio.ensure_future(in_own_thread("docker-output", output.pump, loop, sink))
         waiting = asyncio.ensure_future(in_own_thread("docker-wait", self._stream.api.wait, container.id))
-        dying = asyncio.ensure_future(in_own_thread("docker-die", exits.exit_code)) if exits else None
+        dying = asyncio.ensure_future(in_own_thread("docker-die", exits.wait_exit)) if exits else None
         for pending in (waiting, dying):
             if pending is not None:  # whichever loses the race is never awaited
                 pending.add_done_callback(_consume_outcome)
@@ -306,16 +355,19 @@ class DockerSandbox(Sandbox):
             except (OSError, docker.errors.DockerException) as e:
                 log.warning("output stream of container %s ended with an error: %s", container.id, e)
 
-    async def _first_exit(self, waiting: asyncio.Future[Any], dying: asyncio.Future[int] | None) -> int:
+    async def _first_exit(
+        self, waiting: asyncio.Future[Any], dying: asyncio.Future[ContainerExit] | None
+    ) -> tuple[int, bool | None]:
         if dying is not None:
             await asyncio.wait({waiting, dying}, return_when=asyncio.FIRST_COMPLETED)
             if dying.done() and dying.exception() is None:
-                return dying.result()
+                ended = dying.result()
+                return ended.code, ended.oom_killed
         status = await waiting
         error = (status.get("Error") or {}).get("Message") if isinstance(status.get("Error"), dict) else None
         if error:
             self._run.log.warn(f"Docker reported for the container: {error}")
-        return int(status.get("StatusCode", -1))
+        return int(status.get("StatusCode", -1)), None
 
     def _not_started(self, message: str, started: float) -> ProcessResult:
         self._run.log.error(message)
