@@ -261,7 +261,7 @@ class DockerSandbox(Sandbox):
             self._current = None
             return self._not_started(f"the container could not be started: {_explain(e)}", started)
         watch = container_limits.PidsWatch()
-        watching = await self._watch_pids(container, watch)
+        watching = self._watch_pids(container, watch)
         try:
             exit_code, oom_seen = await self._follow(container, output, exit_watch, log)
         finally:
@@ -277,16 +277,22 @@ class DockerSandbox(Sandbox):
             limit_hits=await self._limit_hits(container, watch, exit_code, oom_seen),
         )
 
-    async def _watch_pids(self, container: Any, watch: container_limits.PidsWatch) -> asyncio.Task[None] | None:
-        """Start following the running container's ``pids.events`` (``taskMaxProcesses``)."""
+    def _watch_pids(self, container: Any, watch: container_limits.PidsWatch) -> asyncio.Task[None] | None:
+        """Start following the running container's ``pids.events`` (``taskMaxProcesses``) in the
+        background: the inspect that finds its pid must not hold up the command's own path (for a
+        container that has already exited, dockerd answers it only after its clean-up, ≈0.2 s)."""
         if self._limits is None:
             return None
+        return asyncio.create_task(self._follow_pids(container, watch))
+
+    async def _follow_pids(self, container: Any, watch: container_limits.PidsWatch) -> None:
         try:
             await asyncio.to_thread(container.reload)
             pid = int(container.attrs["State"]["Pid"])
         except (docker.errors.APIError, KeyError, TypeError, ValueError):
-            return None
-        return asyncio.create_task(watch.follow(pid)) if pid > 0 else None
+            return
+        if pid > 0:
+            await watch.follow(pid)
 
     async def _limit_hits(
         self, container: Any, watch: container_limits.PidsWatch, exit_code: int, oom_seen: bool | None
