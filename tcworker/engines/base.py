@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import psutil
+
 from tcworker.cancellation import CancelReason
 
 if TYPE_CHECKING:
@@ -188,6 +190,30 @@ class Sandbox:
 
     async def destroy(self) -> None:
         raise NotImplementedError
+
+    def task_process_ids(self) -> list[int] | None:
+        """Pids of the processes of the running command (the whole tree it started), or ``None``
+        when the engine cannot tell (containers). Blocking (reads ``/proc``): call it in a thread."""
+        return None
+
+    def memory_usage_bytes(self) -> int | None:
+        """Memory the task's processes use right now, in bytes (``None`` = unknown, or nothing
+        running): what the resource monitor logs per command. Blocking: callers run it in a thread.
+
+        The default sums the resident set size of ``task_process_ids()`` with psutil (host
+        engines; pages shared between the processes are counted once per process, so it is an
+        upper bound). Engines with a better source override it (docker: the container's stats;
+        a per-task cgroup: its ``memory.current``)."""
+        pids = self.task_process_ids()
+        if pids is None:
+            return None
+        total = 0
+        for pid in pids:
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return total
 
     # ---- what only some engines can do -------------------------------------------------------
     def add_mount(self, mount: Mount) -> None:

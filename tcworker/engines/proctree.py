@@ -25,6 +25,8 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 PROC = "/proc"
@@ -184,6 +186,16 @@ class ProcessTree:
         for info in members.values():
             self._known[info.pid] = info.start_time
         return [i for i in members.values() if not i.zombie]
+
+    def pids(self) -> list[int]:
+        """The members known so far and the leader's current descendants (no full rescan of
+        group, session and markers: cheap enough to call twice a second)."""
+        found = set(self._known)
+        try:
+            found.update(child.pid for child in psutil.Process(self.leader).children(recursive=True))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+        return sorted(found)
 
     def signal(self, sig: int) -> int:
         """Send ``sig`` to every living member (and the process group); return how many got it."""

@@ -263,6 +263,19 @@ class DockerSandbox(Sandbox):
             self._run.log.warn(f"Docker reported for the container: {error}")
         return int(status.get("StatusCode", -1))
 
+    def memory_usage_bytes(self) -> int | None:
+        """The running container's memory as ``docker stats`` shows it: cgroup usage minus the
+        inactive page cache (one-shot stats, no second sample to wait for). Blocking: callers run
+        it in a thread. ``None`` between containers or when Docker has no figure."""
+        container = self._current
+        if container is None:
+            return None
+        try:
+            stats = self._client.api.stats(container.id, stream=False, one_shot=True)
+        except docker.errors.DockerException:
+            return None
+        return container_memory_bytes(stats)
+
     def _not_started(self, message: str, started: float) -> ProcessResult:
         self._run.log.error(message)
         self._last_exit = EXIT_NOT_STARTED
@@ -419,6 +432,20 @@ class DockerSandbox(Sandbox):
                 problems.append(f"network {self._network_obj.name}: {_explain(e)}")
         if problems:
             raise InternalError("could not remove the task's containers: " + "; ".join(problems))
+
+
+def container_memory_bytes(stats: Mapping[str, Any]) -> int | None:
+    """Memory in use from a container stats document (the docker CLI's rule: ``usage`` minus
+    ``total_inactive_file`` on cgroup v1, ``inactive_file`` on v2), or ``None`` when absent."""
+    memory = stats.get("memory_stats") or {}
+    usage = memory.get("usage")
+    if not isinstance(usage, int):
+        return None
+    detail = memory.get("stats") or {}
+    inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+    if isinstance(inactive, int) and inactive < usage:
+        return usage - inactive
+    return usage
 
 
 def task_network_name(task_id: str, run_id: int) -> str:
