@@ -25,7 +25,6 @@ class CancelReason(enum.Enum):
     CLAIM_LOST = "the claim on this run was lost"
     HIGH_MEMORY = "sustained high memory usage"
 
-
     def __str__(self) -> str:
         return self.value
 

@@ -215,9 +215,7 @@ class ResourceMonitorTaskFeature(TaskFeature):
     def _high_memory(self) -> bool:
         """Warn (generic-worker's line) and abort unless OOM protection is off; True = aborted."""
         t = self.thresholds
-        self.run.log.warn(
-            f"Memory usage {t.describe()} persisted for over {go_duration(t.allowed_seconds)}!"
-        )
+        self.run.log.warn(f"Memory usage {t.describe()} persisted for over {go_duration(t.allowed_seconds)}!")
         if t.warn_only:
             self.run.log.warn("OOM protections are disabled, continuing task...")
             return False
