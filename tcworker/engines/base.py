@@ -63,6 +63,10 @@ class ArtifactFile:
     relative_name: str
     path: Path
     size: int
+    # Over the ``max_file_bytes`` given to ``collect_artifact``: nothing of it was copied (``path``
+    # holds nothing to read), ``size`` is what the task's file system says. The artifacts feature
+    # publishes an error artifact for it instead.
+    oversize: bool = False
 
 
 class ArtifactProblem(Exception):
@@ -182,10 +186,14 @@ class Sandbox:
         """Record why the current command is being stopped and start stopping it (idempotent)."""
         raise NotImplementedError
 
-    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
+    async def collect_artifact(
+        self, path: str, kind: str, staging: Path, max_file_bytes: int | None = None
+    ) -> list[ArtifactFile]:
         """Hand out a ``file`` or ``directory`` artifact at ``path`` (relative to the task dir,
         or absolute inside a container) with the task's own rights; copies go under ``staging``
-        when needed. Raises an ``ArtifactProblem`` subclass when it cannot be published."""
+        when needed. A file larger than ``max_file_bytes`` is decided from its size before
+        anything of it is copied, and handed out ``oversize``. Raises an ``ArtifactProblem``
+        subclass when it cannot be published."""
         raise NotImplementedError
 
     async def destroy(self) -> None:

@@ -345,10 +345,17 @@ class DockerSandbox(Sandbox):
         self._containers.append(container)
         return container
 
-    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
+    async def collect_artifact(
+        self, path: str, kind: str, staging: Path, max_file_bytes: int | None = None
+    ) -> list[ArtifactFile]:
         """Copy ``path`` (absolute in the container; generic payloads: relative to the task dir)
         out of the stopped container into ``staging``. Symlinks are followed inside the container
-        (never on the host); generic payloads must stay within the task directory."""
+        (never on the host); generic payloads must stay within the task directory.
+
+        Size limit: a ``file`` over ``max_file_bytes`` is decided from the path stat Docker sends
+        with the archive's headers, and the stream is dropped before its content is read; inside a
+        ``directory`` each member is decided from its tar header and its content is skipped in the
+        stream (read and dropped by tarfile, never written)."""
         if kind == "volume":  # D2G's artifact type: a directory that was a volume in the container
             kind = "directory"
         target = self._container_path(path)
@@ -374,13 +381,19 @@ class DockerSandbox(Sandbox):
             what = "something that is neither file nor directory" if found == "other" else f"a {found}"
             raise ArtifactInvalid(f"{path!r} is {what} in the container, not a {kind}")
         dest = await asyncio.to_thread(_fresh_dir, staging, "docker-artifact-")
+        size = stat.get("size")
+        if kind == "file" and max_file_bytes is not None and isinstance(size, int) and size > max_file_bytes:
+            chunks.close()  # not one byte of the content is read
+            return [ArtifactFile(relative_name="", path=dest / "file", size=size, oversize=True)]
         loop = asyncio.get_running_loop()
 
         def warn(message: str) -> None:
             loop.call_soon_threadsafe(self._run.log.warn, message)
 
         try:
-            result = await asyncio.to_thread(archive.extract, chunks, kind, dest, warn=warn)
+            result = await asyncio.to_thread(
+                archive.extract, chunks, kind, dest, warn=warn, max_file_bytes=max_file_bytes
+            )
         except OSError as e:
             raise ArtifactInvalid(f"cannot unpack {path!r} from the container: {e}") from e
         except ArtifactInvalid:
