@@ -117,6 +117,22 @@ def test_sustained_high_memory_aborts_the_task_as_failed(submitter: Submitter, s
     assert worker.running
 
 
+def test_disable_oom_protection_only_warns(submitter: Submitter, start_worker) -> None:
+    worker = start_worker(
+        disableOOMProtection=True,
+        maxMemoryUsagePercent=1,
+        minAvailableMemoryBytes=HUGE,
+        allowedHighMemoryDurationSecs=1,
+    )
+    task_id = submitter.create({"command": [["sleep", "3"]], "maxRunTime": 30})
+    run = submitter.wait_run(task_id, worker=worker)
+    log = submitter.log(task_id)
+    assert run["state"] == "completed", (run, log[-3000:])
+    assert "persisted for over 1s!" in log and "OOM protections are disabled, continuing task..." in log
+    assert log.count("OOM protections are disabled") == 1, log[-3000:]  # warned once, not per sample
+    assert "Aborting task" not in log, log[-3000:]
+
+
 def test_pool_can_switch_the_monitor_off(submitter: Submitter, start_worker) -> None:
     worker = start_worker(
         enableResourceMonitor=False,
