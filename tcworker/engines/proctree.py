@@ -25,8 +25,6 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import psutil
-
 log = logging.getLogger(__name__)
 
 PROC = "/proc"
@@ -188,14 +186,10 @@ class ProcessTree:
         return [i for i in members.values() if not i.zombie]
 
     def pids(self) -> list[int]:
-        """The members known so far and the leader's current descendants (no full rescan of
-        group, session and markers: cheap enough to call twice a second)."""
-        found = set(self._known)
-        try:
-            found.update(child.pid for child in psutil.Process(self.leader).children(recursive=True))
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
-        return sorted(found)
+        """The members known so far (as of the last ``refresh``, which the command runner does
+        within a second of any change): no scan of ``/proc`` here, so the resource monitor can ask
+        twice a second for next to nothing."""
+        return sorted(self._known)
 
     def signal(self, sig: int) -> int:
         """Send ``sig`` to every living member (and the process group); return how many got it."""
