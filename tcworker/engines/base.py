@@ -39,10 +39,18 @@ class ProcessResult:
     system_time: float = 0.0
     wall_time: float = 0.0
     start_error: str | None = None  # set when the command could not be started at all
+    # Limits the kernel enforced on the command's processes (cgroup / container), one line each,
+    # e.g. "task hit taskMaxProcesses=64 (pids.max): 12 forks refused".
+    limit_hits: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
-        return self.exit_code == 0 and self.cancel_reason is None and self.start_error is None
+        return (
+            self.exit_code == 0
+            and self.cancel_reason is None
+            and self.start_error is None
+            and not self.limit_hits
+        )
 
 
 class LogSink(Protocol):
@@ -211,7 +219,8 @@ class Sandbox:
         The default sums the resident set size of ``task_process_ids()`` with psutil (host
         engines; pages shared between the processes are counted once per process, so it is an
         upper bound). Engines with a better source override it (docker: the container's stats;
-        a per-task cgroup: its ``memory.current``)."""
+        host sandboxes with a per-task cgroup: the kernel's count for the group, falling back to
+        this)."""
         pids = self.task_process_ids()
         if pids is None:
             return None
