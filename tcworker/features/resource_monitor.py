@@ -2,8 +2,8 @@
 
 generic-worker 83.4's feature (spec/worker.md §2.4), on every engine and both payload kinds:
 while each command runs, the system's memory (psutil's ``virtual_memory``, what gopsutil gives
-generic-worker) and the task's own memory (``Sandbox.memory_usage_bytes``: the process tree's RSS
-on host engines, the container's stats on docker, a per-task cgroup where an engine has one) are
+generic-worker) and the task's own memory (``Sandbox.memory_usage_bytes``: the task's cgroup on
+host engines that have one, else the process tree's RSS; the container's stats on docker) are
 sampled every 0.5 s, off the event loop. The command's footer gets generic-worker's four lines —
 ``Average Available System Memory``, ``Average System Memory Used``, ``Peak System Memory Used``,
 ``Total System Memory`` — plus ours, ``Average Task Memory Used`` and ``Peak Task Memory Used``.
