@@ -40,12 +40,15 @@ from tcworker.engines.base import (
     ProcessResult,
     RunContext,
     Sandbox,
+    ShellChannel,
     TaskNetwork,
+    Unsupported,
 )
 from tcworker.engines.docker import archive
 from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions
 from tcworker.engines.docker.images import ResolvedImage
 from tcworker.engines.docker.saving import save_container
+from tcworker.engines.docker.shell import ContainerKeeper, open_exec_shell
 from tcworker.errors import InternalError
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,7 @@ class DockerSandbox(Sandbox):
         self._network: TaskNetwork | None = None
         self._network_obj: Any = None
         self._extra_hosts: dict[str, str] = {"localhost.localdomain": "127.0.0.1"}
+        self._keeper: ContainerKeeper | None = None  # features.interactive (docker-worker payloads)
 
     # -- Sandbox protocol: facts ---------------------------------------------------------------
 
@@ -209,8 +213,11 @@ class DockerSandbox(Sandbox):
         self._loop = asyncio.get_running_loop()
         if self._abort_reason is not None:
             return self._aborted(started)
+        kwargs = self._create_kwargs(argv, env)
+        if self._keeper is not None:
+            kwargs = await self._keeper.wrap(kwargs, self._client.api, self._image.id)
         try:
-            container = await asyncio.to_thread(self._client.containers.create, **self._create_kwargs(argv, env))
+            container = await asyncio.to_thread(self._client.containers.create, **kwargs)
         except docker.errors.ImageNotFound as e:
             raise InternalError(
                 f"image {self._image.ref} ({self._image.id}) vanished before the task ran"
@@ -227,7 +234,11 @@ class DockerSandbox(Sandbox):
             self._current = None
             return self._not_started(f"the container could not be started: {_explain(e)}", started)
         try:
-            exit_code = await self._follow(container, log)
+            if self._keeper is not None:
+                self._keeper.arm()
+                exit_code = await self._keeper.follow(container, lambda: self._follow(container, log))
+            else:
+                exit_code = await self._follow(container, log)
         finally:
             self._current = None
         self._last_exit = exit_code
@@ -305,6 +316,28 @@ class DockerSandbox(Sandbox):
     async def _kill(self, container: Any) -> None:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             await asyncio.to_thread(container.kill)
+
+    # -- interactive shells (tcworker/engines/docker/shell.py) ----------------------------------
+
+    async def open_shell(self, env: Mapping[str, str]) -> ShellChannel:
+        """``docker exec`` a shell into the running (or kept) container of the task."""
+        container = self._current
+        if container is None and self._keeper is not None:
+            container = self._keeper.container
+        if container is None or self._destroyed:
+            raise Unsupported("no container of the task is running right now")
+        return await open_exec_shell(self._client.api, str(container.id), self.workdir_in_task, env)
+
+    def keep_container_after_command(self) -> None:
+        if self._generic:
+            raise Unsupported("generic-worker payloads run one container per command: none is kept")
+        if self._keeper is None:
+            self._keeper = ContainerKeeper.create(self._task_dir)
+            self.add_mount(self._keeper.mount())
+
+    async def release_container(self) -> None:
+        if self._keeper is not None:
+            await self._keeper.release()
 
     # -- artifacts -------------------------------------------------------------------------------
 
@@ -393,6 +426,9 @@ class DockerSandbox(Sandbox):
             return
         self._destroyed = True
         try:
+            if self._keeper is not None:
+                with contextlib.suppress(OSError):
+                    await self._keeper.close()
             await self._remove_everything()
         finally:
             if self._on_destroy is not None:
