@@ -121,7 +121,9 @@ def host_pids(container: Any) -> list[int]:
 def wait_gone(pids: list[int], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        alive = [
+            p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
         if not alive:
             return
         assert time.monotonic() < deadline, f"processes of the session left: {alive}"
@@ -150,7 +152,9 @@ def test_docker_worker_payload_shell_and_keep_alive(
 
     async def session() -> tuple[str, list[int], float]:
         async with Shell(url) as shell:
-            text = await shell.run('id; echo "WD=$(pwd)"; echo "TASK=$TASK_ID"; echo DONE-$((40+2))', rb"DONE-42")
+            text = await shell.run(
+                'id; echo "WD=$(pwd)"; echo "TASK=$TASK_ID"; echo DONE-$((40+2))', rb"DONE-42"
+            )
             assert await refused(url) == 401
             pids = host_pids(container)  # the command, the wrapper and this exec shell
             # The command ends now; the connected session keeps its container up.
@@ -211,12 +215,14 @@ def test_generic_payload_shell_on_docker_engine(
 
     async def session() -> tuple[str, list[int], bool]:
         async with Shell(url) as shell:
-            text = await shell.run('id; echo "WD=$(pwd)"; echo "TASK=$TASK_ID"; echo DONE-$((40+2))', rb"DONE-42")
+            text = await shell.run(
+                'id; echo "WD=$(pwd)"; echo "TASK=$TASK_ID"; echo DONE-$((40+2))', rb"DONE-42"
+            )
             assert await refused(url) == 401
             await shell.run("sleep 1000 & echo BG=$!", rb"BG=\d+")
             pids = host_pids(container)
             workdir = re.findall(r"^WD=(/\S+)\r?$", text, re.M)[0]
-            Path(workdir, "go-away-marker").unlink()  # the task's command ends now
+            await asyncio.to_thread(Path(workdir, "go-away-marker").unlink)  # the command ends now
             closed = await shell.closed_by_worker(60)
         return text, pids, closed
 

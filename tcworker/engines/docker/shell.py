@@ -175,7 +175,11 @@ class ContainerKeeper:
         command = list(kwargs.get("command") or config.get("Cmd") or [])
         if not entrypoint + command or not await self._image_has_sh(api, image_id):
             return kwargs
-        return {**kwargs, "entrypoint": ["/bin/sh", "-c", WRAPPER, "tcworker-interactive"], "command": entrypoint + command}
+        return {
+            **kwargs,
+            "entrypoint": ["/bin/sh", "-c", WRAPPER, "tcworker-interactive"],
+            "command": entrypoint + command,
+        }
 
     async def _image_has_sh(self, api: docker.APIClient, image_id: str) -> bool:
         def probe() -> bool:
