@@ -118,6 +118,7 @@ class InteractiveRun(TaskFeature):
 
     async def start(self) -> None:
         run = self.run
+        self.started = time.monotonic()  # docker-worker's minTime counts from the container's start
         if self.server is None or not self.server.running:
             run.log.warn("[interactive] no interactive shell on this worker (the shell server is not running)")
             return

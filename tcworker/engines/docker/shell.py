@@ -34,9 +34,9 @@ from typing import Any
 
 import docker
 import docker.errors
+import psutil
 
 from tcworker.engines.base import Mount, Unsupported
-from tcworker.interactive.server import kill_session
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,37 @@ class DockerExecShell:
         with contextlib.suppress(docker.errors.APIError):
             info = await asyncio.to_thread(self._api.exec_inspect, self._exec_id)
             pid = int(info.get("Pid") or 0)  # the exec's process as the host sees it
-            if info.get("Running") and pid > 0:
-                await asyncio.to_thread(kill_session, pid)
+            container = await asyncio.to_thread(self._api.inspect_container, str(info.get("ContainerID")))
+            container_pid = int((container.get("State") or {}).get("Pid") or 0)
+            if pid > 0 and container_pid > 0:
+                await asyncio.to_thread(kill_exec_session, pid, container_pid)
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def kill_exec_session(sid: int, container_pid: int) -> None:
+    """SIGKILL every process of the exec's terminal session (runc makes a TTY exec a session
+    leader, so ``sid`` is its host pid): its background jobs outlive the shell otherwise,
+    re-parented to the container's init. Only processes in the container's pid namespace are
+    touched, so a host pid reused after the shell ended can never hit anything else."""
+    namespace = _pid_namespace(container_pid)
+    if namespace is None:
+        return  # the container is gone, and every process of it with it
+    doomed: list[psutil.Process] = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError):
+            if os.getsid(proc.pid) == sid and _pid_namespace(proc.pid) == namespace:
+                doomed.append(proc)
+    for proc in doomed:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 async def open_exec_shell(
