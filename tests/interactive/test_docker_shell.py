@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 import docker
+import docker.errors
 import psutil
 import pytest
 import taskcluster
@@ -118,6 +119,15 @@ def host_pids(container: Any) -> list[int]:
     return [int(row[column]) for row in top["Processes"]]
 
 
+def top_of(container: Any, submitter: Submitter, task_id: str) -> list[list[str]]:
+    """``docker top`` rows of a container that must still be running (else: what happened)."""
+    try:
+        return list(container.top()["Processes"])
+    except docker.errors.APIError as e:
+        submitter.wait_run(task_id, timeout=60)
+        raise AssertionError(f"the container is gone: {e}\n{submitter.log(task_id)}") from e
+
+
 def wait_gone(pids: list[int], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -160,7 +170,7 @@ def test_docker_worker_payload_shell_and_keep_alive(
             # The command ends now; the connected session keeps its container up.
             await shell.run("rm /tmp/marker; sleep 4; echo ALIVE-$((2+3))", rb"ALIVE-5")
             assert submitter.status(task_id)["state"] == "running"
-            text += await shell.run("sleep 1000 & echo STILL-$((3+4))", rb"STILL-7")
+            text += await shell.run("sleep 1000 & sleep 1; echo STILL-$((3+4))", rb"STILL-7")
             assert any("sleep 1000" in " ".join(row) for row in container.top()["Processes"])
         return text, pids, time.monotonic()
 
@@ -168,7 +178,7 @@ def test_docker_worker_payload_shell_and_keep_alive(
     # The session closed: its processes (the background sleep too) are killed at once, while the
     # container itself is still kept (8 s after the last session).
     deadline = time.monotonic() + 5
-    while any("sleep 1000" in " ".join(row) for row in container.top()["Processes"]):
+    while any("sleep 1000" in " ".join(row) for row in top_of(container, submitter, task_id)):
         assert time.monotonic() < deadline, container.top()
         time.sleep(0.2)
     assert time.monotonic() - left < 7 and submitter.status(task_id)["state"] == "running"

@@ -46,11 +46,13 @@ STATUS_FIFO = "status"
 HOLD_FIFO = "hold"
 # $0 is a label; "$@" is the image's entrypoint + the task's command. The status goes to a FIFO
 # the worker holds open; reading the never-written hold FIFO blocks (its open waits for a
-# writer that never comes), so the container lives until the worker kills it.
+# writer that never comes), so the container lives until the worker kills it. The wait is a
+# loop: as PID 1 the wrapper inherits every orphan of the shells, and a child's SIGCHLD
+# interrupts the blocking open (EINTR), which would otherwise end the wrapper and the container.
 WRAPPER = (
     '"$@"; status=$?; '
     f"echo $status > {KEEPER_DIR_IN_CONTAINER}/{STATUS_FIFO}; "
-    f"read _ < {KEEPER_DIR_IN_CONTAINER}/{HOLD_FIFO}; exit $status"
+    f"while :; do read _ < {KEEPER_DIR_IN_CONTAINER}/{HOLD_FIFO} || sleep 1; done 2>/dev/null"
 )
 # bash when the image has it, else the POSIX sh every image with a shell has.
 PICK_SHELL = "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"
