@@ -14,8 +14,10 @@ its command exited while the resolution stays the command's.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,14 @@ from urllib.parse import parse_qs, urlparse
 import aiohttp
 import docker
 import docker.errors
+import pexpect
 import psutil
 import pytest
 import taskcluster
 from helpers.dockerimage import TEST_IMAGE, import_image
+from helpers.platformproc import ROOT_CLIENT_ID
 from helpers.submitter import Submitter
+from helpers.workerproc import clean_env
 
 from tcworker.interactive.protocol import resize_message, stdin_message
 
@@ -254,3 +259,82 @@ def test_generic_payload_shell_on_docker_engine(
     assert run["state"] == "completed", submitter.explain(task_id)
     wait_gone(pids)
     assert secret not in submitter.log(task_id) and secret not in worker.output()
+
+
+def test_tcworker_shell_into_a_docker_worker_task(
+    submitter: Submitter, start_worker: Any, docker_client: docker.DockerClient, test_image: str
+) -> None:
+    """`tcworker shell` finds `private/docker-worker/shell.html` and drives the `docker exec`
+    shell through a real PTY: prompt, output, resize (Docker's exec resize API); when the user
+    leaves, the kept container goes and the task resolves as its command did."""
+    import_image(docker_client, USER_IMAGE, changes=["USER 1234:1234", "WORKDIR /work"])
+    worker = start_worker(
+        engine="docker",
+        dockerImage=TEST_IMAGE,
+        interactivePort=free_port(),
+        interactiveMinTime=0,
+        interactiveExpirationAfterSession=1,
+    )
+    command = "touch /tmp/stop-me; while [ -e /tmp/stop-me ]; do sleep 0.2; done"
+    payload = {"image": USER_IMAGE, "command": ["sh", "-c", command], "maxRunTime": 120}
+    task_id = submitter.create({**payload, "features": {"interactive": True}}, mark=False, retries=0)
+    socket_url_of(submitter, task_id, DOCKER_ARTIFACT)
+    env = clean_env(
+        TASKCLUSTER_ROOT_URL=submitter.root_url,
+        TASKCLUSTER_CLIENT_ID=ROOT_CLIENT_ID,
+        TASKCLUSTER_ACCESS_TOKEN=submitter.root_token,
+        PYTHONPATH=os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+        ),
+    )
+    child = pexpect.spawn(
+        sys.executable, ["-m", "tcworker", "shell", task_id], env=env, timeout=30, dimensions=(24, 80)
+    )
+    try:
+        child.expect(r"[#$] ")
+        child.sendline('echo "in $TASK_ID: $((6*7))"; stty size')
+        child.expect_exact(f"in {task_id}: 42")
+        child.expect_exact("24 80")
+        child.setwinsize(33, 111)  # SIGWINCH → resize message → exec resize
+        child.sendline("rm /tmp/stop-me; sleep 2; stty size")  # the command ends; we stay
+        child.expect_exact("33 111")
+        child.sendline("exit")
+        child.expect_exact("[tcworker shell] the session ended")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    run = submitter.wait_run(task_id, worker=worker, timeout=60)
+    assert run["state"] == "completed", submitter.explain(task_id)
+
+
+def test_cancelled_docker_worker_task_closes_its_session(
+    submitter: Submitter, start_worker: Any, docker_client: docker.DockerClient, test_image: str
+) -> None:
+    """The container is kept after a quick command (``interactiveMinTime`` from the start), but
+    not past the task's end: cancelling the task while a session is connected closes the
+    websocket, removes the container and leaves no exec process."""
+    worker = start_worker(
+        engine="docker", dockerImage=TEST_IMAGE, interactivePort=free_port(), interactiveMinTime=90
+    )
+    payload = {"image": TEST_IMAGE, "command": ["sh", "-c", "echo quick; exit 0"], "maxRunTime": 120}
+    task_id = submitter.create({**payload, "features": {"interactive": True}}, mark=False, retries=0)
+    url = socket_url_of(submitter, task_id, DOCKER_ARTIFACT)
+
+    async def session() -> tuple[list[int], bool]:
+        async with Shell(url) as shell:
+            await shell.run("echo HELLO-$((1+1))", rb"HELLO-2")
+            await shell.run("sleep 1000 & sleep 1; echo BG-$((2+2))", rb"BG-4")
+            pids = host_pids(container_of(docker_client, task_id))
+            await asyncio.to_thread(submitter.queue.cancelTask, task_id)
+            return pids, await shell.closed_by_worker(60)
+
+    pids, closed = asyncio.run(session())
+    assert closed
+    run = submitter.wait_run(task_id, worker=worker, timeout=60)
+    assert (run["state"], run.get("reasonResolved")) == ("exception", "canceled"), run
+    wait_gone(pids)
+    deadline = time.monotonic() + 30  # the queue resolved at once; the worker removes it now
+    while docker_client.containers.list(all=True, filters={"label": f"tcworker.run={task_id}/0"}):
+        assert time.monotonic() < deadline, "the cancelled task's container is left"
+        time.sleep(0.3)

@@ -54,6 +54,7 @@ from tcworker.errors import InternalError
 log = logging.getLogger(__name__)
 
 MAX_SYMLINK_HOPS = 16
+SHELL_WAIT = 20.0  # seconds an interactive shell waits for a container of the task to run
 LABEL_WORKER = "tcworker.worker"
 LABEL_RUN = "tcworker.run"
 
@@ -86,6 +87,7 @@ class DockerSandbox(Sandbox):
         self._generic = run.payload_kind == "generic"
         self._containers: list[Any] = []
         self._current: Any = None
+        self._running: Any = None  # _current once started: what interactive shells can enter
         self._abort_reason: CancelReason | None = None
         self._kill_tasks: list[asyncio.Task[None]] = []
         self._last_exit: int | None = None
@@ -234,13 +236,14 @@ class DockerSandbox(Sandbox):
             self._current = None
             return self._not_started(f"the container could not be started: {_explain(e)}", started)
         try:
+            self._running = container
             if self._keeper is not None:
                 self._keeper.arm()
                 exit_code = await self._keeper.follow(container, lambda: self._follow(container, log))
             else:
                 exit_code = await self._follow(container, log)
         finally:
-            self._current = None
+            self._current = self._running = None
         self._last_exit = exit_code
         if self._abort_reason is not None:
             await asyncio.gather(*self._kill_tasks, return_exceptions=True)
@@ -320,13 +323,19 @@ class DockerSandbox(Sandbox):
     # -- interactive shells (tcworker/engines/docker/shell.py) ----------------------------------
 
     async def open_shell(self, env: Mapping[str, str]) -> ShellChannel:
-        """``docker exec`` a shell into the running (or kept) container of the task."""
-        container = self._current
-        if container is None and self._keeper is not None:
-            container = self._keeper.container
-        if container is None or self._destroyed:
-            raise Unsupported("no container of the task is running right now")
-        return await open_exec_shell(self._client.api, str(container.id), self.workdir_in_task, env)
+        """``docker exec`` a shell into the running (or kept) container of the task, waiting up to
+        ``SHELL_WAIT`` s for one: the shell is published before the first container starts, and
+        a generic-worker payload has none between two commands."""
+        deadline = time.monotonic() + SHELL_WAIT
+        while True:
+            container = self._running
+            if container is None and self._keeper is not None:
+                container = self._keeper.container
+            if container is not None and not self._destroyed:
+                return await open_exec_shell(self._client.api, str(container.id), self.workdir_in_task, env)
+            if self._destroyed or time.monotonic() >= deadline:
+                raise Unsupported("no container of the task is running right now")
+            await asyncio.sleep(0.1)
 
     def keep_container_after_command(self) -> None:
         if self._generic:
