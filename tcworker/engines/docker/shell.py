@@ -202,7 +202,9 @@ class ContainerKeeper:
             return kwargs
         entrypoint = list(config.get("Entrypoint") or [])
         command = list(kwargs.get("command") or config.get("Cmd") or [])
-        if not entrypoint + command or not await self._image_has_sh(api, image_id):
+        if not entrypoint + command or not await self._image_has_sh(
+            api, image_id, kwargs.get("labels") or {}
+        ):
             return kwargs
         return {
             **kwargs,
@@ -210,9 +212,12 @@ class ContainerKeeper:
             "command": entrypoint + command,
         }
 
-    async def _image_has_sh(self, api: docker.APIClient, image_id: str) -> bool:
+    async def _image_has_sh(self, api: docker.APIClient, image_id: str, labels: dict[str, str]) -> bool:
+        """Whether ``/bin/sh`` exists in the image (read from a created, never started container
+        labelled as the run's, so a crashed worker's leftovers are found like its others)."""
+
         def probe() -> bool:
-            container = api.create_container(image_id, command=["true"], entrypoint=[])
+            container = api.create_container(image_id, command=["true"], entrypoint=[], labels=labels)
             try:
                 stream, _ = api.get_archive(container["Id"], "/bin/sh")
                 stream.close()
