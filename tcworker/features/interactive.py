@@ -170,6 +170,7 @@ class InteractiveRun(TaskFeature):
         outcome.cancellation.on_cancel(lambda _reason: self._changed.set())
         announced = False
         while not outcome.cancellation.cancelled:
+            self._changed.clear()  # before reading the sessions: a change from here on wakes us
             now = time.monotonic()
             if self.target is not None and self.target.sessions:
                 until = hard_end
@@ -186,7 +187,6 @@ class InteractiveRun(TaskFeature):
                     f"(at least {max(0, round(min_end - now))} s more, {after_session} s after the last session)"
                 )
                 announced = True
-            self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=min(until - now, 60))
             except TimeoutError:
