@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from tcworker.engines.artifact_copy import copy_artifact, helper_interpreter
 from tcworker.engines.base import ArtifactFile, RunContext
+from tcworker.engines.cgroups import TaskCgroup
 from tcworker.engines.hostsandbox import HostEngine, HostSandbox
 from tcworker.engines.process import Identity
 from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
@@ -103,9 +104,16 @@ class MultiuserSandbox(HostSandbox):
     """One run as its own OS user."""
 
     def __init__(
-        self, user: TaskUser, accounts: Accounts, interpreter: str, *, clean_up: bool, grace: float
+        self,
+        user: TaskUser,
+        accounts: Accounts,
+        interpreter: str,
+        *,
+        clean_up: bool,
+        grace: float,
+        cgroup: TaskCgroup | None = None,
     ) -> None:
-        super().__init__(user.home, clean_up=clean_up, grace=grace)
+        super().__init__(user.home, clean_up=clean_up, grace=grace, cgroup=cgroup)
         self.user = user
         self._accounts = accounts
         self._interpreter = interpreter
@@ -139,6 +147,7 @@ class MultiuserSandbox(HostSandbox):
             return
         self._destroyed = True
         try:
+            await self._remove_cgroup()
             await self._accounts.remove(self.user, "delete" if self._clean_up else "keep")
         finally:
             if self.on_destroyed is not None:
@@ -270,6 +279,7 @@ class MultiuserEngine(HostEngine):
             )
         self._interpreter = interpreter
         self._config = config
+        await self._detect_cgroups(config)
         await self.remove_stale_users()
 
     def supported_payload_kinds(self) -> frozenset[str]:
@@ -309,12 +319,19 @@ class MultiuserEngine(HostEngine):
         except (AccountError, OSError) as e:
             self._active.discard(name)
             raise InternalError(f"could not create task user {name}: {e}") from e
+        try:
+            cgroup = await self._task_cgroup(name)
+        except BaseException:
+            await self._accounts.remove(user, "delete")
+            self._active.discard(name)
+            raise
         sandbox = MultiuserSandbox(
             user,
             self._accounts,
             self._interpreter,
             clean_up=bool(config.cleanUpTaskDirs),
             grace=self.kill_grace,
+            cgroup=cgroup,
         )
         sandbox.on_destroyed = lambda: self._active.discard(name)
         try:
