@@ -138,6 +138,23 @@ class TaskLogWriter(LogSink, Protocol):
         ...
 
 
+class ShellChannel(Protocol):
+    """One interactive shell running inside a sandbox (a ``docker exec`` on the docker engine),
+    as the interactive server bridges it to a websocket: raw terminal bytes both ways."""
+
+    async def read(self) -> bytes:
+        """The next output (``b""``: the shell and its terminal are gone)."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def resize(self, columns: int, rows: int) -> None: ...
+
+    async def close(self) -> None:
+        """Kill every process of the shell and release its connection (idempotent)."""
+        ...
+
+
 class Unsupported(Exception):
     """This engine cannot do what a feature asked of it (the feature turns it into a task error)."""
 
@@ -290,6 +307,22 @@ class Sandbox:
         ``(directory, uid, gid, groups)``, or ``None`` for the worker's own user in the task
         directory. Engines that cannot give a host shell (containers) raise ``Unsupported``."""
         raise Unsupported(f"the {type(self).__name__} cannot open an interactive shell")
+
+    async def open_shell(self, env: Mapping[str, str]) -> ShellChannel:
+        """Start ``bash`` (else ``sh``) inside the task's running container, as the task's user,
+        in its working directory, with ``env`` (``features.interactive`` on container engines,
+        which cannot give a host shell: see ``shell_identity``). Raises ``Unsupported`` when the
+        engine cannot, or when no container of the task is running right now."""
+        raise Unsupported(f"the {type(self).__name__} cannot open a shell inside the task")
+
+    def keep_container_after_command(self) -> None:
+        """docker-worker's interactive keep-alive: from the next command on, the command's
+        container stays up after the command exited (``execute`` returns its exit code at once)
+        until ``release_container``, so shells can still enter it."""
+        raise Unsupported(f"the {type(self).__name__} has no container to keep alive")
+
+    async def release_container(self) -> None:
+        """End what ``keep_container_after_command`` kept (stop the container; idempotent)."""
 
     async def run_as_current_user(self) -> Path:
         """Switch the run to the worker's own user (``runTaskAsCurrentUser``); returns the path of

@@ -304,8 +304,12 @@ class CommandRunner:
             await kill_tree(tree)
         with contextlib.suppress(Exception):
             await exited
-        await self._kill_cgroup()
-        await kill_tree(tree)
+        if self._cgroup is None or self._cgroup.pids():
+            await self._kill_cgroup()
+            await kill_tree(tree)
+        # else: the task's cgroup is empty, and every process the command started joined it
+        # before it could run a line of its own, so there is nothing left for a /proc scan to
+        # find (the common case: it saves a scan of every process on the host per command).
         if self._sweep is not None:
             await self._sweep()
         if transport is None:  # never got as far as reading

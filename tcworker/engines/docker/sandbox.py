@@ -40,7 +40,9 @@ from tcworker.engines.base import (
     ProcessResult,
     RunContext,
     Sandbox,
+    ShellChannel,
     TaskNetwork,
+    Unsupported,
 )
 from tcworker.engines.cgroups import TaskLimits
 from tcworker.engines.docker import archive
@@ -48,11 +50,13 @@ from tcworker.engines.docker import limits as container_limits
 from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions
 from tcworker.engines.docker.images import ResolvedImage
 from tcworker.engines.docker.saving import save_container
+from tcworker.engines.docker.shell import ContainerKeeper, open_exec_shell
 from tcworker.errors import InternalError
 
 log = logging.getLogger(__name__)
 
 MAX_SYMLINK_HOPS = 16
+SHELL_WAIT = 20.0  # seconds an interactive shell waits for a container of the task to run
 LABEL_WORKER = "tcworker.worker"
 LABEL_RUN = "tcworker.run"
 
@@ -87,6 +91,7 @@ class DockerSandbox(Sandbox):
         self._generic = run.payload_kind == "generic"
         self._containers: list[Any] = []
         self._current: Any = None
+        self._running: Any = None  # _current once started: what interactive shells can enter
         self._abort_reason: CancelReason | None = None
         self._kill_tasks: list[asyncio.Task[None]] = []
         self._last_exit: int | None = None
@@ -96,6 +101,7 @@ class DockerSandbox(Sandbox):
         self._network: TaskNetwork | None = None
         self._network_obj: Any = None
         self._extra_hosts: dict[str, str] = {"localhost.localdomain": "127.0.0.1"}
+        self._keeper: ContainerKeeper | None = None  # features.interactive (docker-worker payloads)
 
     # -- Sandbox protocol: facts ---------------------------------------------------------------
 
@@ -215,8 +221,11 @@ class DockerSandbox(Sandbox):
         self._loop = asyncio.get_running_loop()
         if self._abort_reason is not None:
             return self._aborted(started)
+        kwargs = self._create_kwargs(argv, env)
+        if self._keeper is not None:
+            kwargs = await self._keeper.wrap(kwargs, self._client.api, self._image.id)
         try:
-            container = await asyncio.to_thread(self._client.containers.create, **self._create_kwargs(argv, env))
+            container = await asyncio.to_thread(self._client.containers.create, **kwargs)
         except docker.errors.ImageNotFound as e:
             raise InternalError(
                 f"image {self._image.ref} ({self._image.id}) vanished before the task ran"
@@ -235,9 +244,14 @@ class DockerSandbox(Sandbox):
         watch = container_limits.PidsWatch()
         watching = await self._watch_pids(container, watch)
         try:
-            exit_code = await self._follow(container, log)
+            self._running = container
+            if self._keeper is not None:
+                self._keeper.arm()
+                exit_code = await self._keeper.follow(container, lambda: self._follow(container, log))
+            else:
+                exit_code = await self._follow(container, log)
         finally:
-            self._current = None
+            self._current = self._running = None
             await container_limits.stop(watching, watch)
         self._last_exit = exit_code
         if self._abort_reason is not None:
@@ -358,6 +372,34 @@ class DockerSandbox(Sandbox):
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             await asyncio.to_thread(container.kill)
 
+    # -- interactive shells (tcworker/engines/docker/shell.py) ----------------------------------
+
+    async def open_shell(self, env: Mapping[str, str]) -> ShellChannel:
+        """``docker exec`` a shell into the running (or kept) container of the task, waiting up to
+        ``SHELL_WAIT`` s for one: the shell is published before the first container starts, and
+        a generic-worker payload has none between two commands."""
+        deadline = time.monotonic() + SHELL_WAIT
+        while True:
+            container = self._running
+            if container is None and self._keeper is not None:
+                container = self._keeper.container
+            if container is not None and not self._destroyed:
+                return await open_exec_shell(self._client.api, str(container.id), self.workdir_in_task, env)
+            if self._destroyed or time.monotonic() >= deadline:
+                raise Unsupported("no container of the task is running right now")
+            await asyncio.sleep(0.1)
+
+    def keep_container_after_command(self) -> None:
+        if self._generic:
+            raise Unsupported("generic-worker payloads run one container per command: none is kept")
+        if self._keeper is None:
+            self._keeper = ContainerKeeper.create(self._task_dir)
+            self.add_mount(self._keeper.mount())
+
+    async def release_container(self) -> None:
+        if self._keeper is not None:
+            await self._keeper.release()
+
     # -- artifacts -------------------------------------------------------------------------------
 
     def _container_path(self, path: str) -> str:
@@ -458,6 +500,9 @@ class DockerSandbox(Sandbox):
             return
         self._destroyed = True
         try:
+            if self._keeper is not None:
+                with contextlib.suppress(OSError):
+                    await self._keeper.close()
             await self._remove_everything()
         finally:
             if self._on_destroy is not None:
