@@ -129,13 +129,15 @@ def volume_names(client: docker.DockerClient) -> set[str]:
 def leftovers_of_worker(
     client: docker.DockerClient, label: str, volumes: Collection[str] = (), timeout: float = 30.0
 ) -> tuple[list[Any], set[str]]:
-    """Containers labelled ``tcworker.worker=<label>`` and which of ``volumes`` still exist, once
-    both are gone or after ``timeout`` seconds. The worker removes a run's containers after its
+    """Containers (API listing dicts) labelled ``tcworker.worker=<label>`` and which of ``volumes``
+    still exist, once both are gone or after ``timeout`` seconds. The worker removes a run's containers after its
     report (off the resolution's critical path), so right after the resolution they may still be
     going; a leak is what is still there much later."""
     deadline = time.monotonic() + timeout
     while True:
-        containers = client.containers.list(all=True, filters={"label": f"tcworker.worker={label}"})
+        # The low-level list: the high-level one inspects each container, and one removed between
+        # the listing and its inspect would raise NotFound.
+        containers = client.api.containers(all=True, filters={"label": f"tcworker.worker={label}"})
         left = volume_names(client) & set(volumes)
         if (not containers and not left) or time.monotonic() > deadline:
             return containers, left
