@@ -136,7 +136,7 @@ class WorkerLoop:
             log.error("cannot create tasks directory %s: %s", self.config.tasks_dir, e)
             return ExitCode.INTERNAL_ERROR
         if self.config.cleanUpTaskDirs:
-            await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir)
+            await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, (), self.engine.owns_task_dir)
         try:
             return await self._loop()
         finally:
@@ -347,7 +347,7 @@ class WorkerLoop:
         if self.config.cleanUpTaskDirs:
             keep = {task_dir_name(r.task_id, r.run_id) for r in self.running.values() if r is not None}
             keep |= {task_dir_name(*_split(k)) for k in self.running}
-            await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, keep)
+            await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, keep, self.engine.owns_task_dir)
 
     def _count_run(self, run: TaskRun | None, resolution: tuple[str, str | None], claimed_at: float) -> None:
         if self.metrics is None:
