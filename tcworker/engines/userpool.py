@@ -105,7 +105,9 @@ class TaskUserPool:
         try:
             self._kick()
             async with self._changed:
-                await self._changed.wait_for(lambda: bool(self._ready) or self._failure is not None or self._closed)
+                await self._changed.wait_for(
+                    lambda: bool(self._ready) or self._failure is not None or self._closed
+                )
                 if self._ready:
                     user = self._ready.popleft()
                     self._kick()
@@ -172,10 +174,14 @@ class TaskUserPool:
             user = await self._accounts.create(name, self._tasks_dir / name)
             if self._make_ready is not None:
                 await self._make_ready(user)
-        except BaseException:
+        except asyncio.CancelledError:
+            # The event loop is going away (``close`` never cancels): no subprocess can be run
+            # now; a user made this far is a stale user for the next start-up's sweep.
+            raise
+        except Exception:
             leftover = user or lookup(name)  # useradd may have made the account before failing
             if leftover is not None:
-                await asyncio.shield(self.retire(leftover, "delete"))
+                await self.retire(leftover, "delete")
             else:
                 self._owned.discard(name)
             raise
@@ -185,6 +191,11 @@ class TaskUserPool:
         for _ in range(MAX_NAME_TRIES):
             name = random_task_user_name()
             home = self._tasks_dir / name
-            if name not in self._owned and lookup(name) is None and not home.exists() and not home.is_symlink():
+            if (
+                name not in self._owned
+                and lookup(name) is None
+                and not home.exists()
+                and not home.is_symlink()
+            ):
                 return name
         raise RuntimeError(f"no free task user name after {MAX_NAME_TRIES} random tries")
