@@ -45,6 +45,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -318,6 +319,13 @@ def throughput(
     return n / span, span
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's reaped children (a finished worker process
+    includes everything it ran and reaped: task commands, useradd, userdel …)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _sample_loop(worker: Worker, stop: threading.Event, sample: Callable[[Worker], None]) -> None:
     while not stop.wait(0.1):
         sample(worker)
@@ -405,14 +413,27 @@ def phase_multiuser(
     finally:
         multi.stop()
     try:
+        cpu0 = children_cpu()
         m_rate, _ = throughput(platform, tmp, key, 1, n, budget, None, **multi_conf)
+        cpu1 = children_cpu()
         s_rate, _ = throughput(platform, tmp, key, 1, n, budget, None)
+        m_cpu, s_cpu = (cpu1 - cpu0) / n, (children_cpu() - cpu1) / n
         rows.append(
             (
                 f"{label}: back to back ({n} queued tasks, capacity 1)",
                 f"multiuser {ms(1 / m_rate)} per task",
                 f"simple {ms(1 / s_rate)} per task",
                 f"+{ms(1 / m_rate - 1 / s_rate)} per task (user created and removed)",
+            )
+        )
+        # CPU is what the load of a shared machine distorts least: the whole worker process
+        # (start-up and exit included, the same for both) with everything it ran, per task.
+        rows.append(
+            (
+                f"{label}: worker CPU per task, back to back (worker process and all it ran)",
+                f"multiuser {ms(m_cpu)}",
+                f"simple {ms(s_cpu)}",
+                f"+{ms(m_cpu - s_cpu)} per task",
             )
         )
     except (TimeoutError, RuntimeError) as exc:
