@@ -5,6 +5,7 @@
     TcWorkerError
     ├── TaskError                      resolution = (state, reason)
     │   ├── TaskFailed                 failed / -
+    │   │   └── ResourceLimitHit       failed / - (taskMaxProcesses, taskMaxMemoryMegabytes)
     │   ├── MalformedPayload           exception / malformed-payload
     │   ├── ResourceUnavailable        exception / resource-unavailable
     │   ├── IntermittentTask           exception / intermittent-task
@@ -38,6 +39,14 @@ class TaskError(TcWorkerError):
 
 class TaskFailed(TaskError):
     resolution = ("failed", None)
+
+
+class ResourceLimitHit(TaskFailed):
+    """The task's cgroup (or container) hit ``taskMaxProcesses`` / ``taskMaxMemoryMegabytes``.
+
+    A kind of its own because it fails the task even when every command exited 0 afterwards
+    (a fork refused or a process OOM-killed is a broken run, whatever the shell reported).
+    """
 
 
 class MalformedPayload(TaskError):

@@ -37,10 +37,18 @@ class ProcessResult:
     system_time: float = 0.0
     wall_time: float = 0.0
     start_error: str | None = None  # set when the command could not be started at all
+    # Limits the kernel enforced on the command's processes (cgroup / container), one line each,
+    # e.g. "task hit taskMaxProcesses=64 (pids.max): 12 forks refused".
+    limit_hits: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
-        return self.exit_code == 0 and self.cancel_reason is None and self.start_error is None
+        return (
+            self.exit_code == 0
+            and self.cancel_reason is None
+            and self.start_error is None
+            and not self.limit_hits
+        )
 
 
 class LogSink(Protocol):
@@ -247,6 +255,11 @@ class Sandbox:
         ``(directory, uid, gid, groups)``, or ``None`` for the worker's own user in the task
         directory. Engines that cannot give a host shell (containers) raise ``Unsupported``."""
         raise Unsupported(f"the {type(self).__name__} cannot open an interactive shell")
+
+    def memory_usage_bytes(self) -> int | None:
+        """Memory the task's processes use now (``None``: this sandbox cannot tell). Host
+        sandboxes with a cgroup read it from the kernel's accounting of the task's group."""
+        return None
 
     async def run_as_current_user(self) -> Path:
         """Switch the run to the worker's own user (``runTaskAsCurrentUser``); returns the path of

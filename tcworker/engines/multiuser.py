@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from tcworker.engines.artifact_copy import copy_artifact, helper_interpreter
 from tcworker.engines.base import ArtifactFile, RunContext
+from tcworker.engines.cgroups import TaskCgroup
 from tcworker.engines.hostsandbox import HostEngine, HostSandbox
 from tcworker.engines.process import Identity
 from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
@@ -104,9 +105,16 @@ class MultiuserSandbox(HostSandbox):
     """One run as its own OS user."""
 
     def __init__(
-        self, user: TaskUser, pool: TaskUserPool, interpreter: str, *, clean_up: bool, grace: float
+        self,
+        user: TaskUser,
+        pool: TaskUserPool,
+        interpreter: str,
+        *,
+        clean_up: bool,
+        grace: float,
+        cgroup: TaskCgroup | None = None,
     ) -> None:
-        super().__init__(user.home, clean_up=clean_up, grace=grace)
+        super().__init__(user.home, clean_up=clean_up, grace=grace, cgroup=cgroup)
         self.user = user
         self._pool = pool
         self._interpreter = interpreter
@@ -139,7 +147,10 @@ class MultiuserSandbox(HostSandbox):
         if self._destroyed:
             return
         self._destroyed = True
-        await self._pool.retire(self.user, "delete" if self._clean_up else "keep")
+        try:
+            await self._remove_cgroup()
+        finally:
+            await self._pool.retire(self.user, "delete" if self._clean_up else "keep")
 
     async def set_os_groups(self, groups: Sequence[str]) -> None:
         """Supplementary groups for the commands (scopes were checked by the feature's caller)."""
@@ -272,6 +283,7 @@ class MultiuserEngine(HostEngine):
             )
         self._interpreter = interpreter
         self._config = config
+        await self._detect_cgroups(config)
         await self.remove_stale_users()
         self._pool = TaskUserPool(self._accounts, tasks_dir, config.taskUserPoolSize, self._make_ready)
         self._pool.start()
@@ -316,10 +328,10 @@ class MultiuserEngine(HostEngine):
         os.chmod(private, 0o700)
         config = self._require_config()
         if config.runAfterUserCreation:
-            sandbox = self._sandbox_for(user)
+            sandbox = self._sandbox_for(user, None)
             await self._run_after_user_creation(sandbox, config.runAfterUserCreation)
 
-    def _sandbox_for(self, user: TaskUser) -> MultiuserSandbox:
+    def _sandbox_for(self, user: TaskUser, cgroup: TaskCgroup | None) -> MultiuserSandbox:
         config = self._require_config()
         assert self._pool is not None
         return MultiuserSandbox(
@@ -328,6 +340,7 @@ class MultiuserEngine(HostEngine):
             self._interpreter,
             clean_up=bool(config.cleanUpTaskDirs),
             grace=self.kill_grace,
+            cgroup=cgroup,
         )
 
     async def prepare(self, run: RunContext) -> MultiuserSandbox:
@@ -337,7 +350,12 @@ class MultiuserEngine(HostEngine):
             user = await self._pool.take()
         except (AccountError, OSError) as e:
             raise InternalError(f"could not create a task user: {e}") from e
-        sandbox = self._sandbox_for(user)
+        try:
+            cgroup = await self._task_cgroup(user.name)
+        except BaseException:
+            await self._pool.retire(user, "delete")
+            raise
+        sandbox = self._sandbox_for(user, cgroup)
         try:
             st = os.lstat(user.home)
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.uid:

@@ -14,6 +14,7 @@ import asyncio
 import grp
 import os
 import pwd
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,7 +77,10 @@ class SimpleSandbox(HostSandbox):
         if self._destroyed:
             return
         self._destroyed = True
-        await self._remove_task_dir()
+        try:
+            await self._remove_cgroup()
+        finally:
+            await self._remove_task_dir()
 
 
 class SimpleEngine(HostEngine):
@@ -87,6 +91,7 @@ class SimpleEngine(HostEngine):
     async def initialise(self, config: WorkerConfig) -> None:
         self._config = config
         create_tasks_dir(config.tasks_dir)
+        await self._detect_cgroups(config)
 
     def supported_payload_kinds(self) -> frozenset[str]:
         return frozenset({"generic"})
@@ -98,4 +103,11 @@ class SimpleEngine(HostEngine):
             await asyncio.to_thread(make_task_dir, task_dir)
         else:  # two mkdirs: cheaper inline than a thread hop, which waits for the GIL under load
             make_task_dir(task_dir)
-        return SimpleSandbox(task_dir, clean_up=bool(config.cleanUpTaskDirs), grace=self.kill_grace)
+        try:
+            cgroup = await self._task_cgroup(task_dir.name)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, task_dir, True)
+            raise
+        return SimpleSandbox(
+            task_dir, clean_up=bool(config.cleanUpTaskDirs), grace=self.kill_grace, cgroup=cgroup
+        )

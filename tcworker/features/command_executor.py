@@ -5,7 +5,9 @@ that does not succeed stops the sequence (spec/worker.md §2.1). The engine repo
 (``ProcessResult``); this module turns them into the run's error, generic-worker style:
 non-zero exit → ``failed`` (or ``intermittent-task`` when listed in ``onExitStatus.retry``),
 could not start → ``failed``, aborted → by the recorded reason (max run time → ``failed``,
-worker shutdown → ``worker-shutdown``, cancelled → nothing reported).
+worker shutdown → ``worker-shutdown``, cancelled → nothing reported). A limit the kernel
+enforced (``taskMaxProcesses``, ``taskMaxMemoryMegabytes``) fails the task even when the
+command exited 0 afterwards (``ResourceLimitHit``), with the engine's line naming the limit.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 
 from tcworker.durations import go_duration
 from tcworker.engines.base import EXIT_ABORTED, ProcessResult
-from tcworker.errors import IntermittentTask, TaskError, TaskFailed, error_for_cancel
+from tcworker.errors import IntermittentTask, ResourceLimitHit, TaskError, TaskFailed, error_for_cancel
 from tcworker.features.base import Feature, RunHandle, TaskFeature
 
 LABEL_WIDTH = 32
@@ -27,6 +29,8 @@ def error_for_result(result: ProcessResult, retry_codes: frozenset[int]) -> Task
         return error_for_cancel(result.cancel_reason)
     if result.start_error is not None:
         return TaskFailed(result.start_error)
+    if result.limit_hits:  # before the exit status: an OOM kill is the cause of a signal 9
+        return ResourceLimitHit("; ".join(result.limit_hits))
     if result.exit_code == 0:
         return None
     if result.exit_code in retry_codes:
@@ -92,6 +96,8 @@ class CommandExecutorTaskFeature(TaskFeature):
                 run.outcome.last_result = result
                 if result.start_error:
                     run.log.error(result.start_error)
+                for line in result.limit_hits:
+                    run.log.error(line)
                 for line in footer_lines(result):
                     run.log.info(line)
                 error = error_for_result(result, run.model.retry_codes)

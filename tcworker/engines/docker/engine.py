@@ -25,6 +25,7 @@ import docker
 import docker.errors
 
 from tcworker.engines.base import Engine, Mount, RunContext, Sandbox
+from tcworker.engines.cgroups import task_limits
 from tcworker.engines.docker.images import ImageSpec, ImageStore
 from tcworker.engines.docker.sandbox import LABEL_WORKER, DockerSandbox
 from tcworker.errors import ConfigError, InternalError, MalformedPayload
@@ -80,6 +81,13 @@ class DockerEngine(Engine):
                 f"/var/run/docker.sock): {e}"
             ) from e
         self._images = ImageStore(self._stream_client, config.caches_dir / "docker-worker", config.downloads_dir)
+        limits = task_limits(config)
+        log.info(
+            "per-task limits on every container: taskMaxProcesses=%d (pids_limit), "
+            "taskMaxMemoryMegabytes=%d (mem_limit = memswap_limit)",
+            limits.max_processes,
+            limits.max_memory_megabytes,
+        )
         await self._remove_leftovers()
 
     async def _remove_leftovers(self) -> None:
@@ -127,6 +135,7 @@ class DockerEngine(Engine):
             image_workdir=workdir,
             worker_label=self.worker_label,
             on_destroy=self._live.discard,
+            limits=task_limits(config),
         )
         if run.payload_kind == "docker":
             volumes = await asyncio.to_thread(_volume_dirs, run.payload, task_dir)

@@ -42,7 +42,9 @@ from tcworker.engines.base import (
     Sandbox,
     TaskNetwork,
 )
+from tcworker.engines.cgroups import TaskLimits
 from tcworker.engines.docker import archive
+from tcworker.engines.docker import limits as container_limits
 from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions
 from tcworker.engines.docker.images import ResolvedImage
 from tcworker.engines.docker.saving import save_container
@@ -69,8 +71,10 @@ class DockerSandbox(Sandbox):
         image_workdir: str,
         worker_label: str,
         on_destroy: Callable[[DockerSandbox], None] | None = None,
+        limits: TaskLimits | None = None,
     ) -> None:
         self._client = client
+        self._limits = limits
         self._stream = stream_client
         self._run = run
         self._task_dir = task_dir
@@ -162,6 +166,8 @@ class DockerSandbox(Sandbox):
             "log_config": LogConfig(type=LogConfig.types.JSON),
             **self._opts.create_kwargs(),
         }
+        if self._limits is not None:
+            kwargs.update(container_limits.create_kwargs(self._limits))
         if self._generic:
             kwargs["working_dir"] = str(self._task_dir)
         if self._network is not None:
@@ -226,15 +232,48 @@ class DockerSandbox(Sandbox):
         except docker.errors.APIError as e:
             self._current = None
             return self._not_started(f"the container could not be started: {_explain(e)}", started)
+        watch = container_limits.PidsWatch()
+        watching = await self._watch_pids(container, watch)
         try:
             exit_code = await self._follow(container, log)
         finally:
             self._current = None
+            await container_limits.stop(watching, watch)
         self._last_exit = exit_code
         if self._abort_reason is not None:
             await asyncio.gather(*self._kill_tasks, return_exceptions=True)
             return self._aborted(started)
-        return ProcessResult(exit_code=exit_code, wall_time=time.monotonic() - started)
+        return ProcessResult(
+            exit_code=exit_code,
+            wall_time=time.monotonic() - started,
+            limit_hits=await self._limit_hits(container, watch, exit_code),
+        )
+
+    async def _watch_pids(self, container: Any, watch: container_limits.PidsWatch) -> asyncio.Task[None] | None:
+        """Start following the running container's ``pids.events`` (``taskMaxProcesses``)."""
+        if self._limits is None:
+            return None
+        try:
+            await asyncio.to_thread(container.reload)
+            pid = int(container.attrs["State"]["Pid"])
+        except (docker.errors.APIError, KeyError, TypeError, ValueError):
+            return None
+        return asyncio.create_task(watch.follow(pid)) if pid > 0 else None
+
+    async def _limit_hits(self, container: Any, watch: container_limits.PidsWatch, exit_code: int) -> tuple[str, ...]:
+        """The limits the exited container hit: Docker's ``OOMKilled`` and the fork count."""
+        if self._limits is None:
+            return ()
+        oom_killed = False
+        try:
+            await asyncio.to_thread(container.reload)
+            oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+        except (docker.errors.APIError, KeyError, TypeError):
+            pass
+        note = container_limits.unseen_pids_note(self._limits, watch, exit_code)
+        if note is not None:
+            self._run.log.warn(note)
+        return container_limits.limit_hits(self._limits, oom_killed, watch)
 
     async def _follow(self, container: Any, sink: LogSink) -> int:
         """Stream the container's output to ``sink`` until it exits; return its exit code."""
