@@ -112,6 +112,16 @@ class Accounts:
         os.chmod(home, 0o700)
         return user
 
+    async def _userdel(self, name: str) -> tuple[int, str]:
+        """``userdel --force``, after every wanted creation (module docstring): a removal that
+        gets the lock while a creation waits for it lets the creation go first."""
+        while True:
+            await self._no_creation.wait()
+            async with self._lock:
+                if self._creating:
+                    continue
+                return await _run_with_lock_retry([USERDEL, "--force", name], ok_codes=(0, 6))
+
     async def set_random_password(self, user: TaskUser) -> str:
         """Give the user generic-worker's kind of password (``pWd0_`` + 24 alphanumerics)."""
         alphabet = string.ascii_letters + string.digits
@@ -146,9 +156,7 @@ class Accounts:
                 problems.append(f"could not remove home directory {user.home}")
         elif home_action == "keep" and user.home.exists():
             await asyncio.to_thread(chown_tree, user.home, user.uid)
-        await self._no_creation.wait()  # creations first (module docstring)
-        async with self._lock:
-            code, out = await _run_with_lock_retry([USERDEL, "--force", user.name], ok_codes=(0, 6))
+        code, out = await self._userdel(user.name)
         if code not in (0, 6):  # 6: no such user
             problems.append(f"userdel {user.name} failed (exit {code}): {out}")
         for problem in problems:
