@@ -142,6 +142,11 @@ KEYS: dict[str, tuple[type, Any]] = {
     "balrogVPNProxy": (dict, {}),
     "balrogStageVPNProxy": (dict, {}),
     "testdroidProxy": (dict, {}),
+    # docker engine, features.interactive on docker-worker payloads (docker-worker's
+    # interactive.minTime / interactive.expirationAfterSession): the container is kept at least
+    # this many seconds from the start, and this many seconds after the last session closed
+    "interactiveMinTime": (int, 180),
+    "interactiveExpirationAfterSession": (int, 900),
 }
 
 # Forwarder configs ({"upstream", "token"}): their tokens are redacted like accessToken.

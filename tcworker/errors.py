@@ -95,6 +95,8 @@ def error_for_cancel(reason: CancelReason, detail: str = "") -> TaskError:
     """The error a recorded cancellation means for the run (generic-worker's abort handling)."""
     if reason is CancelReason.MAX_RUN_TIME:
         return TaskFailed(f"Task aborted - {reason}")
+    if reason is CancelReason.HIGH_MEMORY:  # the detail names the thresholds (resource monitor)
+        return TaskFailed(detail or f"Task aborted - {reason}")
     if reason is CancelReason.WORKER_STOPPING:
         return WorkerShutdown(f"Task aborted - {reason}")
     return TaskCancelled(f"Task aborted - {reason}" + (f" ({detail})" if detail else ""))

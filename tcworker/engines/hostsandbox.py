@@ -117,6 +117,10 @@ class HostSandbox(Sandbox):
         workdir = env.get("TASK_WORKDIR")
         return f"TASK_WORKDIR={workdir}".encode() if workdir else None
 
+    def task_process_ids(self) -> list[int] | None:
+        """The running command's process tree (``memory_usage_bytes`` sums their RSS)."""
+        return self._runner.running_pids()
+
     async def _sweep(self) -> None:
         """Extra clean-up after every command (multiuser: every process of the task user)."""
 

@@ -231,9 +231,14 @@ class MultiuserSandbox(HostSandbox):
         if ident is not None:
             chown_tree(path, ident.uid, ident.gid)
 
-    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
-        """Copy the artifact into ``staging`` through a helper running as the commands' user."""
-        return await copy_artifact(self._interpreter, self.task_dir, path, kind, staging, self.identity())
+    async def collect_artifact(
+        self, path: str, kind: str, staging: Path, max_file_bytes: int | None = None
+    ) -> list[ArtifactFile]:
+        """Copy the artifact into ``staging`` through a helper running as the commands' user
+        (files over ``max_file_bytes`` are sized by the helper, not copied)."""
+        return await copy_artifact(
+            self._interpreter, self.task_dir, path, kind, staging, self.identity(), max_file_bytes
+        )
 
 
 def stale_task_users(tasks_dir: Path, active: set[str]) -> list[TaskUser]:

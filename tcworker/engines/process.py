@@ -11,7 +11,8 @@ Combined stdout+stderr go through one pipe straight into the ``LogSink`` in chun
 redirect to a file and never sits in memory.
 
 Stopping follows Buildkite's interrupt → grace → kill with a recorded reason (design G7): the
-first ``abort`` reason wins; ``MAX_RUN_TIME`` is an immediate SIGKILL as in generic-worker. When
+first ``abort`` reason wins; ``MAX_RUN_TIME`` (as in generic-worker) and ``HIGH_MEMORY`` are an
+immediate SIGKILL. When
 ``run`` returns — normal exit, abort or cancellation of the awaiting coroutine — every process the
 command started has been killed (``proctree``), and the optional ``sweep`` hook (the multiuser
 engine's kill-every-process-of-the-task-user) has run; with a cgroup, the group is killed as a
@@ -137,10 +138,16 @@ class CommandRunner:
         self._cgroup = cgroup
         self._reason: CancelReason | None = None
         self._abort_event = asyncio.Event()
+        self._tree: ProcessTree | None = None  # the running command's, while one runs
 
     @property
     def cancel_reason(self) -> CancelReason | None:
         return self._reason
+
+    def running_pids(self) -> list[int] | None:
+        """Pids of the running command's process tree; ``None`` between commands. Blocking."""
+        tree = self._tree
+        return tree.pids() if tree is not None else None
 
     def abort(self, reason: CancelReason) -> None:
         """Record ``reason`` (the first one wins) and stop the running command, if any."""
@@ -184,6 +191,7 @@ class CommandRunner:
             for fd in join_fds:
                 os.close(fd)
         tree = ProcessTree(popen.pid, marker, pipe_inode)
+        self._tree = tree
         exited = _exit_waiter(popen.pid)
         eof: asyncio.Future[None] = loop.create_future()
         pipe = os.fdopen(read_fd, "rb", buffering=0)
@@ -209,6 +217,7 @@ class CommandRunner:
             await asyncio.shield(self._stop(tree, exited))
             raise
         finally:
+            self._tree = None
             if poller is not None:
                 poller.cancel()
             await asyncio.shield(self._finish(tree, exited, eof, transport, pipe))
@@ -268,8 +277,8 @@ class CommandRunner:
     async def _stop(
         self, tree: ProcessTree, exited: asyncio.Future[tuple[int, resource.struct_rusage]]
     ) -> None:
-        """Interrupt → grace → kill (max run time: kill at once)."""
-        if self._reason is not CancelReason.MAX_RUN_TIME and self.grace > 0:
+        """Interrupt → grace → kill (max run time and high memory: kill at once)."""
+        if not (self._reason is not None and self._reason.kill_at_once) and self.grace > 0:
             await asyncio.to_thread(tree.signal, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exited), self.grace)

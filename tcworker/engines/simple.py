@@ -55,13 +55,18 @@ class SimpleSandbox(HostSandbox):
     def base_env(self) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if k not in HIDDEN_VARIABLES}
 
-    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
+    async def collect_artifact(
+        self, path: str, kind: str, staging: Path, max_file_bytes: int | None = None
+    ) -> list[ArtifactFile]:
         """The task's own files (no copy needed: the task runs as the worker user anyway)."""
         try:
             files = await asyncio.to_thread(artifact_reader.resolve, str(self.task_dir), path, kind)
         except artifact_reader.Problem as p:
             raise artifact_problem(p.reason, p.message) from None
-        return [ArtifactFile(rel, Path(real), size) for rel, real, size in files]
+        return [
+            ArtifactFile(rel, Path(real), size, oversize=max_file_bytes is not None and size > max_file_bytes)
+            for rel, real, size in files
+        ]
 
     async def set_os_groups(self, groups: Sequence[str]) -> None:
         """osGroups on the insecure engine: only groups the worker user already has (spec §2.6)."""
