@@ -116,6 +116,7 @@ class TaskUserPool:
                     raise RuntimeError("the task user pool is closed")
                 failure, self._failure = self._failure, None
                 assert failure is not None
+                self._kick()  # other waiters get a fresh attempt instead of waiting forever
                 raise failure
         finally:
             self._waiters -= 1

@@ -163,6 +163,11 @@ async def test_run_after_user_creation_failing_fails_the_run_and_leaves_no_user(
         with pytest.raises(HostBroken) as caught:
             await asyncio.wait_for(engine.prepare(run_context()), 60)
         assert "runAfterUserCreation" in str(caught.value) and "hook-broke" in str(caught.value)
+        # several runs waiting at once each get the failure; none waits forever
+        results = await asyncio.wait_for(
+            asyncio.gather(*(engine.prepare(run_context()) for _ in range(3)), return_exceptions=True), 120
+        )
+        assert all(isinstance(r, HostBroken) for r in results), results
         await wait_until(lambda: task_users_in(config.tasks_dir) == {}, what="the failed user's removal")
     finally:
         await engine.shutdown()
