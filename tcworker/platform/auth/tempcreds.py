@@ -103,13 +103,22 @@ def check_shape(cert: Any) -> dict[str, Any]:
     return cert
 
 
-def verify(cert: dict[str, Any], *, client_id: str, issuer_token: str, now_ms: int) -> CertificateCheck:
-    """Times, lifetime and signature (scope checks against the issuer are the caller's job)."""
-    start, expiry = cert["start"], cert["expiry"]
+def check_window(start: float, expiry: float, now_ms: int) -> None:
+    """The certificate's validity window against the clock, with the 5-minute skew allowance.
+
+    A separate step because it is the only part of a certificate check that changes with time:
+    the auth service re-runs just this for a certificate it has already verified once.
+    """
     if start > now_ms + SKEW_MS:
         raise _fail("start is in the future")
     if expiry < now_ms - SKEW_MS:
         raise AuthenticationFailed("temporary credentials have expired")
+
+
+def verify(cert: dict[str, Any], *, client_id: str, issuer_token: str, now_ms: int) -> CertificateCheck:
+    """Times, lifetime and signature (scope checks against the issuer are the caller's job)."""
+    start, expiry = cert["start"], cert["expiry"]
+    check_window(start, expiry, now_ms)
     if expiry - start > MAX_LIFETIME_MS:
         raise _fail("credentials cannot last longer than 31 days")
     name = client_id if "issuer" in cert else None

@@ -7,20 +7,18 @@ Each function takes the open connection and is called inside one transaction by
 from __future__ import annotations
 
 import itertools
-import json
 import sqlite3
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from tcworker.platform import jsonwire
 from tcworker.platform.errors import InternalServerError
 from tcworker.platform.index.service import index_routes
 from tcworker.platform.queue import statemachine
 from tcworker.platform.store.models import PRIORITY_RANK, TaskRecord
 
-# One immutable encoder instead of json.dumps(..., separators=...), which builds a new encoder
-# on every call (a few microseconds, several times per request).
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_ENCODE = jsonwire.dumps_text
 
 
 class PendingOrder:
