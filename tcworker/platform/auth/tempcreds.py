@@ -8,9 +8,7 @@ auth service step by step, with its 5-minute skew allowance.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import Any
 
 import slugid
 
+from tcworker.platform import jsonwire
 from tcworker.platform.errors import AuthenticationFailed
 
 SKEW_MS = 5 * 60 * 1000
@@ -36,7 +35,7 @@ def _signed_string(cert: dict[str, Any], name: str | None) -> bytes:
 
 def derive_access_token(issuer_token: str, seed: str) -> str:
     """URL-safe base64 without padding of HMAC-SHA256(issuer token, seed)."""
-    digest = hmac.new(issuer_token.encode(), seed.encode(), hashlib.sha256).digest()
+    digest = hmac.digest(issuer_token.encode(), seed.encode(), "sha256")
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
@@ -58,12 +57,12 @@ def issue(
         "seed": slugid.nice() + slugid.nice(),
         "issuer": issuer_id,
     }
-    mac = hmac.new(issuer_token.encode(), _signed_string(cert, name), hashlib.sha256).digest()
+    mac = hmac.digest(issuer_token.encode(), _signed_string(cert, name), "sha256")
     cert["signature"] = base64.b64encode(mac).decode()
     return {
         "clientId": name,
         "accessToken": derive_access_token(issuer_token, cert["seed"]),
-        "certificate": json.dumps(cert, separators=(",", ":")),
+        "certificate": jsonwire.dumps_text(cert),
     }
 
 
@@ -126,7 +125,7 @@ def verify(cert: dict[str, Any], *, client_id: str, issuer_token: str, now_ms: i
         signed = _signed_string(cert, name)
     except (KeyError, TypeError) as exc:
         raise _fail("cannot rebuild the signed string") from exc
-    expected = base64.b64encode(hmac.new(issuer_token.encode(), signed, hashlib.sha256).digest()).decode()
+    expected = base64.b64encode(hmac.digest(issuer_token.encode(), signed, "sha256")).decode()
     if not hmac.compare_digest(expected.encode(), str(cert["signature"]).encode()):
         raise _fail("signature does not match")
     return CertificateCheck(
