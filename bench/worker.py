@@ -45,6 +45,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -282,9 +283,14 @@ def throughput(
     sample: Callable[[Worker], None] | None,
     **config: Any,
 ) -> tuple[float, float]:
-    """(tasks/s, span s): queue n trivial tasks, then one worker with `capacity` drains them."""
+    """(tasks/s, span s, worker CPU s, platform CPU s): queue n trivial tasks, then one worker
+    with `capacity` drains them. CPU times hold under load, when wall times do not: the worker's
+    (its start-up and the tasks' own processes included) from its rusage once reaped, the
+    platform's from psutil over the drain."""
     worker_type = new_type()
     task_ids = [create(platform.queue, worker_type, ["true"]) for _ in range(n)]
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    platform_before = _cpu_seconds(platform.proc.pid)
     worker = Worker(
         tmp / f"tp-{worker_type}",
         platform,
@@ -308,6 +314,11 @@ def throughput(
         stop.set()
         if sampler:
             sampler.join()
+    platform_cpu = _cpu_seconds(platform.proc.pid) - platform_before
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
     if worker.proc.returncode != 0:
         raise RuntimeError(f"worker exited {worker.proc.returncode}:\n{worker.tail()}")
     runs = [platform.queue.status(t)["status"]["runs"][0] for t in task_ids]
@@ -315,7 +326,12 @@ def throughput(
     if bad:
         raise RuntimeError(f"{len(bad)} tasks not completed, e.g. {bad[0]}")
     span = max(_parse(r["resolved"]) for r in runs) - min(_parse(r["started"]) for r in runs)
-    return n / span, span
+    return n / span, span, worker_cpu, platform_cpu
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _sample_loop(worker: Worker, stop: threading.Event, sample: Callable[[Worker], None]) -> None:
@@ -405,8 +421,8 @@ def phase_multiuser(
     finally:
         multi.stop()
     try:
-        m_rate, _ = throughput(platform, tmp, key, 1, n, budget, None, **multi_conf)
-        s_rate, _ = throughput(platform, tmp, key, 1, n, budget, None)
+        m_rate = throughput(platform, tmp, key, 1, n, budget, None, **multi_conf)[0]
+        s_rate = throughput(platform, tmp, key, 1, n, budget, None)[0]
         rows.append(
             (
                 f"{label}: back to back ({n} queued tasks, capacity 1)",
@@ -456,7 +472,7 @@ def phase_throughput(
             continue
         sampler = (lambda w: samples.append(w.tree_rss())) if capacity == 8 else None
         try:
-            rate, span = throughput(platform, tmp, key, capacity, n, budget, sampler)
+            rate, span, worker_cpu, platform_cpu = throughput(platform, tmp, key, capacity, n, budget, sampler)
         except (TimeoutError, RuntimeError) as exc:
             rows.append((f"trivial tasks/s, capacity {capacity}", "FAILED", "", str(exc)[:200]))
             continue
@@ -464,8 +480,9 @@ def phase_throughput(
             (
                 f"trivial tasks/s, capacity {capacity} ({n} queued tasks)",
                 f"{rate:.1f} tasks/s",
-                "",
-                f"first started → last resolved {ms(span)}",
+                f"CPU per task: worker {ms(worker_cpu / n)} (start-up and `true` included), "
+                f"platform {ms(platform_cpu / n)}",
+                f"first started → last resolved {ms(span)}; load average {os.getloadavg()[0]:.1f}",
             )
         )
     load = (

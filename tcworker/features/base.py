@@ -28,7 +28,9 @@ Features never import each other or the worker core; they share state only throu
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from tcworker.tcapi.claim import RunClaim
     from tcworker.tcapi.clients import Clients, Credentials
     from tcworker.tcapi.upload import ArtifactPublisher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,6 +129,7 @@ class RunHandle:
         self._reserved_env = reserved_env
         self._model: RunModel | None = None
         self._sandbox: Sandbox | None = None
+        self._before_report: list[asyncio.Task[None]] = []
 
     # ---- set by the worker core as the run goes ----------------------------------------------
     def attach_model(self, model: RunModel) -> None:
@@ -187,6 +192,28 @@ class RunHandle:
 
     def expand_scopes(self, scopes: list[str]) -> Awaitable[list[str]]:
         return self.clients.expand_scopes(scopes)
+
+    def before_report(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``work`` now, concurrently with the rest of the run; the report waits for it.
+
+        For queue calls nothing after them depends on (the live log's link artifact): each one
+        on the critical path of a short task costs a full round trip. ``work`` must handle its
+        own errors (best effort); anything it raises is logged as ``what`` and otherwise ignored.
+        """
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("%s of %s/%s failed", what, self.task_id, self.run_id)
+
+        self._before_report.append(asyncio.create_task(guarded(), name=what))
+
+    async def settle(self) -> None:
+        """Wait for every ``before_report`` work (the worker core calls it before the report)."""
+        while self._before_report:
+            pending, self._before_report = self._before_report, []
+            await asyncio.gather(*pending)
 
     def command_env(self) -> dict[str, str]:
         """base env ← payload env ← feature env ← reserved variables (spec/worker.md §2.2, §3.3)."""

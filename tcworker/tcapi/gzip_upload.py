@@ -139,8 +139,9 @@ async def upload_gzip(
     expires: str,
     content_type: str,
     packed: Packed,
-) -> None:
-    """createUpload (putUrl) → PUT the gzip copy with ``Content-Encoding: gzip`` → finishUpload.
+) -> int:
+    """createUpload (putUrl) → PUT the gzip copy with ``Content-Encoding: gzip`` → finishUpload;
+    returns the bytes sent.
 
     ``packed`` stays on disk (the caller owns it), so a retried attempt re-sends it as is.
     """
@@ -177,3 +178,4 @@ async def upload_gzip(
     await object_service.finishUpload(
         name, {"projectId": project_id, "uploadId": upload_id, "hashes": packed.hashes}
     )
+    return size

@@ -167,7 +167,7 @@ class ArtifactPublisher:
             )
         object_service = self._clients.object_service(resp["credentials"])
         if packed is not None:
-            await upload_gzip(
+            sent = await upload_gzip(
                 session=self._clients.session,
                 object_service=object_service,
                 project_id=resp["projectId"],
@@ -179,7 +179,7 @@ class ArtifactPublisher:
             )
             await self._finish(name, resp)
             self.uploaded_sha256[name] = packed.hashes["sha256"]
-            self.uploaded_bytes += (await asyncio.to_thread(packed.path.stat)).st_size
+            self.uploaded_bytes += sent
             return
         f: BinaryIO = await asyncio.to_thread(open, path, "rb")
         readers: list[_HashingFileReader] = []
