@@ -23,6 +23,9 @@ process and real `tcworker run` processes, submitting with the official client:
    default settings → the task's process no longer exists (psutil, 10 ms polls), median and p99;
    beside it the same through the reclaim only (`statusPollIntervalSecs` 0, `reclaimIntervalSecs`
    1, the fastest a reclaim-only worker can be made) and a bare SIGTERM of a `sleep` (the floor).
+8. the resource monitor's cost (issue 14): the trivial task and a 3 s `sleep` on a worker with
+   the monitor on (the default) and on one with `enableResourceMonitor: false`, interleaved;
+   createTask → resolved and the worker process's CPU time per task, side by side.
 
 Bounded: a global budget (default 170 s) skips whatever would not fit, and every child process is
 stopped on exit. Run: `python bench/worker.py` (`--quick` for a smoke run).
@@ -707,7 +710,55 @@ def phase_cancel(platform: Platform, tmp: Path, key: Path, wt: str, runs: int, b
     ]
 
 
-PHASES = ("latency", "multiuser", "biglog", "livelog", "throughput", "cancel")
+def _cpu_seconds(worker: Worker) -> float:
+    """User + system CPU time of the worker process itself (its own threads, not the tasks)."""
+    times = psutil.Process(worker.proc.pid).cpu_times()
+    return times.user + times.system
+
+
+def phase_monitor(platform: Platform, tmp: Path, key: Path, runs: int, budget: Budget) -> list[Row]:
+    """8: a worker with the resource monitor on vs off, tasks interleaved between the two."""
+    label = "resource monitor on vs off (enableResourceMonitor)"
+    if budget.left() < 60:
+        return [(label, "skipped", "", "budget")]
+    on_type, off_type = new_type(), new_type()
+    on = Worker(tmp / "monitor-on", platform, key, workerType=on_type)
+    off = Worker(tmp / "monitor-off", platform, key, workerType=off_type, enableResourceMonitor=False)
+    rows: list[Row] = []
+    try:
+        time.sleep(3)
+        for wt in (on_type, off_type):
+            latency_series(platform.queue, wt, 1, budget)  # warm-up
+        for command, n in ((["true"], runs), (["sleep", "3"], max(3, runs // 6))):
+            lat: dict[str, list[float]] = {"on": [], "off": []}
+            cpu: dict[str, float] = {"on": 0.0, "off": 0.0}
+            for _ in range(n):
+                for name, worker, wt in (("on", on, on_type), ("off", off, off_type)):
+                    if budget.left() < 20:
+                        break
+                    before = _cpu_seconds(worker)
+                    t0 = time.time()
+                    task_id = create(platform.queue, wt, command)
+                    run = wait_resolved(platform.queue, task_id, timeout=min(60, budget.left()))
+                    lat[name].append(_parse(run["resolved"]) - t0)
+                    cpu[name] += _cpu_seconds(worker) - before
+            if not lat["on"] or not lat["off"]:
+                break
+            what = " ".join(command)
+            rows.append(
+                (
+                    f"`{what}` createTask → resolved, monitor on vs off ({len(lat['on'])} + {len(lat['off'])} runs)",
+                    f"on: median {ms(statistics.median(lat['on']))}, worker CPU {ms(cpu['on'] / len(lat['on']))}/task",
+                    f"off: median {ms(statistics.median(lat['off']))}, worker CPU {ms(cpu['off'] / len(lat['off']))}/task",
+                    f"load {os.getloadavg()[0]:.1f}",
+                )
+            )
+    finally:
+        stop_all([on, off])
+    return rows or [(label, "skipped", "", "budget")]
+
+
+PHASES = ("latency", "multiuser", "biglog", "livelog", "throughput", "cancel", "monitor")
 
 
 def main() -> int:
@@ -767,6 +818,8 @@ def main() -> int:
                     rows += phase_cancel(platform, tmp, key, wt, max(5, args.runs // 2), budget)
                 except (TimeoutError, RuntimeError) as exc:
                     rows.append(("cancel to processes gone", "FAILED", "", str(exc)[:200]))
+            if "monitor" in only:
+                rows += phase_monitor(platform, tmp, key, args.runs, budget)
             if "throughput" in only:
                 rows += phase_throughput(platform, tmp, key, args.tasks, budget, idle_rss)
         finally:

@@ -33,7 +33,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tcworker.cancellation import Cancellation, CancelReason
 
@@ -47,6 +47,17 @@ if TYPE_CHECKING:
     from tcworker.tcapi.upload import ArtifactPublisher
 
 log = logging.getLogger(__name__)
+
+
+class CommandWatcher(Protocol):
+    """Something a feature wants to happen around each command (the resource monitor samples
+    memory while one runs). The command executor calls ``command_started`` right before a command
+    and ``command_finished`` right after it (also when it was aborted or failed to start); the
+    lines returned are written into that command's footer, before its ``Result`` line."""
+
+    def command_started(self) -> None: ...
+
+    async def command_finished(self) -> list[str]: ...
 
 
 @dataclass
@@ -126,6 +137,8 @@ class RunHandle:
         # descriptors ``{"name", "uri", "digest": {"sha256": hex}}``: features that fetch inputs
         # append here; chainOfTrust signs them as SLSA ``resolvedDependencies``.
         self.resolved_inputs: list[dict[str, Any]] = []
+        # Called around every command by the command executor (see ``CommandWatcher``).
+        self.command_watchers: list[CommandWatcher] = []
         self._reserved_env = reserved_env
         self._model: RunModel | None = None
         self._sandbox: Sandbox | None = None
@@ -186,9 +199,10 @@ class RunHandle:
         """Call ``listener(new_credentials)`` after every reclaim."""
         self._claim.on_reclaimed(listener)
 
-    def abort(self, reason: CancelReason) -> None:
-        """Stop the run for ``reason``; the first reason wins (design G7)."""
-        self.outcome.cancellation.cancel(reason)
+    def abort(self, reason: CancelReason, detail: str = "") -> None:
+        """Stop the run for ``reason``; the first reason wins (design G7). ``detail`` is kept with
+        the reason (the resource monitor's thresholds end up in the failed run's error)."""
+        self.outcome.cancellation.cancel(reason, detail)
 
     def expand_scopes(self, scopes: list[str]) -> Awaitable[list[str]]:
         return self.clients.expand_scopes(scopes)

@@ -107,7 +107,7 @@ class ArtifactPublisher:
             )
         finally:
             self.upload_seconds += time.monotonic() - started
-            if own_copy and packed is not None:
+            if own_copy and packed is not None and packed.path is not None:
                 await asyncio.to_thread(packed.path.unlink, True)
 
     async def upload_bytes(self, name: str, data: bytes, content_type: str, expires: str) -> None:
