@@ -183,9 +183,36 @@ def _tar_members(tar: tarfile.TarFile, budget: Budget) -> Iterator[tarfile.TarIn
         yield member
 
 
+class _PrefetchedTarFile(tarfile.TarFile):
+    """``tarfile`` reading a ``Prefetcher``: everything as the standard library does it (headers,
+    the ``data`` filter, links, modes), except that a regular member's bytes are written to its
+    file straight from the decoded chunks instead of through ``copyfileobj``'s fresh copies."""
+
+    def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str) -> None:
+        source = self.fileobj
+        if tarinfo.sparse is not None or not isinstance(source, Prefetcher):
+            super().makefile(tarinfo, targetpath)
+            return
+        source.seek(tarinfo.offset_data)
+        # As the standard library's open(targetpath, "wb"); the data filter set the mode later.
+        fd = os.open(targetpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            if source.write_to(fd, tarinfo.size) != tarinfo.size:
+                raise tarfile.ReadError("unexpected end of data")
+        finally:
+            os.close(fd)
+
+
 def extract_tar(source: IO[bytes], dest: Path, budget: Budget) -> None:
+    """Extract the tar stream ``source``. A ``Prefetcher`` (readable in order, seekable forward) is
+    read in ``tarfile``'s ``r:`` mode and member data written straight from its chunks, where the
+    ``r|`` mode's own stream buffer copied every byte several times; anything else as a stream."""
     try:
-        with tarfile.open(fileobj=source, mode="r|", bufsize=COPY_BUFFER) as tar:
+        if isinstance(source, Prefetcher):
+            opened = _PrefetchedTarFile.open(fileobj=source, mode="r:")
+        else:
+            opened = tarfile.open(fileobj=source, mode="r|", bufsize=COPY_BUFFER)
+        with opened as tar:
             tar.errorlevel = 2
             tar.copybufsize = COPY_BUFFER  # type: ignore[attr-defined]
             tar.extractall(dest, members=_tar_members(tar, budget), filter="data")
@@ -358,7 +385,7 @@ def extract(archive: Path, fmt: str, dest: Path, digest: Any = None) -> None:
                     source = io.BufferedReader(raw, COPY_BUFFER)  # type: ignore[arg-type]
                 prefetch = Prefetcher(open_decompressed(source, compression))
                 try:
-                    extract_tar(io.BufferedReader(prefetch, COPY_BUFFER), dest, budget)  # type: ignore[arg-type]
+                    extract_tar(prefetch, dest, budget)  # type: ignore[arg-type]
                 finally:
                     prefetch.close()
                 if hashing is not None:
