@@ -221,26 +221,30 @@ class Prefetcher(io.RawIOBase):
         import threading
 
         self._queue: queue.Queue[memoryview | BaseException | None] = queue.Queue()
-        self._free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(depth):
-            self._free.put(bytearray(chunk))
+        self._free: queue.Queue[bytearray] = queue.Queue()  # buffers the consumer is done with
         self._stop = threading.Event()
         self._chunk = memoryview(b"")  # the decoded chunk being consumed (a pool buffer) …
         self._offset = 0  # … and how much of it is consumed
         self._position = 0  # bytes handed out (or skipped) so far
         self._done = False
-        self._thread = threading.Thread(target=self._pump, args=(source,), daemon=True, name="prefetch")
+        self._thread = threading.Thread(
+            target=self._pump, args=(source, chunk, depth), daemon=True, name="prefetch"
+        )
         self._thread.start()
 
-    def _pump(self, source: IO[bytes]) -> None:
+    def _pump(self, source: IO[bytes], chunk: int, depth: int) -> None:
         import queue
 
+        made = 0
         try:
             while not self._stop.is_set():
-                try:
-                    buffer = self._free.get(timeout=0.2)
-                except queue.Empty:
-                    continue
+                if made < depth and self._free.empty():
+                    buffer, made = bytearray(chunk), made + 1  # allocated here, off the consumer's path
+                else:
+                    try:
+                        buffer = self._free.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
                 n = source.readinto(buffer)  # type: ignore[attr-defined]
                 if not n:
                     break
@@ -292,6 +296,21 @@ class Prefetcher(io.RawIOBase):
             self._position += step
             left -= step
         return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        """``size`` bytes (all that is left for ``None`` / negative), fewer only at the end:
+        ``tarfile`` reads headers with it and takes a short read for a truncated archive."""
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(READ_CHUNK), b""))
+        pieces: list[bytes] = []
+        got = 0
+        while got < size and self._fill():
+            step = min(size - got, len(self._chunk) - self._offset)
+            pieces.append(self._chunk[self._offset : self._offset + step].tobytes())
+            self._offset += step
+            got += step
+        self._position += got
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def readinto(self, b: Any) -> int:
         view = memoryview(b).cast("B")
