@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import zstandard
 from helpers.ci import skip_or_fail
+from helpers.mounts import COMPRESS, tar_bytes
 
 from tcworker.mounts.extract import Budget, UnsafeArchive, extract, extract_tar
 from tcworker.mounts.formats import Prefetcher, open_decompressed
@@ -153,3 +154,27 @@ def test_prefetcher_seeks_forward_only_and_stops_its_thread(tmp_path: Path) -> N
         assert whole.seek(10**6) == len(data)  # skipping past the end stops at the end
     finally:
         whole.close()
+
+
+@pytest.mark.parametrize("compression", sorted(COMPRESS))
+def test_every_tar_compression_through_small_chunks(tmp_path: Path, compression: str) -> None:
+    """Each decoder's ``readinto`` feeds the prefetcher's buffers correctly, chunk by chunk."""
+    files = {f"d/f{size}": os.urandom(size) for size in SIZES}
+    entries = [
+        ("d", None),
+        *files.items(),
+        ("d/link", ("symlink", "f513")),
+        ("d/hard", ("hardlink", "d/f4097")),
+    ]
+    packed = COMPRESS[compression](tar_bytes(entries))
+    dest = tmp_path / "out"
+    dest.mkdir()
+    prefetch = Prefetcher(open_decompressed(io.BytesIO(packed), compression), chunk=4096, depth=2)
+    try:
+        extract_tar(prefetch, dest, Budget(len(packed)))  # type: ignore[arg-type]
+    finally:
+        prefetch.close()
+    for name, data in files.items():
+        assert (dest / name).read_bytes() == data, name
+    assert os.readlink(dest / "d" / "link") == "f513"
+    assert (dest / "d" / "hard").read_bytes() == files["d/f4097"]
