@@ -13,10 +13,9 @@ and the caller throws the destination away, so a refused archive leaves nothing 
 tar uses the standard library's ``data`` extraction filter (PEP 706) while the archive is read
 once, in order: the file is hashed and decoded ahead in a thread (``Prefetcher``) and member
 data is written straight from the decoded buffers, so a mount costs about what ``tar --zstd -xf``
-does (``bench/mounts.py``). zip uses
-``zipfile``, 7z ``py7zr`` (with its own ``max_extract_size``), RAR ``rarfile`` (stored entries
-natively, compressed ones through ``unar`` / ``unrar`` / ``bsdtar``). Extraction is blocking:
-callers run it in a thread.
+does (``bench/mounts.py``). zip uses ``zipfile``, 7z ``py7zr`` (with its own
+``max_extract_size``), RAR ``rarfile`` (stored entries natively, compressed ones through ``unar``
+/ ``unrar`` / ``bsdtar``). Extraction is blocking: callers run it in a thread.
 """
 
 from __future__ import annotations
