@@ -23,6 +23,9 @@ process and real `tcworker run` processes, submitting with the official client:
    default settings → the task's process no longer exists (psutil, 10 ms polls), median and p99;
    beside it the same through the reclaim only (`statusPollIntervalSecs` 0, `reclaimIntervalSecs`
    1, the fastest a reclaim-only worker can be made) and a bare SIGTERM of a `sleep` (the floor).
+8. the resource monitor's cost (issue 14): the trivial task and a 3 s `sleep` on a worker with
+   the monitor on (the default) and on one with `enableResourceMonitor: false`, interleaved;
+   createTask → resolved and the worker process's CPU time per task, side by side.
 
 Bounded: a global budget (default 170 s) skips whatever would not fit, and every child process is
 stopped on exit. Run: `python bench/worker.py` (`--quick` for a smoke run).
@@ -45,6 +48,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -282,9 +286,14 @@ def throughput(
     sample: Callable[[Worker], None] | None,
     **config: Any,
 ) -> tuple[float, float]:
-    """(tasks/s, span s): queue n trivial tasks, then one worker with `capacity` drains them."""
+    """(tasks/s, span s, worker CPU s, platform CPU s): queue n trivial tasks, then one worker
+    with `capacity` drains them. CPU times hold under load, when wall times do not: the worker's
+    (its start-up and the tasks' own processes included) from its rusage once reaped, the
+    platform's from psutil over the drain."""
     worker_type = new_type()
     task_ids = [create(platform.queue, worker_type, ["true"]) for _ in range(n)]
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    platform_before = _cpu_seconds(platform.proc.pid)
     worker = Worker(
         tmp / f"tp-{worker_type}",
         platform,
@@ -308,6 +317,11 @@ def throughput(
         stop.set()
         if sampler:
             sampler.join()
+    platform_cpu = _cpu_seconds(platform.proc.pid) - platform_before
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
     if worker.proc.returncode != 0:
         raise RuntimeError(f"worker exited {worker.proc.returncode}:\n{worker.tail()}")
     runs = [platform.queue.status(t)["status"]["runs"][0] for t in task_ids]
@@ -315,7 +329,12 @@ def throughput(
     if bad:
         raise RuntimeError(f"{len(bad)} tasks not completed, e.g. {bad[0]}")
     span = max(_parse(r["resolved"]) for r in runs) - min(_parse(r["started"]) for r in runs)
-    return n / span, span
+    return n / span, span, worker_cpu, platform_cpu
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _sample_loop(worker: Worker, stop: threading.Event, sample: Callable[[Worker], None]) -> None:
@@ -405,8 +424,8 @@ def phase_multiuser(
     finally:
         multi.stop()
     try:
-        m_rate, _ = throughput(platform, tmp, key, 1, n, budget, None, **multi_conf)
-        s_rate, _ = throughput(platform, tmp, key, 1, n, budget, None)
+        m_rate = throughput(platform, tmp, key, 1, n, budget, None, **multi_conf)[0]
+        s_rate = throughput(platform, tmp, key, 1, n, budget, None)[0]
         rows.append(
             (
                 f"{label}: back to back ({n} queued tasks, capacity 1)",
@@ -456,7 +475,7 @@ def phase_throughput(
             continue
         sampler = (lambda w: samples.append(w.tree_rss())) if capacity == 8 else None
         try:
-            rate, span = throughput(platform, tmp, key, capacity, n, budget, sampler)
+            rate, span, worker_cpu, platform_cpu = throughput(platform, tmp, key, capacity, n, budget, sampler)
         except (TimeoutError, RuntimeError) as exc:
             rows.append((f"trivial tasks/s, capacity {capacity}", "FAILED", "", str(exc)[:200]))
             continue
@@ -464,8 +483,9 @@ def phase_throughput(
             (
                 f"trivial tasks/s, capacity {capacity} ({n} queued tasks)",
                 f"{rate:.1f} tasks/s",
-                "",
-                f"first started → last resolved {ms(span)}",
+                f"CPU per task: worker {ms(worker_cpu / n)} (start-up and `true` included), "
+                f"platform {ms(platform_cpu / n)}",
+                f"first started → last resolved {ms(span)}; load average {os.getloadavg()[0]:.1f}",
             )
         )
     load = (
@@ -690,7 +710,55 @@ def phase_cancel(platform: Platform, tmp: Path, key: Path, wt: str, runs: int, b
     ]
 
 
-PHASES = ("latency", "multiuser", "biglog", "livelog", "throughput", "cancel")
+def _cpu_seconds(worker: Worker) -> float:
+    """User + system CPU time of the worker process itself (its own threads, not the tasks)."""
+    times = psutil.Process(worker.proc.pid).cpu_times()
+    return times.user + times.system
+
+
+def phase_monitor(platform: Platform, tmp: Path, key: Path, runs: int, budget: Budget) -> list[Row]:
+    """8: a worker with the resource monitor on vs off, tasks interleaved between the two."""
+    label = "resource monitor on vs off (enableResourceMonitor)"
+    if budget.left() < 60:
+        return [(label, "skipped", "", "budget")]
+    on_type, off_type = new_type(), new_type()
+    on = Worker(tmp / "monitor-on", platform, key, workerType=on_type)
+    off = Worker(tmp / "monitor-off", platform, key, workerType=off_type, enableResourceMonitor=False)
+    rows: list[Row] = []
+    try:
+        time.sleep(3)
+        for wt in (on_type, off_type):
+            latency_series(platform.queue, wt, 1, budget)  # warm-up
+        for command, n in ((["true"], runs), (["sleep", "3"], max(3, runs // 6))):
+            lat: dict[str, list[float]] = {"on": [], "off": []}
+            cpu: dict[str, float] = {"on": 0.0, "off": 0.0}
+            for _ in range(n):
+                for name, worker, wt in (("on", on, on_type), ("off", off, off_type)):
+                    if budget.left() < 20:
+                        break
+                    before = _cpu_seconds(worker)
+                    t0 = time.time()
+                    task_id = create(platform.queue, wt, command)
+                    run = wait_resolved(platform.queue, task_id, timeout=min(60, budget.left()))
+                    lat[name].append(_parse(run["resolved"]) - t0)
+                    cpu[name] += _cpu_seconds(worker) - before
+            if not lat["on"] or not lat["off"]:
+                break
+            what = " ".join(command)
+            rows.append(
+                (
+                    f"`{what}` createTask → resolved, monitor on vs off ({len(lat['on'])} + {len(lat['off'])} runs)",
+                    f"on: median {ms(statistics.median(lat['on']))}, worker CPU {ms(cpu['on'] / len(lat['on']))}/task",
+                    f"off: median {ms(statistics.median(lat['off']))}, worker CPU {ms(cpu['off'] / len(lat['off']))}/task",
+                    f"load {os.getloadavg()[0]:.1f}",
+                )
+            )
+    finally:
+        stop_all([on, off])
+    return rows or [(label, "skipped", "", "budget")]
+
+
+PHASES = ("latency", "multiuser", "biglog", "livelog", "throughput", "cancel", "monitor")
 
 
 def main() -> int:
@@ -750,6 +818,8 @@ def main() -> int:
                     rows += phase_cancel(platform, tmp, key, wt, max(5, args.runs // 2), budget)
                 except (TimeoutError, RuntimeError) as exc:
                     rows.append(("cancel to processes gone", "FAILED", "", str(exc)[:200]))
+            if "monitor" in only:
+                rows += phase_monitor(platform, tmp, key, args.runs, budget)
             if "throughput" in only:
                 rows += phase_throughput(platform, tmp, key, args.tasks, budget, idle_rss)
         finally:

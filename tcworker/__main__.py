@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tcworker.cli import main
+from tcworker.cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())

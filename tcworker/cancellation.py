@@ -1,7 +1,7 @@
 """One run's cancellation: the recorded reason a run is being stopped, first reason wins (design G7).
 
-Everything that can stop a run — the max-run-time timer, a cancelled or lost claim, the worker
-shutting down — calls ``Cancellation.cancel`` with a ``CancelReason``. The reason is recorded
+Everything that can stop a run — the max-run-time timer, the resource monitor, a cancelled or lost
+claim, the worker shutting down — calls ``Cancellation.cancel`` with a ``CancelReason``. The reason is recorded
 before anything is signalled, later reasons are ignored (Buildkite's compare-and-swap), and the
 listeners (the sandbox's ``abort``) are told once. ``tcworker.errors.resolution_of`` turns the
 recorded reason into the run's resolution, so no other code has to remember why a run stopped.
@@ -23,6 +23,7 @@ class CancelReason(enum.Enum):
     WORKER_STOPPING = "worker is shutting down"
     CANCELLED = "task was cancelled"
     CLAIM_LOST = "the claim on this run was lost"
+    HIGH_MEMORY = "sustained high memory usage"
 
     def __str__(self) -> str:
         return self.value
@@ -31,6 +32,12 @@ class CancelReason(enum.Enum):
     def reports(self) -> bool:
         """Whether the worker still reports a resolution (a cancelled or lost run is the queue's)."""
         return self not in (CancelReason.CANCELLED, CancelReason.CLAIM_LOST)
+
+    @property
+    def kill_at_once(self) -> bool:
+        """Whether the task is killed without a grace period: out of time (generic-worker kills at
+        once) or out of memory (a grace period is more time for the host to run out of it)."""
+        return self in (CancelReason.MAX_RUN_TIME, CancelReason.HIGH_MEMORY)
 
 
 class Cancellation:

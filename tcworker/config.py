@@ -132,11 +132,20 @@ KEYS: dict[str, tuple[type, Any]] = {
     # Largest artifact file uploaded, in MiB; bigger ones become error artifacts. 5 GiB is what a
     # single PUT to S3 (the object service's putUrl on a real deployment) accepts at most.
     "maxArtifactSizeMegabytes": (int, 5120),
+    # Per task (host engines: the task's cgroup pids.max / memory.max; docker: pids_limit /
+    # mem_limit). Memory 0 = 80 % of the host's physical memory.
+    "taskMaxProcesses": (int, 4096),
+    "taskMaxMemoryMegabytes": (int, 0),
     # docker engine: docker-worker's other proxies as forwarders, {"upstream": URL, "token": secret}
     "relengAPIProxy": (dict, {}),
     "balrogVPNProxy": (dict, {}),
     "balrogStageVPNProxy": (dict, {}),
     "testdroidProxy": (dict, {}),
+    # docker engine, features.interactive on docker-worker payloads (docker-worker's
+    # interactive.minTime / interactive.expirationAfterSession): the container is kept at least
+    # this many seconds from the start, and this many seconds after the last session closed
+    "interactiveMinTime": (int, 180),
+    "interactiveExpirationAfterSession": (int, 900),
 }
 
 # Forwarder configs ({"upstream", "token"}): their tokens are redacted like accessToken.
@@ -156,6 +165,7 @@ NON_NEGATIVE = (
     "reclaimIntervalSecs",
     "statusPollIntervalSecs",
     "requiredDiskSpaceMegabytes",
+    "taskMaxMemoryMegabytes",
     "loopbackAudioDeviceNumber",
     "loopbackVideoDeviceNumber",
 )
@@ -370,6 +380,8 @@ def validate(values: Mapping[str, Any], private: PrivateConfig) -> list[str]:
         problems.append(
             f"config key 'maxArtifactSizeMegabytes' must be >= 1, got {values['maxArtifactSizeMegabytes']}"
         )
+    if values["taskMaxProcesses"] < 1:
+        problems.append(f"config key 'taskMaxProcesses' must be >= 1, got {values['taskMaxProcesses']}")
     if values["maxTaskRunTime"] < 1:
         problems.append(f"config key 'maxTaskRunTime' must be >= 1, got {values['maxTaskRunTime']}")
     if not 1 <= values["maxMemoryUsagePercent"] <= 100:

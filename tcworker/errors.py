@@ -5,6 +5,7 @@
     TcWorkerError
     ├── TaskError                      resolution = (state, reason)
     │   ├── TaskFailed                 failed / -
+    │   │   └── ResourceLimitHit       failed / - (taskMaxProcesses, taskMaxMemoryMegabytes)
     │   ├── MalformedPayload           exception / malformed-payload
     │   ├── ResourceUnavailable        exception / resource-unavailable
     │   ├── IntermittentTask           exception / intermittent-task
@@ -38,6 +39,14 @@ class TaskError(TcWorkerError):
 
 class TaskFailed(TaskError):
     resolution = ("failed", None)
+
+
+class ResourceLimitHit(TaskFailed):
+    """The task's cgroup (or container) hit ``taskMaxProcesses`` / ``taskMaxMemoryMegabytes``.
+
+    A kind of its own because it fails the task even when every command exited 0 afterwards
+    (a fork refused or a process OOM-killed is a broken run, whatever the shell reported).
+    """
 
 
 class MalformedPayload(TaskError):
@@ -86,6 +95,8 @@ def error_for_cancel(reason: CancelReason, detail: str = "") -> TaskError:
     """The error a recorded cancellation means for the run (generic-worker's abort handling)."""
     if reason is CancelReason.MAX_RUN_TIME:
         return TaskFailed(f"Task aborted - {reason}")
+    if reason is CancelReason.HIGH_MEMORY:  # the detail names the thresholds (resource monitor)
+        return TaskFailed(detail or f"Task aborted - {reason}")
     if reason is CancelReason.WORKER_STOPPING:
         return WorkerShutdown(f"Task aborted - {reason}")
     return TaskCancelled(f"Task aborted - {reason}" + (f" ({detail})" if detail else ""))

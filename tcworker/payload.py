@@ -11,11 +11,12 @@ names that ``TaskRun`` needs, whatever the payload dialect.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft6Validator, FormatChecker, ValidationError
 
 from tcworker import jsonformats, schemas
@@ -178,6 +179,26 @@ def env_problems(payload: Any) -> list[str]:
                 f"env.{shown}: the value of environment variable {shown} must not contain a NUL character"
             )
     return problems
+
+
+@cache
+def _fast_validator(kind: str, engine: str) -> Callable[[Any], Any]:
+    return fastjsonschema.compile(
+        schema_for(kind, engine),
+        formats={"date-time": jsonformats.is_datetime, "uri": jsonformats.is_uri},
+        use_default=False,  # judge the payload, never fill defaults into it
+    )
+
+
+def is_valid(payload: Any, kind: str, engine: str) -> bool:
+    """``True`` when ``payload`` certainly conforms (generated code, ~20x jsonschema's speed:
+    validation is per task). ``False`` = invalid, or a case the generated code cannot judge:
+    then ``validation_errors`` (jsonschema) decides and lists every violation."""
+    try:
+        _fast_validator(kind, engine)(payload)
+    except Exception:
+        return False
+    return True
 
 
 @cache

@@ -49,15 +49,24 @@ def helper_interpreter() -> str | None:
 
 
 async def copy_artifact(
-    interpreter: str, task_dir: Path, path: str, kind: str, staging: Path, identity: Identity | None
+    interpreter: str,
+    task_dir: Path,
+    path: str,
+    kind: str,
+    staging: Path,
+    identity: Identity | None,
+    max_file_bytes: int | None = None,
 ) -> list[ArtifactFile]:
     """The files of a ``file``/``directory`` artifact, copied into ``staging`` as ``identity``
-    (``None``: the worker's own user, for runTaskAsCurrentUser). Raises ``ArtifactProblem``."""
+    (``None``: the worker's own user, for runTaskAsCurrentUser). A file over ``max_file_bytes``
+    is only sized (by the helper, on the descriptor it opened as the task user) and handed out
+    ``oversize``: nothing of it is read or copied. Raises ``ArtifactProblem``."""
     request = {
         "task_dir": str(task_dir),
         "path": path,
         "kind": kind,
         "unreadable": NOT_READABLE_AS_TASK_USER,
+        "max_bytes": max_file_bytes,
     }
     kwargs: dict[str, object] = {}
     if identity is not None:
@@ -98,21 +107,26 @@ async def copy_artifact(
 
 
 class _Staged:
-    """One file being received from the helper, written under a name the worker chose."""
+    """One file being received from the helper, written under a name the worker chose; an
+    ``oversize`` one (only its size was sent) gets no file at all."""
 
-    def __init__(self, rel: str, dest: Path) -> None:
+    def __init__(self, rel: str, dest: Path, oversize_bytes: int | None = None) -> None:
         self.rel = rel
         self.dest = dest
-        self.size = 0
-        self._file = open(dest, "xb")  # noqa: SIM115 - closed by close()
+        self.size = oversize_bytes or 0
+        self.oversize = oversize_bytes is not None
+        self._file = None if self.oversize else open(dest, "xb")  # noqa: SIM115 - closed by close()
 
     def write(self, data: bytes) -> None:
+        if self._file is None:
+            raise ArtifactInvalid("artifact helper sent content for a file over the size limit")
         self._file.write(data)
         self.size += len(data)
 
     def close(self) -> ArtifactFile:
-        self._file.close()
-        return ArtifactFile(self.rel, self.dest, self.size)
+        if self._file is not None:
+            self._file.close()
+        return ArtifactFile(self.rel, self.dest, self.size, oversize=self.oversize)
 
 
 async def _receive(stream: asyncio.StreamReader, target: Path, kind: str) -> list[ArtifactFile]:
@@ -124,10 +138,14 @@ async def _receive(stream: asyncio.StreamReader, target: Path, kind: str) -> lis
             kind_byte, length = HEADER.unpack(await stream.readexactly(HEADER.size))
             payload = await stream.readexactly(length) if length else b""
             if kind_byte == b"F" and current is None:
-                rel = json.loads(payload)["rel"]
+                header = json.loads(payload)
+                rel = header["rel"]
                 if not _safe_relative(rel, kind):
                     raise ArtifactInvalid(f"artifact helper returned an unsafe name {rel!r}")
-                current = _Staged(rel, target / f"f{len(files)}")
+                oversize = header.get("oversize")
+                if oversize is not None and (not isinstance(oversize, int) or oversize < 0):
+                    raise ArtifactInvalid(f"artifact helper sent a bad size {oversize!r}")
+                current = _Staged(rel, target / f"f{len(files)}", oversize)
             elif kind_byte == b"D" and current is not None:
                 current.write(payload)
             elif kind_byte == b"E" and current is not None:

@@ -145,15 +145,23 @@ def _frame(out: BinaryIO, kind: bytes, payload: bytes) -> None:
     out.write(payload)
 
 
-def write_frames(out: BinaryIO, task_dir: str, path: str, kind: str, unreadable: str) -> None:
-    """Stream an artifact as frames: ``F``{rel,size} ``D``<bytes>… ``E`` per file, then ``Z``;
-    or a single ``P``{reason,message} when it cannot be published."""
+def write_frames(
+    out: BinaryIO, task_dir: str, path: str, kind: str, unreadable: str, max_bytes: int | None = None
+) -> None:
+    """Stream an artifact as frames: ``F``{rel} ``D``<bytes>… ``E`` per file, then ``Z``; or a
+    single ``P``{reason,message} when it cannot be published. A file larger than ``max_bytes``
+    (its size taken from the opened descriptor) is ``F``{rel, oversize: size} ``E``: not read."""
     try:
         files = resolve(task_dir, path, kind, unreadable)
         for rel, real, _size in files:
             shown = os.path.join(full_path(task_dir, path), rel) if rel else full_path(task_dir, path)
             fd = open_regular(real, shown, unreadable)
             try:
+                size = os.fstat(fd).st_size
+                if max_bytes is not None and size > max_bytes:
+                    _frame(out, b"F", json.dumps({"rel": rel, "oversize": size}).encode())
+                    _frame(out, b"E", b"")
+                    continue
                 _frame(out, b"F", json.dumps({"rel": rel}).encode())
                 while True:
                     try:
@@ -173,10 +181,16 @@ def write_frames(out: BinaryIO, task_dir: str, path: str, kind: str, unreadable:
 
 
 def helper_main(args: list[str]) -> int:
-    """Entry point of the helper: ``args[0]`` is the JSON request {task_dir, path, kind, unreadable}."""
+    """Entry point of the helper: ``args[0]`` is the JSON request {task_dir, path, kind,
+    unreadable, max_bytes}."""
     request = json.loads(args[0])
     write_frames(
-        sys.stdout.buffer, request["task_dir"], request["path"], request["kind"], request["unreadable"]
+        sys.stdout.buffer,
+        request["task_dir"],
+        request["path"],
+        request["kind"],
+        request["unreadable"],
+        request.get("max_bytes"),
     )
     return 0
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import psutil
+
 from tcworker.cancellation import CancelReason
 
 if TYPE_CHECKING:
@@ -37,10 +39,18 @@ class ProcessResult:
     system_time: float = 0.0
     wall_time: float = 0.0
     start_error: str | None = None  # set when the command could not be started at all
+    # Limits the kernel enforced on the command's processes (cgroup / container), one line each,
+    # e.g. "task hit taskMaxProcesses=64 (pids.max): 12 forks refused".
+    limit_hits: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
-        return self.exit_code == 0 and self.cancel_reason is None and self.start_error is None
+        return (
+            self.exit_code == 0
+            and self.cancel_reason is None
+            and self.start_error is None
+            and not self.limit_hits
+        )
 
 
 class LogSink(Protocol):
@@ -61,6 +71,10 @@ class ArtifactFile:
     relative_name: str
     path: Path
     size: int
+    # Over the ``max_file_bytes`` given to ``collect_artifact``: nothing of it was copied (``path``
+    # holds nothing to read), ``size`` is what the task's file system says. The artifacts feature
+    # publishes an error artifact for it instead.
+    oversize: bool = False
 
 
 class ArtifactProblem(Exception):
@@ -124,6 +138,23 @@ class TaskLogWriter(LogSink, Protocol):
         ...
 
 
+class ShellChannel(Protocol):
+    """One interactive shell running inside a sandbox (a ``docker exec`` on the docker engine),
+    as the interactive server bridges it to a websocket: raw terminal bytes both ways."""
+
+    async def read(self) -> bytes:
+        """The next output (``b""``: the shell and its terminal are gone)."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def resize(self, columns: int, rows: int) -> None: ...
+
+    async def close(self) -> None:
+        """Kill every process of the shell and release its connection (idempotent)."""
+        ...
+
+
 class Unsupported(Exception):
     """This engine cannot do what a feature asked of it (the feature turns it into a task error)."""
 
@@ -180,14 +211,43 @@ class Sandbox:
         """Record why the current command is being stopped and start stopping it (idempotent)."""
         raise NotImplementedError
 
-    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
+    async def collect_artifact(
+        self, path: str, kind: str, staging: Path, max_file_bytes: int | None = None
+    ) -> list[ArtifactFile]:
         """Hand out a ``file`` or ``directory`` artifact at ``path`` (relative to the task dir,
         or absolute inside a container) with the task's own rights; copies go under ``staging``
-        when needed. Raises an ``ArtifactProblem`` subclass when it cannot be published."""
+        when needed. A file larger than ``max_file_bytes`` is decided from its size before
+        anything of it is copied, and handed out ``oversize``. Raises an ``ArtifactProblem``
+        subclass when it cannot be published."""
         raise NotImplementedError
 
     async def destroy(self) -> None:
         raise NotImplementedError
+
+    def task_process_ids(self) -> list[int] | None:
+        """Pids of the processes of the running command (the whole tree it started), or ``None``
+        when the engine cannot tell (containers). Blocking (reads ``/proc``): call it in a thread."""
+        return None
+
+    def memory_usage_bytes(self) -> int | None:
+        """Memory the task's processes use right now, in bytes (``None`` = unknown, or nothing
+        running): what the resource monitor logs per command. Blocking: callers run it in a thread.
+
+        The default sums the resident set size of ``task_process_ids()`` with psutil (host
+        engines; pages shared between the processes are counted once per process, so it is an
+        upper bound). Engines with a better source override it (docker: the container's stats;
+        host sandboxes with a per-task cgroup: the kernel's count for the group, falling back to
+        this)."""
+        pids = self.task_process_ids()
+        if pids is None:
+            return None
+        total = 0
+        for pid in pids:
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return total
 
     # ---- what only some engines can do -------------------------------------------------------
     def add_mount(self, mount: Mount) -> None:
@@ -247,6 +307,22 @@ class Sandbox:
         ``(directory, uid, gid, groups)``, or ``None`` for the worker's own user in the task
         directory. Engines that cannot give a host shell (containers) raise ``Unsupported``."""
         raise Unsupported(f"the {type(self).__name__} cannot open an interactive shell")
+
+    async def open_shell(self, env: Mapping[str, str]) -> ShellChannel:
+        """Start ``bash`` (else ``sh``) inside the task's running container, as the task's user,
+        in its working directory, with ``env`` (``features.interactive`` on container engines,
+        which cannot give a host shell: see ``shell_identity``). Raises ``Unsupported`` when the
+        engine cannot, or when no container of the task is running right now."""
+        raise Unsupported(f"the {type(self).__name__} cannot open a shell inside the task")
+
+    def keep_container_after_command(self) -> None:
+        """docker-worker's interactive keep-alive: from the next command on, the command's
+        container stays up after the command exited (``execute`` returns its exit code at once)
+        until ``release_container``, so shells can still enter it."""
+        raise Unsupported(f"the {type(self).__name__} has no container to keep alive")
+
+    async def release_container(self) -> None:
+        """End what ``keep_container_after_command`` kept (stop the container; idempotent)."""
 
     async def run_as_current_user(self) -> Path:
         """Switch the run to the worker's own user (``runTaskAsCurrentUser``); returns the path of

@@ -5,6 +5,11 @@ The task directory is ``<tasksDir>/task_<taskIdPrefix>_<runId>`` (``task_dir_nam
 §1.5 item 7) with a worker-owned ``generic-worker/`` subdirectory (0700, spec §2.7). Subclasses
 decide who the commands run as (``identity``), what the default environment is (``base_env``),
 how artifacts are read and what ``destroy`` removes besides the directory.
+
+Where the host offers cgroups (``tcworker.engines.cgroups``, detected once by ``HostEngine``),
+each run also gets its own group, limited by ``taskMaxProcesses`` and ``taskMaxMemoryMegabytes``:
+every command joins it before ``exec``, it is killed as a whole after each command, and
+``destroy`` removes it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tcworker.config import WorkerConfig
-from tcworker.engines import artifact_reader
+from tcworker.engines import artifact_reader, cgroups
 from tcworker.engines.base import (
     ArtifactInvalid,
     ArtifactMissing,
@@ -30,6 +35,7 @@ from tcworker.engines.base import (
     Sandbox,
 )
 from tcworker.engines.process import CommandRunner, Identity
+from tcworker.errors import InternalError
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +69,27 @@ def make_task_dir(path: Path, mode: int = 0o755) -> None:
 class HostSandbox(Sandbox):
     """Common part of a host sandbox: one task directory, commands run one at a time."""
 
-    def __init__(self, task_dir: Path, *, clean_up: bool, grace: float) -> None:
+    def __init__(
+        self, task_dir: Path, *, clean_up: bool, grace: float, cgroup: cgroups.TaskCgroup | None = None
+    ) -> None:
         self._task_dir = task_dir
         self._clean_up = clean_up
-        self._runner = CommandRunner(grace=grace, sweep=self._sweep)
+        self._cgroup = cgroup
+        self._runner = CommandRunner(grace=grace, sweep=self._sweep, cgroup=cgroup)
         self._destroyed = False
+
+    @property
+    def cgroup(self) -> cgroups.TaskCgroup | None:
+        """The run's cgroup (``None`` when the host offers none)."""
+        return self._cgroup
+
+    def memory_usage_bytes(self) -> int | None:
+        """The kernel's count for the run's cgroup (every process of the task, however started)."""
+        if self._cgroup is not None:
+            usage = self._cgroup.memory_usage_bytes()
+            if usage is not None:
+                return usage
+        return super().memory_usage_bytes()
 
     @property
     def task_dir(self) -> Path:
@@ -95,6 +117,10 @@ class HostSandbox(Sandbox):
         workdir = env.get("TASK_WORKDIR")
         return f"TASK_WORKDIR={workdir}".encode() if workdir else None
 
+    def task_process_ids(self) -> list[int] | None:
+        """The running command's process tree (``memory_usage_bytes`` sums their RSS)."""
+        return self._runner.running_pids()
+
     async def _sweep(self) -> None:
         """Extra clean-up after every command (multiuser: every process of the task user)."""
 
@@ -108,6 +134,11 @@ class HostSandbox(Sandbox):
 
     def abort(self, reason: CancelReason) -> None:
         self._runner.abort(reason)
+
+    async def _remove_cgroup(self) -> None:
+        """Kill whatever is left in the run's cgroup and remove it (idempotent)."""
+        if self._cgroup is not None:
+            await asyncio.to_thread(self._cgroup.remove)
 
     async def _remove_task_dir(self) -> None:
         if self._clean_up and self._task_dir.exists():
@@ -123,9 +154,40 @@ class HostEngine(Engine):
     def __init__(self, kill_grace: float = 3.0) -> None:
         self.kill_grace = kill_grace
         self._config: WorkerConfig | None = None
+        self._cgroups: cgroups.CgroupHost | None = None
+        self._limits: cgroups.TaskLimits | None = None
 
     async def shutdown(self) -> None:
         return None
+
+    async def _detect_cgroups(self, config: WorkerConfig) -> None:
+        """Find the host's cgroups once and say in the worker log which ones are used."""
+        self._limits = cgroups.task_limits(config)
+        self._cgroups = await asyncio.to_thread(cgroups.detect)
+        if self._cgroups is None:
+            log.warning(
+                "per-task cgroups: none usable on this host (no writable cgroup v2 or v1 memory/pids/"
+                "freezer hierarchy); taskMaxProcesses and taskMaxMemoryMegabytes are not enforced"
+            )
+            return
+        log.info(
+            "%s (taskMaxProcesses=%d, taskMaxMemoryMegabytes=%d)",
+            self._cgroups.describe(),
+            self._limits.max_processes,
+            self._limits.max_memory_megabytes,
+        )
+        stale = await asyncio.to_thread(self._cgroups.remove_stale)
+        if stale:
+            log.warning("removed cgroups left by a worker that is gone: %s", ", ".join(stale))
+
+    async def _task_cgroup(self, name: str) -> cgroups.TaskCgroup | None:
+        """A fresh, limited cgroup for one run (``None`` without cgroups on this host)."""
+        if self._cgroups is None or self._limits is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._cgroups.create, cgroups.group_name(name), self._limits)
+        except OSError as e:
+            raise InternalError(f"cannot create the task's cgroup {name}: {e}") from e
 
     def _require_config(self) -> WorkerConfig:
         if self._config is None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from tcworker.engines.artifact_copy import copy_artifact, helper_interpreter
 from tcworker.engines.base import ArtifactFile, RunContext
+from tcworker.engines.cgroups import TaskCgroup
 from tcworker.engines.hostsandbox import HostEngine, HostSandbox
 from tcworker.engines.process import Identity
 from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
@@ -103,9 +104,16 @@ class MultiuserSandbox(HostSandbox):
     """One run as its own OS user."""
 
     def __init__(
-        self, user: TaskUser, accounts: Accounts, interpreter: str, *, clean_up: bool, grace: float
+        self,
+        user: TaskUser,
+        accounts: Accounts,
+        interpreter: str,
+        *,
+        clean_up: bool,
+        grace: float,
+        cgroup: TaskCgroup | None = None,
     ) -> None:
-        super().__init__(user.home, clean_up=clean_up, grace=grace)
+        super().__init__(user.home, clean_up=clean_up, grace=grace, cgroup=cgroup)
         self.user = user
         self._accounts = accounts
         self._interpreter = interpreter
@@ -139,6 +147,7 @@ class MultiuserSandbox(HostSandbox):
             return
         self._destroyed = True
         try:
+            await self._remove_cgroup()
             await self._accounts.remove(self.user, "delete" if self._clean_up else "keep")
         finally:
             if self.on_destroyed is not None:
@@ -223,9 +232,14 @@ class MultiuserSandbox(HostSandbox):
         if ident is not None:
             chown_tree(path, ident.uid, ident.gid)
 
-    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
-        """Copy the artifact into ``staging`` through a helper running as the commands' user."""
-        return await copy_artifact(self._interpreter, self.task_dir, path, kind, staging, self.identity())
+    async def collect_artifact(
+        self, path: str, kind: str, staging: Path, max_file_bytes: int | None = None
+    ) -> list[ArtifactFile]:
+        """Copy the artifact into ``staging`` through a helper running as the commands' user
+        (files over ``max_file_bytes`` are sized by the helper, not copied)."""
+        return await copy_artifact(
+            self._interpreter, self.task_dir, path, kind, staging, self.identity(), max_file_bytes
+        )
 
 
 def stale_task_users(tasks_dir: Path, active: set[str]) -> list[TaskUser]:
@@ -270,6 +284,7 @@ class MultiuserEngine(HostEngine):
             )
         self._interpreter = interpreter
         self._config = config
+        await self._detect_cgroups(config)
         await self.remove_stale_users()
 
     def supported_payload_kinds(self) -> frozenset[str]:
@@ -309,12 +324,19 @@ class MultiuserEngine(HostEngine):
         except (AccountError, OSError) as e:
             self._active.discard(name)
             raise InternalError(f"could not create task user {name}: {e}") from e
+        try:
+            cgroup = await self._task_cgroup(name)
+        except BaseException:
+            await self._accounts.remove(user, "delete")
+            self._active.discard(name)
+            raise
         sandbox = MultiuserSandbox(
             user,
             self._accounts,
             self._interpreter,
             clean_up=bool(config.cleanUpTaskDirs),
             grace=self.kill_grace,
+            cgroup=cgroup,
         )
         sandbox.on_destroyed = lambda: self._active.discard(name)
         try:

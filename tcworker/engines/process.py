@@ -2,16 +2,21 @@
 
 Shared by the simple and multiuser engines. The command becomes the leader of a new session and
 process group, optionally under another uid/gid/supplementary groups (``subprocess.Popen``'s
-``user``/``group``/``extra_groups``, applied in the child before ``exec``, no ``preexec_fn``).
+``user``/``group``/``extra_groups``, applied in the child before ``exec``). With a task cgroup
+(``tcworker.engines.cgroups``) the child joins it before ``exec`` (its only ``preexec_fn``: one
+``os.write`` per hierarchy to descriptors the worker opened), so nothing the command starts can
+leave it; without one, ``preexec_fn`` is not used.
 Combined stdout+stderr go through one pipe straight into the ``LogSink`` in chunks of up to
 1 MiB (the pipe is enlarged to match), so a task writing gigabytes costs little more than a
 redirect to a file and never sits in memory.
 
 Stopping follows Buildkite's interrupt → grace → kill with a recorded reason (design G7): the
-first ``abort`` reason wins; ``MAX_RUN_TIME`` is an immediate SIGKILL as in generic-worker. When
+first ``abort`` reason wins; ``MAX_RUN_TIME`` (as in generic-worker) and ``HIGH_MEMORY`` are an
+immediate SIGKILL. When
 ``run`` returns — normal exit, abort or cancellation of the awaiting coroutine — every process the
 command started has been killed (``proctree``), and the optional ``sweep`` hook (the multiuser
-engine's kill-every-process-of-the-task-user) has run. The child is reaped with ``os.wait4``
+engine's kill-every-process-of-the-task-user) has run; with a cgroup, the group is killed as a
+whole too and the limits it hit are reported in ``ProcessResult.limit_hits``. The child is reaped with ``os.wait4``
 through a pidfd, which gives its user/system CPU time without a thread per command.
 """
 
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tcworker.engines.base import EXIT_ABORTED, EXIT_NOT_STARTED, CancelReason, LogSink, ProcessResult
+from tcworker.engines.cgroups import TaskCgroup
 from tcworker.engines.proctree import ProcessTree, kill_tree
 
 log = logging.getLogger(__name__)
@@ -118,18 +124,30 @@ class CommandRunner:
 
     ``grace`` is the time between SIGTERM and SIGKILL for reasons other than max run time.
     ``sweep`` is awaited after each command once its tree is dead (multiuser: kill every process
-    of the task user).
+    of the task user). ``cgroup`` is the task's group, which every command joins before ``exec``.
     """
 
-    def __init__(self, grace: float = 3.0, sweep: Callable[[], Awaitable[object]] | None = None) -> None:
+    def __init__(
+        self,
+        grace: float = 3.0,
+        sweep: Callable[[], Awaitable[object]] | None = None,
+        cgroup: TaskCgroup | None = None,
+    ) -> None:
         self.grace = grace
         self._sweep = sweep
+        self._cgroup = cgroup
         self._reason: CancelReason | None = None
         self._abort_event = asyncio.Event()
+        self._tree: ProcessTree | None = None  # the running command's, while one runs
 
     @property
     def cancel_reason(self) -> CancelReason | None:
         return self._reason
+
+    def running_pids(self) -> list[int] | None:
+        """Pids of the running command's process tree; ``None`` between commands. Blocking."""
+        tree = self._tree
+        return tree.pids() if tree is not None else None
 
     def abort(self, reason: CancelReason) -> None:
         """Record ``reason`` (the first one wins) and stop the running command, if any."""
@@ -155,8 +173,12 @@ class CommandRunner:
         with contextlib.suppress(OSError):
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         pipe_inode = os.fstat(write_fd).st_ino
+        join_fds: list[int] = []
         try:
-            popen = self._spawn(argv, env, cwd, write_fd, identity)
+            join = None
+            if self._cgroup is not None:
+                join_fds, join = self._cgroup.joiner()
+            popen = self._spawn(argv, env, cwd, write_fd, identity, join)
         except (OSError, subprocess.SubprocessError, ValueError, TypeError, IndexError) as e:
             os.close(read_fd)
             return ProcessResult(
@@ -166,7 +188,10 @@ class CommandRunner:
             )
         finally:
             os.close(write_fd)
+            for fd in join_fds:
+                os.close(fd)
         tree = ProcessTree(popen.pid, marker, pipe_inode)
+        self._tree = tree
         exited = _exit_waiter(popen.pid)
         eof: asyncio.Future[None] = loop.create_future()
         pipe = os.fdopen(read_fd, "rb", buffering=0)
@@ -192,6 +217,7 @@ class CommandRunner:
             await asyncio.shield(self._stop(tree, exited))
             raise
         finally:
+            self._tree = None
             if poller is not None:
                 poller.cancel()
             await asyncio.shield(self._finish(tree, exited, eof, transport, pipe))
@@ -203,6 +229,7 @@ class CommandRunner:
             )
         status, usage = exited.result()
         exit_code, sig = _decode_status(status)
+        hits = tuple(h.message for h in self._cgroup.new_limit_hits()) if self._cgroup is not None else ()
         return ProcessResult(
             exit_code=EXIT_ABORTED if reason is not None else exit_code,
             signal=sig,
@@ -210,11 +237,17 @@ class CommandRunner:
             user_time=usage.ru_utime,
             system_time=usage.ru_stime,
             wall_time=time.monotonic() - started,
+            limit_hits=hits,
         )
 
     @staticmethod
     def _spawn(
-        argv: Sequence[str], env: Mapping[str, str], cwd: str, out_fd: int, identity: Identity | None
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str,
+        out_fd: int,
+        identity: Identity | None,
+        join_cgroup: Callable[[], None] | None = None,
     ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # argv comes from the task payload by design
             list(argv),
@@ -228,6 +261,7 @@ class CommandRunner:
             user=identity.uid if identity is not None else None,
             group=identity.gid if identity is not None else None,
             extra_groups=list(identity.groups) if identity is not None else None,
+            preexec_fn=join_cgroup,  # only ever os.write on inherited descriptors (see the docstring)
         )
 
     async def _poll(
@@ -243,12 +277,18 @@ class CommandRunner:
     async def _stop(
         self, tree: ProcessTree, exited: asyncio.Future[tuple[int, resource.struct_rusage]]
     ) -> None:
-        """Interrupt → grace → kill (max run time: kill at once)."""
-        if self._reason is not CancelReason.MAX_RUN_TIME and self.grace > 0:
+        """Interrupt → grace → kill (max run time and high memory: kill at once)."""
+        if not (self._reason is not None and self._reason.kill_at_once) and self.grace > 0:
             await asyncio.to_thread(tree.signal, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exited), self.grace)
+        await self._kill_cgroup()
         await kill_tree(tree)
+
+    async def _kill_cgroup(self) -> None:
+        """Kill every process in the task's cgroup (what no process tree scan can miss)."""
+        if self._cgroup is not None:
+            await asyncio.to_thread(self._cgroup.kill)
 
     async def _finish(
         self,
@@ -260,10 +300,16 @@ class CommandRunner:
     ) -> None:
         """After the leader is done: kill what is left, reap, drain the pipe, close it."""
         if not exited.done():
+            await self._kill_cgroup()
             await kill_tree(tree)
         with contextlib.suppress(Exception):
             await exited
-        await kill_tree(tree)
+        if self._cgroup is None or self._cgroup.pids():
+            await self._kill_cgroup()
+            await kill_tree(tree)
+        # else: the task's cgroup is empty, and every process the command started joined it
+        # before it could run a line of its own, so there is nothing left for a /proc scan to
+        # find (the common case: it saves a scan of every process on the host per command).
         if self._sweep is not None:
             await self._sweep()
         if transport is None:  # never got as far as reading

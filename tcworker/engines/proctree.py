@@ -185,6 +185,12 @@ class ProcessTree:
             self._known[info.pid] = info.start_time
         return [i for i in members.values() if not i.zombie]
 
+    def pids(self) -> list[int]:
+        """The members known so far (as of the last ``refresh``, which the command runner does
+        within a second of any change): no scan of ``/proc`` here, so the resource monitor can ask
+        twice a second for next to nothing."""
+        return sorted(self._known)
+
     def signal(self, sig: int) -> int:
         """Send ``sig`` to every living member (and the process group); return how many got it."""
         members = self.refresh()

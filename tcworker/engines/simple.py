@@ -14,6 +14,7 @@ import asyncio
 import grp
 import os
 import pwd
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,13 +55,18 @@ class SimpleSandbox(HostSandbox):
     def base_env(self) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if k not in HIDDEN_VARIABLES}
 
-    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
+    async def collect_artifact(
+        self, path: str, kind: str, staging: Path, max_file_bytes: int | None = None
+    ) -> list[ArtifactFile]:
         """The task's own files (no copy needed: the task runs as the worker user anyway)."""
         try:
             files = await asyncio.to_thread(artifact_reader.resolve, str(self.task_dir), path, kind)
         except artifact_reader.Problem as p:
             raise artifact_problem(p.reason, p.message) from None
-        return [ArtifactFile(rel, Path(real), size) for rel, real, size in files]
+        return [
+            ArtifactFile(rel, Path(real), size, oversize=max_file_bytes is not None and size > max_file_bytes)
+            for rel, real, size in files
+        ]
 
     async def set_os_groups(self, groups: Sequence[str]) -> None:
         """osGroups on the insecure engine: only groups the worker user already has (spec §2.6)."""
@@ -76,7 +82,10 @@ class SimpleSandbox(HostSandbox):
         if self._destroyed:
             return
         self._destroyed = True
-        await self._remove_task_dir()
+        try:
+            await self._remove_cgroup()
+        finally:
+            await self._remove_task_dir()
 
 
 class SimpleEngine(HostEngine):
@@ -87,6 +96,7 @@ class SimpleEngine(HostEngine):
     async def initialise(self, config: WorkerConfig) -> None:
         self._config = config
         create_tasks_dir(config.tasks_dir)
+        await self._detect_cgroups(config)
 
     def supported_payload_kinds(self) -> frozenset[str]:
         return frozenset({"generic"})
@@ -98,4 +108,11 @@ class SimpleEngine(HostEngine):
             await asyncio.to_thread(make_task_dir, task_dir)
         else:  # two mkdirs: cheaper inline than a thread hop, which waits for the GIL under load
             make_task_dir(task_dir)
-        return SimpleSandbox(task_dir, clean_up=bool(config.cleanUpTaskDirs), grace=self.kill_grace)
+        try:
+            cgroup = await self._task_cgroup(task_dir.name)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, task_dir, True)
+            raise
+        return SimpleSandbox(
+            task_dir, clean_up=bool(config.cleanUpTaskDirs), grace=self.kill_grace, cgroup=cgroup
+        )

@@ -21,6 +21,8 @@ generic-worker's ``TaskRun.Run`` order:
   (or purged) only after the artifacts were collected from them.
 - ``artifacts`` late: its ``stop`` runs early in the reverse unwind, right after the max-run-time
   timer is stopped, so payload artifacts are found after the commands and before the logs.
+- ``resourceMonitor`` after ``mounts`` (generic-worker's order): it only watches the commands,
+  through ``RunHandle.command_watchers``.
 - ``interactive`` right before ``maxRunTime``: shells end as soon as the commands end (as
   generic-worker ends them with the task), before any artifact is collected.
 - ``maxRunTime`` second to last: its timer starts just before the commands and stops before uploads.
@@ -59,6 +61,7 @@ FEATURES: list[str] = [
     "tcworker.features.docker_proxies:TestdroidProxyFeature",
     "tcworker.features.mounts:MountsFeature",  # payload.mounts; its stop runs after artifacts
     "tcworker.features.artifacts:ArtifactsFeature",  # payload.artifacts
+    "tcworker.features.resource_monitor:ResourceMonitorFeature",  # memory per command; aborts on sustained high use
     "tcworker.features.interactive:InteractiveFeature",  # features.interactive: ends with the commands, before uploads
     "tcworker.features.max_run_time:MaxRunTimeFeature",  # second to last: timer around the commands
     "tcworker.features.command_executor:CommandExecutorFeature",  # last: runs the commands

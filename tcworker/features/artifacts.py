@@ -8,7 +8,9 @@ in name order. Missing or refused ones become ``error`` artifacts; a non-optiona
 the task (spec/worker.md §2.3). Artifacts other features make (dockerSave, superseding, chain of
 trust) are uploaded by those features themselves through the same ``run.publisher``. A file over
 the worker's ``maxArtifactSizeMegabytes`` becomes a ``too-large-file-on-worker`` error artifact,
-decided from its size before anything is read.
+decided from its size before anything is read or copied: the limit is passed to the engine's
+``collect_artifact``, which sizes such files without copying them (multiuser: the task-user helper
+sends only the size; docker: the archive's path stat or tar header).
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ class ArtifactsTaskFeature(TaskFeature):
         self.run = run
         self.started = False
         self._published: dict[str, tuple[str, str]] = {}  # name → (source path, content type)
+
+    @property
+    def _max_file_bytes(self) -> int:
+        """``maxArtifactSizeMegabytes`` in bytes: engines size bigger files without copying them."""
+        return int(self.run.config.maxArtifactSizeMegabytes) * artifact_rules.MIB
 
     async def start(self) -> None:
         task = self.run.task
@@ -98,7 +105,9 @@ class ArtifactsTaskFeature(TaskFeature):
         expires = spec.expires or self.run.task["expires"]
         await asyncio.to_thread(staging.mkdir, mode=0o700, exist_ok=True)
         try:
-            files = await self.run.sandbox.collect_artifact(spec.path, spec.type, staging)
+            files = await self.run.sandbox.collect_artifact(
+                spec.path, spec.type, staging, max_file_bytes=self._max_file_bytes
+            )
         except ArtifactProblem as problem:
             self.run.log.warn(f"Artifact {spec.name!r}: {problem.message}")
             await self.run.publisher.create_error(spec.name, problem.reason, problem.message, expires)
@@ -132,8 +141,11 @@ class ArtifactsTaskFeature(TaskFeature):
             if seen is None:
                 self._published[up.name] = source
                 todo.append(up)
-            elif seen != source and not await asyncio.to_thread(
-                _same_content, Path(seen[0]), up.file.path, seen[1], up.content_type
+            elif seen != source and (
+                up.file.oversize  # nothing to compare against: not copied
+                or not await asyncio.to_thread(
+                    _same_content, Path(seen[0]), up.file.path, seen[1], up.content_type
+                )
             ):
                 errors.append(
                     MalformedPayload(f"artifact {up.name!r} is declared twice with different content or type")
@@ -144,6 +156,8 @@ class ArtifactsTaskFeature(TaskFeature):
         async def one(up: _Upload) -> TaskError | None:
             async with limit:
                 too_large = artifact_rules.size_problem(up.name, up.file.size, max_megabytes)
+                if too_large is None and up.file.oversize:  # the engine's limit, never read
+                    too_large = artifact_rules.size_problem(up.name, self._max_file_bytes + 1, max_megabytes)
                 if too_large is not None:
                     return await self._refuse_too_large(up, too_large)
                 try:

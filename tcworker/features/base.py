@@ -28,10 +28,12 @@ Features never import each other or the worker core; they share state only throu
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tcworker.cancellation import Cancellation, CancelReason
 
@@ -43,6 +45,19 @@ if TYPE_CHECKING:
     from tcworker.tcapi.claim import RunClaim
     from tcworker.tcapi.clients import Clients, Credentials
     from tcworker.tcapi.upload import ArtifactPublisher
+
+log = logging.getLogger(__name__)
+
+
+class CommandWatcher(Protocol):
+    """Something a feature wants to happen around each command (the resource monitor samples
+    memory while one runs). The command executor calls ``command_started`` right before a command
+    and ``command_finished`` right after it (also when it was aborted or failed to start); the
+    lines returned are written into that command's footer, before its ``Result`` line."""
+
+    def command_started(self) -> None: ...
+
+    async def command_finished(self) -> list[str]: ...
 
 
 @dataclass
@@ -122,9 +137,12 @@ class RunHandle:
         # descriptors ``{"name", "uri", "digest": {"sha256": hex}}``: features that fetch inputs
         # append here; chainOfTrust signs them as SLSA ``resolvedDependencies``.
         self.resolved_inputs: list[dict[str, Any]] = []
+        # Called around every command by the command executor (see ``CommandWatcher``).
+        self.command_watchers: list[CommandWatcher] = []
         self._reserved_env = reserved_env
         self._model: RunModel | None = None
         self._sandbox: Sandbox | None = None
+        self._before_report: list[asyncio.Task[None]] = []
 
     # ---- set by the worker core as the run goes ----------------------------------------------
     def attach_model(self, model: RunModel) -> None:
@@ -181,12 +199,35 @@ class RunHandle:
         """Call ``listener(new_credentials)`` after every reclaim."""
         self._claim.on_reclaimed(listener)
 
-    def abort(self, reason: CancelReason) -> None:
-        """Stop the run for ``reason``; the first reason wins (design G7)."""
-        self.outcome.cancellation.cancel(reason)
+    def abort(self, reason: CancelReason, detail: str = "") -> None:
+        """Stop the run for ``reason``; the first reason wins (design G7). ``detail`` is kept with
+        the reason (the resource monitor's thresholds end up in the failed run's error)."""
+        self.outcome.cancellation.cancel(reason, detail)
 
     def expand_scopes(self, scopes: list[str]) -> Awaitable[list[str]]:
         return self.clients.expand_scopes(scopes)
+
+    def before_report(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``work`` now, concurrently with the rest of the run; the report waits for it.
+
+        For queue calls nothing after them depends on (the live log's link artifact): each one
+        on the critical path of a short task costs a full round trip. ``work`` must handle its
+        own errors (best effort); anything it raises is logged as ``what`` and otherwise ignored.
+        """
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("%s of %s/%s failed", what, self.task_id, self.run_id)
+
+        self._before_report.append(asyncio.create_task(guarded(), name=what))
+
+    async def settle(self) -> None:
+        """Wait for every ``before_report`` work (the worker core calls it before the report)."""
+        while self._before_report:
+            pending, self._before_report = self._before_report, []
+            await asyncio.gather(*pending)
 
     def command_env(self) -> dict[str, str]:
         """base env ← payload env ← feature env ← reserved variables (spec/worker.md §2.2, §3.3)."""

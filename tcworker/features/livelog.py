@@ -3,11 +3,13 @@
 Per worker process, ``initialise`` starts one ``LiveLogServer`` on the worker's event loop
 (``livelogExposePort``, or when that is 0 the GET port generic-worker's slot 0 would use,
 ``livelogPortBase + 1``, else a random port; on ``publicIP`` or 127.0.0.1). Per run, ``start``
-registers the task log with it and creates ``logs.live`` (``public/logs/live.log``) as a
-``reference`` artifact to ``http://<publicIP>:<port>/log/<token>``, expiring after the max run
-time plus 15 minutes; ``stop`` replaces it with a ``link`` to the backing log (when the backing
-log is published), as generic-worker does. The stream itself goes on until the task log is
-closed, so the lines written after the features stopped reach live readers too.
+registers the task log with it and creates ``logs.live`` (``public/logs/live.log``) — while the
+command starts, not before it — as a ``reference`` artifact to
+``http://<publicIP>:<port>/log/<token>``, expiring after the max run time plus 15 minutes;
+``stop`` replaces it with a ``link`` to the backing log, as generic-worker does — concurrently
+with the backing log's upload (``run.before_report``: the report waits for it). The stream itself
+goes on until the task log is closed, so the lines written after the features stopped reach live
+readers too.
 
 Requested by ``features.liveLog`` (generic-worker payloads) or ``features.localLiveLog``
 (docker-worker payloads), both default true; ``enableLiveLog: false`` switches it off for the pool
@@ -17,6 +19,7 @@ or an artifact that cannot be created is a warning, never a failed task.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -67,6 +70,7 @@ class LiveLogTaskFeature(TaskFeature):
         self.server = server
         self.name = run.model.live_log_name
         self.url: str | None = None
+        self._reference: asyncio.Task[None] | None = None
 
     def reserved_artifacts(self) -> Sequence[str]:
         return (self.name,)
@@ -82,17 +86,34 @@ class LiveLogTaskFeature(TaskFeature):
             expires = min(
                 tctime.from_now(run.model.max_run_time + REFERENCE_GRACE), tctime.parse(run.task["expires"])
             )
-            await run.publisher.create_reference(self.name, self.url, CONTENT_TYPE, tctime.to_json(expires))
         except Exception as e:  # best effort (spec §5.1)
-            log.warning("live log of %s/%s unavailable: %s", run.task_id, run.run_id, e)
-            run.log.warn(
-                f"The live log is not available for this task ({e}); the log is published at the end"
-            )
+            self._unavailable(e)
+            return
+        # The command need not wait for the queue: the reference is created while it starts.
+        self._reference = asyncio.create_task(self._create_reference(self.url, tctime.to_json(expires)))
+
+    async def _create_reference(self, url: str, expires: str) -> None:
+        try:
+            await self.run.publisher.create_reference(self.name, url, CONTENT_TYPE, expires)
+        except Exception as e:  # best effort (spec §5.1)
+            self._unavailable(e)
+
+    def _unavailable(self, error: BaseException) -> None:
+        run = self.run
+        log.warning("live log of %s/%s unavailable: %s", run.task_id, run.run_id, error)
+        run.log.warn(f"The live log is not available for this task ({error}); the log is published at the end")
 
     async def stop(self, outcome: RunOutcome) -> None:
         run = self.run
+        if self._reference is not None:
+            await self._reference  # the link must replace the reference, not race it
         if not run.model.backing_log_enabled or self.name == run.model.backing_log_name:
             return
+        # Nothing waits for the link but the report: it is created while the backing log uploads.
+        run.before_report(self._link(), f"linking {self.name}")
+
+    async def _link(self) -> None:
+        run = self.run
         try:
             await run.publisher.create_link(
                 self.name, run.model.backing_log_name, CONTENT_TYPE, str(run.task["expires"])

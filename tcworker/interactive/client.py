@@ -1,8 +1,8 @@
 """``tcworker shell TASK_ID``: the interactive shell of a running task, from a terminal.
 
 The websocket is found the way Taskcluster's UI finds it: the task's latest run's private
-reference artifact ``private/generic-worker/shell.html`` (read with the user's credentials, from
-``TASKCLUSTER_*`` variables) points at a page whose ``socketUrl`` query parameter is the
+reference artifact ``private/generic-worker/shell.html`` (docker-worker payloads:
+``private/docker-worker/shell.html``; read with the user's credentials, from ``TASKCLUSTER_*`` variables) points at a page whose ``socketUrl`` query parameter is the
 worker's ``/shell/<secret>``. The terminal is put in raw mode (restored on exit); keystrokes go
 as stdin messages, SIGWINCH sends the new size, output is written as it comes.
 """
@@ -26,6 +26,7 @@ import taskcluster
 from tcworker.interactive.protocol import resize_message, stdin_message
 
 ARTIFACT_NAME = "private/generic-worker/shell.html"
+DOCKER_ARTIFACT_NAME = "private/docker-worker/shell.html"
 
 
 class ShellNotAvailable(Exception):
@@ -42,13 +43,19 @@ def find_socket_url(options: Mapping[str, Any], task_id: str) -> str:
         run = runs[-1]
         if run.get("state") != "running":
             raise ShellNotAvailable(f"task {task_id} run {run['runId']} is {run.get('state')}, not running")
-        answer = queue.artifact(task_id, str(run["runId"]), ARTIFACT_NAME)
+        payload = queue.task(task_id).get("payload") or {}
     except taskcluster.TaskclusterRestFailure as e:
-        raise ShellNotAvailable(f"cannot read {ARTIFACT_NAME} of task {task_id}: {e}") from e
+        raise ShellNotAvailable(f"cannot read task {task_id}: {e}") from e
+    # docker-worker payloads (they name an image) publish docker-worker's reference instead.
+    name = DOCKER_ARTIFACT_NAME if "image" in payload else ARTIFACT_NAME
+    try:
+        answer = queue.artifact(task_id, str(run["runId"]), name)
+    except taskcluster.TaskclusterRestFailure as e:
+        raise ShellNotAvailable(f"cannot read {name} of task {task_id}: {e}") from e
     url = str(dict(answer).get("url", ""))
     socket_url = (parse_qs(urlparse(url).query).get("socketUrl") or [""])[0]
     if not socket_url.startswith(("ws://", "wss://")):
-        raise ShellNotAvailable(f"{ARTIFACT_NAME} of task {task_id} does not name a websocket")
+        raise ShellNotAvailable(f"{name} of task {task_id} does not name a websocket")
     return socket_url
 
 

@@ -2,7 +2,9 @@
 
 A run ``register``s a ``ShellTarget`` (directory, environment, identity) and gets back a random
 secret; ``/shell/<secret>`` then opens a ``PtySession``: bash (or sh) on a new PTY, in its own
-session and process group, with the PTY as controlling terminal. ``unregister`` (the task ended)
+session and process group, with the PTY as controlling terminal. A target with an ``opener``
+(container engines: ``Sandbox.open_shell``, a ``docker exec``) gets a ``ChannelSession`` instead,
+which bridges the shell channel the engine made; the wire is the same. ``unregister`` (the task ended)
 closes every websocket of the run and kills every process of its sessions (process group, plus
 any descendant that left it). Secrets are compared in constant time; a wrong one is ``401``.
 """
@@ -19,12 +21,14 @@ import secrets
 import shutil
 import struct
 import termios
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 from aiohttp import WSMsgType, web
 
+from tcworker.engines.base import ShellChannel, Unsupported
 from tcworker.interactive.protocol import MSG_RESIZE, MSG_STDIN, SHELL_PATH, parse_resize
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,15 @@ class ShellTarget:
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] = ()
-    sessions: set[PtySession] = field(default_factory=set)
+    # Container engines: the shell comes from the sandbox (``Sandbox.open_shell``), not a host PTY.
+    opener: Callable[[], Awaitable[ShellChannel]] | None = None
+    # Called whenever a session starts or ends (the docker keep-alive counts connected sessions).
+    on_change: Callable[[], None] | None = None
+    sessions: set[PtySession | ChannelSession] = field(default_factory=set)
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
 
 def shell_program() -> str:
@@ -168,6 +180,59 @@ class PtySession:
             await self.ws.close()
 
 
+class ChannelSession:
+    """One shell made by the engine (a ``ShellChannel``), bridged to one websocket."""
+
+    def __init__(self, target: ShellTarget, ws: web.WebSocketResponse) -> None:
+        assert target.opener is not None
+        self.target = target
+        self.ws = ws
+        self.channel: ShellChannel | None = None
+
+    async def start(self) -> None:
+        assert self.target.opener is not None
+        try:
+            self.channel = await self.target.opener()
+        except Unsupported as e:
+            raise OSError(str(e)) from e
+
+    async def pump(self) -> None:
+        """Both directions until the client leaves or the shell ends."""
+        outbound = asyncio.ensure_future(self._shell_output())
+        inbound = asyncio.ensure_future(self._client_messages())
+        try:
+            await asyncio.wait({outbound, inbound}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            outbound.cancel()
+            inbound.cancel()
+
+    async def _shell_output(self) -> None:
+        assert self.channel is not None
+        while data := await self.channel.read():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_bytes(data)
+
+    async def _client_messages(self) -> None:
+        assert self.channel is not None
+        async for msg in self.ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                continue
+            data: bytes = msg.data
+            if data[0] == MSG_STDIN:
+                await self.channel.write(data[1:])
+            elif data[0] == MSG_RESIZE:
+                size = parse_resize(data)
+                if size is not None:
+                    await self.channel.resize(*size)
+
+    async def close(self) -> None:
+        """Kill the shell's processes and close the websocket (idempotent)."""
+        if self.channel is not None:
+            await self.channel.close()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.close()
+
+
 def kill_session(sid: int) -> None:
     """SIGKILL every process of the shell's session (the shell is its leader, so ``sid`` is its
     pid): background jobs have their own process groups and outlive a dead shell (the engine
@@ -245,8 +310,11 @@ class ShellServer:
             return web.Response(status=401, text="Access denied")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        session = PtySession(target, ws)
+        session: PtySession | ChannelSession = (
+            ChannelSession(target, ws) if target.opener is not None else PtySession(target, ws)
+        )
         target.sessions.add(session)
+        target.changed()
         try:
             await session.start()
             await session.pump()
@@ -257,4 +325,5 @@ class ShellServer:
         finally:
             target.sessions.discard(session)
             await session.close()
+            target.changed()
         return ws

@@ -17,7 +17,10 @@ import aiohttp
 import taskcluster.aio
 from taskcluster.exceptions import TaskclusterConnectionError, TaskclusterRestFailure
 
+from tcworker import mohawkquiet
 from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskError
+
+mohawkquiet.install()  # every client below signs with mohawk: no eager debug pretty-printing
 
 RETRIES = 9
 Credentials = dict[str, str]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import os
 import tempfile
 import zlib
@@ -46,11 +47,14 @@ ISAL_MAX_LEVEL = 3
 
 class Packed(NamedTuple):
     """A gzip copy ready to PUT, the hashes of the *plain* bytes it decodes to, and the
-    ``Content-Digest`` value of the gzip bytes themselves (when it was computed)."""
+    ``Content-Digest`` value of the gzip bytes themselves (when it was computed). A small copy is
+    kept in memory (``data``; ``path`` is then ``None``): no temp file to write, read back and
+    delete for the common short log."""
 
-    path: Path
+    path: Path | None
     hashes: dict[str, str]
     content_digest: str | None = None
+    data: bytes | None = None
 
 
 class GzipHashWriter:
@@ -94,7 +98,19 @@ class GzipHashWriter:
 
 
 def compress(source: Path, tmp_dir: Path | None, level: int = ARTIFACT_LEVEL) -> Packed:
-    """Gzip ``source`` into a new temp file; returns it and the sha256/sha512 of the *original*."""
+    """Gzip ``source`` into a new temp file (in memory when it is small); returns the copy and
+    the sha256/sha512 of the *original*."""
+    with open(source, "rb") as f:
+        if os.fstat(f.fileno()).st_size <= SMALL_BODY:
+            out = io.BytesIO()
+            writer = GzipHashWriter(out, level)
+            try:
+                while chunk := f.read(CHUNK):
+                    writer.write(chunk)
+                hashes = writer.finish()
+            finally:
+                writer.close()
+            return Packed(None, hashes, writer.content_digest, out.getvalue())
     fd, name = tempfile.mkstemp(prefix="gzip-", suffix=".gz", dir=tmp_dir)
     target = Path(name)
     try:
@@ -139,12 +155,18 @@ async def upload_gzip(
     expires: str,
     content_type: str,
     packed: Packed,
-) -> None:
-    """createUpload (putUrl) → PUT the gzip copy with ``Content-Encoding: gzip`` → finishUpload.
+) -> int:
+    """createUpload (putUrl) → PUT the gzip copy with ``Content-Encoding: gzip`` → finishUpload;
+    returns the bytes sent.
 
     ``packed`` stays on disk (the caller owns it), so a retried attempt re-sends it as is.
     """
-    size, small = await asyncio.to_thread(_size_and_small_body, packed.path)
+    if packed.data is not None:
+        size, small = len(packed.data), packed.data
+    else:
+        assert packed.path is not None
+        size, small = await asyncio.to_thread(_size_and_small_body, packed.path)
+    path = packed.path
     resp = await object_service.createUpload(
         name,
         {
@@ -163,7 +185,7 @@ async def upload_gzip(
     headers.setdefault("Content-Length", str(size))
 
     async def put_once(retry_for: Any) -> None:
-        body = small if small is not None else _body(packed.path)
+        body = small if small is not None else _body(path)  # type: ignore[arg-type]  # path set when no data
         try:
             async with session.put(method["url"], data=body, headers=headers) as put:
                 if put.status >= 500:
@@ -177,3 +199,4 @@ async def upload_gzip(
     await object_service.finishUpload(
         name, {"projectId": project_id, "uploadId": upload_id, "hashes": packed.hashes}
     )
+    return size

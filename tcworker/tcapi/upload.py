@@ -107,7 +107,7 @@ class ArtifactPublisher:
             )
         finally:
             self.upload_seconds += time.monotonic() - started
-            if own_copy and packed is not None:
+            if own_copy and packed is not None and packed.path is not None:
                 await asyncio.to_thread(packed.path.unlink, True)
 
     async def upload_bytes(self, name: str, data: bytes, content_type: str, expires: str) -> None:
@@ -167,7 +167,7 @@ class ArtifactPublisher:
             )
         object_service = self._clients.object_service(resp["credentials"])
         if packed is not None:
-            await upload_gzip(
+            sent = await upload_gzip(
                 session=self._clients.session,
                 object_service=object_service,
                 project_id=resp["projectId"],
@@ -179,7 +179,7 @@ class ArtifactPublisher:
             )
             await self._finish(name, resp)
             self.uploaded_sha256[name] = packed.hashes["sha256"]
-            self.uploaded_bytes += (await asyncio.to_thread(packed.path.stat)).st_size
+            self.uploaded_bytes += sent
             return
         f: BinaryIO = await asyncio.to_thread(open, path, "rb")
         readers: list[_HashingFileReader] = []

@@ -40,11 +40,15 @@ def validate(run: RunHandle, engine: Engine, features: list[Feature]) -> payload
             f"worker pool {run.config.task_queue_id} does not accept generic-worker payloads "
             "(disableNativePayloads); only docker-worker payloads run here"
         )
-    validator = payload_mod.validator_for(run.payload_kind, run.engine_name)
-    problems = payload_mod.validation_errors(run.task.get("payload"), validator)
-    problems += payload_mod.env_problems(run.task.get("payload"))
-    schema = validator.schema
+    raw = run.task.get("payload")
+    problems = payload_mod.env_problems(raw)
+    if not payload_mod.is_valid(raw, run.payload_kind, run.engine_name):
+        problems = (
+            payload_mod.validation_errors(raw, payload_mod.validator_for(run.payload_kind, run.engine_name))
+            + problems
+        )
     if problems:
+        schema = payload_mod.validator_for(run.payload_kind, run.engine_name).schema
         run.log.error("Task payload for this worker type must conform to the following jsonschema:")
         run.log.error(json.dumps(schema, indent=2))
         run.log.error("TASK FAIL since the task payload is invalid. See errors:")

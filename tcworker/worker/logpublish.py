@@ -74,7 +74,7 @@ class LogPublication:
         """Stop following the log and delete its gzip copy (blocking: call it in a thread)."""
         if self._packer is not None:
             self._packer.discard()
-        if self._small is not None:
+        if self._small is not None and self._small.path is not None:
             self._small.path.unlink(missing_ok=True)
 
     async def _packed(self) -> Packed | None:

@@ -110,18 +110,34 @@ class WorkerLoop:
         except (OSError, ValueError):
             return 0
 
+    def _status_text(self) -> str | None:
+        ids = sorted({run.task_id if run else key.split("/")[0] for key, run in self.running.items()})
+        return json.dumps({"currentTaskIds": ids}, indent=2) + "\n" if ids else None
+
+    def _write_status(self, text: str | None) -> None:
+        """``$TMPDIR/worker-status.json`` = the running task ids (removed when idle); blocking."""
+        try:
+            if text is not None:
+                write_private(self.status_path, text)
+            else:
+                self.status_path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("cannot update %s: %s", self.status_path, e)
+
     async def _save_status(self) -> None:
-        """``$TMPDIR/worker-status.json`` = the running task ids (removed when idle), off the loop."""
         async with self._status_lock:
-            ids = sorted({run.task_id if run else key.split("/")[0] for key, run in self.running.items()})
-            try:
-                if ids:
-                    text = json.dumps({"currentTaskIds": ids}, indent=2) + "\n"
-                    await asyncio.to_thread(write_private, self.status_path, text)
-                else:
-                    await asyncio.to_thread(self.status_path.unlink, True)
-            except OSError as e:
-                log.warning("cannot update %s: %s", self.status_path, e)
+            await asyncio.to_thread(self._write_status, self._status_text())
+
+    def _write_after_run(self, resolved: int, status: str | None, keep: set[str] | None) -> None:
+        """Everything the loop records after a run, in one trip off the loop (blocking): the
+        resolved count, the status file, and the sweep of task directories no run uses."""
+        try:
+            write_private(self.state_dir / RESOLVED_COUNT_FILE, f"{resolved}\n")
+        except OSError as e:
+            log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
+        self._write_status(status)
+        if keep is not None:
+            remove_task_dirs(self.config.tasks_dir, keep)
 
     # ---- main loop --------------------------------------------------------------------------
     async def run(self) -> ExitCode:
@@ -337,17 +353,11 @@ class WorkerLoop:
             log.exception("cannot record the start of task %s", key)
         self._release(key, reason)  # when the run ended without a report
         async with self._status_lock:  # written in completion order, whatever the threads do
-            try:
-                await asyncio.to_thread(
-                    write_private, self.state_dir / RESOLVED_COUNT_FILE, f"{self.resolved}\n"
-                )
-            except OSError as e:
-                log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
-        await self._save_status()
-        if self.config.cleanUpTaskDirs:
-            keep = {task_dir_name(r.task_id, r.run_id) for r in self.running.values() if r is not None}
-            keep |= {task_dir_name(*_split(k)) for k in self.running}
-            await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, keep)
+            keep: set[str] | None = None
+            if self.config.cleanUpTaskDirs:
+                keep = {task_dir_name(r.task_id, r.run_id) for r in self.running.values() if r is not None}
+                keep |= {task_dir_name(*_split(k)) for k in self.running}
+            await asyncio.to_thread(self._write_after_run, self.resolved, self._status_text(), keep)
 
     def _count_run(self, run: TaskRun | None, resolution: tuple[str, str | None], claimed_at: float) -> None:
         if self.metrics is None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import platform
@@ -44,10 +43,36 @@ from tcworker.worker.tasklog import Listener, TaskLog
 log = logging.getLogger(__name__)
 
 
-@functools.cache
-def _platform_name() -> str:
-    """``platform.platform()`` reads the interpreter binary (libc version): once per process."""
-    return platform.platform()
+_SETTINGS: dict[tuple[int, str], tuple[WorkerConfig, str]] = {}
+
+
+def _settings_lines(config: WorkerConfig, engine_name: str) -> str:
+    """The header's worker settings (the same for every run of a worker): rendered once per
+    config, as ``platform.platform()`` reads the interpreter binary and the JSON is indented.
+    (Keyed by identity: the frozen config holds dicts, so it cannot be hashed.)"""
+    key = (id(config), engine_name)
+    cached = _SETTINGS.get(key)
+    if cached is None or cached[0] is not config:
+        cached = _SETTINGS[key] = (config, _render_settings(config, engine_name))
+    return cached[1]
+
+
+def _render_settings(config: WorkerConfig, engine_name: str) -> str:
+    metadata = dict(config.workerTypeMetadata)
+    metadata["tcworker"] = {
+        "version": __version__,
+        "engine": engine_name,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    return "\n".join(
+        (
+            f"Worker Type ({config.task_queue_id}) settings:",
+            "  " + json.dumps(metadata, indent=2, sort_keys=True).replace("\n", "\n  "),
+            f"Worker: tcworker {__version__} ({engine_name} engine), "
+            f"worker {config.workerGroup}/{config.workerId}",
+        )
+    )
 
 
 class TaskRun:
@@ -146,14 +171,15 @@ class TaskRun:
         return env
 
     def _mask_credentials(self, credentials: Mapping[str, Any]) -> None:
-        """The task log's one masker gets every credential that could reach it (and again the new
-        ones after each reclaim): the worker's and the run's access token and certificate, and the
-        certificate's seed and signature in case a task prints it re-formatted."""
+        """The task log's one masker gets every credential secret that could reach it (and again
+        the new ones after each reclaim): the worker's and the run's access token, and the seed
+        and signature of their certificates. A certificate's other fields (scopes, times,
+        issuer) are not secret — without the access token it is useless — and masking the whole
+        JSON with its encoded forms made building the masker ~6x slower, per task."""
         if self._log is None:
             return
         private = self.config.private
-        values = [private.accessToken, private.certificate]
-        values += [str(credentials.get("accessToken", "")), str(credentials.get("certificate", ""))]
+        values = [private.accessToken, str(credentials.get("accessToken", ""))]
         for certificate in (private.certificate, credentials.get("certificate")):
             try:
                 parsed = json.loads(certificate) if certificate else None
@@ -178,7 +204,7 @@ class TaskRun:
         self._log_publication.follow(self.log)
         for listener in self._log_listeners:
             self.log.add_listener(listener)
-        self._handle = RunHandle(
+        self._handle = handle = RunHandle(
             config=self.config,
             clients=self.clients,
             claim=self.claim,
@@ -209,6 +235,7 @@ class TaskRun:
             self._write_footer(errors, time.monotonic() - started)
             ran = time.monotonic()
             await self._publish_logs(errors)
+            await handle.settle()  # artifact calls left running by features (live log's link)
             uploaded = time.monotonic()
             await self._report()
             if self._on_reported is not None:
@@ -224,6 +251,7 @@ class TaskRun:
         except Exception:
             log.exception("cannot finish task %s/%s", self.task_id, self.run_id)
         finally:
+            await handle.settle()  # no-op unless the run failed before its report
             await self.claim.stop()
             if self._sandbox is not None:
                 try:
@@ -241,19 +269,7 @@ class TaskRun:
             shutil.rmtree(self.scratch_dir, True)
 
     def _write_header(self) -> None:
-        metadata = dict(self.config.workerTypeMetadata)
-        metadata["tcworker"] = {
-            "version": __version__,
-            "engine": self.engine.name,
-            "python": platform.python_version(),
-            "platform": _platform_name(),
-        }
-        self.log.info(f"Worker Type ({self.config.task_queue_id}) settings:")
-        self.log.info("  " + json.dumps(metadata, indent=2, sort_keys=True).replace("\n", "\n  "))
-        self.log.info(
-            f"Worker: tcworker {__version__} ({self.engine.name} engine), "
-            f"worker {self.config.workerGroup}/{self.config.workerId}"
-        )
+        self.log.info(_settings_lines(self.config, self.engine.name))
         self.log.info(f"Task ID: {self.task_id}")
         self.log.info(f"Run ID: {self.run_id}")
 

@@ -170,7 +170,7 @@ async def test_allow_ptrace_needs_its_scope(worker: InProcessRun) -> None:
     assert "docker-worker:feature:allowPtrace" in log
 
 
-@pytest.mark.parametrize("feature", ["interactive", "dind", "noSuchFeature"])
+@pytest.mark.parametrize("feature", ["dind", "noSuchFeature"])
 async def test_feature_this_worker_lacks_is_malformed_payload_naming_it(
     worker: InProcessRun, feature: str
 ) -> None:

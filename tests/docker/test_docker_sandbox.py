@@ -299,3 +299,40 @@ async def test_unreachable_daemon_is_a_config_error(tmp_path: Path, monkeypatch:
     with pytest.raises(ConfigError, match="needs a running Docker daemon") as info:
         await DockerEngine().initialise(engine_config(tmp_path))
     assert info.value.exit_code == 73
+
+
+def _staged_bytes(root: Path) -> int:
+    """Bytes actually allocated under ``root``."""
+    return sum(p.stat().st_blocks * 512 for p in root.rglob("*") if p.is_file())
+
+
+async def test_oversize_artifacts_are_decided_from_headers_not_copied(make_engine, tmp_path: Path) -> None:
+    """Issue 14: a file artifact over the limit is decided from the path stat of the archive
+    response (a 10 GiB sparse file, dropped unread); in a directory each member from its tar header
+    (an 8 MiB member over a 1 MiB limit is skipped in the stream, never written)."""
+    script = (
+        "truncate -s 10G /big.bin && mkdir /d && head -c 8388608 /dev/zero > /d/over && echo s > /d/small"
+    )
+    sandbox, run = await _prepare(make_engine, tmp_path, _payload(["sh", "-c", script]))
+    staging = tmp_path / "staging"
+    limit = 1 << 20
+    try:
+        result = await sandbox.execute(run.payload["command"], RESERVED, run.log)
+        assert result.exit_code == 0, log_text(run)
+        started = time.monotonic()
+        (big,) = await sandbox.collect_artifact("/big.bin", "file", staging, max_file_bytes=limit)
+        elapsed = time.monotonic() - started
+        assert big.oversize and big.size == 10 << 30 and not big.path.exists()
+        assert elapsed < 20, f"{elapsed:.1f}s for a file decided from its stat"
+        files = {
+            f.relative_name: f
+            for f in await sandbox.collect_artifact("/d", "directory", staging, max_file_bytes=limit)
+        }
+        assert files["over"].oversize and files["over"].size == 8 << 20 and not files["over"].path.exists()
+        assert not files["small"].oversize and files["small"].path.read_bytes() == b"s\n"
+        assert _staged_bytes(staging) < limit, "an oversize file was written into staging"
+        # without a limit the same member is copied (the limit is what keeps it out)
+        files = {f.relative_name: f for f in await sandbox.collect_artifact("/d", "directory", staging)}
+        assert files["over"].path.stat().st_size == 8 << 20
+    finally:
+        await sandbox.destroy()

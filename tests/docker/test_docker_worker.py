@@ -149,9 +149,9 @@ def test_cache_without_its_scope_is_malformed_payload(submitter: Submitter, work
 def test_unavailable_feature_is_malformed_payload_naming_it(
     submitter: Submitter, worker: WorkerProcess
 ) -> None:
-    task_id, run = _run(submitter, worker, _payload(["true"], features={"interactive": True}))
+    task_id, run = _run(submitter, worker, _payload(["true"], features={"dind": True}))
     assert (run["state"], run.get("reasonResolved")) == ("exception", "malformed-payload")
-    assert "interactive" in submitter.log(task_id)
+    assert "features.dind" in submitter.log(task_id)
 
 
 def _save_task(submitter: Submitter, worker: WorkerProcess, token: str, **kw: Any) -> str:

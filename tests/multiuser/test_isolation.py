@@ -333,3 +333,35 @@ async def test_run_after_user_creation_runs_as_the_new_user(
         assert marker.stat().st_uid == pwd.getpwnam(sandbox.task_dir.name).pw_uid
     finally:
         await sandbox.destroy()
+
+
+def _staged_bytes(root: Path) -> int:
+    """Bytes actually allocated under ``root`` (a sparse copy would still count what was written)."""
+    return sum(p.stat().st_blocks * 512 for p in root.rglob("*") if p.is_file())
+
+
+async def test_oversize_artifacts_are_sized_as_the_task_user_not_copied(box: Any, tmp_path: Path) -> None:
+    """Issue 14: a 10 GiB sparse file over the limit is never copied out (the helper only stats
+    the descriptor it opened as the task user); smaller files beside it are copied as usual."""
+    code, out = await attempt(
+        box, "truncate -s 10G big.bin && mkdir d && truncate -s 10G d/huge && echo small > d/small"
+    )
+    assert code == 0, out
+    limit = 1 << 20
+    started = time.monotonic()
+    (big,) = await box.collect_artifact("big.bin", "file", tmp_path, max_file_bytes=limit)
+    files = {
+        f.relative_name: f
+        for f in await box.collect_artifact("d", "directory", tmp_path, max_file_bytes=limit)
+    }
+    elapsed = time.monotonic() - started
+    assert big.oversize and big.size == 10 << 30 and not big.path.exists()
+    assert files["huge"].oversize and files["huge"].size == 10 << 30 and not files["huge"].path.exists()
+    assert not files["small"].oversize and files["small"].path.read_bytes() == b"small\n"
+    assert _staged_bytes(tmp_path) < limit, "an oversize file was copied into staging"
+    assert elapsed < 30, f"sizing took {elapsed:.1f}s: was the content read?"
+    # still read with the task user's rights: an unreadable file is refused, not sized
+    code, out = await attempt(box, "truncate -s 10G secret.bin && chmod 000 secret.bin")
+    assert code == 0, out
+    with pytest.raises(ArtifactNotReadable):
+        await box.collect_artifact("secret.bin", "file", tmp_path, max_file_bytes=limit)

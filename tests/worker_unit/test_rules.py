@@ -130,6 +130,22 @@ def test_durations_print_like_go(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
 
 
+def test_small_gzip_copy_stays_in_memory_and_decodes_to_the_original(tmp_path: Path) -> None:
+    import gzip
+    import hashlib
+
+    from tcworker.tcapi.gzip_upload import compress
+
+    source = tmp_path / "small.log"
+    data = b"[taskcluster 2026-12-02T00:00:00.000Z] a short log\n" * 20
+    source.write_bytes(data)
+    copy = compress(source, tmp_path, 1)
+    assert copy.path is None and copy.data is not None
+    assert gzip.decompress(copy.data) == data
+    assert copy.hashes["sha256"] == hashlib.sha256(data).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.log"], "no temp file is left"
+
+
 def test_gzip_copy_decodes_to_the_original_and_hashes_the_original(tmp_path: Path) -> None:
     import gzip
     import hashlib

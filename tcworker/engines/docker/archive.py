@@ -96,15 +96,25 @@ def _write_regular(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> 
 
 
 def extract(
-    chunks: Iterable[bytes], kind: str, root: Path, *, warn: Callable[[str], None] | None = None
+    chunks: Iterable[bytes],
+    kind: str,
+    root: Path,
+    *,
+    warn: Callable[[str], None] | None = None,
+    max_file_bytes: int | None = None,
 ) -> Extraction:
     """Extract a ``get_archive`` stream for a ``file`` or ``directory`` artifact below ``root``.
 
     ``root`` must be a fresh, empty directory owned by the worker. For ``file`` the stream must
     hold exactly one regular file; for ``directory`` every regular file below the top directory is
-    returned with its ``relative_name``. Raises ``ArtifactInvalid`` for hostile or wrong-typed
-    content.
+    returned with its ``relative_name``. A regular file whose tar header says it is larger than
+    ``max_file_bytes`` is not written: it is returned ``oversize`` (tarfile skips its content).
+    Raises ``ArtifactInvalid`` for hostile or wrong-typed content.
     """
+
+    def oversize(member: tarfile.TarInfo) -> bool:
+        return max_file_bytes is not None and member.size > max_file_bytes
+
     result = Extraction()
     extracted: dict[str, Path] = {}
     with tarfile.open(fileobj=io.BufferedReader(ChunkReader(chunks), _COPY_CHUNK), mode="r|") as tf:
@@ -119,6 +129,9 @@ def extract(
                         f"expected a regular file but the container path holds {_describe(member)}"
                     )
                 dest = root / "file"
+                if oversize(member):
+                    result.files.append(ArtifactFile("", dest, member.size, oversize=True))
+                    continue
                 size = _write_regular(tf, member, dest)
                 result.files.append(ArtifactFile(relative_name="", path=dest, size=size))
                 extracted[member.name] = dest
@@ -135,6 +148,9 @@ def extract(
                 dest.mkdir(parents=True, exist_ok=True)
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
+            if member.isreg() and oversize(member):
+                result.files.append(ArtifactFile(rel, dest, member.size, oversize=True))
+                continue
             if member.isreg():
                 size = _write_regular(tf, member, dest)
             elif (

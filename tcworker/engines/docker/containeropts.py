@@ -21,14 +21,19 @@ from tcworker.errors import MalformedPayload
 # accepted as an alias of ``bulkLog`` (whole-log upload = the normal backing log).
 LOG_FEATURES = frozenset({"localLiveLog", "bulkLog", "bufferLog"})
 # Served by features (tcworker.features.taskcluster_proxy, tcworker.features.docker_proxies,
-# tcworker.features.chain_of_trust).
+# tcworker.features.chain_of_trust, tcworker.features.interactive).
 PROXY_FEATURES = frozenset(
     {"taskclusterProxy", "relengAPIProxy", "balrogVPNProxy", "balrogStageVPNProxy", "testdroidProxy"}
 )
-HANDLED_FEATURES = LOG_FEATURES | PROXY_FEATURES | {"dockerSave", "allowPtrace", "artifacts", "chainOfTrust"}
+HANDLED_FEATURES = LOG_FEATURES | PROXY_FEATURES | {
+    "dockerSave",
+    "allowPtrace",
+    "artifacts",
+    "chainOfTrust",
+    "interactive",
+}
 NOT_YET: dict[str, str] = {}
 NOT_SUPPORTED = {
-    "interactive": "interactive (docker exec over websocket) sessions are not supported by tcworker",
     "dind": "docker-in-docker is not supported by tcworker (it was removed from docker-worker)",
 }
 

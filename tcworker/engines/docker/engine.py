@@ -25,9 +25,10 @@ import docker
 import docker.errors
 
 from tcworker.engines.base import Engine, Mount, RunContext, Sandbox
-from tcworker.engines.docker.images import ImageSpec, ImageStore
+from tcworker.engines.cgroups import task_limits
+from tcworker.engines.docker.images import ImageSpec, ImageStore, ResolvedImage
 from tcworker.engines.docker.sandbox import LABEL_WORKER, DockerSandbox
-from tcworker.errors import ConfigError, InternalError, MalformedPayload
+from tcworker.errors import ConfigError, InternalError, MalformedPayload, TaskFailed
 from tcworker.taskdirs import create_tasks_dir, task_dir_name
 
 if TYPE_CHECKING:
@@ -80,6 +81,13 @@ class DockerEngine(Engine):
                 f"/var/run/docker.sock): {e}"
             ) from e
         self._images = ImageStore(self._stream_client, config.caches_dir / "docker-worker", config.downloads_dir)
+        limits = task_limits(config)
+        log.info(
+            "per-task limits on every container: taskMaxProcesses=%d (pids_limit), "
+            "taskMaxMemoryMegabytes=%d (mem_limit = memswap_limit)",
+            limits.max_processes,
+            limits.max_memory_megabytes,
+        )
         await self._remove_leftovers()
 
     async def _remove_leftovers(self) -> None:
@@ -109,7 +117,7 @@ class DockerEngine(Engine):
             spec = ImageSpec(kind="docker-image", name=config.dockerImage or DEFAULT_GENERIC_IMAGE)
         task_dir = config.tasks_dir / task_dir_name(run.task_id, run.run_id)
         await asyncio.to_thread(task_dir.mkdir, parents=True, exist_ok=True)
-        image = await self._images.resolve(spec, run)
+        image = await self._resolve_image(spec, run)
         try:
             inspected = await asyncio.to_thread(self._client.api.inspect_image, image.id)
         except docker.errors.APIError as e:
@@ -127,6 +135,7 @@ class DockerEngine(Engine):
             image_workdir=workdir,
             worker_label=self.worker_label,
             on_destroy=self._live.discard,
+            limits=task_limits(config),
         )
         if run.payload_kind == "docker":
             volumes = await asyncio.to_thread(_volume_dirs, run.payload, task_dir)
@@ -134,6 +143,21 @@ class DockerEngine(Engine):
                 sandbox.add_mount(mount)
         self._live.add(sandbox)
         return sandbox
+
+    async def _resolve_image(self, spec: ImageSpec, run: RunContext) -> ResolvedImage:
+        """The run's image. One the task named that cannot be had fails the task (docker-worker's
+        rule, raised by the image store); the worker's own ``dockerImage`` (generic-worker payloads)
+        that cannot be had is a worker problem: ``internal-error`` naming the config key."""
+        assert self._images is not None
+        try:
+            return await self._images.resolve(spec, run)
+        except TaskFailed as e:
+            if run.payload_kind == "docker":
+                raise
+            raise InternalError(
+                f"this worker's image for generic-worker payloads (config key dockerImage = "
+                f"{spec.name!r}) cannot be used: {e}"
+            ) from e
 
     async def garbage_collect(self, required_free_bytes: int) -> None:
         """Evict least recently used images until ``tasksDir``'s file system has enough room."""

@@ -11,6 +11,9 @@ recently used ones when the disk runs short (spec §1.9).
 Failure policy (decided for tcworker, see README): an image that cannot be pulled, downloaded or
 loaded makes the run **failed** with ``Pulling docker image has failed.`` (docker-worker's
 behaviour), except transient server errors of the platform, which are ``resource-unavailable``.
+Every Docker error of a load counts, not only ``APIError``: the SDK reports a tarball the daemon
+refuses as ``ImageLoadError``. The engine turns a failure of the *worker's* image (``dockerImage``,
+generic-worker payloads) into ``internal-error``: that image is not the task's choice.
 """
 
 from __future__ import annotations
@@ -231,7 +234,9 @@ class ImageStore:
             with open(source, "rb") as f:
                 try:
                     images = self._client.images.load(f)
-                except docker.errors.APIError as e:
+                except docker.errors.DockerException as e:
+                    # APIError, and ImageLoadError (the daemon's "error" in the load stream, e.g.
+                    # a tarball without manifest.json), which is not an APIError.
                     raise TaskFailed(f"{PULL_FAILED} Loading {what} failed: {_explain(e)}") from e
         finally:
             if plain is not None:

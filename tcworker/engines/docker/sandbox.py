@@ -40,17 +40,23 @@ from tcworker.engines.base import (
     ProcessResult,
     RunContext,
     Sandbox,
+    ShellChannel,
     TaskNetwork,
+    Unsupported,
 )
+from tcworker.engines.cgroups import TaskLimits
 from tcworker.engines.docker import archive
+from tcworker.engines.docker import limits as container_limits
 from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions
 from tcworker.engines.docker.images import ResolvedImage
 from tcworker.engines.docker.saving import save_container
+from tcworker.engines.docker.shell import ContainerKeeper, open_exec_shell
 from tcworker.errors import InternalError
 
 log = logging.getLogger(__name__)
 
 MAX_SYMLINK_HOPS = 16
+SHELL_WAIT = 20.0  # seconds an interactive shell waits for a container of the task to run
 LABEL_WORKER = "tcworker.worker"
 LABEL_RUN = "tcworker.run"
 
@@ -69,8 +75,10 @@ class DockerSandbox(Sandbox):
         image_workdir: str,
         worker_label: str,
         on_destroy: Callable[[DockerSandbox], None] | None = None,
+        limits: TaskLimits | None = None,
     ) -> None:
         self._client = client
+        self._limits = limits
         self._stream = stream_client
         self._run = run
         self._task_dir = task_dir
@@ -83,6 +91,7 @@ class DockerSandbox(Sandbox):
         self._generic = run.payload_kind == "generic"
         self._containers: list[Any] = []
         self._current: Any = None
+        self._running: Any = None  # _current once started: what interactive shells can enter
         self._abort_reason: CancelReason | None = None
         self._kill_tasks: list[asyncio.Task[None]] = []
         self._last_exit: int | None = None
@@ -92,6 +101,7 @@ class DockerSandbox(Sandbox):
         self._network: TaskNetwork | None = None
         self._network_obj: Any = None
         self._extra_hosts: dict[str, str] = {"localhost.localdomain": "127.0.0.1"}
+        self._keeper: ContainerKeeper | None = None  # features.interactive (docker-worker payloads)
 
     # -- Sandbox protocol: facts ---------------------------------------------------------------
 
@@ -162,6 +172,8 @@ class DockerSandbox(Sandbox):
             "log_config": LogConfig(type=LogConfig.types.JSON),
             **self._opts.create_kwargs(),
         }
+        if self._limits is not None:
+            kwargs.update(container_limits.create_kwargs(self._limits))
         if self._generic:
             kwargs["working_dir"] = str(self._task_dir)
         if self._network is not None:
@@ -209,8 +221,11 @@ class DockerSandbox(Sandbox):
         self._loop = asyncio.get_running_loop()
         if self._abort_reason is not None:
             return self._aborted(started)
+        kwargs = self._create_kwargs(argv, env)
+        if self._keeper is not None:
+            kwargs = await self._keeper.wrap(kwargs, self._client.api, self._image.id)
         try:
-            container = await asyncio.to_thread(self._client.containers.create, **self._create_kwargs(argv, env))
+            container = await asyncio.to_thread(self._client.containers.create, **kwargs)
         except docker.errors.ImageNotFound as e:
             raise InternalError(
                 f"image {self._image.ref} ({self._image.id}) vanished before the task ran"
@@ -226,15 +241,53 @@ class DockerSandbox(Sandbox):
         except docker.errors.APIError as e:
             self._current = None
             return self._not_started(f"the container could not be started: {_explain(e)}", started)
+        watch = container_limits.PidsWatch()
+        watching = await self._watch_pids(container, watch)
         try:
-            exit_code = await self._follow(container, log)
+            self._running = container
+            if self._keeper is not None:
+                self._keeper.arm()
+                exit_code = await self._keeper.follow(container, lambda: self._follow(container, log))
+            else:
+                exit_code = await self._follow(container, log)
         finally:
-            self._current = None
+            self._current = self._running = None
+            await container_limits.stop(watching, watch)
         self._last_exit = exit_code
         if self._abort_reason is not None:
             await asyncio.gather(*self._kill_tasks, return_exceptions=True)
             return self._aborted(started)
-        return ProcessResult(exit_code=exit_code, wall_time=time.monotonic() - started)
+        return ProcessResult(
+            exit_code=exit_code,
+            wall_time=time.monotonic() - started,
+            limit_hits=await self._limit_hits(container, watch, exit_code),
+        )
+
+    async def _watch_pids(self, container: Any, watch: container_limits.PidsWatch) -> asyncio.Task[None] | None:
+        """Start following the running container's ``pids.events`` (``taskMaxProcesses``)."""
+        if self._limits is None:
+            return None
+        try:
+            await asyncio.to_thread(container.reload)
+            pid = int(container.attrs["State"]["Pid"])
+        except (docker.errors.APIError, KeyError, TypeError, ValueError):
+            return None
+        return asyncio.create_task(watch.follow(pid)) if pid > 0 else None
+
+    async def _limit_hits(self, container: Any, watch: container_limits.PidsWatch, exit_code: int) -> tuple[str, ...]:
+        """The limits the exited container hit: Docker's ``OOMKilled`` and the fork count."""
+        if self._limits is None:
+            return ()
+        oom_killed = False
+        try:
+            await asyncio.to_thread(container.reload)
+            oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+        except (docker.errors.APIError, KeyError, TypeError):
+            pass
+        note = container_limits.unseen_pids_note(self._limits, watch, exit_code)
+        if note is not None:
+            self._run.log.warn(note)
+        return container_limits.limit_hits(self._limits, oom_killed, watch)
 
     async def _follow(self, container: Any, sink: LogSink) -> int:
         """Stream the container's output to ``sink`` until it exits; return its exit code."""
@@ -262,6 +315,19 @@ class DockerSandbox(Sandbox):
         if error:
             self._run.log.warn(f"Docker reported for the container: {error}")
         return int(status.get("StatusCode", -1))
+
+    def memory_usage_bytes(self) -> int | None:
+        """The running container's memory as ``docker stats`` shows it: cgroup usage minus the
+        inactive page cache (one-shot stats, no second sample to wait for). Blocking: callers run
+        it in a thread. ``None`` between containers or when Docker has no figure."""
+        container = self._current
+        if container is None:
+            return None
+        try:
+            stats = self._client.api.stats(container.id, stream=False, one_shot=True)
+        except docker.errors.DockerException:
+            return None
+        return container_memory_bytes(stats)
 
     def _not_started(self, message: str, started: float) -> ProcessResult:
         self._run.log.error(message)
@@ -306,6 +372,34 @@ class DockerSandbox(Sandbox):
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             await asyncio.to_thread(container.kill)
 
+    # -- interactive shells (tcworker/engines/docker/shell.py) ----------------------------------
+
+    async def open_shell(self, env: Mapping[str, str]) -> ShellChannel:
+        """``docker exec`` a shell into the running (or kept) container of the task, waiting up to
+        ``SHELL_WAIT`` s for one: the shell is published before the first container starts, and
+        a generic-worker payload has none between two commands."""
+        deadline = time.monotonic() + SHELL_WAIT
+        while True:
+            container = self._running
+            if container is None and self._keeper is not None:
+                container = self._keeper.container
+            if container is not None and not self._destroyed:
+                return await open_exec_shell(self._client.api, str(container.id), self.workdir_in_task, env)
+            if self._destroyed or time.monotonic() >= deadline:
+                raise Unsupported("no container of the task is running right now")
+            await asyncio.sleep(0.1)
+
+    def keep_container_after_command(self) -> None:
+        if self._generic:
+            raise Unsupported("generic-worker payloads run one container per command: none is kept")
+        if self._keeper is None:
+            self._keeper = ContainerKeeper.create(self._task_dir)
+            self.add_mount(self._keeper.mount())
+
+    async def release_container(self) -> None:
+        if self._keeper is not None:
+            await self._keeper.release()
+
     # -- artifacts -------------------------------------------------------------------------------
 
     def _container_path(self, path: str) -> str:
@@ -332,10 +426,17 @@ class DockerSandbox(Sandbox):
         self._containers.append(container)
         return container
 
-    async def collect_artifact(self, path: str, kind: str, staging: Path) -> list[ArtifactFile]:
+    async def collect_artifact(
+        self, path: str, kind: str, staging: Path, max_file_bytes: int | None = None
+    ) -> list[ArtifactFile]:
         """Copy ``path`` (absolute in the container; generic payloads: relative to the task dir)
         out of the stopped container into ``staging``. Symlinks are followed inside the container
-        (never on the host); generic payloads must stay within the task directory."""
+        (never on the host); generic payloads must stay within the task directory.
+
+        Size limit: a ``file`` over ``max_file_bytes`` is decided from the path stat Docker sends
+        with the archive's headers, and the stream is dropped before its content is read; inside a
+        ``directory`` each member is decided from its tar header and its content is skipped in the
+        stream (read and dropped by tarfile, never written)."""
         if kind == "volume":  # D2G's artifact type: a directory that was a volume in the container
             kind = "directory"
         target = self._container_path(path)
@@ -361,13 +462,19 @@ class DockerSandbox(Sandbox):
             what = "something that is neither file nor directory" if found == "other" else f"a {found}"
             raise ArtifactInvalid(f"{path!r} is {what} in the container, not a {kind}")
         dest = await asyncio.to_thread(_fresh_dir, staging, "docker-artifact-")
+        size = stat.get("size")
+        if kind == "file" and max_file_bytes is not None and isinstance(size, int) and size > max_file_bytes:
+            chunks.close()  # not one byte of the content is read
+            return [ArtifactFile(relative_name="", path=dest / "file", size=size, oversize=True)]
         loop = asyncio.get_running_loop()
 
         def warn(message: str) -> None:
             loop.call_soon_threadsafe(self._run.log.warn, message)
 
         try:
-            result = await asyncio.to_thread(archive.extract, chunks, kind, dest, warn=warn)
+            result = await asyncio.to_thread(
+                archive.extract, chunks, kind, dest, warn=warn, max_file_bytes=max_file_bytes
+            )
         except OSError as e:
             raise ArtifactInvalid(f"cannot unpack {path!r} from the container: {e}") from e
         except ArtifactInvalid:
@@ -393,6 +500,9 @@ class DockerSandbox(Sandbox):
             return
         self._destroyed = True
         try:
+            if self._keeper is not None:
+                with contextlib.suppress(OSError):
+                    await self._keeper.close()
             await self._remove_everything()
         finally:
             if self._on_destroy is not None:
@@ -419,6 +529,20 @@ class DockerSandbox(Sandbox):
                 problems.append(f"network {self._network_obj.name}: {_explain(e)}")
         if problems:
             raise InternalError("could not remove the task's containers: " + "; ".join(problems))
+
+
+def container_memory_bytes(stats: Mapping[str, Any]) -> int | None:
+    """Memory in use from a container stats document (the docker CLI's rule: ``usage`` minus
+    ``total_inactive_file`` on cgroup v1, ``inactive_file`` on v2), or ``None`` when absent."""
+    memory = stats.get("memory_stats") or {}
+    usage = memory.get("usage")
+    if not isinstance(usage, int):
+        return None
+    detail = memory.get("stats") or {}
+    inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+    if isinstance(inactive, int) and inactive < usage:
+        return usage - inactive
+    return usage
 
 
 def task_network_name(task_id: str, run_id: int) -> str:

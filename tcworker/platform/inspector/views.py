@@ -3,9 +3,11 @@
 Every query runs on the platform's own database thread (``Database.read``), never over HTTP, and
 each one is bounded: lists are keyset pages in insertion order (the table's ``rowid``, newest
 first; the ``tasks_group_newest`` index gives a group's tasks in that order too), so a page costs
-the same with ten tasks or a million. The group's per-state counts are the one part that grows
-with the group; they are read from the ``tasks_group_state`` index alone (migration 0004). List rows pull only the few fields a row shows out of the
-stored definition (``json_extract`` in SQLite) instead of decoding every definition in Python.
+the same with ten tasks or a million. The group's per-state counts are kept by triggers in
+``task_group_state_counts`` (migration 0005), so reading them costs one row per state however big
+the group is (counting the group's tasks grew with it). List rows pull only the few fields a row
+shows out of the stored definition (``json_extract`` in SQLite) instead of decoding every
+definition in Python.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ class InspectorViews:
             counts = {
                 str(state): int(n)
                 for state, n in conn.execute(
-                    "SELECT state, COUNT(*) FROM tasks WHERE task_group_id = ? GROUP BY state",
+                    "SELECT state, n FROM task_group_state_counts WHERE task_group_id = ? AND n > 0",
                     (group_id,),
                 )
             }
