@@ -11,8 +11,8 @@ actually decoded while writing. Any violation raises ``UnsafeArchive`` (a bomb: 
 and the caller throws the destination away, so a refused archive leaves nothing behind.
 
 tar uses the standard library's ``data`` extraction filter (PEP 706) while the archive is read
-once, in order: the file is hashed and decoded ahead in a thread (``Prefetcher``) and member
-data is written straight from the decoded buffers, so a mount costs about what ``tar --zstd -xf``
+once, in order: it is decoded ahead in a thread (``Prefetcher``), re-hashed in another
+(``ParallelHasher``), and member data is written straight from the decoded buffers, so a mount costs about what ``tar --zstd -xf``
 does (``bench/mounts.py``). zip uses ``zipfile``, 7z ``py7zr`` (with its own
 ``max_extract_size``), RAR ``rarfile`` (stored entries natively, compressed ones through ``unar``
 / ``unrar`` / ``bsdtar``). Extraction is blocking: callers run it in a thread.
@@ -196,7 +196,7 @@ class _PrefetchedTarFile(tarfile.TarFile):
             super().makefile(tarinfo, targetpath)
             return
         source.seek(tarinfo.offset_data)
-        # As the standard library's open(targetpath, "wb"); the data filter set the mode later.
+        # As the standard library's open(targetpath, "wb"); the data filter's mode is set afterwards.
         fd = os.open(targetpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
             if source.write_to(fd, tarinfo.size) != tarinfo.size:
