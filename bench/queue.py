@@ -11,8 +11,9 @@ session, keep-alive, Hawk signing on the client side in both cases), so the diff
 the two columns is the platform's own work: auth, schema validation, SQLite and the state machine.
 Printed: median and p99 latency of createTask, claimWork (a task pending) and reportCompleted;
 the pickup delay of a task created while a worker already waits in claimWork; end-to-end
-tasks/s (createTask + claimWork + reportCompleted) for 1 and 16 concurrent clients; and the
-reference figures of the real Taskcluster queue from issue 2.
+tasks/s (createTask + claimWork + reportCompleted) for 1 and 16 concurrent clients, with the CPU
+time each server process spent per task meanwhile (steadier than tasks/s on a shared machine);
+and the reference figures of the real Taskcluster queue from issue 2.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import psutil  # noqa: E402
 import slugid  # noqa: E402
 import taskcluster  # noqa: E402
 import taskcluster.aio  # noqa: E402
@@ -132,6 +134,8 @@ class Results:
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
     pickup_ms: list[float] = field(default_factory=list)
     tasks_per_s: dict[int, float] = field(default_factory=dict)
+    #: CPU time (user + system) the server process spent per task in each tasks/s figure.
+    server_cpu_ms: dict[int, float] = field(default_factory=dict)
 
 
 def task_body(queue_id: str) -> dict[str, Any]:
@@ -162,9 +166,19 @@ async def timed(fn: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
 class Bench:
     """The same request pattern against either server; `floor=True` only changes what is expected back."""
 
-    def __init__(self, root_url: str, credentials: dict[str, str], session: Any, floor: bool) -> None:
+    def __init__(
+        self, root_url: str, credentials: dict[str, str], session: Any, floor: bool, server_pid: int = 0
+    ) -> None:
         self.root_url, self.credentials, self.session, self.floor = root_url, credentials, session, floor
         self.queue = self.client(credentials)
+        self.server = psutil.Process(server_pid) if server_pid else None
+
+    def server_cpu(self) -> float:
+        """Seconds of CPU the server process has used so far (0 when no server pid was given)."""
+        if self.server is None:
+            return 0.0
+        times = self.server.cpu_times()
+        return float(times.user + times.system)
 
     def client(self, credentials: dict[str, str]) -> taskcluster.aio.Queue:
         opts = {"rootUrl": self.root_url, "credentials": credentials, "maxRetries": 0}
@@ -228,17 +242,18 @@ class Bench:
                 await self.client(self.run_creds(c)).reportCompleted(task_id, 0)
                 done += 1
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), self.server_cpu()
         await asyncio.gather(*(one_client(i) for i in range(clients)))
         out.tasks_per_s[clients] = done / (time.perf_counter() - start)
+        out.server_cpu_ms[clients] = (self.server_cpu() - cpu) * 1000.0 / max(done, 1)
 
 
 async def measure(
-    root_url: str, credentials: dict[str, str], floor: bool, args: argparse.Namespace
+    root_url: str, credentials: dict[str, str], floor: bool, args: argparse.Namespace, server_pid: int
 ) -> Results:
     out = Results()
     async with taskcluster.aio.createSession() as session:
-        bench = Bench(root_url, credentials, session, floor)
+        bench = Bench(root_url, credentials, session, floor, server_pid)
         await bench.latencies(20, Results())  # warm-up: connections, imports, SQLite caches
         await bench.latencies(args.samples, out)
         if not floor:
@@ -300,7 +315,19 @@ def report(platform: Results, floor: Results, args: argparse.Namespace, console:
             "",
             "",
         )
+    for clients in (1, 16):
+        table.add_row(
+            f"server CPU per task, {clients} client{'s' if clients > 1 else ''}",
+            f"{platform.server_cpu_ms[clients]:.2f} ms",
+            "",
+            f"{floor.server_cpu_ms[clients]:.2f} ms",
+            "",
+            "",
+            "",
+        )
     console.print(table)
+    ratio = platform.tasks_per_s[16] / floor.tasks_per_s[16] * 100.0
+    console.print(f"platform end to end, 16 clients: {ratio:.0f} % of the floor (issue 15 target: >= 75 %)")
     console.print(
         "Floor: the same client calls (same Hawk signing, JSON encoding and keep-alive session) sent to an "
         "aiohttp app that answers {} to every request without checking auth or reading the body; the gap "
@@ -348,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
             floor.start()
             creds = {"clientId": "static/taskcluster/root", "accessToken": token}
             console.print(f"platform {platform.root_url}, floor {floor.root_url}; measuring ...")
-            platform_results = asyncio.run(measure(platform.root_url, creds, False, args))
-            floor_results = asyncio.run(measure(floor.root_url, creds, True, args))
+            assert platform.proc is not None and floor.proc is not None
+            platform_results = asyncio.run(measure(platform.root_url, creds, False, args, platform.proc.pid))
+            floor_results = asyncio.run(measure(floor.root_url, creds, True, args, floor.proc.pid))
         finally:
             platform.stop()
             floor.stop()

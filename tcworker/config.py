@@ -122,6 +122,7 @@ KEYS: dict[str, tuple[type, Any]] = {
     "dockerImage": (str, ""),  # docker engine: image for generic-worker payloads ("" = engine default)
     "openpgpPrivateKeyLocation": (str, ""),  # docker engine: key for encryptedEnv
     "preloadedCaches": (dict, {}),  # cacheName → directory baked into the image, adopted as a warm cache
+    "taskUserPoolSize": (int, 2),  # multiuser engine: task users made ahead in the background
     "reclaimIntervalSecs": (int, 0),  # test knob: reclaim every N s (0 = GW's takenUntil − 3 min)
     # Poll queue.status of each running run every N s to notice a cancel in seconds (0 = only at reclaim)
     "statusPollIntervalSecs": (int, 1),
@@ -180,6 +181,10 @@ ENV_KEYS = {
 }
 
 SECRET_KEYS = ("accessToken", "certificate")
+
+# Task users kept ready by the multiuser engine: a few cover bursts of claims; each idle one is
+# an account and a home directory on the host.
+MAX_TASK_USER_POOL = 64
 
 
 class PrivateConfig:
@@ -376,6 +381,11 @@ def validate(values: Mapping[str, Any], private: PrivateConfig) -> list[str]:
         problems.append(f"config key 'capacity' must be between 1 and 255, got {values['capacity']}")
     if values["engine"] == "multiuser" and values["capacity"] > 1 and not values["headlessTasks"]:
         problems.append("config key 'capacity' > 1 with the multiuser engine requires 'headlessTasks': true")
+    if not 0 <= values["taskUserPoolSize"] <= MAX_TASK_USER_POOL:
+        problems.append(
+            f"config key 'taskUserPoolSize' must be between 0 and {MAX_TASK_USER_POOL}, "
+            f"got {values['taskUserPoolSize']}"
+        )
     if values["maxArtifactSizeMegabytes"] < 1:
         problems.append(
             f"config key 'maxArtifactSizeMegabytes' must be >= 1, got {values['maxArtifactSizeMegabytes']}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from tcworker.errors import HostBroken
@@ -27,8 +27,12 @@ def task_dir_name(task_id: str, run_id: int) -> str:
     return f"task_{task_id[:keep]}_{run}"
 
 
-def remove_task_dirs(tasks_dir: Path, keep: Collection[str] = ()) -> list[str]:
-    """Delete every ``task_*`` *directory* in ``tasks_dir`` except the names in ``keep``.
+def remove_task_dirs(
+    tasks_dir: Path, keep: Collection[str] = (), in_use: Callable[[str], bool] | None = None
+) -> list[str]:
+    """Delete every ``task_*`` *directory* in ``tasks_dir`` except the names in ``keep`` and
+    those ``in_use`` claims (asked per entry after the listing, so a directory made meanwhile
+    by its owner is never taken for a leftover).
 
     Plain files (and symlinks) named ``task_*`` survive (generic-worker's TestRemoveTaskDirs).
     Returns the names removed; failures are logged, never raised (a stuck directory must not
@@ -42,6 +46,8 @@ def remove_task_dirs(tasks_dir: Path, keep: Collection[str] = ()) -> list[str]:
         return removed
     for entry in sorted(entries):
         if not entry.name.startswith("task_") or entry.name in keep:
+            continue
+        if in_use is not None and in_use(entry.name):
             continue
         if entry.is_symlink() or not entry.is_dir():
             continue

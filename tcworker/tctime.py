@@ -24,7 +24,17 @@ def to_json(t: dt.datetime) -> str:
 
 
 def parse(value: str) -> dt.datetime:
-    """Parse RFC 3339 with any number of fractional digits and ``Z`` or an offset."""
+    """Parse RFC 3339 with any number of fractional digits and ``Z`` or an offset.
+
+    The form every Taskcluster client writes (``toJSON``: ``2026-01-01T00:00:00.000Z``) goes
+    straight to ``datetime.fromisoformat``, several times faster than the lenient path below; the
+    platform parses a few of these per createTask (schema format check, then the time rules).
+    """
+    if len(value) == 24 and value[10] == "T" and value[19] == "." and value[23] == "Z":
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"

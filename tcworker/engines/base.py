@@ -347,6 +347,13 @@ class Engine:
         """``{"generic"}`` or ``{"generic", "docker"}``."""
         return frozenset({"generic"})
 
+    def owns_task_dir(self, name: str) -> bool:
+        """Whether the ``task_*`` directory ``name`` in ``tasksDir`` belongs to the engine although
+        no running task is named after it (multiuser: homes of its pool users), so the worker's
+        purge of old task directories leaves it. Called from a worker thread: must be cheap and
+        thread-safe."""
+        return False
+
     async def garbage_collect(self, required_free_bytes: int) -> None:
         """Free disk before a claim (worker.md §1.9); engines without disk of their own do nothing."""
 

@@ -1,7 +1,8 @@
 """The multiuser engine: each run as its own unprivileged OS user (generic-worker headless multiuser).
 
-Per run (spec §2.8): a fresh user ``task_<taskIdPrefix>_<runId>`` whose home is the task
-directory (0700, so concurrent tasks cannot read each other's); commands run with its uid, gid and
+Per run (spec §2.8): a fresh user whose home is the task directory (0700, so concurrent tasks
+cannot read each other's), taken from a pool of users made ahead in the background
+(``userpool``: ``task_`` + random characters, never used twice); commands run with its uid, gid and
 only the supplementary groups granted through ``osGroups``, in a new session, with exactly the
 environment ``TaskRun`` builds from ``base_env`` (nothing of the worker's own environment).
 After every command all processes of the uid are killed; ``destroy`` kills them again, removes
@@ -24,9 +25,8 @@ import json
 import logging
 import os
 import pwd
-import shutil
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,11 +36,12 @@ from tcworker.engines.cgroups import TaskCgroup
 from tcworker.engines.hostsandbox import HostEngine, HostSandbox
 from tcworker.engines.process import Identity
 from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
-from tcworker.engines.taskusers import AccountError, Accounts, TaskUser, lookup
+from tcworker.engines.taskusers import AccountError, Accounts, TaskUser
+from tcworker.engines.userpool import TaskUserPool
 from tcworker.errors import ConfigError, HostBroken, InternalError, MalformedPayload
 from tcworker.exitcodes import ExitCode
 from tcworker.mounts.ownership import chown_tree
-from tcworker.taskdirs import create_tasks_dir, task_dir_name
+from tcworker.taskdirs import create_tasks_dir
 
 if TYPE_CHECKING:
     from tcworker.config import WorkerConfig
@@ -106,7 +107,7 @@ class MultiuserSandbox(HostSandbox):
     def __init__(
         self,
         user: TaskUser,
-        accounts: Accounts,
+        pool: TaskUserPool,
         interpreter: str,
         *,
         clean_up: bool,
@@ -115,11 +116,10 @@ class MultiuserSandbox(HostSandbox):
     ) -> None:
         super().__init__(user.home, clean_up=clean_up, grace=grace, cgroup=cgroup)
         self.user = user
-        self._accounts = accounts
+        self._pool = pool
         self._interpreter = interpreter
         self._groups: tuple[int, ...] = ()
         self._as_current_user = False
-        self.on_destroyed: Callable[[], None] | None = None
         self._born = boot_ticks_now() - 100  # a second's margin for clock-tick rounding
 
     def identity(self) -> Identity | None:
@@ -142,16 +142,15 @@ class MultiuserSandbox(HostSandbox):
         return {"HOME": str(self.task_dir), "PATH": TASK_PATH, "USER": self.user.name}
 
     async def destroy(self) -> None:
-        """Kill, clean up and delete the task user (idempotent; never raises for clean-up problems)."""
+        """Kill, clean up and delete the task user (idempotent; never raises for clean-up problems).
+        The user is never handed out again, whatever happened to the run."""
         if self._destroyed:
             return
         self._destroyed = True
         try:
             await self._remove_cgroup()
-            await self._accounts.remove(self.user, "delete" if self._clean_up else "keep")
         finally:
-            if self.on_destroyed is not None:
-                self.on_destroyed()
+            await self._pool.retire(self.user, "delete" if self._clean_up else "keep")
 
     async def set_os_groups(self, groups: Sequence[str]) -> None:
         """Supplementary groups for the commands (scopes were checked by the feature's caller)."""
@@ -172,7 +171,7 @@ class MultiuserSandbox(HostSandbox):
 
     async def run_as_current_user(self) -> Path:
         """runTaskAsCurrentUser: commands run as the worker's user; returns the credentials file."""
-        password = await self._accounts.set_random_password(self.user)
+        password = await self._pool.accounts.set_random_password(self.user)
         path = self.task_dir / "task-user-credentials.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -256,7 +255,12 @@ def stale_task_users(tasks_dir: Path, active: set[str]) -> list[TaskUser]:
 
 
 class MultiuserEngine(HostEngine):
-    """Runs generic-worker payloads, each run as a fresh OS user. Needs root."""
+    """Runs generic-worker payloads, each run as a fresh OS user. Needs root.
+
+    Users come from a ``TaskUserPool`` of ``taskUserPoolSize`` users made in the background, so
+    ``prepare`` hands over a ready user instead of running ``useradd`` on the task's critical
+    path; each is removed after its one run.
+    """
 
     name = "multiuser"
 
@@ -264,7 +268,7 @@ class MultiuserEngine(HostEngine):
         super().__init__(kill_grace)
         self._accounts = Accounts()
         self._interpreter = ""
-        self._active: set[str] = set()
+        self._pool: TaskUserPool | None = None
 
     async def initialise(self, config: WorkerConfig) -> None:
         if os.geteuid() != 0:
@@ -286,65 +290,84 @@ class MultiuserEngine(HostEngine):
         self._config = config
         await self._detect_cgroups(config)
         await self.remove_stale_users()
+        self._pool = TaskUserPool(self._accounts, tasks_dir, config.taskUserPoolSize, self._make_ready)
+        self._pool.start()
 
     def supported_payload_kinds(self) -> frozenset[str]:
         return frozenset({"generic"})
 
+    def owns_task_dir(self, name: str) -> bool:
+        """The homes of pool users — ready, running a task or being removed — are task dirs the
+        worker's purge must leave alone (their names are not derived from a taskId)."""
+        return self._pool is not None and self._pool.owns(name)
+
+    async def shutdown(self) -> None:
+        """Remove the pool's users that never ran a task."""
+        if self._pool is not None:
+            await self._pool.close()
+
     async def remove_stale_users(self) -> list[str]:
-        """Remove ``task_*`` users (not of running tasks) whose home lies in this worker's tasksDir.
+        """Remove ``task_*`` users (not of this engine's pool) whose home lies in this worker's
+        tasksDir: a crashed worker's pool users and the users of its runs.
 
         Limiting it to our tasksDir keeps two workers on one host (tests) from removing each
         other's users; generic-worker assumes one worker per host and removes all ``task_*``.
         """
         config = self._require_config()
         removed: list[str] = []
-        for user in stale_task_users(config.tasks_dir, self._active):
+        for user in stale_task_users(config.tasks_dir, set()):
+            if self.owns_task_dir(user.name):
+                continue
             await self._accounts.remove(user, "delete" if config.cleanUpTaskDirs else "keep")
             removed.append(user.name)
         if removed:
             log.info("removed stale task users: %s", ", ".join(removed))
         return removed
 
-    async def prepare(self, run: RunContext) -> MultiuserSandbox:
+    async def _make_ready(self, user: TaskUser) -> None:
+        """Finish a new pool user: the worker's private ``generic-worker/`` dir in its home, then
+        ``runAfterUserCreation`` (run as the new user right after creation, as generic-worker
+        runs it for the users it prepares ahead)."""
+        private = user.home / "generic-worker"
+        private.mkdir(mode=0o700)
+        os.chmod(private, 0o700)
         config = self._require_config()
-        name = task_dir_name(run.task_id, run.run_id)
-        task_dir = config.tasks_dir / name
-        stale = lookup(name)
-        if stale is not None:
-            if stale.home != task_dir or name in self._active:
-                raise InternalError(f"an OS user named {name} already exists and is not ours to replace")
-            await self._accounts.remove(stale, "delete")
-        self._active.add(name)
-        try:
-            if task_dir.is_symlink() or task_dir.is_file():
-                task_dir.unlink()
-            elif task_dir.exists():  # leftover of a crashed run with the same name
-                await asyncio.to_thread(shutil.rmtree, task_dir)
-            user = await self._accounts.create(name, task_dir)
-        except (AccountError, OSError) as e:
-            self._active.discard(name)
-            raise InternalError(f"could not create task user {name}: {e}") from e
-        try:
-            cgroup = await self._task_cgroup(name)
-        except BaseException:
-            await self._accounts.remove(user, "delete")
-            self._active.discard(name)
-            raise
-        sandbox = MultiuserSandbox(
+        if config.runAfterUserCreation:
+            sandbox = self._sandbox_for(user, None)
+            await self._run_after_user_creation(sandbox, config.runAfterUserCreation)
+
+    def _sandbox_for(self, user: TaskUser, cgroup: TaskCgroup | None) -> MultiuserSandbox:
+        config = self._require_config()
+        assert self._pool is not None
+        return MultiuserSandbox(
             user,
-            self._accounts,
+            self._pool,
             self._interpreter,
             clean_up=bool(config.cleanUpTaskDirs),
             grace=self.kill_grace,
             cgroup=cgroup,
         )
-        sandbox.on_destroyed = lambda: self._active.discard(name)
+
+    async def prepare(self, run: RunContext) -> MultiuserSandbox:
+        if self._pool is None:
+            raise RuntimeError("engine used before initialise()")
         try:
-            private = task_dir / "generic-worker"
-            private.mkdir(mode=0o700)
-            os.chmod(private, 0o700)
-            if config.runAfterUserCreation:
-                await self._run_after_user_creation(sandbox, config.runAfterUserCreation)
+            user = await self._pool.take()
+        except (AccountError, OSError) as e:
+            raise InternalError(f"could not create a task user: {e}") from e
+        try:
+            cgroup = await self._task_cgroup(user.name)
+        except BaseException:
+            await self._pool.retire(user, "delete")
+            raise
+        sandbox = self._sandbox_for(user, cgroup)
+        try:
+            st = os.lstat(user.home)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.uid:
+                raise InternalError(f"the home of task user {user.name} ({user.home}) was tampered with")
+        except OSError as e:
+            await sandbox.destroy()
+            raise InternalError(f"the home of task user {user.name} is gone: {e.strerror}") from e
         except BaseException:
             await sandbox.destroy()
             raise

@@ -9,7 +9,10 @@ Files go *before* the account so that a uid recycled by the next ``useradd`` nev
 anything.
 
 ``useradd``/``userdel`` take a lock on ``/etc/passwd``; calls are serialised per engine and
-retried when another process (another worker on the host) holds the lock.
+retried when another process (another worker on the host) holds the lock. Creations go first: a
+``userdel`` waits while any ``useradd`` is wanted, because a new user may be what a claimed task
+is waiting for, while removing a finished task's user (its processes already dead) can wait until
+a burst of tasks is over.
 """
 
 from __future__ import annotations
@@ -83,13 +86,23 @@ class Accounts:
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
+        self._creating = 0  # creations waiting for or holding the lock
+        self._no_creation = asyncio.Event()
+        self._no_creation.set()
 
     async def create(self, name: str, home: Path) -> TaskUser:
         """``useradd -m -d <home>``: a user and group named ``name``, home ``home`` (0700)."""
-        async with self._lock:
-            code, out = await _run_with_lock_retry(
-                [USERADD, "--badname", "-m", "-d", str(home), "-s", "/bin/bash", "-c", name, "-U", name]
-            )
+        self._creating += 1
+        self._no_creation.clear()
+        try:
+            async with self._lock:
+                code, out = await _run_with_lock_retry(
+                    [USERADD, "--badname", "-m", "-d", str(home), "-s", "/bin/bash", "-c", name, "-U", name]
+                )
+        finally:
+            self._creating -= 1
+            if self._creating == 0:
+                self._no_creation.set()
         if code != 0:
             raise AccountError(f"useradd {name} failed (exit {code}): {out}")
         user = lookup(name)
@@ -98,6 +111,16 @@ class Accounts:
         os.chown(home, user.uid, user.gid)
         os.chmod(home, 0o700)
         return user
+
+    async def _userdel(self, name: str) -> tuple[int, str]:
+        """``userdel --force``, after every wanted creation (module docstring): a removal that
+        gets the lock while a creation waits for it lets the creation go first."""
+        while True:
+            await self._no_creation.wait()
+            async with self._lock:
+                if self._creating:
+                    continue
+                return await _run_with_lock_retry([USERDEL, "--force", name], ok_codes=(0, 6))
 
     async def set_random_password(self, user: TaskUser) -> str:
         """Give the user generic-worker's kind of password (``pWd0_`` + 24 alphanumerics)."""
@@ -133,8 +156,7 @@ class Accounts:
                 problems.append(f"could not remove home directory {user.home}")
         elif home_action == "keep" and user.home.exists():
             await asyncio.to_thread(chown_tree, user.home, user.uid)
-        async with self._lock:
-            code, out = await _run_with_lock_retry([USERDEL, "--force", user.name], ok_codes=(0, 6))
+        code, out = await self._userdel(user.name)
         if code not in (0, 6):  # 6: no such user
             problems.append(f"userdel {user.name} failed (exit {code}): {out}")
         for problem in problems:

@@ -135,16 +135,35 @@ class Router:
     def __init__(self, service: str, endpoints: list[Endpoint]) -> None:
         self.service = service
         self.endpoints = endpoints
+        # Candidates per (HTTP method, first path segment), in declaration order, so a request is
+        # matched against the few routes that can fit instead of every route of the service.
+        # Routes starting with a parameter fit any first segment (key ``None``).
+        self._literal_heads = {_head(ep.route) for ep in endpoints} - {None}
+        self._candidates: dict[tuple[str, str | None], tuple[Endpoint, ...]] = {}
+        for method in {ep.method for ep in endpoints} | {"HEAD"}:
+            for head in (*self._literal_heads, None):
+                self._candidates[(method, head)] = tuple(
+                    ep
+                    for ep in endpoints
+                    if (ep.method == method or (ep.method == "GET" and method == "HEAD"))
+                    and _head(ep.route) in (head, None)
+                )
 
     def match(self, method: str, raw_route: str) -> tuple[Endpoint, dict[str, str]] | None:
         """The endpoint for ``method`` and its decoded params, or None when nothing matches."""
-        for ep in self.endpoints:
-            if ep.method != method and not (ep.method == "GET" and method == "HEAD"):
-                continue
+        head = raw_route.split("/", 2)[1] if raw_route.startswith("/") else None
+        candidates = self._candidates.get((method, head if head in self._literal_heads else None), ())
+        for ep in candidates:
             m = ep.pattern.match(raw_route)
             if m is not None:
                 return ep, decode_params(ep, m.groupdict())
         return None
+
+
+def _head(route: str) -> str | None:
+    """The route's first path segment when it is literal text, None when it holds a parameter."""
+    first = route.split("/", 2)[1] if route.startswith("/") else route
+    return None if "<" in first else first
 
 
 def decode_params(ep: Endpoint, raw: Mapping[str, str]) -> dict[str, str]:

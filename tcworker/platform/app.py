@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 import tcworker
-from tcworker.platform import inspector
+from tcworker.platform import inspector, jsonwire
 from tcworker.platform.api import Call, Reply
 from tcworker.platform.auth.hawk import HawkRequest, split_bewit
 from tcworker.platform.errors import (
@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 10 * 1024 * 1024
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
-# One immutable encoder instead of json.dumps(..., separators=...), which builds a new encoder
-# on every call (a few microseconds, several times per request).
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 _JSON = "application/json"
 
 SERVICES_KEY: web.AppKey[Services] = web.AppKey("services", Services)
@@ -61,7 +58,7 @@ ROOT_URL_KEY: web.AppKey[list[str]] = web.AppKey("root_url", list)
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=_ENCODE(body).encode(),
+        body=jsonwire.dumps(body),
         status=status,
         content_type=_JSON,
         headers=headers,
@@ -158,11 +155,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# One decoder for every request: json.loads(...) with hooks would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _parse_json(body: bytes, content_type: str) -> Any:
     if content_type != _JSON:
         raise MalformedPayload("request body must be sent with Content-Type: application/json")
     try:
-        payload = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+        # What json.loads does with bytes (UTF-8/16/32 detection), then the shared decoder.
+        payload = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
         if _SURROGATE.search(body):
             json.dumps(payload, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError, UnicodeError) as exc:

@@ -29,8 +29,18 @@ def from_ms(ms: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(milliseconds=ms)
 
 
+#: 10000-01-01T00:00:00Z: the fast paths below cover the years 1970..9999 that datetime can hold.
+_YEAR_10000_MS = 253402300800000
+
+
 def json_ms(ms: int) -> str:
-    """Wire form of a millisecond timestamp."""
+    """Wire form of a millisecond timestamp (the same text as ``tctime.to_json``).
+
+    Several per request (run timestamps, takenUntil, created/deadline/expires): ``gmtime`` and one
+    ``strftime`` cost half of building two datetimes and formatting through them.
+    """
+    if 0 <= ms < _YEAR_10000_MS:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
     return tctime.to_json(from_ms(ms))
 
 

@@ -60,7 +60,14 @@ def fill_defaults(plan: DefaultPlan, instance: Any) -> None:
         if key not in instance:
             if not has_default:
                 continue
-            instance[key] = copy.deepcopy(default)
+            # Strings, numbers and empty containers (nearly every default) without deepcopy's
+            # machinery; each request still gets its own container.
+            if isinstance(default, (str, int, float, bool)) or default is None:
+                instance[key] = default
+            elif default == [] or default == {}:
+                instance[key] = type(default)()
+            else:
+                instance[key] = copy.deepcopy(default)
         if nested:
             fill_defaults(nested, instance[key])
 

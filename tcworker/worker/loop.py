@@ -66,6 +66,9 @@ class WorkerLoop:
         self.install_signal_handlers = install_signal_handlers
         # "taskId/runId" of each claim → its run (None while the features' claim hooks run)
         self.running: dict[str, TaskRun | None] = {}
+        # Task dir names of runs from their claim until their sandbox is destroyed: the purge
+        # thread checks it entry by entry, so a run claimed while the purge runs keeps its dir.
+        self._dirs_in_use: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._shutdown = False  # SIGTERM: abort running tasks, exit 72
@@ -137,7 +140,12 @@ class WorkerLoop:
             log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
         self._write_status(status)
         if keep is not None:
-            remove_task_dirs(self.config.tasks_dir, keep)
+            remove_task_dirs(self.config.tasks_dir, keep, self._task_dir_in_use)
+
+    def _task_dir_in_use(self, name: str) -> bool:
+        """Asked by the purge thread for each ``task_*`` dir it found: set lookups only, which
+        are safe while the loop thread changes the sets."""
+        return name in self._dirs_in_use or self.engine.owns_task_dir(name)
 
     # ---- main loop --------------------------------------------------------------------------
     async def run(self) -> ExitCode:
@@ -152,7 +160,7 @@ class WorkerLoop:
             log.error("cannot create tasks directory %s: %s", self.config.tasks_dir, e)
             return ExitCode.INTERNAL_ERROR
         if self.config.cleanUpTaskDirs:
-            await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir)
+            await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, (), self._task_dir_in_use)
         try:
             return await self._loop()
         finally:
@@ -272,6 +280,7 @@ class WorkerLoop:
     def _start_run(self, claim: dict[str, Any]) -> None:
         key = f"{claim['status']['taskId']}/{int(claim['runId'])}"
         self.running[key] = None
+        self._dirs_in_use.add(task_dir_name(*_split(key)))
         self._last_active = time.monotonic()
         log.info("claimed task %s", key)
         if self.metrics is not None:
@@ -338,11 +347,15 @@ class WorkerLoop:
             to_run = await self._claimed(claim)
             run = self._make_run(to_run, lambda res: self._release(key, res[1]))
             self.running[key] = run
+            self._dirs_in_use.add(task_dir_name(run.task_id, run.run_id))
             if self._shutdown:
                 run.abort(CancelReason.WORKER_STOPPING)
             resolution = await run.run()
         except BaseException:
             log.exception("task %s crashed the run wrapper", key)
+        self._dirs_in_use.discard(task_dir_name(*_split(key)))
+        if run is not None:
+            self._dirs_in_use.discard(task_dir_name(run.task_id, run.run_id))
         if self.metrics is not None:
             self._count_run(run, resolution, claimed_at)
         await self._released(to_run, resolution)

@@ -284,13 +284,15 @@ async def test_stale_task_users_are_removed_at_start_up(
     token = unique_sleep()
     orphan = subprocess.Popen(["setsid", "sleep", token], user=uid, group=uid, extra_groups=[])
     time.sleep(0.1)
+    engine = MultiuserEngine()
     try:
-        await MultiuserEngine().initialise(config)
+        await engine.initialise(config)
         with pytest.raises(KeyError):
             pwd.getpwnam(name)
         assert not home.exists()
         assert orphan.wait(timeout=5) == -9
     finally:
+        await engine.shutdown()  # its pool's users go too
         orphan.kill()
         subprocess.run(["userdel", "-f", name], capture_output=True)
 
@@ -326,13 +328,16 @@ async def test_run_after_user_creation_runs_as_the_new_user(
     os.chmod(hook, 0o755)
     engine = MultiuserEngine()
     await engine.initialise(make_config(scratch_root, "multiuser", runAfterUserCreation=str(hook)))
-    sandbox = await engine.prepare(run_context())
     try:
-        marker = sandbox.task_dir / "created-by.txt"
-        assert marker.read_text().strip() == sandbox.task_dir.name
-        assert marker.stat().st_uid == pwd.getpwnam(sandbox.task_dir.name).pw_uid
+        sandbox = await engine.prepare(run_context())
+        try:
+            marker = sandbox.task_dir / "created-by.txt"
+            assert marker.read_text().strip() == sandbox.task_dir.name
+            assert marker.stat().st_uid == pwd.getpwnam(sandbox.task_dir.name).pw_uid
+        finally:
+            await sandbox.destroy()
     finally:
-        await sandbox.destroy()
+        await engine.shutdown()  # its pool's users go too
 
 
 def _staged_bytes(root: Path) -> int:

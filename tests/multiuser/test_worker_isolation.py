@@ -17,8 +17,6 @@ from helpers.submitter import Submitter
 from helpers.taskprocs import marked_processes
 from helpers.workerproc import WorkerProcess, new_signing_key, run_cli, worker_config
 
-from tcworker.taskdirs import task_dir_name
-
 pytestmark = pytest.mark.timeout(180)
 
 ATTEMPTS = {
@@ -69,21 +67,30 @@ def test_tasks_cannot_reach_the_worker_or_each_other_and_leave_nothing(
     worker, submitter = mu_worker
     tasks_dir = Path(worker.config["tasksDir"])
     # Task B: keeps a secret in its home while task A runs, until the test drops a flag file.
+    # (Task users come from a pool made ahead, so the victim says where its home is.)
     flag = Path(f"/tmp/tcw-h4-e2e-flag-{submitter.mark}")
+    victim_home_file = Path(f"/tmp/tcw-h4-e2e-victim-home-{submitter.mark}")
     victim = submitter.create(
         {
             "command": [
-                ["sh", "-c", f"echo victim-secret > secret.txt; until [ -e {flag} ]; do sleep 0.05; done"]
+                [
+                    "sh",
+                    "-c",
+                    f'echo victim-secret > secret.txt; echo "$HOME" > {victim_home_file}; '
+                    f"until [ -e {flag} ]; do sleep 0.05; done",
+                ]
             ],
             "maxRunTime": 120,
         }
     )
     submitter.wait_running(victim, worker=worker)
-    other_home = tasks_dir / task_dir_name(victim, 0)
     deadline = time.monotonic() + 30
-    while not (other_home / "secret.txt").exists():
+    while not victim_home_file.exists() or not victim_home_file.read_text().endswith("\n"):
         assert time.monotonic() < deadline, worker.tail()
         time.sleep(0.05)
+    other_home = Path(victim_home_file.read_text().strip())
+    assert other_home.parent == tasks_dir and (other_home / "secret.txt").exists()
+    victim_user = other_home.name
     # Task A: every forbidden thing, then a daemon and temp files left behind on purpose.
     daemon = (
         "python3 -c 'import os,sys,time\nif os.fork(): sys.exit(0)\nos.setsid()\n"
@@ -116,6 +123,9 @@ def test_tasks_cannot_reach_the_worker_or_each_other_and_leave_nothing(
     assert "worker-env-secret-h4" not in log and "TCW_WORKER_SECRET" not in log
     assert worker.config["accessToken"] not in log
     assert "daemons-started" in lines
+    attacker_home = Path(next(line[5:] for line in lines if line.startswith("HOME=")))
+    attacker_user = next(line[5:] for line in lines if line.startswith("USER="))
+    assert attacker_home.parent == tasks_dir and attacker_home.name == attacker_user != victim_user
     assert not Path(f"/etc/tcw-h4-e2e-{attacker}").exists()
 
     # The victim's secret was never exposed; let it finish.
@@ -125,13 +135,16 @@ def test_tasks_cannot_reach_the_worker_or_each_other_and_leave_nothing(
     finally:
         flag.unlink()
 
-    # Nothing of either task is left: processes, users, homes, temp files.
+    # Nothing of either task is left: processes, users, homes, temp files. (Only the pool's
+    # never-used users, at most taskUserPoolSize of them, remain in tasksDir.)
+    ours = {victim_user, attacker_user}
     deadline = time.monotonic() + 20
-    while (marked_processes(submitter.mark) or task_users_in(tasks_dir)) and time.monotonic() < deadline:
+    while (marked_processes(submitter.mark) or ours & set(task_users_in(tasks_dir))) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert marked_processes(submitter.mark) == []
-    assert task_users_in(tasks_dir) == []
-    assert not (tasks_dir / task_dir_name(attacker, 0)).exists()
+    assert ours.isdisjoint(task_users_in(tasks_dir))
+    assert len(task_users_in(tasks_dir)) <= 2
+    assert not attacker_home.exists() and not other_home.exists()
     assert not Path(f"/tmp/tcw-h4-e2e-{attacker}").exists()
     assert not Path(f"/dev/shm/tcw-h4-e2e-{attacker}").exists()
 

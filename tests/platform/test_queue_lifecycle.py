@@ -409,3 +409,26 @@ async def test_claim_work_long_poll_returns_empty_after_about_20s(
     check_schema(resp, "claim-work-response")
     assert resp == {"tasks": []}
     assert 15 <= waited <= 30, f"empty claimWork returned after {waited:.1f}s, expected ~20s"
+
+
+@pytest.mark.parametrize("priority", ["highest", "low", "lowest"])
+def test_status_answer_is_the_status_every_other_method_gives(
+    root_queue: taskcluster.Queue, pserver: PlatformProcess, queue_id: str, priority: str
+) -> None:
+    """`status` is built from the task's columns (no definition decode); it must equal, field for
+    field, the status createTask, claimWork and reportCompleted build from the whole task."""
+    # An offset and six fractional digits: createTask normalises it, status must show the same text.
+    deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).astimezone(
+        dt.timezone(dt.timedelta(hours=1))
+    )
+    deadline_text = deadline.isoformat(timespec="microseconds")
+    task_id = slugid.nice()
+    body = task_def(queue_id, priority=priority, deadline=deadline_text, payload={"big": 10**40}, retries=3)
+    status = check_status(root_queue.createTask(task_id, body))
+    assert check_status(root_queue.status(task_id)) == status
+    assert status["deadline"].endswith("Z") and len(status["deadline"]) == 24
+    claimed = claim_task(root_queue, queue_id, task_id)
+    assert check_status(root_queue.status(task_id)) == claimed["status"]
+    assert root_queue.task(task_id)["payload"] == {"big": 10**40}  # beyond 64 bits, kept exactly
+    completed = check_status(run_queue(pserver, claimed).reportCompleted(task_id, 0))
+    assert check_status(root_queue.status(task_id)) == completed

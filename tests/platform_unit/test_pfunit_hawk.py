@@ -130,3 +130,95 @@ def test_split_bewit_keeps_other_query_parameters() -> None:
     assert split_bewit("a=b&bewit=X") == ("X", "a=b")
     assert split_bewit("a=b&bewit=X&c=d") == ("X", "a=b&c=d")
     assert split_bewit("a=b") == (None, "a=b")
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"ts": "1700000000", "nonce": "abc", "mac": ""},
+        {"ts": "1700000000", "nonce": "n0", "hash": "h+/=", "ext": "eyJhIjoxfQ==", "mac": ""},
+        {"ts": "1", "nonce": "x", "ext": "e30=", "app": "some-app", "dlg": "d", "mac": ""},
+        {"ts": "1", "nonce": "x", "app": "some-app", "mac": ""},
+    ],
+)
+def test_header_mac_is_what_mohawk_computes(attrs: dict[str, str]) -> None:
+    """The platform signs the normalized string itself (one hmac.digest); mohawk is the reference."""
+    from mohawk.util import calculate_mac
+
+    from tcworker.hawkmac import MacInput
+    from tcworker.platform.auth.hawk import header_mac
+
+    for method, resource, host, port in (
+        ("GET", "/api/queue/v1/task/abc%2Fdef/status?x=1", "127.0.0.1", "8080"),
+        ("POST", "/api/queue/v1/claim-work/p%2Fw", "localhost", "443"),
+        ("PUT", "/api/queue/v1/task/\u00e9t\u00e9", "example.com", "80"),
+    ):
+        reference = calculate_mac(
+            "header",
+            MacInput(
+                credentials={"id": "c", "key": "k3y-token", "algorithm": "sha256"},
+                timestamp=attrs["ts"],
+                nonce=attrs["nonce"],
+                method=method,
+                name=resource,
+                host=host,
+                port=port,
+                ext=attrs.get("ext"),
+                app=attrs.get("app"),
+                dlg=attrs.get("dlg"),
+            ),
+            attrs.get("hash"),
+        )
+        assert header_mac("k3y-token", attrs, method, resource, host, port) == reference
+
+
+def _temp_header(creds: dict[str, str], request: HawkRequest) -> str:
+    ext = taskcluster.utils.makeB64UrlSafe(
+        taskcluster.utils.encodeStringForB64Header(
+            json.dumps({"certificate": json.loads(creds["certificate"])})
+        )
+    ).decode()
+    token = creds["accessToken"]
+    key = {
+        "id": creds["clientId"],
+        "key": token.decode() if isinstance(token, bytes) else token,
+        "algorithm": "sha256",
+    }
+    url = f"http://{request.host}:{request.port}{request.resource}"
+    return mohawk.Sender(key, url, request.method, content=b"", content_type="", ext=ext).request_header
+
+
+def test_a_reused_certificate_is_still_checked_against_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grant of a (clientId, ext) is cached; its certificate's expiry is re-checked on every use."""
+    auth = AuthService([Client("issuer", "issuer-token", ("queue:*", "auth:create-client:*"))], {})
+    now = dt.datetime.now(dt.UTC)
+    creds = taskcluster.createTemporaryCredentials(
+        "issuer",
+        "issuer-token",
+        now - dt.timedelta(minutes=1),
+        now + dt.timedelta(minutes=10),
+        ["queue:get-task:*"],
+        name="temp/one",
+    )
+    first = auth.authenticate(header=_temp_header(creds, _request()), bewit=None, request=_request())
+    again = auth.authenticate(header=_temp_header(creds, _request()), bewit=None, request=_request())
+    assert again is first and first.client_id == "temp/one" and first.satisfies("queue:get-task:x")
+    assert not first.satisfies("queue:create-task:x")
+    later = time.time() + 20 * 60  # past expiry + 5 min skew; the Hawk timestamp is fresh again
+    monkeypatch.setattr("tcworker.platform.auth.service.time.time", lambda: later)
+    monkeypatch.setattr("tcworker.platform.auth.hawk.time.time", lambda: later)
+    header = mohawk.Sender(
+        {"id": "temp/one", "key": creds["accessToken"], "algorithm": "sha256"},
+        URL,
+        "GET",
+        content=b"",
+        content_type="",
+        ext=_temp_header(creds, _request()).split('ext="')[1].split('"')[0],
+        _timestamp=int(later),
+    ).request_header
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        auth.authenticate(header=header, bewit=None, request=_request())
+    with pytest.raises(AuthenticationFailed, match="Bad mac"):  # a cached grant never skips the MAC
+        monkeypatch.undo()
+        bad = _temp_header(creds, _request()).replace('mac="', 'mac="AAAA')
+        auth.authenticate(header=bad, bewit=None, request=_request())

@@ -108,3 +108,32 @@ async def test_aio_client_each_resolution(platform: Any, resolution: str) -> Non
             queueService=taskcluster.aio.Queue({"rootUrl": platform.root_url}),
         )
         assert bytes(got) == b"ok"
+
+
+def test_timestamps_fast_paths_agree_with_the_general_ones() -> None:
+    """clock.json_ms and tctime.parse take shortcuts for the usual forms; the general paths decide."""
+    import datetime as dt
+    import random
+
+    from tcworker import tctime
+    from tcworker.platform.clock import from_ms, json_ms, parse_ms
+
+    rng = random.Random(15)
+    for ms in [0, 1, 999, 1_000, 86_399_999, 253_402_300_799_999] + [
+        rng.randrange(0, 253_402_300_800_000) for _ in range(2000)
+    ]:
+        text = json_ms(ms)
+        dt_value = from_ms(ms)
+        assert text == dt_value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+        assert parse_ms(text) == ms
+    for text, expected in [
+        ("2026-01-02T03:04:05.678Z", "2026-01-02T03:04:05.678Z"),
+        ("2026-01-02T03:04:05Z", "2026-01-02T03:04:05.000Z"),
+        ("2026-01-02T03:04:05.6789+01:00", "2026-01-02T02:04:05.678Z"),
+        ("2026-01-02t03:04:05.1z", "2026-01-02T03:04:05.100Z"),
+    ]:
+        assert tctime.normalise(text) == expected
+        assert tctime.parse(text).tzinfo == dt.UTC
+    for bad in ["2026-13-02T03:04:05.678Z", "2026-01-02T25:04:05.678Z"]:
+        with pytest.raises(ValueError):
+            tctime.parse(bad)

@@ -92,6 +92,24 @@ def test_only_task_directories_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "task_file", "task_running_0"]
 
 
+def test_directories_claimed_after_the_keep_snapshot_survive(tmp_path: Path) -> None:
+    """The purge runs in a thread while runs start: besides the ``keep`` snapshot it asks, per
+    directory found, whether it is in use now (a run claimed meanwhile, a multiuser pool home)."""
+    for name in ("task_old_0", "task_new_0", "task_pool1234567890ab"):
+        (tmp_path / name).mkdir()
+    in_use_now = {"task_new_0", "task_pool1234567890ab"}
+    asked: list[str] = []
+
+    def in_use(name: str) -> bool:
+        asked.append(name)
+        return name in in_use_now
+
+    removed = remove_task_dirs(tmp_path, keep=set(), in_use=in_use)
+    assert removed == ["task_old_0"]
+    assert sorted(asked) == ["task_new_0", "task_old_0", "task_pool1234567890ab"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["task_new_0", "task_pool1234567890ab"]
+
+
 @pytest.mark.parametrize(
     "name,ctype,encoding",
     [

@@ -36,6 +36,8 @@ DEFAULT_ANONYMOUS_SCOPES = (
     "index:find-task:*",
 )
 _SCOPE = re.compile(r"^[\x20-\x7e]*$")
+#: Verified (clientId, ext) pairs kept; the cache is emptied when it reaches this size.
+GRANT_CACHE_SIZE = 4096
 
 
 class ClientsFileError(ValueError):
@@ -60,6 +62,19 @@ class Identity:
 
     def satisfies(self, scope: str) -> bool:
         return scope_satisfied(self.scopes, scope)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a (clientId, ext) pair is entitled to once checked: the Hawk key and the identity.
+
+    ``window`` is the temporary certificate's (start, expiry) in ms, the only part of the check
+    that depends on the clock and therefore the only part repeated when the grant is reused.
+    """
+
+    key: str
+    identity: Identity
+    window: tuple[float, float] | None
 
 
 def load_clients_file(path: Path) -> tuple[list[Client], dict[str, list[str]]]:
@@ -123,6 +138,12 @@ class AuthService:
         # A client sends the same ext (certificate and all) on every call; decoding it costs more
         # than the MAC check, so decoded exts are kept (read-only: nothing here mutates them).
         self._decode_ext = functools.lru_cache(maxsize=256)(hawk.decode_ext)
+        # ...and checking that ext (certificate signature, issuer scopes, authorizedScopes, role
+        # expansion) gives the same key and identity every time: clients and roles never change
+        # while the server runs. Only the MAC, timestamp and the certificate's validity window are
+        # checked per request. A grant depends on the ext, never on the MAC, so caching it before
+        # the MAC is verified gives a forger nothing: the MAC check that follows still fails.
+        self._grants: dict[tuple[str, str], Grant] = {}
 
     def client(self, client_id: str) -> Client | None:
         return self.clients.get(client_id)
@@ -141,12 +162,30 @@ class AuthService:
             if header is not None
             else hawk.parse_bewit(bewit or "")
         )
-        key, scopes, expires_ms = self._key_and_scopes(presented)
-        hawk.verify(presented, request, key)
-        unexpanded = tuple(scopes) + ("assume:anonymous",)
-        return Identity(presented.client_id, self.roles.expand(unexpanded), expires_ms, unexpanded)
+        grant = self._grant(presented)
+        hawk.verify(presented, request, grant.key)
+        return grant.identity
 
-    def _key_and_scopes(self, presented: hawk.Presented) -> tuple[str, Sequence[str], int | None]:
+    def _grant(self, presented: hawk.Presented) -> Grant:
+        """The cached grant of this (clientId, ext), its certificate window re-checked; or a new one."""
+        cache_key = (presented.client_id, presented.raw_ext)
+        grant = self._grants.get(cache_key)
+        if grant is not None:
+            if grant.window is not None:
+                tempcreds.check_window(*grant.window, int(time.time() * 1000))
+            return grant
+        key, scopes, expires_ms, window = self._key_and_scopes(presented)
+        unexpanded = tuple(scopes) + ("assume:anonymous",)
+        identity = Identity(presented.client_id, self.roles.expand(unexpanded), expires_ms, unexpanded)
+        grant = Grant(key, identity, window)
+        if len(self._grants) >= GRANT_CACHE_SIZE:
+            self._grants.clear()
+        self._grants[cache_key] = grant
+        return grant
+
+    def _key_and_scopes(
+        self, presented: hawk.Presented
+    ) -> tuple[str, Sequence[str], int | None, tuple[float, float] | None]:
         ext = presented.ext
         cert = ext.get("certificate")
         issuer_id = presented.client_id
@@ -160,7 +199,7 @@ class AuthService:
         if issuer is None:
             raise AuthenticationFailed(f"Client `{issuer_id}` not found")
         issuer_scopes = self.roles.expand((*issuer.scopes, "assume:anonymous"))
-        key, expires_ms = issuer.access_token, None
+        key, expires_ms, window = issuer.access_token, None, None
         scopes: Sequence[str] = issuer.scopes
         if cert is not None:
             now_ms = int(time.time() * 1000)
@@ -177,6 +216,7 @@ class AuthService:
                 cert, client_id=presented.client_id, issuer_token=issuer.access_token, now_ms=now_ms
             )
             key, scopes, expires_ms = check.access_token, check.scopes, check.expiry_ms
+            window = (cert["start"], cert["expiry"])
         authorized = ext.get("authorizedScopes")
         if authorized is not None:
             if not isinstance(authorized, list) or not all(
@@ -187,4 +227,4 @@ class AuthService:
             if not all(scope_satisfied(held, s) for s in authorized):
                 raise AuthenticationFailed("ext.authorizedScopes must be satisfied by the client's scopes")
             scopes = list(authorized)
-        return key, scopes, expires_ms  # normalised (and cached) by RoleMap.expand
+        return key, scopes, expires_ms, window  # scopes: normalised (and cached) by RoleMap.expand

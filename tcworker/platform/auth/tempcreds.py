@@ -8,9 +8,7 @@ auth service step by step, with its 5-minute skew allowance.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import Any
 
 import slugid
 
+from tcworker.platform import jsonwire
 from tcworker.platform.errors import AuthenticationFailed
 
 SKEW_MS = 5 * 60 * 1000
@@ -36,7 +35,7 @@ def _signed_string(cert: dict[str, Any], name: str | None) -> bytes:
 
 def derive_access_token(issuer_token: str, seed: str) -> str:
     """URL-safe base64 without padding of HMAC-SHA256(issuer token, seed)."""
-    digest = hmac.new(issuer_token.encode(), seed.encode(), hashlib.sha256).digest()
+    digest = hmac.digest(issuer_token.encode(), seed.encode(), "sha256")
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
@@ -58,12 +57,12 @@ def issue(
         "seed": slugid.nice() + slugid.nice(),
         "issuer": issuer_id,
     }
-    mac = hmac.new(issuer_token.encode(), _signed_string(cert, name), hashlib.sha256).digest()
+    mac = hmac.digest(issuer_token.encode(), _signed_string(cert, name), "sha256")
     cert["signature"] = base64.b64encode(mac).decode()
     return {
         "clientId": name,
         "accessToken": derive_access_token(issuer_token, cert["seed"]),
-        "certificate": json.dumps(cert, separators=(",", ":")),
+        "certificate": jsonwire.dumps_text(cert),
     }
 
 
@@ -103,13 +102,22 @@ def check_shape(cert: Any) -> dict[str, Any]:
     return cert
 
 
-def verify(cert: dict[str, Any], *, client_id: str, issuer_token: str, now_ms: int) -> CertificateCheck:
-    """Times, lifetime and signature (scope checks against the issuer are the caller's job)."""
-    start, expiry = cert["start"], cert["expiry"]
+def check_window(start: float, expiry: float, now_ms: int) -> None:
+    """The certificate's validity window against the clock, with the 5-minute skew allowance.
+
+    A separate step because it is the only part of a certificate check that changes with time:
+    the auth service re-runs just this for a certificate it has already verified once.
+    """
     if start > now_ms + SKEW_MS:
         raise _fail("start is in the future")
     if expiry < now_ms - SKEW_MS:
         raise AuthenticationFailed("temporary credentials have expired")
+
+
+def verify(cert: dict[str, Any], *, client_id: str, issuer_token: str, now_ms: int) -> CertificateCheck:
+    """Times, lifetime and signature (scope checks against the issuer are the caller's job)."""
+    start, expiry = cert["start"], cert["expiry"]
+    check_window(start, expiry, now_ms)
     if expiry - start > MAX_LIFETIME_MS:
         raise _fail("credentials cannot last longer than 31 days")
     name = client_id if "issuer" in cert else None
@@ -117,7 +125,7 @@ def verify(cert: dict[str, Any], *, client_id: str, issuer_token: str, now_ms: i
         signed = _signed_string(cert, name)
     except (KeyError, TypeError) as exc:
         raise _fail("cannot rebuild the signed string") from exc
-    expected = base64.b64encode(hmac.new(issuer_token.encode(), signed, hashlib.sha256).digest()).decode()
+    expected = base64.b64encode(hmac.digest(issuer_token.encode(), signed, "sha256")).decode()
     if not hmac.compare_digest(expected.encode(), str(cert["signature"]).encode()):
         raise _fail("signature does not match")
     return CertificateCheck(

@@ -2,6 +2,8 @@
 
 Writes and hashing happen off the event loop in ~1 MiB batches, so an upload never sits in
 memory whole and the loop never blocks on the disk; sha512 runs beside sha256 (``digests``).
+A body smaller than one batch (a trivial task's log, most artifacts) is written, checked and
+renamed in a single thread trip instead of one per step.
 
 A ``gzip`` upload (PUT with ``Content-Encoding: gzip``) is stored as sent and served back with
 that encoding; its hashes are computed over the *decoded* bytes, because that is what the
@@ -90,10 +92,47 @@ class ContentStore:
             while view:
                 view = view[os.write(fd, view) :]
 
-        fd = await asyncio.to_thread(open_part)
+        def finish(fd: int, last: bytes) -> dict[str, str]:
+            """Write the last bytes, check the whole body, then move the file into place."""
+            if last:
+                flush(fd, last)
+            if expected_length is not None and length != expected_length:
+                raise InputError(f"received {length} bytes but Content-Length said {expected_length}")
+            if decoder is not None and not decoder.eof:
+                raise InputError("the gzip stream is truncated")
+            if trusted:
+                assert sent_sha256 is not None
+                if not hmac.compare_digest(sent.digest(), sent_sha256):
+                    raise InputError("the body does not match its Content-Digest")
+                if bytes(first) != b"\x1f\x8b":
+                    raise InputError("Content-Encoding is gzip but the body is not valid gzip")
+            digests = {} if trusted else hashes.hexdigests()
+            os.replace(part, target)
+            return digests
+
+        def close(fd: int | None, failed: bool) -> None:
+            if failed:
+                _unlink(part)
+            if fd is not None:
+                os.close(fd)
+            hashes.close()
+
+        def whole(data: bytes) -> dict[str, str]:
+            """A body smaller than one batch (task logs, most artifacts): one thread trip in all."""
+            fd: int | None = None
+            try:
+                fd = open_part()
+                digests = finish(fd, data)
+            except BaseException:
+                close(fd, True)
+                raise
+            close(fd, False)
+            return digests
+
+        fd: int | None = None
+        buffer: list[bytes] = []
+        size = 0
         try:
-            buffer: list[bytes] = []
-            size = 0
             async for chunk in chunks:
                 length += len(chunk)
                 if expected_length is not None and length > expected_length:
@@ -105,28 +144,21 @@ class ContentStore:
                 buffer.append(chunk)
                 size += len(chunk)
                 if size >= BATCH:
+                    if fd is None:
+                        fd = await asyncio.to_thread(open_part)
                     await asyncio.to_thread(flush, fd, b"".join(buffer))
                     buffer, size = [], 0
-            if buffer:
-                await asyncio.to_thread(flush, fd, b"".join(buffer))
-            if expected_length is not None and length != expected_length:
-                raise InputError(f"received {length} bytes but Content-Length said {expected_length}")
-            if decoder is not None and not decoder.eof:
-                raise InputError("the gzip stream is truncated")
-            if trusted:
-                assert sent_sha256 is not None
-                if not hmac.compare_digest(sent.digest(), sent_sha256):
-                    raise InputError("the body does not match its Content-Digest")
-                if bytes(first) != b"\x1f\x8b":
-                    raise InputError("Content-Encoding is gzip but the body is not valid gzip")
-            digests = {} if trusted else await asyncio.to_thread(hashes.hexdigests)
-            await asyncio.to_thread(os.replace, part, target)
         except BaseException:
-            await asyncio.to_thread(_unlink, part)
+            await asyncio.to_thread(close, fd, fd is not None)
             raise
-        finally:
-            await asyncio.to_thread(os.close, fd)
-            await asyncio.to_thread(hashes.close)
+        if fd is None:
+            return length, await asyncio.to_thread(whole, b"".join(buffer))
+        try:
+            digests = await asyncio.to_thread(finish, fd, b"".join(buffer))
+        except BaseException:
+            await asyncio.to_thread(close, fd, True)
+            raise
+        await asyncio.to_thread(close, fd, False)
         return length, digests
 
     async def write_bytes(self, target: Path, data: bytes) -> tuple[int, dict[str, str]]:

@@ -62,7 +62,7 @@ def endpoints(
         return (await queue.get(call.params["taskId"])).definition
 
     async def status(call: Call) -> Any:
-        return {"status": (await queue.get(call.params["taskId"])).status()}
+        return {"status": await queue.status(call.params["taskId"])}
 
     def lifecycle(action: str) -> Any:
         async def handler(call: Call) -> Any:

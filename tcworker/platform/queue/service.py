@@ -75,6 +75,13 @@ class QueueService:
     async def get(self, task_id: str) -> TaskRecord:
         return await self.db.read(self._must_load, task_id)
 
+    async def status(self, task_id: str) -> dict[str, Any]:
+        """The task's status structure (what ``get(task_id).status()`` gives), read cheaply."""
+        status = await self.db.read(taskstore.load_status, task_id)
+        if status is None:
+            raise ResourceNotFound(f"Task {task_id} not found")
+        return status
+
     # -- createTask -------------------------------------------------------------------------
 
     def check_times(self, d: dict[str, Any]) -> tuple[int, int]:

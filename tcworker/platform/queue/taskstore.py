@@ -7,20 +7,21 @@ Each function takes the open connection and is called inside one transaction by
 from __future__ import annotations
 
 import itertools
-import json
 import sqlite3
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from tcworker.platform import jsonwire
+from tcworker.platform.clock import json_ms
 from tcworker.platform.errors import InternalServerError
 from tcworker.platform.index.service import index_routes
 from tcworker.platform.queue import statemachine
 from tcworker.platform.store.models import PRIORITY_RANK, TaskRecord
 
-# One immutable encoder instead of json.dumps(..., separators=...), which builds a new encoder
-# on every call (a few microseconds, several times per request).
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+PRIORITY_OF_RANK = {rank: name for name, rank in PRIORITY_RANK.items()}
+
+_ENCODE = jsonwire.dumps_text
 
 
 class PendingOrder:
@@ -37,6 +38,42 @@ class PendingOrder:
 def load(conn: sqlite3.Connection, task_id: str) -> TaskRecord | None:
     row = conn.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
     return None if row is None else TaskRecord.from_row(row)
+
+
+_STATUS_COLUMNS = (
+    "SELECT task_id, task_queue_id, scheduler_id, project_id, task_group_id, priority, deadline_ms,"
+    " expires_ms, retries_left, state, runs FROM tasks WHERE task_id = ?"
+)
+
+
+def load_status(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
+    """``TaskRecord.status()`` from the row's columns, without decoding the task definition.
+
+    Workers poll ``status`` about once a second per running task; the definition (payload and
+    all) is the largest part of the row and status needs none of it. Every field it shows is a
+    column: the queue id splits into provisionerId/workerType (createTask keeps them equal), and
+    deadline/expires were stored as exactly the milliseconds of the definition's normalised text.
+    """
+    row = conn.execute(_STATUS_COLUMNS, (task_id,)).fetchone()
+    if row is None:
+        return None
+    task_queue_id = row["task_queue_id"]
+    provisioner_id, _, worker_type = task_queue_id.partition("/")
+    return {
+        "taskId": row["task_id"],
+        "provisionerId": provisioner_id,
+        "workerType": worker_type,
+        "taskQueueId": task_queue_id,
+        "schedulerId": row["scheduler_id"],
+        "projectId": row["project_id"],
+        "taskGroupId": row["task_group_id"],
+        "priority": PRIORITY_OF_RANK[row["priority"]],
+        "deadline": json_ms(row["deadline_ms"]),
+        "expires": json_ms(row["expires_ms"]),
+        "retriesLeft": row["retries_left"],
+        "state": row["state"],
+        "runs": jsonwire.loads_own(row["runs"]),
+    }
 
 
 def load_many(conn: sqlite3.Connection, task_ids: Iterable[str]) -> dict[str, TaskRecord]:

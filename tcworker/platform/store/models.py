@@ -11,6 +11,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from tcworker.platform import jsonwire
+
 PRIORITIES = ("highest", "very-high", "high", "medium", "low", "very-low", "lowest")
 PRIORITY_RANK = {p: len(PRIORITIES) - i for i, p in enumerate(PRIORITIES)}
 
@@ -49,7 +51,7 @@ class TaskRecord:
             retries_left=row["retries_left"],
             deadline_ms=row["deadline_ms"],
             expires_ms=row["expires_ms"],
-            runs=json.loads(row["runs"]),
+            runs=jsonwire.loads_own(row["runs"]),  # only the queue's own values: no big integers
             state=row["state"],
             taken_until_ms=row["taken_until_ms"],
             version=row["version"],
