@@ -8,7 +8,8 @@ for both):
 * **tar**: ``tar --zstd -xf ARCHIVE -C DIR`` as a subprocess (the baseline);
 * **tcworker read-only directory mount**: what the mounts feature does once the content is in the
   downloads store — the stored file is re-verified (sha256 hashed while it is extracted),
-  extracted safely off the event loop and renamed into the target.
+  extracted safely off the event loop and renamed into the target (then, unmeasured, the bytes
+  extracted are checked against the archive's).
 
 Then a **warm writable-cache mount**: a cache instance holding ``--cache-files`` files is taken
 from the cache store and moved to a task directory target (and back, unmeasured), ``--runs``
@@ -104,6 +105,11 @@ async def time_mount(
     return wall, used, time.perf_counter() - started
 
 
+def unpacked_bytes(root: Path) -> int:
+    """Bytes of the regular files below ``root`` (checks that a mount extracted everything)."""
+    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(root) for f in files)
+
+
 async def warm_cache(root: Path, runs: int, files: int) -> list[float]:
     store = CacheStore(root / "caches")
     task_dir = root / "task"
@@ -156,6 +162,8 @@ async def main() -> None:
                     shutil.rmtree(root / f"tar-{i}")
                 else:
                     mt = await time_mount(store, sha, archive, root / f"staging-{i}", root / f"target-{i}")
+                    if (got := unpacked_bytes(root / f"target-{i}")) != uncompressed:
+                        raise SystemExit(f"the mount extracted {got} bytes, the archive holds {uncompressed}")
                     shutil.rmtree(root / f"target-{i}")
             if i:  # the first round warms the page cache
                 tar_times.append(tt)

@@ -16,6 +16,7 @@ import gzip
 import importlib.util
 import io
 import lzma
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -171,8 +172,11 @@ def _lzip_steps(source: IO[bytes]) -> Iterator[bytes]:
 def _zstd(source: IO[bytes]) -> IO[bytes]:
     import zstandard
 
-    reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=READ_CHUNK, read_across_frames=True)
-    return io.BufferedReader(reader, READ_CHUNK)  # type: ignore[arg-type]
+    # Not wrapped in a BufferedReader: every consumer reads big chunks, and a buffer would only
+    # add a copy of each decoded byte.
+    return zstandard.ZstdDecompressor().stream_reader(  # type: ignore[return-value]
+        source, read_size=READ_CHUNK, read_across_frames=True
+    )
 
 
 def _lz4(source: IO[bytes]) -> IO[bytes]:
@@ -199,10 +203,16 @@ OPENERS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
 
 
 class Prefetcher(io.RawIOBase):
-    """Reads ``source`` in a thread of its own, ``depth`` chunks ahead of the consumer.
+    """Reads ``source`` in a thread of its own, ``depth`` chunks ahead of the consumer; a stream that
+    can seek forward (by skipping), so ``tarfile`` can read it in its ordinary ``r:`` mode.
 
     Decoding (zstandard, lzma … release the GIL) and hashing then run on one core while the
     consumer writes files on another — what ``tar --zstd`` gets from its ``zstd`` child process.
+    The chunks are decoded into a small pool of buffers that go round and round (fresh memory
+    for every chunk costs a page fault per page), and ``write_to`` writes straight from them, so
+    member data is never copied in Python: ``tarfile``'s own ``r|`` stream re-joined and
+    re-sliced its buffer on every read, which cost more than the decoding. Seeking backwards is
+    refused (``OSError``), so a reader that would need it fails instead of reading wrong data.
     ``close`` stops the thread even when the consumer gave up half-way.
     """
 
@@ -210,60 +220,127 @@ class Prefetcher(io.RawIOBase):
         import queue
         import threading
 
-        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
+        self._queue: queue.Queue[memoryview | BaseException | None] = queue.Queue()
+        self._free: queue.Queue[bytearray] = queue.Queue()  # buffers the consumer is done with
         self._stop = threading.Event()
-        self._buffer = memoryview(b"")
+        self._chunk = memoryview(b"")  # the decoded chunk being consumed (a pool buffer) …
+        self._offset = 0  # … and how much of it is consumed
+        self._position = 0  # bytes handed out (or skipped) so far
         self._done = False
-        self._thread = threading.Thread(target=self._pump, args=(source, chunk), daemon=True, name="prefetch")
+        self._thread = threading.Thread(
+            target=self._pump, args=(source, chunk, depth), daemon=True, name="prefetch"
+        )
         self._thread.start()
 
-    def _put(self, item: bytes | BaseException | None) -> bool:
+    def _pump(self, source: IO[bytes], chunk: int, depth: int) -> None:
         import queue
 
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _pump(self, source: IO[bytes], chunk: int) -> None:
+        made = 0
         try:
             while not self._stop.is_set():
-                data = source.read(chunk)
-                if not data:
+                if made < depth and self._free.empty():
+                    buffer, made = bytearray(chunk), made + 1  # allocated here, off the consumer's path
+                else:
+                    try:
+                        buffer = self._free.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                n = source.readinto(buffer)  # type: ignore[attr-defined]
+                if not n:
                     break
-                if not self._put(data):
-                    return
-            self._put(None)
+                self._queue.put(memoryview(buffer)[:n])
+            self._queue.put(None)
         except BaseException as e:  # handed to the consumer, raised there
-            self._put(e)
+            self._queue.put(e)
+
+    def _fill(self) -> bool:
+        """Make sure some unconsumed bytes are at hand; ``False`` at the end of the stream."""
+        while self._offset >= len(self._chunk):
+            if self._done:
+                return False
+            if self._chunk.obj is not None and len(self._chunk):
+                spent = self._chunk.obj
+                self._chunk.release()
+                self._chunk = memoryview(b"")
+                self._free.put(spent)  # type: ignore[arg-type]
+            item = self._queue.get()
+            if item is None:
+                self._done = True
+                return False
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            self._chunk, self._offset = item, 0
+        return True
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._position
+        elif whence != io.SEEK_SET:
+            raise OSError("a decoded stream can only seek forward from its start or current position")
+        if offset < self._position:
+            raise OSError(f"a decoded stream cannot seek backwards (from {self._position} to {offset})")
+        left = offset - self._position
+        while left and self._fill():
+            step = min(left, len(self._chunk) - self._offset)
+            self._offset += step
+            self._position += step
+            left -= step
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        """``size`` bytes (all that is left for ``None`` / negative), fewer only at the end:
+        ``tarfile`` reads headers with it and takes a short read for a truncated archive."""
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(READ_CHUNK), b""))
+        pieces: list[bytes] = []
+        got = 0
+        while got < size and self._fill():
+            step = min(size - got, len(self._chunk) - self._offset)
+            pieces.append(self._chunk[self._offset : self._offset + step].tobytes())
+            self._offset += step
+            got += step
+        self._position += got
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
     def readinto(self, b: Any) -> int:
-        while not self._buffer:
-            if self._done:
-                return 0
-            item = self._queue.get()
-            if item is None:
-                self._done = True
-                return 0
-            if isinstance(item, BaseException):
-                self._done = True
-                raise item
-            self._buffer = memoryview(item)
         view = memoryview(b).cast("B")
-        n = min(len(view), len(self._buffer))
-        view[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
+        if not view or not self._fill():
+            return 0
+        n = min(len(view), len(self._chunk) - self._offset)
+        view[:n] = self._chunk[self._offset : self._offset + n]
+        self._offset += n
+        self._position += n
         return n
+
+    def write_to(self, fd: int, size: int) -> int:
+        """Write the next ``size`` bytes to the file descriptor ``fd`` straight from the decoded
+        chunks; returns how many there were (fewer only at the end of the stream)."""
+        left = size
+        while left and self._fill():
+            step = min(left, len(self._chunk) - self._offset)
+            with self._chunk[self._offset : self._offset + step] as view:
+                done = 0
+                while done < step:
+                    done += os.write(fd, view[done:])
+            self._offset += step
+            self._position += step
+            left -= step
+        return size - left
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        self._chunk.release()
         super().close()
 
 

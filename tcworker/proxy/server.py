@@ -33,7 +33,7 @@ from tcworker.proxy.signing import ProxyCredentials, RequestSigner
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
 MAX_RETRIES = 5
@@ -71,7 +71,7 @@ def new_upstream_session(limit: int = 128) -> aiohttp.ClientSession:
 
 async def forward(
     session: aiohttp.ClientSession,
-    request: web.Request,
+    request: web.BaseRequest,
     target: str,
     body: bytes,
     *,
@@ -119,7 +119,7 @@ class TaskclusterRoutes:
         self.signer = signer
         self.session = session
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.rel_url.raw_path
         if path == "/bewit" or path.startswith("/bewit/"):
             return await self._bewit(request)
@@ -159,7 +159,7 @@ class TaskclusterRoutes:
         version, _, api_path = rest.partition("/")
         return f"{self.root_url}/api/{service}/{version}/{api_path}{suffix}"
 
-    async def _bewit(self, request: web.Request) -> web.StreamResponse:
+    async def _bewit(self, request: web.BaseRequest) -> web.StreamResponse:
         headers = self.signer.identity_headers()
         url = (await request.text()).strip()
         parsed = URL(url)
@@ -171,7 +171,7 @@ class TaskclusterRoutes:
         headers["Location"] = signed
         return web.Response(status=303, headers=headers, text=signed)
 
-    async def _credentials(self, request: web.Request) -> web.StreamResponse:
+    async def _credentials(self, request: web.BaseRequest) -> web.StreamResponse:
         headers = self.signer.identity_headers()
         if request.method != "PUT":
             return web.Response(status=405, headers=headers)
@@ -194,7 +194,7 @@ class Forwarder:
         self.session = session
         self.name = name
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         query = request.rel_url.raw_query_string
         target = self.upstream + request.rel_url.raw_path + (f"?{query}" if query else "")
         token = self._token
@@ -237,17 +237,32 @@ class ProxyServer:
         self._max_connections = max_connections
         self._on_refused = on_refused
         self._admitted: weakref.WeakSet[Any] = weakref.WeakSet()
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._admission])
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # aiohttp's low-level server: every request goes to one handler anyway, and an
+        # Application's router, middleware chain and per-request app bookkeeping only add calls.
+        server = web.Server(self._admit_then_dispatch, request_factory=self._make_request, access_log=None)
+        self._runner = web.ServerRunner(server, handle_signals=False)
         self._servers: list[asyncio.base_events.Server] = []
         self.addresses: list[tuple[str, int]] = []
 
-    @web.middleware
-    async def _admission(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def _make_request(
+        self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> web.BaseRequest:
+        """Requests with the proxy's body limit (the low-level server's default is 1 MiB)."""
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
+            client_max_size=MAX_BODY_BYTES,
+        )
+
+    async def _admit_then_dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The peer check once per connection (``PeerPolicy``), then the handler for the Host."""
         transport = request.transport
         if transport is not None and transport in self._admitted:
-            return await handler(request)
+            return await self._dispatch(request)
         peer = transport.get_extra_info("peername") if transport is not None else None
         reason = await asyncio.to_thread(self._policy.refusal, peer) if self._policy.restricted else None
         if reason is not None:
@@ -258,7 +273,7 @@ class ProxyServer:
             )
         if transport is not None:
             self._admitted.add(transport)
-        return await handler(request)
+        return await self._dispatch(request)
 
     def serve(self, hosts: Mapping[str, Handler]) -> None:
         """Add handlers by Host name (``""`` = any other host) while listening."""
@@ -272,7 +287,7 @@ class ProxyServer:
     def serving(self) -> bool:
         return bool(self._handlers)
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
         handler = self._handlers.get(host) or self._handlers.get("")
         if handler is None:
