@@ -721,7 +721,7 @@ def phase_cancel(platform: Platform, tmp: Path, key: Path, wt: str, runs: int, b
     ]
 
 
-def _cpu_seconds(worker: Worker) -> float:
+def _worker_cpu_seconds(worker: Worker) -> float:
     """User + system CPU time of the worker process itself (its own threads, not the tasks)."""
     times = psutil.Process(worker.proc.pid).cpu_times()
     return times.user + times.system
@@ -747,12 +747,12 @@ def phase_monitor(platform: Platform, tmp: Path, key: Path, runs: int, budget: B
                 for name, worker, wt in (("on", on, on_type), ("off", off, off_type)):
                     if budget.left() < 20:
                         break
-                    before = _cpu_seconds(worker)
+                    before = _worker_cpu_seconds(worker)
                     t0 = time.time()
                     task_id = create(platform.queue, wt, command)
                     run = wait_resolved(platform.queue, task_id, timeout=min(60, budget.left()))
                     lat[name].append(_parse(run["resolved"]) - t0)
-                    cpu[name] += _cpu_seconds(worker) - before
+                    cpu[name] += _worker_cpu_seconds(worker) - before
             if not lat["on"] or not lat["off"]:
                 break
             what = " ".join(command)
