@@ -105,7 +105,7 @@ class Platform:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 _tcworker("queue", "serve", "--listen", "127.0.0.1:0", "--data-dir", str(workdir / "data"))
-                + ["--root-access-token", self.token],
+                + [f"--root-access-token={self.token}"],  # a token may start with "-"
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
