@@ -17,6 +17,7 @@ from helpers.workerfixtures import (  # noqa: F401 - fixtures and hook for every
     pytest_runtest_makereport,
     signing_key,
     submitter,
+    worker_factory,
 )
 
 PlatformFactory = Callable[..., PlatformProcess]

@@ -97,35 +97,34 @@ class GzipHashWriter:
         self._digests.close()
 
 
+def _gzip_into(source: BinaryIO, out: BinaryIO, level: int) -> tuple[dict[str, str], str | None]:
+    """Gzip all of ``source`` into ``out``: (plain hashes, ``Content-Digest`` of the gzip bytes)."""
+    writer = GzipHashWriter(out, level)
+    try:
+        while chunk := source.read(CHUNK):
+            writer.write(chunk)
+        return writer.finish(), writer.content_digest
+    finally:
+        writer.close()
+
+
 def compress(source: Path, tmp_dir: Path | None, level: int = ARTIFACT_LEVEL) -> Packed:
     """Gzip ``source`` into a new temp file (in memory when it is small); returns the copy and
     the sha256/sha512 of the *original*."""
     with open(source, "rb") as f:
         if os.fstat(f.fileno()).st_size <= SMALL_BODY:
             out = io.BytesIO()
-            writer = GzipHashWriter(out, level)
-            try:
-                while chunk := f.read(CHUNK):
-                    writer.write(chunk)
-                hashes = writer.finish()
-            finally:
-                writer.close()
-            return Packed(None, hashes, writer.content_digest, out.getvalue())
-    fd, name = tempfile.mkstemp(prefix="gzip-", suffix=".gz", dir=tmp_dir)
-    target = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as raw, open(source, "rb") as f:
-            writer = GzipHashWriter(raw, level)
-            try:
-                while chunk := f.read(CHUNK):
-                    writer.write(chunk)
-                hashes = writer.finish()
-            finally:
-                writer.close()
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return Packed(target, hashes, writer.content_digest)
+            hashes, digest = _gzip_into(f, out, level)
+            return Packed(None, hashes, digest, out.getvalue())
+        fd, name = tempfile.mkstemp(prefix="gzip-", suffix=".gz", dir=tmp_dir)
+        target = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as raw:
+                hashes, digest = _gzip_into(f, raw, level)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+    return Packed(target, hashes, digest)
 
 
 def _size_and_small_body(path: Path) -> tuple[int, bytes | None]:

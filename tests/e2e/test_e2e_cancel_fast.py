@@ -13,6 +13,7 @@ import time
 
 import psutil
 import pytest
+from helpers.polling import eventually
 from helpers.submitter import Submitter
 from helpers.taskprocs import describe, marked_processes, wait_for_marked
 
@@ -30,15 +31,6 @@ def _processes_with_arg(arg: str) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_cancel_kills_sleep_within_5s_with_default_settings(submitter: Submitter, start_worker) -> None:
@@ -73,14 +65,14 @@ def test_cancel_kills_escaped_env_clearing_child_within_5s(submitter: Submitter,
     )
     task_id = submitter.create({"command": [["sh", "-c", script]], "maxRunTime": 900})
     submitter.wait_running(task_id, worker=worker)
-    assert _wait(lambda: bool(_processes_with_arg(tag)), 30), "the escaping child never started"
+    assert eventually(lambda: bool(_processes_with_arg(tag)), 30), "the escaping child never started"
     escaped = _processes_with_arg(tag)
     assert all("E2E_MARK" not in "".join(p.environ()) for p in escaped), "child kept its environment"
     assert all(p.ppid() != worker.pid for p in escaped)
 
     submitter.queue.cancelTask(task_id)
     cancelled_at = time.monotonic()
-    gone = _wait(lambda: not _processes_with_arg(tag) and not marked_processes(submitter.mark), GONE_WITHIN)
+    gone = eventually(lambda: not _processes_with_arg(tag) and not marked_processes(submitter.mark), GONE_WITHIN)
     took = time.monotonic() - cancelled_at
     try:
         assert gone, (

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers.polling import eventually
 from helpers.submitter import Submitter
 
 from tcworker.engines import cgroups
@@ -45,15 +46,6 @@ MEMORY_HOG = "data = b'x' * (300 << 20); print('allocated', len(data))"
 def _task_groups(host: cgroups.CgroupHost) -> list[Path]:
     parents = [p for p in [host.v2, *host.v1.values()] if p is not None]
     return [child for parent in parents for child in parent.iterdir() if child.is_dir()]
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def _assert_next_task_runs(submitter: Submitter, worker) -> None:
@@ -118,7 +110,7 @@ def test_task_within_its_limits_completes(
     assert run["state"] == "completed", (run, log[-3000:])
     assert "/tcworker/task_" in log and f"-w{worker.pid}" in log, log[-3000:]  # ran in its group
     # The run's groups are gone once it is resolved (the task is reported after its clean-up).
-    assert _wait(lambda: not [g for g in _task_groups(cgroup_host) if f"-w{worker.pid}" in g.name], 10)
+    assert eventually(lambda: not [g for g in _task_groups(cgroup_host) if f"-w{worker.pid}" in g.name], 10)
 
 
 def test_groups_left_by_a_dead_worker_are_killed_and_removed_at_start(
@@ -140,8 +132,8 @@ def test_groups_left_by_a_dead_worker_are_killed_and_removed_at_start(
     try:
         assert stale.pids() == [orphan.pid]
         worker = start_worker()
-        assert _wait(lambda: orphan.poll() is not None, 30), worker.tail()
-        assert _wait(lambda: "removed cgroups left by a worker that is gone" in worker.output(), 10)
+        assert eventually(lambda: orphan.poll() is not None, 30), worker.tail()
+        assert eventually(lambda: "removed cgroups left by a worker that is gone" in worker.output(), 10)
         assert name in worker.output()
         assert not [g for g in _task_groups(cgroup_host) if g.name == name]
         assert [g for g in _task_groups(cgroup_host) if g.name == live_name]
@@ -186,14 +178,14 @@ def test_cancel_kills_a_child_that_left_everything_but_the_cgroup(
     task_id = submitter.create({"command": [["sh", "-c", script]], "maxRunTime": 900})
     submitter.wait_running(task_id, worker=worker)
     try:
-        assert _wait(lambda: bool(_processes_with_arg(tag)), 30), "the escaping child never started"
+        assert eventually(lambda: bool(_processes_with_arg(tag)), 30), "the escaping child never started"
         (escaped,) = _processes_with_arg(tag)
         assert escaped.ppid() != worker.pid and "E2E_MARK" not in "".join(escaped.environ())
         assert escaped.ppid() != worker.pid
         assert not [fd for fd in _fd_targets(escaped.pid) if fd.startswith("pipe:")]  # output closed too
         submitter.queue.cancelTask(task_id)
         cancelled_at = time.monotonic()
-        gone = _wait(lambda: not _processes_with_arg(tag), 5.0)
+        gone = eventually(lambda: not _processes_with_arg(tag), 5.0)
         assert gone, f"the escaped child is still there {time.monotonic() - cancelled_at:.1f}s after the cancel"
     finally:
         for proc in _processes_with_arg(tag):  # never leave a stray sleep behind a failed test
