@@ -11,26 +11,16 @@ from __future__ import annotations
 import random
 import time
 
-import psutil
 import pytest
 from helpers.polling import eventually
 from helpers.submitter import Submitter
-from helpers.taskprocs import describe, marked_processes, wait_for_marked
+from helpers.taskprocs import describe, marked_processes, processes_with_arg, wait_for_marked
 
 pytestmark = pytest.mark.timeout(120)
 
 GONE_WITHIN = 5.0  # issue 14: processes gone and run closed within 5 s
 
 
-def _processes_with_arg(arg: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if arg in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_cancel_kills_sleep_within_5s_with_default_settings(submitter: Submitter, start_worker) -> None:
@@ -65,22 +55,22 @@ def test_cancel_kills_escaped_env_clearing_child_within_5s(submitter: Submitter,
     )
     task_id = submitter.create({"command": [["sh", "-c", script]], "maxRunTime": 900})
     submitter.wait_running(task_id, worker=worker)
-    assert eventually(lambda: bool(_processes_with_arg(tag)), 30), "the escaping child never started"
-    escaped = _processes_with_arg(tag)
+    assert eventually(lambda: bool(processes_with_arg(tag)), 30), "the escaping child never started"
+    escaped = processes_with_arg(tag)
     assert all("E2E_MARK" not in "".join(p.environ()) for p in escaped), "child kept its environment"
     assert all(p.ppid() != worker.pid for p in escaped)
 
     submitter.queue.cancelTask(task_id)
     cancelled_at = time.monotonic()
-    gone = eventually(lambda: not _processes_with_arg(tag) and not marked_processes(submitter.mark), GONE_WITHIN)
+    gone = eventually(lambda: not processes_with_arg(tag) and not marked_processes(submitter.mark), GONE_WITHIN)
     took = time.monotonic() - cancelled_at
     try:
         assert gone, (
             f"processes left {took:.1f}s after the cancel:\n"
-            f"{describe(_processes_with_arg(tag) + marked_processes(submitter.mark))}"
+            f"{describe(processes_with_arg(tag) + marked_processes(submitter.mark))}"
         )
     finally:
-        for proc in _processes_with_arg(tag):  # never leave a stray sleep behind a failed test
+        for proc in processes_with_arg(tag):  # never leave a stray sleep behind a failed test
             proc.kill()
     run = submitter.wait_run(task_id, timeout=10)
     assert (run["state"], run.get("reasonResolved")) == ("exception", "canceled"), run

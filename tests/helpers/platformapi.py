@@ -147,20 +147,6 @@ def rest_error(excinfo: pytest.ExceptionInfo[Any], status: int, code: str | None
     return body
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
-    """Poll `predicate()` until it returns a truthy value (returned) or fail after `timeout` seconds."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-
-
 def run_states(status: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     """(state, reasonCreated, reasonResolved) per run: compact for assertions."""
     return [(r["state"], r["reasonCreated"], r.get("reasonResolved")) for r in status["runs"]]

@@ -56,3 +56,16 @@ def kill_marked(mark: str) -> None:
     for p in marked_processes(mark):
         with contextlib.suppress(psutil.Error):
             p.kill()
+
+
+def processes_with_arg(arg: str) -> list[psutil.Process]:
+    """Living (non-zombie) processes whose argv holds ``arg`` (found even after they left the
+    task's tree, session and environment)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if arg in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found

@@ -25,22 +25,13 @@ import slugid
 from helpers.inspector import LIMITED, PROVISIONER, definition
 from helpers.livelogserver import LiveLogServer
 from helpers.platformproc import PlatformProcess
+from helpers.polling import wait_for
 from helpers.submitter import Submitter, iso
 from helpers.workerproc import WorkerProcess
 from mohawk.util import parse_authorization_header
 
 # A task that prints coloured lines for a few seconds (ANSI green "line N").
 PRINTER = "for i in $(seq 1 12); do printf '\\033[32mline %s\\033[0m plain\\n' $i; sleep 0.5; done"
-
-
-def wait_for(predicate: Any, timeout: float, message: str, poll: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s: {message}")
 
 
 def log_text(page: Any) -> str:

@@ -17,10 +17,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from helpers.polling import eventually
 from helpers.submitter import Submitter
+from helpers.taskprocs import processes_with_arg
 
 from tcworker.engines import cgroups
 
@@ -153,15 +153,6 @@ def _fd_targets(pid: int) -> list[str]:
     return targets
 
 
-def _processes_with_arg(arg: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if arg in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_cancel_kills_a_child_that_left_everything_but_the_cgroup(
@@ -178,17 +169,17 @@ def test_cancel_kills_a_child_that_left_everything_but_the_cgroup(
     task_id = submitter.create({"command": [["sh", "-c", script]], "maxRunTime": 900})
     submitter.wait_running(task_id, worker=worker)
     try:
-        assert eventually(lambda: bool(_processes_with_arg(tag)), 30), "the escaping child never started"
-        (escaped,) = _processes_with_arg(tag)
+        assert eventually(lambda: bool(processes_with_arg(tag)), 30), "the escaping child never started"
+        (escaped,) = processes_with_arg(tag)
         assert escaped.ppid() != worker.pid and "E2E_MARK" not in "".join(escaped.environ())
         assert escaped.ppid() != worker.pid
         assert not [fd for fd in _fd_targets(escaped.pid) if fd.startswith("pipe:")]  # output closed too
         submitter.queue.cancelTask(task_id)
         cancelled_at = time.monotonic()
-        gone = eventually(lambda: not _processes_with_arg(tag), 5.0)
+        gone = eventually(lambda: not processes_with_arg(tag), 5.0)
         assert gone, f"the escaped child is still there {time.monotonic() - cancelled_at:.1f}s after the cancel"
     finally:
-        for proc in _processes_with_arg(tag):  # never leave a stray sleep behind a failed test
+        for proc in processes_with_arg(tag):  # never leave a stray sleep behind a failed test
             proc.kill()
     run = submitter.wait_run(task_id, timeout=10)
     assert (run["state"], run.get("reasonResolved")) == ("exception", "canceled"), run

@@ -81,13 +81,3 @@ def numbered_lines(data: bytes) -> list[int]:
 def live_url_of(queue: Any, task_id: str, run_id: int = 0, name: str = "public/logs/live.log") -> str:
     """The queue's ``getArtifact`` URL as the official client builds it (the reader follows the 303)."""
     return str(queue.buildUrl("getArtifact", task_id, str(run_id), name))
-
-
-def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -11,8 +11,9 @@ from typing import Any
 
 import requests
 import taskcluster
+from helpers.polling import wait_for
 from helpers.submitter import Submitter
-from livehelpers import LiveReader, live_url_of, numbered_lines, wait_for
+from livehelpers import LiveReader, live_url_of, numbered_lines
 
 LINES = 50  # one every 0.2 s: 10 s
 TICKER = f'for k in $(seq 0 {LINES - 1}); do echo "line $k $(date +%s.%N)"; sleep 0.2; done'

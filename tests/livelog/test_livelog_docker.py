@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 import taskcluster
+from helpers.polling import wait_for
 from helpers.submitter import Submitter
-from livehelpers import LiveReader, live_url_of, numbered_lines, wait_for
+from livehelpers import LiveReader, live_url_of, numbered_lines
 
 pytestmark = pytest.mark.docker
 

@@ -18,8 +18,9 @@ from urllib.parse import quote
 
 import pytest
 import taskcluster
+from helpers.polling import wait_for
 from helpers.submitter import Submitter
-from livehelpers import LiveReader, live_url_of, wait_for
+from livehelpers import LiveReader, live_url_of
 from recording_proxy import RecordingProxy
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import slugid
 import taskcluster
-from helpers.platformapi import check_schema, claim_task, create_task, rest_error, run_queue, wait_for
+from helpers.platformapi import check_schema, claim_task, create_task, rest_error, run_queue
 from helpers.platformproc import PlatformProcess
+from helpers.polling import wait_for
 from helpers.tasks import from_now, new_queue_id, utcnow
 
 

@@ -24,9 +24,9 @@ from helpers.platformapi import (
     rest_error,
     run_queue,
     upload_artifact,
-    wait_for,
 )
 from helpers.platformproc import PlatformProcess
+from helpers.polling import wait_for
 from helpers.tasks import new_queue_id, task_def
 
 ARTIFACT = "public/expiring.txt"

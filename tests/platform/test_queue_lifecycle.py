@@ -27,9 +27,9 @@ from helpers.platformapi import (
     rest_error,
     run_queue,
     run_states,
-    wait_for,
 )
 from helpers.platformproc import PlatformProcess
+from helpers.polling import wait_for
 from helpers.tasks import new_queue_id, task_def
 
 

@@ -23,9 +23,9 @@ from helpers.platformapi import (
     rest_error,
     run_queue,
     run_states,
-    wait_for,
 )
 from helpers.platformproc import PlatformProcess
+from helpers.polling import wait_for
 from helpers.tasks import from_now, new_queue_id, task_def
 
 CLAIM_TIMEOUT = 3
@@ -111,7 +111,7 @@ def test_deadline_exceeded(pserver: PlatformProcess, root_queue: taskcluster.Que
 
     for task_id, created in ((pending, "scheduled"), (running, "scheduled"), (unscheduled, "exception")):
         status = wait_for(
-            lambda t=task_id: resolved(t), timeout=75, interval=0.25, what=f"deadline of {task_id}"
+            lambda t=task_id: resolved(t), timeout=75, poll=0.25, what=f"deadline of {task_id}"
         )
         check_status({"status": status})
         assert run_states(status) == [("exception", created, "deadline-exceeded")], task_id
