@@ -32,7 +32,7 @@ async def test_exit_watch_reports_the_exit_code_of_the_die_event(docker_client: 
 
 async def test_exit_watch_reports_an_oom_kill_before_the_exit(docker_client: docker.DockerClient) -> None:
     """A child killed by the OOM killer while the main process exits 3: ``State.OOMKilled`` as
-    Docker's ``oom`` event tells it, with the exit code."""
+    Docker's ``oom`` event tells it, with the exit code Docker recorded."""
     api = docker_client.api
     limits = api.create_host_config(mem_limit="16m", memswap_limit="16m")
     script = "head -c 200m /dev/zero | tail; exit 3"
@@ -41,8 +41,12 @@ async def test_exit_watch_reports_an_oom_kill_before_the_exit(docker_client: doc
         watch = await asyncio.to_thread(ExitWatch.open, api, container)
         await asyncio.to_thread(api.start, container)
         ended = await asyncio.wait_for(asyncio.to_thread(watch.wait_exit), 60)
-        assert (ended.code, ended.oom_killed) == (3, True)
-        assert api.inspect_container(container)["State"]["OOMKilled"] is True  # the same fact
+        state = api.inspect_container(container)["State"]
+        # The kernel picks the victim: usually ``tail`` (the shell then exits 3), but under memory
+        # pressure on a busy host it sometimes kills the shell too (137). Either way the watch must
+        # tell what Docker recorded.
+        assert ended.oom_killed is True and state["OOMKilled"] is True
+        assert ended.code == state["ExitCode"] and ended.code in (3, 137)
     finally:
         await asyncio.to_thread(api.remove_container, container, force=True)
 
