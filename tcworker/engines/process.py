@@ -10,9 +10,10 @@ under another uid (multiuser) through a ``preexec_fn`` (one ``os.write`` per hie
 descriptors the worker opened) — a stub would run as root with the task's environment
 (``LD_PRELOAD``), and ``subprocess`` forks for ``user=`` anyway. Nothing the command starts can
 leave the group.
-Combined stdout+stderr go through one pipe straight into the ``LogSink`` in chunks of up to
-1 MiB (the pipe is enlarged to match), so a task writing gigabytes costs little more than a
-redirect to a file and never sits in memory.
+Combined stdout+stderr go through one pipe, drained by a thread of its own (``pipepump``) straight
+into the ``LogSink`` in chunks of up to 1 MiB (the pipe is enlarged to match), so a task writing
+gigabytes costs little more than a redirect to a file, never sits in memory and never occupies
+the event loop.
 
 Stopping follows Buildkite's interrupt → grace → kill with a recorded reason (design G7): the
 first ``abort`` reason wins; ``MAX_RUN_TIME`` (as in generic-worker) and ``HIGH_MEMORY`` are an
@@ -42,11 +43,12 @@ from typing import Any
 from tcworker.engines import spawnstub
 from tcworker.engines.base import EXIT_ABORTED, EXIT_NOT_STARTED, CancelReason, LogSink, ProcessResult
 from tcworker.engines.cgroups import TaskCgroup
+from tcworker.engines.pipepump import READ_SIZE, PipePump
 from tcworker.engines.proctree import ProcessTree, kill_tree
 
 log = logging.getLogger(__name__)
 
-PIPE_SIZE = 1024 * 1024
+PIPE_SIZE = READ_SIZE
 EXIT_UNDETERMINED = -3  # generic-worker's code when the exit status cannot be known
 # Polls of the process tree while a command runs: frequent at first (short-lived escapees),
 # then once a second (each poll is one pass over /proc).
@@ -62,32 +64,6 @@ class Identity:
     uid: int
     gid: int
     groups: tuple[int, ...] = ()
-
-
-class _PipeToSink(asyncio.Protocol):
-    """Hands each chunk read from the pipe to the sink; a failing sink is logged once, then the
-    output is drained and dropped so the task never blocks on a full pipe."""
-
-    def __init__(self, sink: LogSink, eof: asyncio.Future[None]) -> None:
-        self._sink = sink
-        self._eof = eof
-        self._broken = False
-
-    def data_received(self, data: bytes) -> None:
-        if self._broken:
-            return
-        try:
-            self._sink.write(data)
-        except Exception:
-            self._broken = True
-            log.exception("task log sink failed; dropping the rest of the command's output")
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._eof.done():
-            self._eof.set_result(None)
 
 
 def _exit_waiter(pid: int) -> asyncio.Future[tuple[int, resource.struct_rusage]]:
@@ -204,15 +180,11 @@ class CommandRunner:
         tree = ProcessTree(popen.pid, marker, pipe_inode)
         self._tree = tree
         exited = _exit_waiter(popen.pid)
-        eof: asyncio.Future[None] = loop.create_future()
-        pipe = os.fdopen(read_fd, "rb", buffering=0)
-        transport: asyncio.ReadTransport | None = None
+        pump: PipePump | None = None
         poller: asyncio.Task[None] | None = None
         interrupted = False
         try:
-            transport, _ = await loop.connect_read_pipe(lambda: _PipeToSink(sink, eof), pipe)
-            with contextlib.suppress(AttributeError):
-                transport.max_size = PIPE_SIZE  # type: ignore[attr-defined]  # read up to the pipe size at once
+            pump = PipePump(read_fd, sink, loop)
             poller = asyncio.create_task(self._poll(tree, exited))
             abort_wait = asyncio.ensure_future(self._abort_event.wait())
             waiting: set[asyncio.Future[Any]] = {exited, abort_wait}
@@ -231,7 +203,7 @@ class CommandRunner:
             self._tree = None
             if poller is not None:
                 poller.cancel()
-            await asyncio.shield(self._finish(tree, exited, eof, transport, pipe))
+            await asyncio.shield(self._finish(tree, exited, pump, read_fd))
             popen.returncode = _returncode(exited)  # Popen must never waitpid() a recycled pid
         reason = self._reason if interrupted else None
         if exited.cancelled() or exited.exception() is not None:  # not our child any more: undetermined
@@ -305,9 +277,8 @@ class CommandRunner:
         self,
         tree: ProcessTree,
         exited: asyncio.Future[tuple[int, resource.struct_rusage]],
-        eof: asyncio.Future[None],
-        transport: asyncio.ReadTransport | None,
-        pipe: Any,
+        pump: PipePump | None,
+        read_fd: int,
     ) -> None:
         """After the leader is done: kill what is left, reap, drain the pipe, close it."""
         if not exited.done():
@@ -323,14 +294,19 @@ class CommandRunner:
         # find (the common case: it saves a scan of every process on the host per command).
         if self._sweep is not None:
             await self._sweep()
-        if transport is None:  # never got as far as reading
-            pipe.close()
+        if pump is None:  # never got as far as reading
+            os.close(read_fd)
             return
         try:
-            await asyncio.wait_for(asyncio.shield(eof), EOF_WAIT)
+            await asyncio.wait_for(asyncio.shield(pump.eof), EOF_WAIT)
         except TimeoutError:
             log.warning("output pipe of command %d still open after its processes were killed", tree.leader)
-        transport.close()
+        # Joins the pump thread, so every chunk has reached the sink before ``run`` returns
+        # (at EOF the thread has already ended: no thread trip for the common case).
+        if pump.eof.done():
+            pump.close()
+        else:
+            await asyncio.to_thread(pump.close)
 
 
 def _returncode(exited: asyncio.Future[tuple[int, resource.struct_rusage]]) -> int:

@@ -2,8 +2,8 @@
 
 Publishing the log sits between the last command and the report, so every queue round trip in it
 delays the resolution. A log that grows past ``FOLLOW_AFTER`` is therefore gzipped and hashed as it
-is written (``logpack``; a smaller one is packed in one short pass at the end, which costs less
-than a follower thread woken on every line). The backing log's ``object`` artifact is created
+is written (``logpack``, handed each chunk the log writes; a smaller one is packed in one short
+pass at the end, which costs less than a packer thread). The backing log's ``object`` artifact is created
 only once the log is complete and closed — in parallel with packing its last bytes — so the
 artifact is never listed while it has no content (while the task runs, the live log serves it);
 then the object upload and ``finishArtifact``. The live log's link is the live-log feature's job.
@@ -34,29 +34,31 @@ class LogPublication:
         self.expires = expires
         self.scratch_dir = scratch_dir
         self.run = run
-        self._log_path: Path | None = None  # set by follow(): the log will be gzip-encoded
-        self._written = 0
+        self._log: TaskLog | None = None  # set by follow(): the log will be gzip-encoded
+        self._log_path: Path | None = None
         self._packer: LogPacker | None = None
         self._small: Packed | None = None  # the end-of-run gzip copy of a small log
 
     def follow(self, task_log: TaskLog) -> None:
         """Prepare the gzip copy of a log that will be published gzip-encoded."""
         if self.publisher.gzip:
+            self._log = task_log
             self._log_path = task_log.path
             task_log.add_listener(self._grown)
 
     def _grown(self, data: bytes) -> None:
-        """Log listener (cheap, under the log's lock): follow the log once it is big."""
+        """Log listener (cheap, under the log's lock, after ``data`` reached the file): hand the
+        chunk to the packer, started once the log is big."""
+        assert self._log is not None
+        written = self._log.bytes_written  # already counts ``data``
         if self._packer is not None:
-            self._packer.wake(data)
+            self._packer.offer(written - len(data), data)
             return
-        if self._log_path is None:
-            return
-        self._written += len(data)
-        if self._written < FOLLOW_AFTER:
+        if self._log_path is None or written < FOLLOW_AFTER:
             return
         try:
-            self._packer = LogPacker(self._log_path, self.scratch_dir)  # reads from the start
+            # Its first offer is the next chunk; what is on disk before it, it reads from the file.
+            self._packer = LogPacker(self._log_path, self.scratch_dir)
         except OSError as e:  # the log is then compressed after the run instead
             log.warning("cannot follow the task log for gzip: %s", e)
             self._log_path = None
@@ -81,7 +83,8 @@ class LogPublication:
         """The log's gzip copy once the log is closed; None: the upload compresses it itself."""
         if self._packer is not None:
             try:
-                return await asyncio.to_thread(self._packer.finish)
+                assert self._log is not None
+                return await asyncio.to_thread(self._packer.finish, self._log.bytes_written)
             except RuntimeError as e:
                 log.warning("%s; compressing it after the run instead", e)
                 return None

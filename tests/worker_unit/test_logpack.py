@@ -1,8 +1,9 @@
 """The task log's gzip copy made while the log is written (``logpack``) and the hashing behind it.
 
 Real files and threads: a writer thread appends to a ``TaskLog`` (with a masked secret) while the
-``LogPacker`` follows it; the copy must decode to exactly the bytes on disk and carry their
-hashes, including chunks big enough to take the parallel-hash path.
+``LogPacker`` is handed each chunk; the copy must decode to exactly the bytes on disk and carry
+their hashes, including chunks big enough to take the parallel-hash path, bytes written before the
+packer started, and chunks it had no room to queue (both read back from the file).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tcworker.digests import PARALLEL_MIN, PlainDigests
+from tcworker.worker import logpack
 from tcworker.worker.logpack import LogPacker
 from tcworker.worker.tasklog import TaskLog
 
@@ -33,11 +35,23 @@ def test_digests_match_hashlib_for_small_and_parallel_chunks() -> None:
         assert digests.hexdigests() == _expected(b"".join(pieces))
 
 
-def test_packer_follows_a_growing_log_and_matches_its_bytes(tmp_path: Path) -> None:
+def _attach(task_log: TaskLog, packer: LogPacker) -> None:
+    """As ``LogPublication`` does: every chunk the log writes is offered with its offset."""
+    task_log.add_listener(lambda data: packer.offer(task_log.bytes_written - len(data), data))
+
+
+@pytest.mark.parametrize("max_queued", [logpack.MAX_QUEUED, 1000], ids=["queued", "overflowing"])
+@pytest.mark.parametrize("late_start", [False, True], ids=["from-start", "late-start"])
+def test_packer_follows_a_growing_log_and_matches_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_queued: int, late_start: bool
+) -> None:
+    monkeypatch.setattr(logpack, "MAX_QUEUED", max_queued)
     task_log = TaskLog(tmp_path / "live_backing.log")
-    packer = LogPacker(task_log.path, tmp_path)
-    task_log.add_listener(packer.wake)
     task_log.add_secrets(["s3cret-value"])
+    if late_start:  # as LogPublication starts it once the log is big: the start is on disk only
+        task_log.write(b"early s3cret-value output\n" * 500)
+    packer = LogPacker(task_log.path, tmp_path)
+    _attach(task_log, packer)
 
     def writer() -> None:
         for i in range(200):
@@ -49,7 +63,7 @@ def test_packer_follows_a_growing_log_and_matches_its_bytes(tmp_path: Path) -> N
     thread.start()
     thread.join()
     task_log.close()
-    packed = packer.finish()
+    packed = packer.finish(task_log.bytes_written)
     try:
         on_disk = task_log.path.read_bytes()
         assert b"s3cret-value" not in on_disk
@@ -67,7 +81,7 @@ def test_packer_of_an_empty_log_is_a_valid_empty_gzip(tmp_path: Path) -> None:
     task_log = TaskLog(tmp_path / "live_backing.log")
     packer = LogPacker(task_log.path, tmp_path)
     task_log.close()
-    packed = packer.finish()
+    packed = packer.finish(0)
     assert gzip.decompress(packed.path.read_bytes()) == b""
     assert packed.hashes == {"sha256": hashlib.sha256(b"").hexdigest()}
     packer.discard()
@@ -76,11 +90,22 @@ def test_packer_of_an_empty_log_is_a_valid_empty_gzip(tmp_path: Path) -> None:
 def test_packer_failure_is_reported_by_finish(tmp_path: Path) -> None:
     task_log = TaskLog(tmp_path / "live_backing.log")
     packer = LogPacker(task_log.path, tmp_path)
+    _attach(task_log, packer)
     packer._out.close()  # the copy's disk goes away: the next write fails in the thread
-    task_log.write(b"x" * 1000)
-    packer.wake()
+    task_log.write(os.urandom(PARALLEL_MIN * 20))  # more than the gzip copy's write buffer
     task_log.close()
     with pytest.raises(RuntimeError, match="compressing the task log failed"):
-        packer.finish()
+        packer.finish(task_log.bytes_written)
     packer.discard()
     assert not packer.path.exists()
+
+
+def test_packer_reports_a_log_shorter_than_announced(tmp_path: Path) -> None:
+    """A stretch to read from the file that is not there is an error, not a silently short copy."""
+    task_log = TaskLog(tmp_path / "live_backing.log")
+    packer = LogPacker(task_log.path, tmp_path)
+    task_log.write(b"only this\n")
+    task_log.close()
+    with pytest.raises(RuntimeError, match="ends at byte 10, expected 50"):
+        packer.finish(50)
+    packer.discard()

@@ -1,0 +1,72 @@
+"""A command's output drained by its own thread (``tcworker.engines.pipepump``) through ``CommandRunner``.
+
+Real commands, real pipes, real threads: every byte arrives in order and before ``run`` returns,
+off the event loop's thread, in big chunks for a fast writer, and a slow writer's line arrives
+while the command still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from tcworker.engines.process import CommandRunner
+
+
+class _Recorder:
+    """A sink that keeps every chunk with the thread and time it arrived on."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.threads: set[int] = set()
+        self.times: list[float] = []
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.threads.add(threading.get_ident())
+        self.times.append(time.monotonic())
+
+
+def _run(argv: list[str], sink: _Recorder, cwd: Path) -> tuple[int, float]:
+    async def main() -> tuple[int, float]:
+        result = await CommandRunner(grace=1).run(argv, dict(os.environ), str(cwd), sink)
+        return result.exit_code, time.monotonic()
+
+    return asyncio.run(main())
+
+
+def test_fast_writer_arrives_whole_in_order_in_big_chunks_off_the_loop(tmp_path: Path) -> None:
+    size = 64 << 20
+    script = f"yes 0123456789abcdef | head -c {size}; echo; echo tail-line"
+    sink = _Recorder()
+    loop_thread = threading.get_ident()  # asyncio.run runs the loop on this thread
+    code, _ = _run(["sh", "-c", script], sink, tmp_path)
+    assert code == 0
+    data = b"".join(sink.chunks)
+    expected = (b"0123456789abcdef\n" * (size // 17 + 1))[:size] + b"\ntail-line\n"
+    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert loop_thread not in sink.threads
+    # `head` writes a few KiB at a time; the pump reads what has piled up, not one chunk per write.
+    assert len(data) / len(sink.chunks) >= 64 * 1024, f"{len(sink.chunks)} chunks"
+
+
+def test_slow_writer_lines_arrive_while_the_command_runs(tmp_path: Path) -> None:
+    sink = _Recorder()
+    code, ended = _run(["sh", "-c", "echo first; sleep 1; echo second"], sink, tmp_path)
+    assert code == 0
+    assert b"".join(sink.chunks) == b"first\nsecond\n"
+    assert sink.chunks[0] == b"first\n"
+    assert ended - sink.times[0] >= 0.7  # the first line did not wait for the end
+
+
+def test_command_that_cannot_start_leaves_no_pump_behind(tmp_path: Path) -> None:
+    before = threading.active_count()
+    sink = _Recorder()
+    code, _ = _run([str(tmp_path / "missing-program")], sink, tmp_path)
+    assert code != 0
+    assert sink.chunks == []
+    assert threading.active_count() == before
