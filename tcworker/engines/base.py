@@ -54,7 +54,9 @@ class ProcessResult:
 
 
 class LogSink(Protocol):
-    """Where command output goes: the run's task log. ``write`` must not block for long."""
+    """Where command output goes: the run's task log. ``write`` must not block for long; it is
+    called from the thread draining the command's pipe (``pipepump``, host engines) or from the
+    event loop (docker), one chunk at a time and in order, and never after ``execute`` returned."""
 
     def write(self, data: bytes) -> None: ...
 
