@@ -72,7 +72,11 @@ class LogStream:
     # -- writer side (any thread; called under the task log's lock) -----------------------
     def _grown(self, _data: bytes) -> None:
         self.size = self._log.bytes_written
-        self._schedule_wake()
+        # Nobody reading: no wake-up. Waking the loop for every chunk of a task that nobody
+        # watches cost the pipe's thread a GIL hand-over per chunk. Safe without a lock: ``send``
+        # counts itself a reader before it reads ``size``, and ``size`` is set before this check.
+        if self.readers:
+            self._schedule_wake()
 
     def _closed(self) -> None:
         self.size = self._log.bytes_written
