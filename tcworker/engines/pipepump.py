@@ -9,10 +9,12 @@ bytes per ``read`` (the pipe is enlarged to match) and hands each chunk to ``sin
 hears about the end (``eof``). ``poll`` waits for data, with a second pipe to stop a pump whose
 output pipe never closes (an escaped process still holding it).
 
-After a short read the pump pauses ``COALESCE_SECONDS`` before reading again, so a fast writer's
-output arrives in big chunks (each chunk costs a masking pass, a ``write`` and a wake-up of the
-live readers) instead of one per ``write`` of the command; a slow writer's line waits at most
-that long.
+While a command streams output (the read before was a big one), a short read makes the pump
+pause ``COALESCE_SECONDS`` before reading again, so a fast writer's output arrives in big chunks
+(each chunk costs a masking pass, a ``write`` and a wake-up of the live readers) instead of one
+per ``write`` of the command. A command that prints now and then is never delayed: a line it
+writes in two pieces (Python's unbuffered ``print`` writes the text, then the newline) would
+otherwise reach its readers that much later.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class PipePump:
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
         poller.register(self._stop_read, select.POLLIN)
+        streaming = False  # the last read was a big one
         try:
             while not self._stopping.is_set():
                 try:
@@ -67,8 +70,10 @@ class PipePump:
                     return
                 self.bytes_read += len(data)
                 self._deliver(data)
-                if len(data) < SHORT_READ:
+                short = len(data) < SHORT_READ
+                if short and streaming:
                     time.sleep(COALESCE_SECONDS)
+                streaming = not short
         except OSError as e:
             log.warning("reading a command's output failed: %s", e)
         finally:
