@@ -10,7 +10,9 @@ process and real `tcworker run` processes, submitting with the official client:
 2. trivial tasks per second at capacity 1 and capacity 8 (tasks queued first, then one worker
    drains them; span = first `started` → last `resolved`);
 3. a task writing 1 GiB to stdout (log streamed to disk, gzip-uploaded) vs the same command
-   redirected to a file through `subprocess`;
+   redirected to a file through `subprocess`, with the CPU seconds of the worker process (its
+   own, the task's processes excluded) and of the platform beside the redirect's (steadier than
+   wall time on a shared machine);
 4. worker RSS (worker process plus descendants) idle and while draining the capacity-8 queue;
 5. per-task overhead of `engine: multiuser` vs `engine: simple` (root only; otherwise the row
    says why it is skipped);
