@@ -57,3 +57,20 @@ def test_json_ms_matches_tctime_with_and_without_the_second_cache() -> None:
         expected = tctime.to_json(from_ms(ms))
         assert json_ms(ms) == expected
         assert json_ms(ms) == expected  # second call: from the cache
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"payload": {"n": 2**70, "m": -(2**64)}, "ok": [1, 2.5, "\u00e9"]},
+        {"deep": json.loads("[" * 950 + "]" * 950)},
+        {"plain": {"command": [["true"]], "maxRunTime": 600}},
+    ],
+)
+def test_stored_definitions_read_back_exactly(value: object) -> None:
+    from tcworker.platform import jsonwire
+
+    text = jsonwire.dumps_text(value)
+    back = jsonwire.loads_stored(text)
+    assert back == value
+    assert json.dumps(back) == json.dumps(value)
