@@ -37,6 +37,7 @@ import importlib.util
 import os
 import socket
 import statistics
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -206,8 +207,12 @@ def main() -> None:
             platform = bw.Platform(Path(tmp, "platform"))
             procs.append(platform.proc)
             key = Path(tmp, "ed25519.key")
-            bw.subprocess.run(bw._tcworker("new-ed25519-keypair", "--file", str(key)), check=True,
-                              capture_output=True, env=bw._env())
+            subprocess.run(
+                bw._tcworker("new-ed25519-keypair", "--file", str(key)),
+                check=True,
+                capture_output=True,
+                env=bw._env(),
+            )
             port = free_port()
             worker_type = bw.new_type()
             worker = bw.Worker(
