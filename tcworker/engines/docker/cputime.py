@@ -95,7 +95,7 @@ class RunCpu:
     """The CPU group of one sandbox: its ``cgroup_parent`` and the counters under it."""
 
     def __init__(self, accounting: CpuAccounting, name: str) -> None:
-        self._accounting = accounting
+        self.accounting = accounting
         self.name = name
 
     @property
@@ -105,9 +105,9 @@ class RunCpu:
     def read(self) -> CpuCounters | None:
         """The counters now (blocking: a few small reads); ``None`` when the group is not there
         (before the first container started, or when dockerd put it elsewhere)."""
-        directory = self._accounting.counter_mount.path / TOP_GROUP / self.name
+        directory = self.accounting.counter_mount.path / TOP_GROUP / self.name
         try:
-            if self._accounting.counter_mount.version == 1:
+            if self.accounting.counter_mount.version == 1:
                 total = int((directory / "cpuacct.usage").read_text())
                 user = int((directory / "cpuacct.usage_user").read_text())
                 system = int((directory / "cpuacct.usage_sys").read_text())
@@ -121,7 +121,7 @@ class RunCpu:
 
     def remove(self) -> None:
         """Remove the (empty, all containers gone) group from every hierarchy (blocking)."""
-        for mount in self._accounting.mounts:
+        for mount in self.accounting.mounts:
             with contextlib.suppress(OSError):
                 (mount.path / TOP_GROUP / self.name).rmdir()
 

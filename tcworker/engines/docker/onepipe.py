@@ -15,7 +15,8 @@ path must exist and be executable, a bare name must be found in ``PATH``) and, w
 run, writes runc's wording to its own stderr and exits 127 (126: not executable). Nothing else
 ever writes to that stream once the command runs (its stderr is the pipe of stdout), so the
 sandbox reads the container's stream 2 as the wrapper's diagnostics. The variables a shell adds
-to the environment (``SHLVL``, ``PWD``) are unset again unless the task or the image set them.
+to the environment (``SHLVL``, ``PWD``) are unset again, or set back to the value the task or the
+image gave them (the shell changed it at its start).
 An image without ``/bin/sh`` runs its commands unwrapped: stdout and stderr then reach the log in
 the order dockerd delivers their frames.
 """
@@ -23,7 +24,8 @@ the order dockerd delivers their frames.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,27 +53,31 @@ _CHECK = (
 @dataclass(frozen=True)
 class ImageCommand:
     """What an image runs when a container of it is started: ``Entrypoint``, ``Cmd``, and the
-    names its ``Env`` sets (from one ``inspect`` of the image id, which never changes)."""
+    shell-added variables its ``Env`` sets (from one ``inspect`` of the image id, which never
+    changes)."""
 
     entrypoint: tuple[str, ...]
     cmd: tuple[str, ...]
-    env_names: frozenset[str]
+    env: tuple[tuple[str, str], ...]  # (name, value) of SHELL_ADDED_VARIABLES the image sets
 
     @classmethod
     def from_inspect(cls, inspected: Mapping[str, Any]) -> ImageCommand:
         config = inspected.get("Config") or {}
-        env = config.get("Env") or []
+        pairs = (str(entry).partition("=") for entry in config.get("Env") or [])
         return cls(
             entrypoint=tuple(config.get("Entrypoint") or ()),
             cmd=tuple(config.get("Cmd") or ()),
-            env_names=frozenset(str(entry).split("=", 1)[0] for entry in env),
+            env=tuple((name, value) for name, _, value in pairs if name in SHELL_ADDED_VARIABLES),
         )
 
 
-def wrapper_script(keep: Sequence[str] = ()) -> str:
-    """The wrapper's ``sh -c`` script; ``keep`` = shell-added variables the task or image set."""
-    unset = [name for name in SHELL_ADDED_VARIABLES if name not in keep]
-    return _CHECK + (f"unset {' '.join(unset)}; " if unset else "") + 'exec "$@" 2>&1'
+def wrapper_script(given: Mapping[str, str] | None = None) -> str:
+    """The wrapper's ``sh -c`` script; ``given`` = the shell-added variables the container's
+    environment had (the task's or the image's values), restored before the ``exec``."""
+    given = given or {}
+    restore = "".join(f"export {name}={shlex.quote(given[name])}; " for name in sorted(given))
+    unset = [name for name in SHELL_ADDED_VARIABLES if name not in given]
+    return _CHECK + restore + (f"unset {' '.join(unset)}; " if unset else "") + 'exec "$@" 2>&1'
 
 
 def wrap(kwargs: Mapping[str, Any], image: ImageCommand, env: Mapping[str, str]) -> dict[str, Any] | None:
@@ -81,10 +87,10 @@ def wrap(kwargs: Mapping[str, Any], image: ImageCommand, env: Mapping[str, str])
     argv = list(image.entrypoint) + command
     if not argv:
         return None
-    keep = [name for name in SHELL_ADDED_VARIABLES if name in env or name in image.env_names]
+    given = {**dict(image.env), **{k: v for k, v in env.items() if k in SHELL_ADDED_VARIABLES}}
     return {
         **kwargs,
-        "entrypoint": [SHELL, "-c", wrapper_script(keep), WRAPPER_LABEL],
+        "entrypoint": [SHELL, "-c", wrapper_script(given), WRAPPER_LABEL],
         "command": argv,
     }
 
