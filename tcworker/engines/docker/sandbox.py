@@ -6,7 +6,10 @@ the task directory bind-mounted at the same path. One container per command (rat
 long-lived container plus ``docker exec``) is chosen because a container can be killed as a whole
 — an exec'd process tree cannot — and it matches D2G's ``docker run``. Containers stay (stopped)
 until ``destroy`` so artifacts are copied out of the last one with ``get_archive``; ``destroy``
-removes them with their anonymous volumes, whatever happened before. Features configure it through
+removes them with their anonymous volumes, whatever happened before. docker-worker payloads get a
+TTY as in docker-worker; generic-worker payloads get none and run under the one-pipe wrapper
+(``onepipe``), so their log holds exactly what the command wrote, in order. Each command's user and
+system time come from the run's CPU group (``cputime``). Features configure it through
 the explicit ``Sandbox`` methods: ``configure_container`` (capabilities, devices), ``add_mount``
 (caches, volume artifacts, mounts), ``save_image`` (dockerSave), ``image_facts`` (provenance).
 """
@@ -306,10 +309,10 @@ class DockerSandbox(Sandbox):
         if self._abort_reason is not None:
             await asyncio.gather(*self._kill_tasks, return_exceptions=True)
             return self._aborted(started)
+        user_time, system_time = await self._cpu_times()  # also moves the baseline past this container
         not_started = start_failure(exit_code, output.diverted_stderr) if wrapped is not None else None
         if not_started is not None:
             return self._not_started(f"the container could not be started: {not_started}", started)
-        user_time, system_time = await self._cpu_times()
         return ProcessResult(
             exit_code=exit_code,
             wall_time=time.monotonic() - started,
