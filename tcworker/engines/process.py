@@ -179,11 +179,19 @@ class CommandRunner:
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         pipe_inode = os.fstat(write_fd).st_ino
         join_fds: list[int] = []
+        launch: spawnstub.UserLaunch | None = None
+        procs = [d / "cgroup.procs" for d in self._cgroup.dirs] if self._cgroup is not None else []
         try:
-            if self._cgroup is not None and identity is None and argv and spawnstub.available():
-                # vfork + a shell stub that joins the cgroup, instead of forking the worker
+            if identity is not None and identity.uid != 0 and spawnstub.user_launch_available():
+                # vfork + a stub that joins the cgroup and drops to the task user (spawnstub)
+                launch = spawnstub.UserLaunch.start(
+                    argv, env, cwd, identity.uid, identity.gid, identity.groups, procs,
+                    **self._popen_io(write_fd),
+                )  # fmt: skip
+                popen = launch.popen
+            elif self._cgroup is not None and identity is None and argv and spawnstub.available():
+                # vfork + a perl stub that joins the cgroup, instead of forking the worker
                 spawnstub.check_executable(argv[0], env, cwd)
-                procs = [d / "cgroup.procs" for d in self._cgroup.dirs]
                 popen = self._spawn(spawnstub.stub_argv(argv, procs), env, cwd, write_fd, None)
             else:
                 join = None
@@ -233,6 +241,15 @@ class CommandRunner:
                 poller.cancel()
             await asyncio.shield(self._finish(tree, exited, eof, transport, pipe))
             popen.returncode = _returncode(exited)  # Popen must never waitpid() a recycled pid
+            start_error = launch.start_error() if launch is not None and exited.done() else None
+            if launch is not None:
+                launch.close()
+        if start_error is not None:  # the stub never became the command
+            return ProcessResult(
+                EXIT_NOT_STARTED,
+                start_error=_start_error_message(argv, start_error),
+                wall_time=time.monotonic() - started,
+            )
         reason = self._reason if interrupted else None
         if exited.cancelled() or exited.exception() is not None:  # not our child any more: undetermined
             return ProcessResult(
@@ -252,7 +269,19 @@ class CommandRunner:
         )
 
     @staticmethod
+    def _popen_io(out_fd: int) -> dict[str, Any]:
+        """What every command gets: no stdin, stdout+stderr into the pipe, its own session."""
+        return {
+            "stdin": subprocess.DEVNULL,
+            "stdout": out_fd,
+            "stderr": subprocess.STDOUT,
+            "start_new_session": True,
+            "close_fds": True,
+        }
+
+    @classmethod
     def _spawn(
+        cls,
         argv: Sequence[str],
         env: Mapping[str, str],
         cwd: str,
@@ -262,13 +291,9 @@ class CommandRunner:
     ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # argv comes from the task payload by design
             list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out_fd,
-            stderr=subprocess.STDOUT,
             cwd=cwd,
             env=dict(env),
-            start_new_session=True,
-            close_fds=True,
+            **cls._popen_io(out_fd),
             user=identity.uid if identity is not None else None,
             group=identity.gid if identity is not None else None,
             extra_groups=list(identity.groups) if identity is not None else None,
