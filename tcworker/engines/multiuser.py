@@ -5,7 +5,9 @@ cannot read each other's), taken from a pool of users made ahead in the backgrou
 (``userpool``: ``task_`` + random characters, never used twice); commands run with its uid, gid and
 only the supplementary groups granted through ``osGroups``, in a new session, with exactly the
 environment ``TaskRun`` builds from ``base_env`` (nothing of the worker's own environment).
-After every command all processes of the uid are killed; ``destroy`` kills them again, removes
+After every command all processes of the uid are killed (in the background: the next command,
+artifact copy or other process of the task user waits for it, the task's report does not);
+``destroy`` kills them again, removes
 the user's files in the shared temporary directories and its IPC objects, the task directory
 (or hands it to root when ``cleanUpTaskDirs`` is false) and finally the account.
 
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import grp
 import json
 import logging
 import os
 import pwd
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,7 +138,11 @@ class MultiuserSandbox(HostSandbox):
     def marker(self, env: Mapping[str, str]) -> bytes | None:
         return super().marker(env) if self._as_current_user else None
 
+    def _sweeper(self) -> Callable[[], Awaitable[object]] | None:
+        return self._sweep
+
     async def _sweep(self) -> None:
+        """Kill every process of the task user (those outside the task's cgroup and tree too)."""
         await kill_user_processes(self.user.uid, self.user.gid, since=self._born)
 
     def base_env(self) -> dict[str, str]:
@@ -148,6 +155,8 @@ class MultiuserSandbox(HostSandbox):
             return
         self._destroyed = True
         try:
+            with contextlib.suppress(Exception):  # the removal below kills everything anyway
+                await self.settle_processes()
             await self._remove_cgroup()
         finally:
             await self._pool.retire(self.user, "delete" if self._clean_up else "keep")
@@ -182,6 +191,7 @@ class MultiuserSandbox(HostSandbox):
     async def task_user_can_read(self, path: str) -> bool:
         """Whether the commands' user can open ``path`` (chain of trust checks the signing key;
         under runTaskAsCurrentUser that user is the worker's, so the answer is yes)."""
+        await self.settle_processes()
         ident = self.identity()
         kwargs: dict[str, object] = {}
         if ident is not None:
@@ -202,6 +212,7 @@ class MultiuserSandbox(HostSandbox):
     async def make_dirs(self, path: Path) -> None:
         """``mkdir -p`` run as the commands' user, then a write check: a place the task user could
         not create a mount in itself (a root-only directory) stays closed (``PermissionError``)."""
+        await self.settle_processes()
         ident = self.identity()
         if ident is None:
             await super().make_dirs(path)
@@ -236,6 +247,7 @@ class MultiuserSandbox(HostSandbox):
     ) -> list[ArtifactFile]:
         """Copy the artifact into ``staging`` through a helper running as the commands' user
         (files over ``max_file_bytes`` are sized by the helper, not copied)."""
+        await self.settle_processes()
         return await copy_artifact(
             self._interpreter, self.task_dir, path, kind, staging, self.identity(), max_file_bytes
         )

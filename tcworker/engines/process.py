@@ -18,9 +18,12 @@ Stopping follows Buildkite's interrupt → grace → kill with a recorded reason
 first ``abort`` reason wins; ``MAX_RUN_TIME`` (as in generic-worker) and ``HIGH_MEMORY`` are an
 immediate SIGKILL. When
 ``run`` returns — normal exit, abort or cancellation of the awaiting coroutine — every process the
-command started has been killed (``proctree``), and the optional ``sweep`` hook (the multiuser
-engine's kill-every-process-of-the-task-user) has run; with a cgroup, the group is killed as a
-whole too and the limits it hit are reported in ``ProcessResult.limit_hits``. The child is reaped with ``os.wait4``
+command started has been killed (``proctree``); with a cgroup, the group is killed as a whole too
+and the limits it hit are reported in ``ProcessResult.limit_hits``. The optional ``sweep`` hook
+(the multiuser engine's kill-every-process-of-the-task-user, a pass over ``/proc``) is started
+then and finishes in the background: the next command waits for it before it starts, and so
+must anything else that starts a process as the task user (``settle``), but the run's last
+command does not make the task's log upload and report wait for it. The child is reaped with ``os.wait4``
 through a pidfd, which gives its user/system CPU time without a thread per command.
 """
 
@@ -128,8 +131,9 @@ class CommandRunner:
     """Runs a sandbox's commands one at a time and stops them on ``abort``.
 
     ``grace`` is the time between SIGTERM and SIGKILL for reasons other than max run time.
-    ``sweep`` is awaited after each command once its tree is dead (multiuser: kill every process
-    of the task user). ``cgroup`` is the task's group, which every command joins before ``exec``.
+    ``sweep`` is started after each command once its tree is dead (multiuser: kill every process
+    of the task user) and awaited by ``settle``, which every later command calls first.
+    ``cgroup`` is the task's group, which every command joins before ``exec``.
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class CommandRunner:
     ) -> None:
         self.grace = grace
         self._sweep = sweep
+        self._sweeping: asyncio.Future[object] | None = None  # the last command's sweep
         self._cgroup = cgroup
         self._reason: CancelReason | None = None
         self._abort_event = asyncio.Event()
@@ -153,6 +158,14 @@ class CommandRunner:
         """Pids of the running command's process tree; ``None`` between commands. Blocking."""
         tree = self._tree
         return tree.pids() if tree is not None else None
+
+    async def settle(self) -> None:
+        """Wait until the last command's sweep is over: call before starting any process that
+        the sweep would kill (one of the task user's). Raises what the sweep raised."""
+        sweeping = self._sweeping
+        if sweeping is not None:
+            await asyncio.shield(sweeping)
+            self._sweeping = None
 
     def abort(self, reason: CancelReason) -> None:
         """Record ``reason`` (the first one wins) and stop the running command, if any."""
@@ -171,6 +184,7 @@ class CommandRunner:
     ) -> ProcessResult:
         """Run ``argv`` in ``cwd`` with exactly ``env``; see the module docstring."""
         started = time.monotonic()
+        await self.settle()
         if self._reason is not None:
             return ProcessResult(EXIT_ABORTED, cancel_reason=self._reason)
         loop = asyncio.get_running_loop()
@@ -346,8 +360,8 @@ class CommandRunner:
         # else: the task's cgroup is empty, and every process the command started joined it
         # before it could run a line of its own, so there is nothing left for a /proc scan to
         # find (the common case: it saves a scan of every process on the host per command).
-        if self._sweep is not None:
-            await self._sweep()
+        if self._sweep is not None:  # finishes in the background (module docstring)
+            self._sweeping = asyncio.ensure_future(self._sweep())
         if transport is None:  # never got as far as reading
             pipe.close()
             return

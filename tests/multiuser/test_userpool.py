@@ -95,9 +95,8 @@ async def test_a_task_cannot_touch_the_homes_waiting_in_the_pool(mu_engine: Mult
     tasks_dir = mu_engine.test_config.tasks_dir
     box = await mu_engine.prepare(run_context())
     try:
-        await wait_until(
-            lambda: len(ready_users(tasks_dir) - {box.task_dir.name}) == 2, what="the pool to refill"
-        )
+        # the other user made ahead waits (the pool tops up only when this run is over)
+        await wait_until(lambda: len(ready_users(tasks_dir) - {box.task_dir.name}) >= 1, what="a waiting user")
         waiting = sorted(ready_users(tasks_dir) - {box.task_dir.name})
         for home in (tasks_dir / name for name in waiting):
             script = (
