@@ -202,6 +202,7 @@ class CommandRunner:
                     argv, env, cwd, identity.uid, identity.gid, identity.groups, procs,
                     **self._popen_io(write_fd),
                 )  # fmt: skip
+                assert launch.popen is not None
                 popen = launch.popen
             elif self._cgroup is not None and identity is None and argv and spawnstub.available():
                 # vfork + a perl stub that joins the cgroup, instead of forking the worker

@@ -47,6 +47,7 @@ false and the caller forks as before.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import functools
@@ -202,12 +203,64 @@ def encode_environment(env: Mapping[str, str]) -> bytes:
 class UserLaunch:
     """One command started through the privilege-dropping stub (see the module docstring).
 
-    ``start`` spawns it (``vfork``: no ``preexec_fn``, no ``user=``); ``start_error`` — asked once
-    the process has ended — says whether it ever became the command.
+    ``prepare`` makes the stub's argv and the descriptors it inherits; the caller spawns
+    ``argv`` with an empty environment, ``pass_fds`` and no ``user=``/``preexec_fn`` (so
+    ``subprocess`` can ``vfork``), then calls ``spawned``. ``start`` does all of that with
+    ``subprocess.Popen``; ``start_error`` — asked once the process has ended — says whether it
+    ever became the command.
     """
 
-    popen: subprocess.Popen[bytes]
+    argv: list[str]
+    pass_fds: tuple[int, int]
     _report: int
+    popen: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def prepare(
+        cls,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        uid: int,
+        gid: int,
+        groups: Sequence[int],
+        join: Sequence[Path],
+    ) -> UserLaunch:
+        """The stub that runs ``argv`` as ``uid``/``gid``/``groups`` with exactly ``env``, in the
+        cgroups whose ``cgroup.procs`` are ``join``. Raises ``ValueError`` for an environment
+        ``execve`` cannot take and for uid 0."""
+        if uid == 0:
+            raise ValueError("the user-switching stub never starts a command as root")
+        if not argv:
+            raise IndexError("empty command")
+        setgroups, setresgid, setresuid, execve = _SYSCALLS[os.uname().machine]
+        blob = encode_environment(env)
+        candidates = exec_candidates(argv[0], env)
+        env_fd = os.memfd_create("tcworker-task-env", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            _write_all(env_fd, blob)
+            os.lseek(env_fd, 0, os.SEEK_SET)
+            fcntl_seal(env_fd)
+            report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except BaseException:
+            os.close(env_fd)
+            raise
+        stub = [
+            PERL, "-e", _USER_STUB, "--",
+            str(env_fd), str(report_w),
+            str(setgroups), str(setresgid), str(setresuid), str(execve),
+            str(uid), str(gid), ",".join(str(g) for g in groups),
+            str(len(join)), *map(str, join),
+            str(len(candidates)), *candidates,
+            *argv,
+        ]  # fmt: skip
+        return cls(stub, (env_fd, report_w), report_r)
+
+    def spawned(self) -> None:
+        """Close the parent's copies of what the stub inherits (after the spawn, or its failure)."""
+        for fd in self.pass_fds:
+            if fd >= 0:
+                os.close(fd)
+        self.pass_fds = (-1, -1)
 
     @classmethod
     def start(
@@ -221,44 +274,19 @@ class UserLaunch:
         join: Sequence[Path],
         **popen_kwargs: object,
     ) -> UserLaunch:
-        """Start ``argv`` as ``uid``/``gid``/``groups`` in ``cwd`` with exactly ``env``, in the
-        cgroups whose ``cgroup.procs`` are ``join``. Raises what ``Popen`` raises for the stub
-        itself (``cwd`` missing, ...) and ``ValueError`` for an environment ``execve`` cannot take."""
-        if uid == 0:
-            raise ValueError("the user-switching stub never starts a command as root")
-        if not argv:
-            raise IndexError("empty command")
-        setgroups, setresgid, setresuid, execve = _SYSCALLS[os.uname().machine]
-        blob = encode_environment(env)
-        candidates = exec_candidates(argv[0], env)
-        env_fd = os.memfd_create("tcworker-task-env", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        report_r = report_w = -1
+        """``prepare`` + ``subprocess.Popen`` in ``cwd``. Raises what ``Popen`` raises for the stub
+        itself (``cwd`` missing, ...) and what ``prepare`` raises."""
+        launch = cls.prepare(argv, env, uid, gid, groups, join)
         try:
-            _write_all(env_fd, blob)
-            os.lseek(env_fd, 0, os.SEEK_SET)
-            fcntl_seal(env_fd)
-            report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            stub = [
-                PERL, "-e", _USER_STUB, "--",
-                str(env_fd), str(report_w),
-                str(setgroups), str(setresgid), str(setresuid), str(execve),
-                str(uid), str(gid), ",".join(str(g) for g in groups),
-                str(len(join)), *map(str, join),
-                str(len(candidates)), *candidates,
-                *argv,
-            ]  # fmt: skip
-            popen = subprocess.Popen(  # argv comes from the task payload by design
-                stub, env={}, cwd=cwd, pass_fds=(env_fd, report_w), **popen_kwargs  # type: ignore[arg-type]
+            launch.popen = subprocess.Popen(  # argv comes from the task payload by design
+                launch.argv, env={}, cwd=cwd, pass_fds=launch.pass_fds, **popen_kwargs  # type: ignore[arg-type]
             )
         except BaseException:
-            if report_r >= 0:
-                os.close(report_r)
+            launch.close()
             raise
         finally:
-            os.close(env_fd)
-            if report_w >= 0:
-                os.close(report_w)
-        return cls(popen, report_r)
+            launch.spawned()
+        return launch
 
     def start_error(self) -> OSError | None:
         """After the process has ended: why the command never started, or ``None`` when it
@@ -284,9 +312,41 @@ class UserLaunch:
         return OSError(code, f"{what}: {os.strerror(code)}")
 
     def close(self) -> None:
+        """Drop the report pipe (``start_error`` does it too)."""
         if self._report >= 0:
             os.close(self._report)
             self._report = -1
+
+
+async def run_as_user(
+    argv: Sequence[str], uid: int, gid: int, groups: Sequence[int], **kwargs: object
+) -> tuple[int, bytes]:
+    """Run a short helper command (``argv`` with a fixed ``PATH`` in ``/``) as the user through the
+    stub, without forking the worker; ``(exit status, stderr)``. Raises the start error."""
+    launch = UserLaunch.prepare(argv, {"PATH": "/usr/bin:/bin"}, uid, gid, groups, ())
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *launch.argv,
+            env={},
+            cwd="/",
+            pass_fds=launch.pass_fds,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    except BaseException:
+        launch.close()
+        raise
+    finally:
+        launch.spawned()
+    try:
+        _, err = await proc.communicate()
+    finally:
+        error = launch.start_error()
+    if error is not None:
+        raise error
+    return proc.returncode or 0, err
 
 
 def fcntl_seal(fd: int) -> None:

@@ -70,7 +70,9 @@ async def test_the_task_environment_never_reaches_the_root_stub(box: Any) -> Non
     marker = lib / "loaded-by"
     try:
         (lib / "TcwSpy.pm").write_text(
-            'package TcwSpy; if (open(my $f, ">>", "' + str(marker) + '")) { print {$f} "$<\\n"; close($f) } 1;\n'
+            'package TcwSpy; if (open(my $f, ">>", "'
+            + str(marker)
+            + '")) { print {$f} "$<\\n"; close($f) } 1;\n'
         )
         os.chmod(marker.parent, 0o1777)  # the task user may write the marker (sticky /tmp-like)
         env = {"PERL5LIB": str(lib), "PERL5OPT": "-MTcwSpy", "LD_PRELOAD": "/nonexistent-tcw-h15.so"}
@@ -213,3 +215,24 @@ async def test_the_pool_tops_up_after_the_run_not_at_its_start(mu_engine: Multiu
     finally:
         await first.destroy()
         await second.destroy()
+
+
+async def test_helpers_run_as_the_task_user_through_the_stub(box: Any, worker_files: dict[str, Path]) -> None:
+    """The chain-of-trust read check and the mount-point ``mkdir`` run as the task user (the
+    stub, not a fork of the worker): root-only things stay closed, the task's own are open."""
+    own = box.task_dir / "mine.txt"
+    own.write_text("x")
+    os.chown(own, pwd.getpwnam(box.task_dir.name).pw_uid, -1)
+    assert await box.task_user_can_read(str(own))
+    assert not await box.task_user_can_read(str(worker_files["key"]))
+    await box.make_dirs(box.task_dir / "a" / "b")
+    made = box.task_dir / "a" / "b"
+    assert made.is_dir() and made.stat().st_uid == pwd.getpwnam(box.task_dir.name).pw_uid
+    root_only = Path("/tmp") / f"tcw-root-only-dir-{os.getpid()}"
+    root_only.mkdir(mode=0o755)
+    try:
+        with pytest.raises(PermissionError):
+            await box.make_dirs(root_only / "mount")
+        assert not (root_only / "mount").exists()
+    finally:
+        root_only.rmdir()
