@@ -4,11 +4,18 @@ The name doubles as the multiuser engine's OS user name, hence generic-worker's 
 limit: ``task_<taskId prefix>_<runId>`` with the taskId cut to ``20 − 6 − len(str(runId))``.
 Engines call ``task_dir_name`` when they create the directory; the loop calls
 ``remove_task_dirs`` after each task and at start-up.
+
+``remove_small_tree`` removes a directory tree of a few entries right where it is called, on the
+event loop: a thread trip costs the worker more than such a removal — the thread takes the GIL
+back after every system call while the loop runs, and those hand-offs were ~1,000 futex calls per
+trivial task (strace, issue 15) — while a big tree, whose size nobody knows before walking it,
+still goes to a thread.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -18,6 +25,7 @@ from tcworker.errors import HostBroken
 log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 20
+SMALL_TREE_ENTRIES = 64  # removed inline (bounded system calls); a bigger tree goes to a thread
 
 
 def task_dir_name(task_id: str, run_id: int) -> str:
@@ -25,6 +33,27 @@ def task_dir_name(task_id: str, run_id: int) -> str:
     run = str(run_id)
     keep = max(0, MAX_NAME_LENGTH - 6 - len(run))
     return f"task_{task_id[:keep]}_{run}"
+
+
+def leftover_task_dirs(
+    tasks_dir: Path, keep: Collection[str] = (), in_use: Callable[[str], bool] | None = None
+) -> list[Path]:
+    """The ``task_*`` directories ``remove_task_dirs`` would delete (a listing: cheap)."""
+    try:
+        entries = list(tasks_dir.iterdir())
+    except OSError as e:
+        log.warning("cannot list tasks directory %s: %s", tasks_dir, e)
+        return []
+    found: list[Path] = []
+    for entry in sorted(entries):
+        if not entry.name.startswith("task_") or entry.name in keep:
+            continue
+        if in_use is not None and in_use(entry.name):
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        found.append(entry)
+    return found
 
 
 def remove_task_dirs(
@@ -39,18 +68,7 @@ def remove_task_dirs(
     stop the worker from claiming).
     """
     removed: list[str] = []
-    try:
-        entries = list(tasks_dir.iterdir())
-    except OSError as e:
-        log.warning("cannot list tasks directory %s: %s", tasks_dir, e)
-        return removed
-    for entry in sorted(entries):
-        if not entry.name.startswith("task_") or entry.name in keep:
-            continue
-        if in_use is not None and in_use(entry.name):
-            continue
-        if entry.is_symlink() or not entry.is_dir():
-            continue
+    for entry in leftover_task_dirs(tasks_dir, keep, in_use):
         try:
             shutil.rmtree(entry)
             removed.append(entry.name)
@@ -66,3 +84,33 @@ def create_tasks_dir(tasks_dir: Path, mode: int = 0o755) -> None:
         tasks_dir.mkdir(parents=True, exist_ok=True, mode=mode)
     except OSError as e:
         raise HostBroken(f"cannot create tasksDir {str(tasks_dir)!r}: {e.strerror}") from e
+
+
+def remove_small_tree(path: Path, limit: int = SMALL_TREE_ENTRIES) -> bool:
+    """Remove ``path`` (a directory) when it holds at most ``limit`` entries in all; ``True``
+    when it is gone. Symlinks are removed, never followed. ``False`` (nothing or part removed)
+    tells the caller to ``shutil.rmtree`` it off the loop."""
+    entries: list[tuple[str, bool]] = []  # (path, is a directory), parents before children
+    pending = [str(path)]
+    try:
+        while pending:
+            directory = pending.pop()
+            with os.scandir(directory) as it:
+                for entry in it:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    entries.append((entry.path, is_dir))
+                    if len(entries) > limit:
+                        return False
+                    if is_dir:
+                        pending.append(entry.path)
+        for name, is_dir in reversed(entries):
+            if is_dir:
+                os.rmdir(name)
+            else:
+                os.unlink(name)
+        os.rmdir(path)
+    except FileNotFoundError:
+        return not os.path.lexists(path)
+    except OSError:
+        return False
+    return True

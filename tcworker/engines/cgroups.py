@@ -370,6 +370,22 @@ class TaskCgroup:
             with contextlib.suppress(OSError):
                 _write(freezer / "freezer.state", "THAWED")  # SIGKILL is delivered on thaw
 
+    def remove_if_empty(self) -> bool:
+        """Remove the group when no process is left in it, without waiting (non-blocking: one
+        read of each ``cgroup.procs`` and one ``rmdir`` per hierarchy); ``False``: processes are
+        left or the kernel refused an ``rmdir`` — call ``remove`` (in a thread) then."""
+        if self.pids():
+            return False
+        for directory in reversed(self.dirs):
+            try:
+                directory.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return False
+        self.dirs = []
+        return True
+
     def remove(self) -> None:
         """Kill what is left and remove the group from every hierarchy (idempotent)."""
         self.kill()

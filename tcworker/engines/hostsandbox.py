@@ -36,6 +36,7 @@ from tcworker.engines.base import (
 )
 from tcworker.engines.process import CommandRunner, Identity
 from tcworker.errors import InternalError
+from tcworker.taskdirs import remove_small_tree
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +144,16 @@ class HostSandbox(Sandbox):
         self._runner.abort(reason)
 
     async def _remove_cgroup(self) -> None:
-        """Kill whatever is left in the run's cgroup and remove it (idempotent)."""
-        if self._cgroup is not None:
+        """Kill whatever is left in the run's cgroup and remove it (idempotent). An empty group
+        goes at once, inline (a few ``rmdir``); one with processes left is killed and waited
+        for in a thread."""
+        if self._cgroup is not None and not self._cgroup.remove_if_empty():
             await asyncio.to_thread(self._cgroup.remove)
 
     async def _remove_task_dir(self) -> None:
         if self._clean_up and self._task_dir.exists():
+            if remove_small_tree(self._task_dir):  # a few entries: inline (see taskdirs)
+                return
             await asyncio.to_thread(shutil.rmtree, self._task_dir, ignore_errors=True)
             if self._task_dir.exists():
                 log.warning("could not remove task directory %s completely", self._task_dir)
@@ -191,8 +196,8 @@ class HostEngine(Engine):
         """A fresh, limited cgroup for one run (``None`` without cgroups on this host)."""
         if self._cgroups is None or self._limits is None:
             return None
-        try:
-            return await asyncio.to_thread(self._cgroups.create, cgroups.group_name(name), self._limits)
+        try:  # inline: a few mkdir and limit writes cost less than a thread trip (see taskdirs)
+            return self._cgroups.create(cgroups.group_name(name), self._limits)
         except OSError as e:
             raise InternalError(f"cannot create the task's cgroup {name}: {e}") from e
 

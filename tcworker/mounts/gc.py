@@ -11,7 +11,6 @@ worker loop then skips claiming (or exits 69 when idle, as generic-worker does).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import time
@@ -43,8 +42,9 @@ def _shortfall(paths: list[Path], required: int) -> list[tuple[Path, int]]:
 
 
 async def shortfall(paths: list[Path], required: int) -> list[tuple[Path, int]]:
-    """(path, free bytes) of each path whose file system has less than ``required`` free."""
-    return await asyncio.to_thread(_shortfall, paths, required)
+    """(path, free bytes) of each path whose file system has less than ``required`` free.
+    Inline: two ``statvfs`` cost less than a thread trip before every claim (see taskdirs)."""
+    return _shortfall(paths, required)
 
 
 # Orphans appear only when a worker dies mid-download or mid-cache-move, so looking for them

@@ -29,7 +29,7 @@ from tcworker.exitcodes import ExitCode
 from tcworker.features.base import Feature
 from tcworker.mounts import gc as disk_gc
 from tcworker.statefile import write_private
-from tcworker.taskdirs import remove_task_dirs, task_dir_name
+from tcworker.taskdirs import leftover_task_dirs, remove_task_dirs, task_dir_name
 from tcworker.tcapi.clients import Clients
 from tcworker.worker.metrics import WorkerMetrics
 from tcworker.worker.tasklog import Listener
@@ -128,19 +128,21 @@ class WorkerLoop:
             log.warning("cannot update %s: %s", self.status_path, e)
 
     async def _save_status(self) -> None:
-        async with self._status_lock:
-            await asyncio.to_thread(self._write_status, self._status_text())
+        """The status file, written inline: a few system calls on a small file cost the worker
+        less than a thread trip (see ``tcworker.taskdirs``)."""
+        self._write_status(self._status_text())
 
-    def _write_after_run(self, resolved: int, status: str | None, keep: set[str] | None) -> None:
-        """Everything the loop records after a run, in one trip off the loop (blocking): the
-        resolved count, the status file, and the sweep of task directories no run uses."""
+    async def _write_after_run(self, resolved: int, status: str | None, keep: set[str] | None) -> None:
+        """Everything the loop records after a run: the resolved count and the status file
+        (small, inline), and the sweep of task directories no run uses (listed inline; a
+        leftover is removed in a thread, as its size is unknown)."""
         try:
             write_private(self.state_dir / RESOLVED_COUNT_FILE, f"{resolved}\n")
         except OSError as e:
             log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
         self._write_status(status)
-        if keep is not None:
-            remove_task_dirs(self.config.tasks_dir, keep, self._task_dir_in_use)
+        if keep is not None and leftover_task_dirs(self.config.tasks_dir, keep, self._task_dir_in_use):
+            await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, keep, self._task_dir_in_use)
 
     def _task_dir_in_use(self, name: str) -> bool:
         """Asked by the purge thread for each ``task_*`` dir it found: set lookups only, which
@@ -370,7 +372,7 @@ class WorkerLoop:
             if self.config.cleanUpTaskDirs:
                 keep = {task_dir_name(r.task_id, r.run_id) for r in self.running.values() if r is not None}
                 keep |= {task_dir_name(*_split(k)) for k in self.running}
-            await asyncio.to_thread(self._write_after_run, self.resolved, self._status_text(), keep)
+            await self._write_after_run(self.resolved, self._status_text(), keep)
 
     def _count_run(self, run: TaskRun | None, resolution: tuple[str, str | None], claimed_at: float) -> None:
         if self.metrics is None:

@@ -1,0 +1,60 @@
+"""The official client's lean Hawk sender (tcworker/tcapi/hawksender.py) signs exactly as mohawk."""
+
+from __future__ import annotations
+
+import json
+
+import mohawk
+import pytest
+import taskcluster.aio
+import taskcluster.aio.asyncclient
+
+from tcworker.tcapi import hawksender
+
+CREDS = {"id": "worker/some-group/some-id", "key": "k" * 44, "algorithm": "sha256"}
+EXT = taskcluster.aio.Queue(
+    {
+        "rootUrl": "http://127.0.0.1:1",
+        "credentials": {
+            "clientId": "task-client/x",
+            "accessToken": "t" * 44,
+            "certificate": json.dumps({"version": 1, "scopes": ["queue:*"], "seed": "s" * 44}),
+        },
+        "authorizedScopes": ["queue:create-artifact:abc/0"],
+    }
+).makeHawkExt()
+
+CASES = [
+    ("GET", "http://127.0.0.1:8080/api/queue/v1/task/abc/status", "", "", {}),
+    ("POST", "http://localhost/api/queue/v1/claim-work/p%2Fw?x=1&y=2", '{"tasks": 1}', "application/json", EXT),
+    ("PUT", "https://tc.example.com/api/object/v1/upload/t%2Fabc%2F0%2Fpublic%2Flogs%2Flive.log", "{}", "application/json", EXT),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "content", "content_type", "ext"), CASES)
+def test_header_is_byte_for_byte_mohawks(method: str, url: str, content: str, content_type: str, ext) -> None:
+    kwargs = dict(credentials=CREDS, url=url, method=method, content=content, content_type=content_type, ext=ext)
+    ours = hawksender.LeanSender(**kwargs, nonce="n0Nc3x", _timestamp="1796230000").request_header
+    theirs = mohawk.Sender(**kwargs, nonce="n0Nc3x", _timestamp="1796230000").request_header
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(("method", "url", "content", "content_type", "ext"), CASES)
+def test_mohawk_receiver_accepts_it(method: str, url: str, content: str, content_type: str, ext) -> None:
+    header = hawksender.LeanSender(
+        credentials=CREDS, url=url, method=method, content=content, content_type=content_type, ext=ext
+    ).request_header
+    mohawk.Receiver(
+        lambda _id: CREDS, header, url, method, content=content, content_type=content_type
+    )  # raises when the MAC, hash or timestamp is wrong
+    bad = header.replace('mac="', 'mac="A')
+    with pytest.raises(mohawk.exc.MacMismatch):
+        mohawk.Receiver(lambda _id: CREDS, bad, url, method, content=content, content_type=content_type)
+
+
+def test_install_swaps_only_the_clients_sender() -> None:
+    hawksender.install()
+    hawksender.install()  # idempotent
+    assert taskcluster.aio.asyncclient.mohawk.Sender is hawksender.LeanSender
+    assert taskcluster.aio.asyncclient.mohawk.bewit is mohawk.bewit
+    assert mohawk.Sender is not hawksender.LeanSender  # mohawk itself (the platform's Receiver side) is untouched
