@@ -1,15 +1,15 @@
 """Run one command of a task on the host: spawn, stream its output, stop it, leave nothing behind.
 
 Shared by the simple and multiuser engines. The command becomes the leader of a new session and
-process group, optionally under another uid/gid/supplementary groups (``subprocess.Popen``'s
-``user``/``group``/``extra_groups``, applied in the child before ``exec``). With a task cgroup
-(``tcworker.engines.cgroups``) the child joins it before the command exists: as the worker's own
-user (simple engine) through a ``/bin/sh`` stub that the ``vfork``ed child execs first
-(``tcworker.engines.spawnstub``: forking the ~80 MB worker instead cost 10–35 ms per command here);
-under another uid (multiuser) through a ``preexec_fn`` (one ``os.write`` per hierarchy to
-descriptors the worker opened) — a stub would run as root with the task's environment
-(``LD_PRELOAD``), and ``subprocess`` forks for ``user=`` anyway. Nothing the command starts can
-leave the group.
+process group, as the worker's user or another uid/gid/supplementary groups, and joins the task's
+cgroup (``tcworker.engines.cgroups``) before it exists. Both are done without forking the ~80 MB
+worker (10–35 ms per command here; ``subprocess`` forks for a ``preexec_fn`` or ``user=``): a
+``vfork``ed ``perl`` stub joins and ``exec``s the command — as the worker's own user (simple
+engine) ``spawnstub.stub_argv``, under another uid (multiuser) ``spawnstub.UserLaunch``, which
+starts with an empty environment, drops every privilege itself and reports a failed ``execve``
+as a start error. Where no stub can be used the child is forked with ``user=`` and a
+``preexec_fn`` (one ``os.write`` per hierarchy to descriptors the worker opened). Nothing the
+command starts can leave the group.
 Combined stdout+stderr go through one pipe straight into the ``LogSink`` in chunks of up to
 1 MiB (the pipe is enlarged to match), so a task writing gigabytes costs little more than a
 redirect to a file and never sits in memory.
