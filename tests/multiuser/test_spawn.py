@@ -236,3 +236,22 @@ async def test_helpers_run_as_the_task_user_through_the_stub(box: Any, worker_fi
         assert not (root_only / "mount").exists()
     finally:
         root_only.rmdir()
+
+
+async def test_without_the_stub_commands_still_start_as_the_task_user(
+    box: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forking fallback (no perl, or a machine whose system call numbers are unknown) keeps
+    every guarantee: the task user, no groups, the cgroup, start errors."""
+    monkeypatch.setattr(spawnstub, "user_launch_available", lambda: False)
+    entry = pwd.getpwnam(box.task_dir.name)
+    result, out = await run(
+        box, ["sh", "-c", "id -u; grep ^Groups: /proc/self/status; cat /proc/self/cgroup"]
+    )
+    assert result.exit_code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == str(entry.pw_uid) and lines[1].split() == ["Groups:"]
+    if box.cgroup is not None:
+        assert box.cgroup.dirs[0].name in out
+    result, _ = await run(box, ["no-such-command-tcw-h15"])
+    assert result.exit_code == EXIT_NOT_STARTED and result.start_error
