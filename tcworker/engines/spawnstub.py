@@ -42,7 +42,8 @@ because it keeps every other property of the runner and is one small, auditable 
   a command that starts costs no extra wait.
 
 The system call numbers are per machine (``_SYSCALLS``); elsewhere ``user_launch_available`` is
-false and the caller forks as before.
+false and the caller forks as before. ``run_as_user`` starts the multiuser engine's short helper
+commands (the chain-of-trust read check, a mount point's ``mkdir``) the same way.
 """
 
 from __future__ import annotations
