@@ -55,6 +55,7 @@ import functools
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,8 +173,15 @@ REPORT_LIMIT = 4096
 
 @functools.cache
 def user_launch_available() -> bool:
-    """Whether ``UserLaunch`` works here (perl present, system call numbers known); asked once."""
-    return available() and os.uname().machine in _SYSCALLS and hasattr(os, "memfd_create")
+    """Whether ``UserLaunch`` works here (perl present, system call numbers known); asked once.
+    The numbers are the 64-bit tables: a 32-bit userland on a 64-bit kernel (same ``uname``) has
+    others, so a 32-bit Python is taken as its sign and forks instead."""
+    return (
+        available()
+        and os.uname().machine in _SYSCALLS
+        and sys.maxsize > 2**32
+        and hasattr(os, "memfd_create")
+    )
 
 
 def exec_candidates(name: str, env: Mapping[str, str]) -> list[str]:
