@@ -384,6 +384,8 @@ class MultiuserEngine(HostEngine):
         """``runAfterUserCreation`` as the new user in its home; failure is a worker panic (GW)."""
         sink = _Collect()
         result = await sandbox.execute([command], sandbox.base_env(), sink)
+        # its sweep must be over before the user is handed out: it would kill the task's commands
+        await sandbox.settle_processes()
         if not result.succeeded:
             raise HostBroken(
                 f"runAfterUserCreation {command!r} failed for {sandbox.user.name}: "

@@ -255,3 +255,39 @@ async def test_without_the_stub_commands_still_start_as_the_task_user(
         assert box.cgroup.dirs[0].name in out
     result, _ = await run(box, ["no-such-command-tcw-h15"])
     assert result.exit_code == EXIT_NOT_STARTED and result.start_error
+
+
+async def test_a_user_is_handed_out_only_after_its_creation_hooks_sweep(
+    scratch_root: Path, worker_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``runAfterUserCreation`` runs as the new user; the sweep after it must be over before a
+    task gets the user, or it would kill the task's first command."""
+    from helpers.engines import make_config
+
+    from tcworker.engines.multiuser import MultiuserSandbox
+
+    swept: list[float] = []
+    original = MultiuserSandbox._sweep
+
+    async def slow_sweep(self: Any) -> None:
+        await asyncio.sleep(0.5)
+        await original(self)
+        swept.append(time.monotonic())
+
+    monkeypatch.setattr(MultiuserSandbox, "_sweep", slow_sweep)
+    hook = scratch_root / "after-user-creation.sh"
+    hook.write_text("#!/bin/sh\ntrue\n")
+    os.chmod(hook, 0o755)
+    engine = MultiuserEngine(kill_grace=1.0)
+    await engine.initialise(
+        make_config(scratch_root, "multiuser", runAfterUserCreation=str(hook), taskUserPoolSize=1)
+    )
+    try:
+        box = await engine.prepare(run_context())
+        taken = time.monotonic()
+        try:
+            assert swept and swept[0] <= taken, "a user was handed out while its hook's sweep still ran"
+        finally:
+            await box.destroy()
+    finally:
+        await engine.shutdown()
