@@ -160,8 +160,13 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite
 
 
 def _parse_json(body: bytes, content_type: str) -> Any:
+    """The request body as JSON: orjson when it is sure to agree (``jsonwire.loads_exact``),
+    else the standard parser, which also words every error."""
     if content_type != _JSON:
         raise MalformedPayload("request body must be sent with Content-Type: application/json")
+    value = jsonwire.loads_exact(body)
+    if value is not jsonwire.UNDECIDED:
+        return value
     try:
         # What json.loads does with bytes (UTF-8/16/32 detection), then the shared decoder.
         payload = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))

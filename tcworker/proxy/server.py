@@ -239,7 +239,9 @@ class ProxyServer:
         self._admitted: weakref.WeakSet[Any] = weakref.WeakSet()
         # aiohttp's low-level server: every request goes to one handler anyway, and an
         # Application's router, middleware chain and per-request app bookkeeping only add calls.
-        server = web.Server(self._admit_then_dispatch, request_factory=self._make_request, access_log=None)
+        # Without a peer rule (simple engine) there is nothing to admit.
+        entry = self._admit_then_dispatch if policy.restricted else self._dispatch
+        server = web.Server(entry, request_factory=self._make_request, access_log=None)
         self._runner = web.ServerRunner(server, handle_signals=False)
         self._servers: list[asyncio.base_events.Server] = []
         self.addresses: list[tuple[str, int]] = []
@@ -288,8 +290,11 @@ class ProxyServer:
         return bool(self._handlers)
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        handlers = self._handlers
+        if len(handlers) == 1 and "" in handlers:  # one handler for every host: no Host to parse
+            return await handlers[""](request)
         host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
-        handler = self._handlers.get(host) or self._handlers.get("")
+        handler = handlers.get(host) or handlers.get("")
         if handler is None:
             return web.Response(status=404, text=f"no proxy for host {host!r} in this task\n")
         return await handler(request)

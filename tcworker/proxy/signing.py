@@ -14,6 +14,7 @@ every request into a debug message, which cost ~0.4 ms per proxied call.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import urllib.parse
@@ -23,6 +24,7 @@ from typing import Any
 
 import mohawk.base
 import mohawk.bewit
+import mohawk.exc
 import mohawk.util
 import taskcluster.aio
 
@@ -60,7 +62,12 @@ class ProxyCredentials:
 
 
 class _Signing:
-    """One immutable set of signing inputs, replaced as a whole on ``update``."""
+    """One immutable set of signing inputs, replaced as a whole on ``update``.
+
+    Everything that depends only on the credentials is prepared here, once per swap rather than
+    once per request: mohawk's header-value check of the id and of the long ``ext`` (a regular
+    expression over the certificate and scopes, ~0.6 KB) and the header text around them.
+    """
 
     def __init__(self, creds: ProxyCredentials, authorized_scopes: Sequence[str] | None) -> None:
         self.creds = creds
@@ -78,17 +85,32 @@ class _Signing:
         self.ext: str = ext.decode() if isinstance(ext, bytes) else (ext if isinstance(ext, str) else "")
         self.hawk_credentials = {"id": creds.client_id, "key": creds.access_token, "algorithm": "sha256"}
         self.headers = _identity_headers(creds, authorized_scopes)
+        # A value Hawk forbids (only possible from a task's own ``PUT /credentials``) fails each
+        # signing, as mohawk would, not the swap.
+        self.invalid: str | None = None
+        self.header_start = self.header_end = ""
+        try:
+            self.header_start = f'Hawk id="{mohawk.util.prepare_header_val(creds.client_id)}", '
+            self.header_end = f', ext="{mohawk.util.prepare_header_val(self.ext)}"' if self.ext else ""
+        except mohawk.exc.BadHeaderValue as e:
+            self.invalid = str(e)
 
 
 def _url_parts(url: str) -> tuple[str, str, str]:
     """(host, port, path+query) of ``url`` as Hawk normalises them."""
     parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host, port = _host_port(parts.scheme, parts.netloc)
     name = parts.path or "/"
     if parts.query:
         name += "?" + parts.query
-    return host, str(port), name
+    return host, port, name
+
+
+@functools.lru_cache(maxsize=64)
+def _host_port(scheme: str, netloc: str) -> tuple[str, str]:
+    """Host and port of an origin; cached, as a run's proxy talks to one or a few."""
+    parts = urllib.parse.SplitResult(scheme, netloc, "", "", "")
+    return parts.hostname or "", str(parts.port or (443 if scheme == "https" else 80))
 
 
 class _NoSession:
@@ -134,28 +156,30 @@ class RequestSigner:
         return dict(self._current.headers)
 
     def authorization(self, method: str, url: str) -> str:
-        """A Hawk ``Authorization`` header for ``method url`` (no payload hash)."""
+        """A Hawk ``Authorization`` header for ``method url`` (no payload hash).
+
+        The nonce (urlsafe base64) and the MAC (base64) cannot hold a character Hawk forbids in a
+        header value, so only the parts from the credentials are checked (once, in ``_Signing``).
+        """
         signing = self._current
+        if signing.invalid is not None:
+            raise mohawk.exc.BadHeaderValue(signing.invalid)
         host, port, name = _url_parts(url)
         resource = MacInput(
             credentials=signing.hawk_credentials,
             timestamp=str(mohawk.util.utc_now()),
-            nonce=mohawk.util.prepare_header_val(mohawk.util.random_string(6)),
+            nonce=mohawk.util.random_string(6).decode("ascii"),
             method=method.upper(),
             name=name,
             host=host,
             port=port,
             ext=signing.ext or None,
         )
-        mac = mohawk.util.calculate_mac("header", resource, None)
-        header = (
-            f'Hawk id="{mohawk.util.prepare_header_val(resource.credentials["id"])}", '
-            f'ts="{resource.timestamp}", nonce="{resource.nonce}", '
-            f'mac="{mohawk.util.prepare_header_val(mac)}"'
+        mac = mohawk.util.calculate_mac("header", resource, None).decode("ascii")
+        return (
+            f'{signing.header_start}ts="{resource.timestamp}", nonce="{resource.nonce}", '
+            f'mac="{mac}"{signing.header_end}'
         )
-        if resource.ext:
-            header += f', ext="{mohawk.util.prepare_header_val(resource.ext)}"'
-        return header
 
     def signed_url(self, url: str, ttl_seconds: float = 3600.0) -> str:
         """``url`` with a ``bewit`` query parameter valid ``ttl_seconds`` (what ``POST /bewit`` returns)."""

@@ -121,11 +121,6 @@ async def test_base_env_hides_the_worker_secrets(
         assert base["TCW_WORKER_ONLY"] == "worker-private"  # insecure engine: worker env minus the token
 
 
-@pytest.mark.engine_bug(
-    "docker",
-    reason="docker engine bug: containers run with a TTY, so a generic payload's output reaches the task "
-    "log with every \\n turned into \\r\\n",
-)
 async def test_stdout_and_stderr_are_combined_in_order(sandbox: Any) -> None:
     script = "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done"
     result, log = await run(sandbox, ["sh", "-c", script])
@@ -258,9 +253,6 @@ async def test_output_is_streamed_in_chunks(sandbox: Any) -> None:
     assert log.biggest_chunk <= 1024 * 1024  # handed over piecewise, never the whole output
 
 
-@pytest.mark.engine_bug(
-    "docker", reason="docker engine bug: user_time and system_time are always 0 (never read from the container)"
-)
 async def test_times_are_reported(sandbox: Any) -> None:
     result, _ = await run(
         sandbox, ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 0.2"]

@@ -56,7 +56,9 @@ def make_config(root: Path, engine: str, **overrides: Any) -> WorkerConfig:
         "clientId": "engine-tests",
         "accessToken": "not-a-real-token",
         "workerType": "engine-tests",
-        "workerId": "engine-tests-1",
+        # One id per test process: the docker engine removes its worker id's containers at start as
+        # a crashed predecessor's leftovers, which would hit a concurrent test run's containers.
+        "workerId": f"engine-tests-{os.getpid()}",
         "provisionerId": "tcw-tests",
         "tasksDir": str(root / "tasks"),
         "ed25519SigningKeyLocation": str(key),

@@ -222,3 +222,45 @@ def test_a_reused_certificate_is_still_checked_against_the_clock(monkeypatch: py
         monkeypatch.undo()
         bad = _temp_header(creds, _request()).replace('mac="', 'mac="AAAA')
         auth.authenticate(header=bad, bewit=None, request=_request())
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        # As mohawk's Sender writes it: the one-regex fast path.
+        _header("limited", "lim-token"),
+        _header("limited", "lim-token", "POST", b"{}", "application/json", ext=""),
+        'Hawk mac="m", id="i", ts="1", nonce="n"',
+        'Hawk mac="", hash="", id="", ts="1", nonce="", ext=""',
+        # Other orders, spacing, app/dlg, schemes: the general attribute loop.
+        'Hawk id="i", ts="1", nonce="n", mac="m", ext="e"',
+        'hawk mac="m", id="i", ts="1", nonce="n"',
+        'Hawk mac="m",id="i",ts="1",nonce="n"',
+        'Hawk mac="m", id="i", ts="1", nonce="n", ext="e", app="a", dlg="d"',
+    ],
+)
+def test_header_fast_path_parses_as_the_general_grammar(header: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path for mohawk's own header layout gives exactly what the attribute loop gives."""
+    import re
+
+    from tcworker.platform.auth import hawk
+
+    fast = hawk._parse_attributes(header)
+    monkeypatch.setattr(hawk, "_MOHAWK_FORM", re.compile(r"(?!)"))  # never matches: general path only
+    assert fast == hawk._parse_attributes(header)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'Hawk mac="m", id="i", ts="1", nonce="n", id="again"',
+        'Hawk mac="m", id="i", ts="1", nonce="n" trailing',
+        'Hawk mac="m\\"x", id="i", ts="1", nonce="n"',
+        'Basic mac="m", id="i", ts="1", nonce="n"',
+    ],
+)
+def test_headers_outside_the_fast_path_are_still_refused(header: str) -> None:
+    from tcworker.platform.auth import hawk
+
+    with pytest.raises(AuthenticationFailed):
+        hawk._parse_attributes(header)

@@ -9,7 +9,9 @@ requests → image (pull / download + load) → cache leases.
 
 Generic-worker payloads run each command in a container of the image named by config
 ``dockerImage`` (default ``DEFAULT_GENERIC_IMAGE``), the task directory bind-mounted at the same
-path and used as the working directory.
+path and used as the working directory; each command of theirs starts under the one-pipe wrapper
+(``tcworker.engines.docker.onepipe``) when the image has ``/bin/sh``, which is probed once per image
+id. Every container is created below its run's CPU group (``tcworker.engines.docker.cputime``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import docker.errors
 
 from tcworker.engines.base import Engine, Mount, RunContext, Sandbox
 from tcworker.engines.cgroups import task_limits
+from tcworker.engines.docker import cputime, onepipe
 from tcworker.engines.docker.images import ImageSpec, ImageStore, ResolvedImage
 from tcworker.engines.docker.sandbox import LABEL_WORKER, DockerSandbox
 from tcworker.errors import ConfigError, InternalError, MalformedPayload, TaskFailed
@@ -53,6 +56,8 @@ class DockerEngine(Engine):
         self._images: ImageStore | None = None
         self._live: set[DockerSandbox] = set()
         self._workdirs: dict[str, str] = {}  # image id → its WorkingDir
+        self._commands: dict[str, onepipe.ImageCommand | None] = {}  # image id → wrapper facts (None: no sh)
+        self._cpu: cputime.CpuAccounting | None = None
 
     def supported_payload_kinds(self) -> frozenset[str]:
         return frozenset({"generic", "docker"})
@@ -95,6 +100,26 @@ class DockerEngine(Engine):
             limits.max_memory_megabytes,
         )
         await self._remove_leftovers()
+        await self._set_up_cpu_accounting()
+
+    async def _set_up_cpu_accounting(self) -> None:
+        """Find where containers' CPU times can be read (``cputime``); clear a crashed
+        predecessor's groups (after its containers are gone: a group in use cannot be removed)."""
+        assert self._client is not None
+        try:
+            info = await asyncio.to_thread(self._client.info)
+        except docker.errors.APIError as e:
+            info = {}
+            log.warning("docker info failed (%s)", e)
+        found = await asyncio.to_thread(cputime.detect, info)
+        if isinstance(found, str):
+            log.warning("container CPU times are not measured (reported as 0): %s", found)
+            return
+        self._cpu = found
+        log.info("%s", found.describe())
+        stale = await asyncio.to_thread(found.remove_stale)
+        if stale:
+            log.info("removed %d CPU groups of earlier worker processes", len(stale))
 
     async def _remove_leftovers(self) -> None:
         """Containers labelled with this worker's id are leftovers of a crashed predecessor."""
@@ -125,6 +150,7 @@ class DockerEngine(Engine):
         await asyncio.to_thread(task_dir.mkdir, parents=True, exist_ok=True)
         image = await self._resolve_image(spec, run)  # also stamps its use for the image GC
         workdir = await self._image_workdir(image)
+        one_pipe = await self._image_command(image) if run.payload_kind == "generic" else None
         run.log.info(f"Using docker image {image.ref} ({image.id})")
         sandbox = DockerSandbox(
             client=self._client,
@@ -138,6 +164,8 @@ class DockerEngine(Engine):
             grace=self.kill_grace,
             clean_up=bool(config.cleanUpTaskDirs),
             limits=task_limits(config),
+            one_pipe=one_pipe,
+            cpu=self._cpu.for_run(task_dir.name) if self._cpu is not None else None,
         )
         if run.payload_kind == "docker":
             volumes = await asyncio.to_thread(_volume_dirs, run.payload, task_dir)
@@ -159,6 +187,27 @@ class DockerEngine(Engine):
             workdir = str((inspected.get("Config") or {}).get("WorkingDir") or "/")
             self._workdirs[image.id] = workdir
         return workdir
+
+    async def _image_command(self, image: ResolvedImage) -> onepipe.ImageCommand | None:
+        """What the one-pipe wrapper needs of a generic payload's image, or ``None`` when the image
+        has no ``/bin/sh`` (probed and inspected once per image id: its content never changes)."""
+        assert self._client is not None
+        if image.id not in self._commands:
+            labels = {LABEL_WORKER: self.worker_label}
+            if await onepipe.image_has_sh(self._client.api, image.id, labels):
+                try:
+                    inspected = await asyncio.to_thread(self._client.api.inspect_image, image.id)
+                except docker.errors.APIError as e:
+                    raise InternalError(f"cannot inspect image {image.ref}: {e}") from e
+                self._commands[image.id] = onepipe.ImageCommand.from_inspect(inspected)
+            else:
+                log.warning(
+                    "image %s has no /bin/sh: generic-worker commands in it run with stdout and stderr "
+                    "as two streams (their order in the log is dockerd's)",
+                    image.ref,
+                )
+                self._commands[image.id] = None
+        return self._commands[image.id]
 
     async def _resolve_image(self, spec: ImageSpec, run: RunContext) -> ResolvedImage:
         """The run's image. One the task named that cannot be had fails the task (docker-worker's

@@ -6,7 +6,10 @@ the task directory bind-mounted at the same path. One container per command (rat
 long-lived container plus ``docker exec``) is chosen because a container can be killed as a whole
 — an exec'd process tree cannot — and it matches D2G's ``docker run``. Containers stay (stopped)
 until ``destroy`` so artifacts are copied out of the last one with ``get_archive``; ``destroy``
-removes them with their anonymous volumes, whatever happened before. Features configure it through
+removes them with their anonymous volumes, whatever happened before. docker-worker payloads get a
+TTY as in docker-worker; generic-worker payloads get none and run under the one-pipe wrapper
+(``onepipe``), so their log holds exactly what the command wrote, in order. Each command's user and
+system time come from the run's CPU group (``cputime``). Features configure it through
 the explicit ``Sandbox`` methods: ``configure_container`` (capabilities, devices), ``add_mount``
 (caches, volume artifacts, mounts), ``save_image`` (dockerSave), ``image_facts`` (provenance).
 """
@@ -52,8 +55,11 @@ from tcworker.engines.docker import archive
 from tcworker.engines.docker import limits as container_limits
 from tcworker.engines.docker.attach import AttachedOutput
 from tcworker.engines.docker.containeropts import SHM_SIZE, ContainerOptions, create_container
+from tcworker.engines.docker.cputime import ZERO as ZERO_CPU
+from tcworker.engines.docker.cputime import RunCpu
 from tcworker.engines.docker.exitwatch import ContainerExit, ExitWatch
 from tcworker.engines.docker.images import ResolvedImage
+from tcworker.engines.docker.onepipe import ImageCommand, start_failure, wrap
 from tcworker.engines.docker.saving import save_container
 from tcworker.engines.docker.shell import ContainerKeeper, open_exec_shell
 from tcworker.engines.docker.threads import in_own_thread
@@ -85,8 +91,13 @@ class DockerSandbox(Sandbox):
         grace: float = 3.0,
         clean_up: bool = True,
         limits: TaskLimits | None = None,
+        one_pipe: ImageCommand | None = None,
+        cpu: RunCpu | None = None,
     ) -> None:
         self._client = client
+        self._one_pipe = one_pipe  # generic payloads, image with /bin/sh: stderr into stdout's pipe
+        self._cpu = cpu
+        self._cpu_seen = ZERO_CPU  # the run's CPU group before the next container
         self._limits = limits
         self._stream = stream_client
         self._run = run
@@ -100,6 +111,7 @@ class DockerSandbox(Sandbox):
         self._grace = grace
         self._clean_up = clean_up
         self._generic = run.payload_kind == "generic"
+        self._tty = not self._generic
         self._containers: list[Any] = []
         self._current: Any = None
         self._running: Any = None  # _current once started: what interactive shells can enter
@@ -175,7 +187,9 @@ class DockerSandbox(Sandbox):
                 LABEL_WORKER: self._worker_label,
                 LABEL_RUN: f"{self._run.task_id}/{self._run.run_id}",
             },
-            "tty": True,
+            # docker-worker gave its containers a TTY (spec/worker.md §3.5: lines end in \r\n);
+            # a generic-worker command writes to pipes, so its log holds exactly its bytes.
+            "tty": self._tty,
             "stdin_open": False,
             "volumes": self._binds(),
             "extra_hosts": dict(self._extra_hosts),
@@ -189,6 +203,8 @@ class DockerSandbox(Sandbox):
             kwargs["working_dir"] = str(self._task_dir)
         if self._network is not None:
             kwargs["network"] = self._network.name
+        if self._cpu is not None:
+            kwargs["cgroup_parent"] = self._cpu.cgroup_parent
         return kwargs
 
     # -- the run's own network (NetworkedSandbox) ------------------------------------------------
@@ -233,6 +249,9 @@ class DockerSandbox(Sandbox):
         if self._abort_reason is not None:
             return self._aborted(started)
         kwargs = self._create_kwargs(argv, env)
+        wrapped = None if self._one_pipe is None else wrap(kwargs, self._one_pipe, env)
+        if wrapped is not None:
+            kwargs = wrapped
         if self._keeper is not None:
             kwargs = await self._keeper.wrap(kwargs, self._client.api, self._image.id)
         try:
@@ -249,7 +268,9 @@ class DockerSandbox(Sandbox):
             return self._aborted(started)
         # Both before the start: no output is missed, and the exit is seen as soon as Docker says it.
         output, exits = await asyncio.gather(
-            asyncio.to_thread(AttachedOutput.open, self._stream.api, container.id, tty=True),
+            asyncio.to_thread(
+                AttachedOutput.open, self._stream.api, container.id, self._tty, wrapped is not None
+            ),
             self._watch_exit(container),
             return_exceptions=True,
         )
@@ -288,11 +309,28 @@ class DockerSandbox(Sandbox):
         if self._abort_reason is not None:
             await asyncio.gather(*self._kill_tasks, return_exceptions=True)
             return self._aborted(started)
+        user_time, system_time = await self._cpu_times()  # also moves the baseline past this container
+        not_started = start_failure(exit_code, output.diverted_stderr) if wrapped is not None else None
+        if not_started is not None:
+            return self._not_started(f"the container could not be started: {not_started}", started)
         return ProcessResult(
             exit_code=exit_code,
             wall_time=time.monotonic() - started,
+            user_time=user_time,
+            system_time=system_time,
             limit_hits=await self._limit_hits(container, watch, exit_code, oom_seen),
         )
+
+    async def _cpu_times(self) -> tuple[float, float]:
+        """The exited container's user and system CPU seconds: what its run's CPU group gained
+        since the container before it (``cputime``); (0, 0) when not measured here."""
+        if self._cpu is None:
+            return 0.0, 0.0
+        now = await asyncio.to_thread(self._cpu.read)
+        if now is None:
+            return 0.0, 0.0
+        spent, self._cpu_seen = now.minus(self._cpu_seen), now
+        return spent.seconds()
 
     def _watch_pids(self, container: Any, watch: container_limits.PidsWatch) -> asyncio.Task[None] | None:
         """Start following the running container's ``pids.events`` (``taskMaxProcesses``) in the
@@ -674,6 +712,8 @@ class DockerSandbox(Sandbox):
                 with contextlib.suppress(OSError):
                     await self._keeper.close()
             await self._remove_everything()
+            if self._cpu is not None:
+                await asyncio.to_thread(self._cpu.remove)
         finally:
             if self._clean_up:
                 await asyncio.to_thread(shutil.rmtree, self._task_dir, True)

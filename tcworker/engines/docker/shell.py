@@ -37,6 +37,7 @@ import docker.errors
 import psutil
 
 from tcworker.engines.base import Mount, Unsupported
+from tcworker.engines.docker.onepipe import image_has_sh
 
 log = logging.getLogger(__name__)
 
@@ -202,35 +203,13 @@ class ContainerKeeper:
             return kwargs
         entrypoint = list(config.get("Entrypoint") or [])
         command = list(kwargs.get("command") or config.get("Cmd") or [])
-        if not entrypoint + command or not await self._image_has_sh(
-            api, image_id, kwargs.get("labels") or {}
-        ):
+        if not entrypoint + command or not await image_has_sh(api, image_id, kwargs.get("labels") or {}):
             return kwargs
         return {
             **kwargs,
             "entrypoint": ["/bin/sh", "-c", WRAPPER, "tcworker-interactive"],
             "command": entrypoint + command,
         }
-
-    async def _image_has_sh(self, api: docker.APIClient, image_id: str, labels: dict[str, str]) -> bool:
-        """Whether ``/bin/sh`` exists in the image (read from a created, never started container
-        labelled as the run's, so a crashed worker's leftovers are found like its others)."""
-
-        def probe() -> bool:
-            container = api.create_container(image_id, command=["true"], entrypoint=[], labels=labels)
-            try:
-                stream, _ = api.get_archive(container["Id"], "/bin/sh")
-                stream.close()
-                return True
-            except docker.errors.NotFound:
-                return False
-            finally:
-                api.remove_container(container["Id"], force=True)
-
-        try:
-            return await asyncio.to_thread(probe)
-        except docker.errors.APIError:
-            return False
 
     def arm(self) -> None:
         """Listen on the status FIFO (opened read-write so that it neither blocks nor sees EOF)."""

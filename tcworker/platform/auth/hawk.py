@@ -28,6 +28,12 @@ _BEWIT_QUERY = re.compile(r"(^|&)bewit=([^&]*)")
 _B64URL = re.compile(r"^[\w-]*=*$")
 _HEADER_ATTR = mohawk.util.HAWK_HEADER_RE
 _HEADER_KEYS = frozenset(mohawk.util.allowable_header_keys)
+_VALUE = r'"([^"\\]*)"'  # mohawk's value grammar: no quote, no backslash
+#: The header exactly as mohawk's Sender (so the official clients) writes it: one regex match
+#: instead of the general attribute loop. Anything else takes the general path below.
+_MOHAWK_FORM = re.compile(
+    rf"Hawk mac={_VALUE}(?:, hash={_VALUE})?, id={_VALUE}, ts={_VALUE}, nonce={_VALUE}(?:, ext={_VALUE})?"
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,15 @@ def _parse_attributes(header: str) -> dict[str, str]:
     """
     if len(header) > mohawk.util.MAX_LENGTH:
         raise AuthenticationFailed("Hawk header too long")
+    common = _MOHAWK_FORM.fullmatch(header)
+    if common is not None:
+        mac, payload, client_id, ts, nonce, ext = common.groups()
+        attrs = {"mac": mac, "id": client_id, "ts": ts, "nonce": nonce}
+        if payload is not None:
+            attrs["hash"] = payload
+        if ext is not None:
+            attrs["ext"] = ext
+        return attrs
     scheme, _, rest = header.partition(" ")
     if scheme.lower() != "hawk":
         raise AuthenticationFailed("Authorization header must use the Hawk scheme")

@@ -165,6 +165,8 @@ def insert_dependencies(conn: sqlite3.Connection, task: TaskRecord, deps: dict[s
         ok = dep is not None and dep_id != task.task_id and dependency_satisfied(requires, dep.state)
         unsatisfied += 0 if ok else 1
         rows.append((dep_id, task.task_id, requires, 1 if ok else 0, task.expires_ms))
+    if not rows:  # most tasks: no statement at all
+        return 0
     conn.executemany(
         "INSERT OR IGNORE INTO task_dependencies (required_task_id, dependent_task_id, requires, satisfied,"
         " expires_ms) VALUES (?,?,?,?,?)",

@@ -6,7 +6,6 @@ columns the hot queries filter on (state, queue, priority, takenUntil, deadline)
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +45,7 @@ class TaskRecord:
     def from_row(cls, row: sqlite3.Row) -> TaskRecord:
         return cls(
             task_id=row["task_id"],
-            definition=json.loads(row["definition"]),
+            definition=jsonwire.loads_stored(row["definition"]),
             retries=row["retries"],
             retries_left=row["retries_left"],
             deadline_ms=row["deadline_ms"],
