@@ -15,7 +15,8 @@ process and real `tcworker run` processes, submitting with the official client:
    wall time on a shared machine);
 4. worker RSS (worker process plus descendants) idle and while draining the capacity-8 queue;
 5. per-task overhead of `engine: multiuser` vs `engine: simple` (root only; otherwise the row
-   says why it is skipped);
+   says why it is skipped): latency with both workers idle before each task, each worker's own
+   CPU per task, and back to back (user creation and removal included);
 6. live logs (issue 9): time to first log byte for a reader of `live.log` (run started → first
    byte, vs waiting for the backing log, the only way before live logs); line latency p50/p99
    (the task prints timestamped lines, a live reader notes their arrival; baseline: the same
@@ -386,14 +387,47 @@ def phase_latency(platform: Platform, wt: str, runs: int, budget: Budget) -> Row
     )
 
 
+def quiesce(*workers: Worker, timeout: float = 10.0) -> None:
+    """Wait until each of `workers` has been idle (no child process, next to no CPU) for 150 ms: a
+    multiuser worker removes the last task's user and makes the next one after its report, and
+    that background work must not land on the other worker's task in an interleaved series.
+    Bounded by `timeout`."""
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(worker.proc.pid)
+            quiet = 0  # consecutive 50 ms windows without a child and with < 2 ms of CPU
+            while quiet < 3 and time.monotonic() < deadline:
+                cpu = _own_cpu_seconds(proc.pid)
+                time.sleep(0.05)
+                busy = proc.children(recursive=True) or _own_cpu_seconds(proc.pid) - cpu > 0.002
+                quiet = 0 if busy else quiet + 1
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    """A process's own CPU time (user + system), without its children's."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def phase_multiuser(
-    platform: Platform, tmp: Path, key: Path, wt: str, runs: int, n: int, budget: Budget
+    platform: Platform,
+    tmp: Path,
+    key: Path,
+    wt: str,
+    runs: int,
+    n: int,
+    budget: Budget,
+    simple: Worker | None = None,
 ) -> list[Row]:
     """5: the same trivial task on a multiuser worker and the simple one.
 
-    Two views: latency of single tasks (interleaved, so load drift hits both alike), and a
-    back-to-back drain of `n` queued tasks at capacity 1, which also counts the work a multiuser
-    worker does after reporting (removing the task user and its files) before its next claim.
+    Two views: latency of single tasks (interleaved, so load drift hits both alike; before each
+    task both workers are left to finish their background work — `quiesce` — so the multiuser
+    worker's `userdel`/`useradd` after a report does not land on the simple task that follows),
+    with each worker process's own CPU time per task beside it; and a back-to-back drain of `n`
+    queued tasks at capacity 1, which also counts the work a multiuser worker does after
+    reporting (removing the task user and its files, making the next) before its next claim.
     """
     label = "per-task overhead, engine multiuser vs simple"
     if os.geteuid() != 0:
@@ -408,19 +442,36 @@ def phase_multiuser(
     rows: list[Row] = []
     try:
         latency_series(platform.queue, mwt, 1, budget)  # warm-up
+        workers = [w for w in (multi, simple) if w is not None]
         mlat: list[float] = []
         slat: list[float] = []
+        mcpu = scpu = 0.0
         for _ in range(runs):
+            quiesce(*workers)
+            before = _own_cpu_seconds(multi.proc.pid)
             mlat += latency_series(platform.queue, mwt, 1, budget)
+            mcpu += _own_cpu_seconds(multi.proc.pid) - before
+            quiesce(*workers)
+            before = _own_cpu_seconds(simple.proc.pid) if simple is not None else 0.0
             slat += latency_series(platform.queue, wt, 1, budget)
+            scpu += (_own_cpu_seconds(simple.proc.pid) - before) if simple is not None else 0.0
         rows.append(
             (
-                f"{label}: latency ({len(mlat)} runs each, interleaved)",
+                f"{label}: latency ({len(mlat)} runs each, interleaved, workers idle before each)",
                 f"multiuser median {ms(statistics.median(mlat))}, p90 {ms(pct(mlat, 0.9))}",
                 f"simple median {ms(statistics.median(slat))}, p90 {ms(pct(slat, 0.9))}",
                 f"+{ms(statistics.median(mlat) - statistics.median(slat))} per task (median difference)",
             )
         )
+        if simple is not None and mlat and slat:
+            rows.append(
+                (
+                    f"{label}: worker process's own CPU per task in that series (children apart)",
+                    f"multiuser {ms(mcpu / len(mlat))}",
+                    f"simple {ms(scpu / len(slat))}",
+                    f"+{ms(mcpu / len(mlat) - scpu / len(slat))} per task",
+                )
+            )
     except (TimeoutError, RuntimeError, taskcluster.TaskclusterFailure) as exc:
         rows.append((label, "FAILED", "", f"{exc}"[:200]))
     finally:
@@ -836,7 +887,7 @@ def main() -> int:
                 rows.append(phase_latency(platform, wt, args.runs, budget))
             if "multiuser" in only:
                 rows += phase_multiuser(
-                    platform, tmp, key, wt, max(5, args.runs // 2), max(10, args.tasks // 5), budget
+                    platform, tmp, key, wt, max(5, args.runs // 2), max(10, args.tasks // 5), budget, simple
                 )
             if "biglog" in only:
                 rows.append(phase_big_log(platform, simple, tmp, wt, args.bytes, budget))

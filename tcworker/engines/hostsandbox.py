@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from tcworker.config import WorkerConfig
@@ -76,7 +76,7 @@ class HostSandbox(Sandbox):
         self._task_dir = task_dir
         self._clean_up = clean_up
         self._cgroup = cgroup
-        self._runner = CommandRunner(grace=grace, sweep=self._sweep, cgroup=cgroup)
+        self._runner = CommandRunner(grace=grace, sweep=self._sweeper(), cgroup=cgroup)
         self._destroyed = False
 
     @property
@@ -122,8 +122,15 @@ class HostSandbox(Sandbox):
         """The running command's process tree (``memory_usage_bytes`` sums their RSS)."""
         return self._runner.running_pids()
 
-    async def _sweep(self) -> None:
-        """Extra clean-up after every command (multiuser: every process of the task user)."""
+    def _sweeper(self) -> Callable[[], Awaitable[object]] | None:
+        """Extra clean-up after every command (multiuser: kill every process of the task user);
+        ``None``: nothing to do. It finishes in the background: see ``settle_processes``."""
+        return None
+
+    async def settle_processes(self) -> None:
+        """Wait for the last command's clean-up (``_sweeper``) before starting another process
+        as the commands' user, which it would kill."""
+        await self._runner.settle()
 
     def base_env(self) -> dict[str, str]:
         raise NotImplementedError

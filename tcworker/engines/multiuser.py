@@ -5,7 +5,9 @@ cannot read each other's), taken from a pool of users made ahead in the backgrou
 (``userpool``: ``task_`` + random characters, never used twice); commands run with its uid, gid and
 only the supplementary groups granted through ``osGroups``, in a new session, with exactly the
 environment ``TaskRun`` builds from ``base_env`` (nothing of the worker's own environment).
-After every command all processes of the uid are killed; ``destroy`` kills them again, removes
+After every command all processes of the uid are killed (in the background: the next command,
+artifact copy or other process of the task user waits for it, the task's report does not);
+``destroy`` kills them again, removes
 the user's files in the shared temporary directories and its IPC objects, the task directory
 (or hands it to root when ``cleanUpTaskDirs`` is false) and finally the account.
 
@@ -20,16 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import grp
 import json
 import logging
 import os
 import pwd
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tcworker.engines import spawnstub
 from tcworker.engines.artifact_copy import copy_artifact, helper_interpreter
 from tcworker.engines.base import ArtifactFile, RunContext
 from tcworker.engines.cgroups import TaskCgroup
@@ -135,7 +139,11 @@ class MultiuserSandbox(HostSandbox):
     def marker(self, env: Mapping[str, str]) -> bytes | None:
         return super().marker(env) if self._as_current_user else None
 
+    def _sweeper(self) -> Callable[[], Awaitable[object]] | None:
+        return self._sweep
+
     async def _sweep(self) -> None:
+        """Kill every process of the task user (those outside the task's cgroup and tree too)."""
         await kill_user_processes(self.user.uid, self.user.gid, since=self._born)
 
     def base_env(self) -> dict[str, str]:
@@ -148,6 +156,8 @@ class MultiuserSandbox(HostSandbox):
             return
         self._destroyed = True
         try:
+            with contextlib.suppress(Exception):  # the removal below kills everything anyway
+                await self.settle_processes()
             await self._remove_cgroup()
         finally:
             await self._pool.retire(self.user, "delete" if self._clean_up else "keep")
@@ -182,47 +192,21 @@ class MultiuserSandbox(HostSandbox):
     async def task_user_can_read(self, path: str) -> bool:
         """Whether the commands' user can open ``path`` (chain of trust checks the signing key;
         under runTaskAsCurrentUser that user is the worker's, so the answer is yes)."""
-        ident = self.identity()
-        kwargs: dict[str, object] = {}
-        if ident is not None:
-            kwargs = {"user": ident.uid, "group": ident.gid, "extra_groups": list(ident.groups)}
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/cat",
-            "--",
-            path,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env={"PATH": "/usr/bin:/bin"},
-            cwd="/",
-            **kwargs,  # type: ignore[arg-type]
-        )
-        return await proc.wait() == 0
+        await self.settle_processes()
+        code, _ = await _run_helper(["/bin/cat", "--", path], self.identity())
+        return code == 0
 
     async def make_dirs(self, path: Path) -> None:
         """``mkdir -p`` run as the commands' user, then a write check: a place the task user could
         not create a mount in itself (a root-only directory) stays closed (``PermissionError``)."""
+        await self.settle_processes()
         ident = self.identity()
         if ident is None:
             await super().make_dirs(path)
             return
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh",
-            "-c",
-            'mkdir -p -- "$1" && test -w "$1" -a -x "$1" || { echo "cannot write in $1" >&2; exit 1; }',
-            "sh",
-            str(path),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin"},
-            cwd="/",
-            user=ident.uid,
-            group=ident.gid,
-            extra_groups=list(ident.groups),
-        )
-        _, err = await proc.communicate()
-        if proc.returncode != 0:
+        script = 'mkdir -p -- "$1" && test -w "$1" -a -x "$1" || { echo "cannot write in $1" >&2; exit 1; }'
+        code, err = await _run_helper(["/bin/sh", "-c", script, "sh", str(path)], ident)
+        if code != 0:
             raise PermissionError(err.decode("utf-8", "replace").strip() or f"mkdir -p {path} failed")
 
     def give_to_task(self, path: Path) -> None:
@@ -236,9 +220,32 @@ class MultiuserSandbox(HostSandbox):
     ) -> list[ArtifactFile]:
         """Copy the artifact into ``staging`` through a helper running as the commands' user
         (files over ``max_file_bytes`` are sized by the helper, not copied)."""
+        await self.settle_processes()
         return await copy_artifact(
             self._interpreter, self.task_dir, path, kind, staging, self.identity(), max_file_bytes
         )
+
+
+async def _run_helper(argv: list[str], ident: Identity | None) -> tuple[int, bytes]:
+    """A short helper command in ``/`` as ``ident`` (``None``: the worker itself); ``(exit status,
+    stderr)``. As the task user it starts through the stub (``spawnstub.run_as_user``): forking
+    the worker for ``user=`` costs 10–35 ms."""
+    if ident is not None and spawnstub.user_launch_available():
+        return await spawnstub.run_as_user(argv, ident.uid, ident.gid, ident.groups)
+    kwargs: dict[str, object] = {}
+    if ident is not None:
+        kwargs = {"user": ident.uid, "group": ident.gid, "extra_groups": list(ident.groups)}
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd="/",
+        **kwargs,  # type: ignore[arg-type]
+    )
+    _, err = await proc.communicate()
+    return proc.returncode or 0, err
 
 
 def stale_task_users(tasks_dir: Path, active: set[str]) -> list[TaskUser]:
@@ -377,6 +384,8 @@ class MultiuserEngine(HostEngine):
         """``runAfterUserCreation`` as the new user in its home; failure is a worker panic (GW)."""
         sink = _Collect()
         result = await sandbox.execute([command], sandbox.base_env(), sink)
+        # its sweep must be over before the user is handed out: it would kill the task's commands
+        await sandbox.settle_processes()
         if not result.succeeded:
             raise HostBroken(
                 f"runAfterUserCreation {command!r} failed for {sandbox.user.name}: "

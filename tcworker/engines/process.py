@@ -1,15 +1,15 @@
 """Run one command of a task on the host: spawn, stream its output, stop it, leave nothing behind.
 
 Shared by the simple and multiuser engines. The command becomes the leader of a new session and
-process group, optionally under another uid/gid/supplementary groups (``subprocess.Popen``'s
-``user``/``group``/``extra_groups``, applied in the child before ``exec``). With a task cgroup
-(``tcworker.engines.cgroups``) the child joins it before the command exists: as the worker's own
-user (simple engine) through a ``/bin/sh`` stub that the ``vfork``ed child execs first
-(``tcworker.engines.spawnstub``: forking the ~80 MB worker instead cost 10–35 ms per command here);
-under another uid (multiuser) through a ``preexec_fn`` (one ``os.write`` per hierarchy to
-descriptors the worker opened) — a stub would run as root with the task's environment
-(``LD_PRELOAD``), and ``subprocess`` forks for ``user=`` anyway. Nothing the command starts can
-leave the group.
+process group, as the worker's user or another uid/gid/supplementary groups, and joins the task's
+cgroup (``tcworker.engines.cgroups``) before it exists. Both are done without forking the ~80 MB
+worker (10–35 ms per command here; ``subprocess`` forks for a ``preexec_fn`` or ``user=``): a
+``vfork``ed ``perl`` stub joins and ``exec``s the command — as the worker's own user (simple
+engine) ``spawnstub.stub_argv``, under another uid (multiuser) ``spawnstub.UserLaunch``, which
+starts with an empty environment, drops every privilege itself and reports a failed ``execve``
+as a start error. Where no stub can be used the child is forked with ``user=`` and a
+``preexec_fn`` (one ``os.write`` per hierarchy to descriptors the worker opened). Nothing the
+command starts can leave the group.
 Combined stdout+stderr go through one pipe, drained by a thread of its own (``pipepump``) straight
 into the ``LogSink`` in chunks of up to 1 MiB (the pipe is enlarged to match), so a task writing
 gigabytes costs little more than a redirect to a file, never sits in memory and never occupies
@@ -19,9 +19,12 @@ Stopping follows Buildkite's interrupt → grace → kill with a recorded reason
 first ``abort`` reason wins; ``MAX_RUN_TIME`` (as in generic-worker) and ``HIGH_MEMORY`` are an
 immediate SIGKILL. When
 ``run`` returns — normal exit, abort or cancellation of the awaiting coroutine — every process the
-command started has been killed (``proctree``), and the optional ``sweep`` hook (the multiuser
-engine's kill-every-process-of-the-task-user) has run; with a cgroup, the group is killed as a
-whole too and the limits it hit are reported in ``ProcessResult.limit_hits``. The child is reaped with ``os.wait4``
+command started has been killed (``proctree``); with a cgroup, the group is killed as a whole too
+and the limits it hit are reported in ``ProcessResult.limit_hits``. The optional ``sweep`` hook
+(the multiuser engine's kill-every-process-of-the-task-user, a pass over ``/proc``) is started
+then and finishes in the background: the next command waits for it before it starts, and so
+must anything else that starts a process as the task user (``settle``), but the run's last
+command does not make the task's log upload and report wait for it. The child is reaped with ``os.wait4``
 through a pidfd, which gives its user/system CPU time without a thread per command.
 """
 
@@ -104,8 +107,9 @@ class CommandRunner:
     """Runs a sandbox's commands one at a time and stops them on ``abort``.
 
     ``grace`` is the time between SIGTERM and SIGKILL for reasons other than max run time.
-    ``sweep`` is awaited after each command once its tree is dead (multiuser: kill every process
-    of the task user). ``cgroup`` is the task's group, which every command joins before ``exec``.
+    ``sweep`` is started after each command once its tree is dead (multiuser: kill every process
+    of the task user) and awaited by ``settle``, which every later command calls first.
+    ``cgroup`` is the task's group, which every command joins before ``exec``.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class CommandRunner:
     ) -> None:
         self.grace = grace
         self._sweep = sweep
+        self._sweeping: asyncio.Future[object] | None = None  # the last command's sweep
         self._cgroup = cgroup
         self._reason: CancelReason | None = None
         self._abort_event = asyncio.Event()
@@ -129,6 +134,14 @@ class CommandRunner:
         """Pids of the running command's process tree; ``None`` between commands. Blocking."""
         tree = self._tree
         return tree.pids() if tree is not None else None
+
+    async def settle(self) -> None:
+        """Wait until the last command's sweep is over: call before starting any process that
+        the sweep would kill (one of the task user's). Raises what the sweep raised."""
+        sweeping = self._sweeping
+        if sweeping is not None:
+            await asyncio.shield(sweeping)
+            self._sweeping = None
 
     def abort(self, reason: CancelReason) -> None:
         """Record ``reason`` (the first one wins) and stop the running command, if any."""
@@ -147,6 +160,7 @@ class CommandRunner:
     ) -> ProcessResult:
         """Run ``argv`` in ``cwd`` with exactly ``env``; see the module docstring."""
         started = time.monotonic()
+        await self.settle()
         if self._reason is not None:
             return ProcessResult(EXIT_ABORTED, cancel_reason=self._reason)
         loop = asyncio.get_running_loop()
@@ -155,11 +169,20 @@ class CommandRunner:
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         pipe_inode = os.fstat(write_fd).st_ino
         join_fds: list[int] = []
+        launch: spawnstub.UserLaunch | None = None
+        procs = [d / "cgroup.procs" for d in self._cgroup.dirs] if self._cgroup is not None else []
         try:
-            if self._cgroup is not None and identity is None and argv and spawnstub.available():
-                # vfork + a shell stub that joins the cgroup, instead of forking the worker
+            if identity is not None and identity.uid != 0 and spawnstub.user_launch_available():
+                # vfork + a stub that joins the cgroup and drops to the task user (spawnstub)
+                launch = spawnstub.UserLaunch.start(
+                    argv, env, cwd, identity.uid, identity.gid, identity.groups, procs,
+                    **self._popen_io(write_fd),
+                )  # fmt: skip
+                assert launch.popen is not None
+                popen = launch.popen
+            elif self._cgroup is not None and identity is None and argv and spawnstub.available():
+                # vfork + a perl stub that joins the cgroup, instead of forking the worker
                 spawnstub.check_executable(argv[0], env, cwd)
-                procs = [d / "cgroup.procs" for d in self._cgroup.dirs]
                 popen = self._spawn(spawnstub.stub_argv(argv, procs), env, cwd, write_fd, None)
             else:
                 join = None
@@ -205,6 +228,15 @@ class CommandRunner:
                 poller.cancel()
             await asyncio.shield(self._finish(tree, exited, pump, read_fd))
             popen.returncode = _returncode(exited)  # Popen must never waitpid() a recycled pid
+            start_error = launch.start_error() if launch is not None and exited.done() else None
+            if launch is not None:
+                launch.close()
+        if start_error is not None:  # the stub never became the command
+            return ProcessResult(
+                EXIT_NOT_STARTED,
+                start_error=_start_error_message(argv, start_error),
+                wall_time=time.monotonic() - started,
+            )
         reason = self._reason if interrupted else None
         if exited.cancelled() or exited.exception() is not None:  # not our child any more: undetermined
             return ProcessResult(
@@ -224,7 +256,19 @@ class CommandRunner:
         )
 
     @staticmethod
+    def _popen_io(out_fd: int) -> dict[str, Any]:
+        """What every command gets: no stdin, stdout+stderr into the pipe, its own session."""
+        return {
+            "stdin": subprocess.DEVNULL,
+            "stdout": out_fd,
+            "stderr": subprocess.STDOUT,
+            "start_new_session": True,
+            "close_fds": True,
+        }
+
+    @classmethod
     def _spawn(
+        cls,
         argv: Sequence[str],
         env: Mapping[str, str],
         cwd: str,
@@ -234,13 +278,9 @@ class CommandRunner:
     ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # argv comes from the task payload by design
             list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out_fd,
-            stderr=subprocess.STDOUT,
             cwd=cwd,
             env=dict(env),
-            start_new_session=True,
-            close_fds=True,
+            **cls._popen_io(out_fd),
             user=identity.uid if identity is not None else None,
             group=identity.gid if identity is not None else None,
             extra_groups=list(identity.groups) if identity is not None else None,
@@ -292,8 +332,8 @@ class CommandRunner:
         # else: the task's cgroup is empty, and every process the command started joined it
         # before it could run a line of its own, so there is nothing left for a /proc scan to
         # find (the common case: it saves a scan of every process on the host per command).
-        if self._sweep is not None:
-            await self._sweep()
+        if self._sweep is not None:  # finishes in the background (module docstring)
+            self._sweeping = asyncio.ensure_future(self._sweep())
         if pump is None:  # never got as far as reading
             os.close(read_fd)
             return

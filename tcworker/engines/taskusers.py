@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 LOCK_RETRIES = 20
 USERADD = "useradd"
+# useradd makes the home 0777 & ~UMASK (login.defs; 022 on Debian: 0755) unless login.defs sets
+# HOME_MODE: with UMASK 077 it is 0700 from its mkdir on, not only after our chmod — the pool
+# makes homes while other tasks run, and one could list a fresh home in between. (``-K
+# HOME_MODE=0700`` would be unknown to shadow < 4.9, which then refuses to run.)
+HOME_UMASK = "UMASK=0077"
 USERDEL = "userdel"
 
 
@@ -91,14 +96,16 @@ class Accounts:
         self._no_creation.set()
 
     async def create(self, name: str, home: Path) -> TaskUser:
-        """``useradd -m -d <home>``: a user and group named ``name``, home ``home`` (0700)."""
+        """``useradd -m -d <home>``: a user and group named ``name``, home ``home`` (0700 from
+        the start: ``HOME_UMASK``)."""
         self._creating += 1
         self._no_creation.clear()
         try:
             async with self._lock:
                 code, out = await _run_with_lock_retry(
-                    [USERADD, "--badname", "-m", "-d", str(home), "-s", "/bin/bash", "-c", name, "-U", name]
-                )
+                    [USERADD, "--badname", "-m", "-d", str(home), "-K", HOME_UMASK,
+                     "-s", "/bin/bash", "-c", name, "-U", name]
+                )  # fmt: skip
         finally:
             self._creating -= 1
             if self._creating == 0:

@@ -9,7 +9,11 @@ before its task is known, its name is not derived from the taskId: ``task_`` + 1
 characters, which is also how generic-worker names users it prepares ahead (``task_<time>``).
 
 Every user is handed out once (``take``) and never goes back: ``retire`` removes it with its
-files, as every task user always was. The pool owns a name from the moment it is chosen (before
+files, as every task user always was. The pool is topped up when a run gives its user back
+(``retire``, after the run's report), not when it takes one: a ``useradd`` started at ``take``
+would compete for the CPU and the disk with the run that just began (on a 2-core machine it
+added ~10 ms to the start of a trivial task). Only taking the last ready user refills at once,
+so that a second run claimed meanwhile does not wait. The pool owns a name from the moment it is chosen (before
 ``useradd`` creates the home) until the user and home are gone, so ``owns`` tells the worker's
 task-directory purge, from any thread, which ``task_*`` directories it must leave alone. When the
 pool is empty (more claims at once than ``size``) ``take`` waits for the filler, which then makes
@@ -95,7 +99,8 @@ class TaskUserPool:
             raise RuntimeError("the task user pool is closed")
         if self._ready:
             user = self._ready.popleft()
-            self._kick()
+            if not self._ready:  # ran dry: refill now (else when this run is over, ``retire``)
+                self._kick()
             return user
         if self._failure is not None:
             failure, self._failure = self._failure, None
@@ -123,7 +128,9 @@ class TaskUserPool:
 
     async def retire(self, user: TaskUser, home_action: str) -> list[str]:
         """Remove a user handed out by ``take`` (or a never-used one) with its files; the name is
-        released only once everything is gone. Returns the problems (never raises)."""
+        released only once everything is gone. Returns the problems (never raises).
+        Tops the pool up first (its ``useradd`` goes before this ``userdel``)."""
+        self._kick()
         try:
             return await self._accounts.remove(user, home_action)
         finally:

@@ -95,9 +95,8 @@ async def test_a_task_cannot_touch_the_homes_waiting_in_the_pool(mu_engine: Mult
     tasks_dir = mu_engine.test_config.tasks_dir
     box = await mu_engine.prepare(run_context())
     try:
-        await wait_until(
-            lambda: len(ready_users(tasks_dir) - {box.task_dir.name}) == 2, what="the pool to refill"
-        )
+        # the other user made ahead waits (the pool tops up only when this run is over)
+        await wait_until(lambda: len(ready_users(tasks_dir) - {box.task_dir.name}) >= 1, what="a waiting user")
         waiting = sorted(ready_users(tasks_dir) - {box.task_dir.name})
         for home in (tasks_dir / name for name in waiting):
             script = (
@@ -223,3 +222,22 @@ def test_tasks_of_a_worker_never_share_a_user(start_host_worker: Any) -> None:
         assert time.monotonic() < deadline, worker.tail()
         time.sleep(0.1)
     assert worker.running, worker.tail()
+
+
+async def test_a_new_home_is_private_from_its_creation(
+    scratch_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool makes homes while tasks run: ``useradd`` itself must make the home 0700 (not
+    only the worker's chmod afterwards), or a running task could list it in between."""
+    from tcworker.engines import taskusers
+
+    monkeypatch.setattr(taskusers.os, "chmod", lambda *args, **kwargs: None)  # no chmod after useradd
+    accounts = taskusers.Accounts()
+    name = f"task_mode{os.getpid() % 100000}"
+    home = scratch_root / name
+    user = await accounts.create(name, home)
+    try:
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    finally:
+        monkeypatch.undo()
+        await accounts.remove(user, "delete")
