@@ -20,7 +20,6 @@ if sys.path and Path(sys.path[0]).resolve() == HERE:
     sys.path.pop(0)
 
 import argparse
-import datetime as dt
 import importlib.util
 import os
 import statistics
@@ -40,7 +39,6 @@ SCRIPT = "head -c 1048576 /dev/urandom > out.bin"
 
 
 def create(queue: Any, worker_type: str, cot: bool) -> str:
-    now = dt.datetime.now(dt.UTC)
     task_id = slugid.nice()
     payload: dict[str, Any] = {
         "command": [["sh", "-c", SCRIPT]],
@@ -49,19 +47,7 @@ def create(queue: Any, worker_type: str, cot: bool) -> str:
     }
     if cot:
         payload["features"] = {"chainOfTrust": True}
-    queue.createTask(
-        task_id,
-        {
-            "provisionerId": bw.PROVISIONER,
-            "workerType": worker_type,
-            "created": bw._iso(now),
-            "deadline": bw._iso(now + dt.timedelta(hours=1)),
-            "expires": bw._iso(now + dt.timedelta(days=1)),
-            "retries": 0,
-            "payload": payload,
-            "metadata": {"name": "bench", "description": "", "owner": "b@example.com", "source": "https://x"},
-        },
-    )
+    queue.createTask(task_id, bw.task_definition(worker_type, payload))
     return task_id
 
 

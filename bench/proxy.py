@@ -74,31 +74,9 @@ def free_port() -> int:
 
 
 def create_proxy_task(queue: taskcluster.Queue, worker_type: str) -> str:
-    now = dt.datetime.now(dt.UTC)
     task_id = slugid.nice()
-    queue.createTask(
-        task_id,
-        {
-            "provisionerId": bw.PROVISIONER,
-            "workerType": worker_type,
-            "created": bw._iso(now),
-            "deadline": bw._iso(now + dt.timedelta(hours=1)),
-            "expires": bw._iso(now + dt.timedelta(days=1)),
-            "retries": 0,
-            "scopes": SCOPES,
-            "payload": {
-                "command": [["sleep", "900"]],
-                "maxRunTime": 1200,
-                "features": {"taskclusterProxy": True},
-            },
-            "metadata": {
-                "name": "bench proxy",
-                "description": "bench/proxy.py: the task whose proxy is measured",
-                "owner": "bench@example.com",
-                "source": "https://example.com/bench",
-            },
-        },
-    )
+    payload = {"command": [["sleep", "900"]], "maxRunTime": 1200, "features": {"taskclusterProxy": True}}
+    queue.createTask(task_id, bw.task_definition(worker_type, payload, SCOPES))
     return task_id
 
 

@@ -215,27 +215,31 @@ def _parse(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def create(queue: taskcluster.Queue, worker_type: str, command: list[str], max_run_time: int = 120) -> str:
+def task_definition(worker_type: str, payload: dict[str, Any], scopes: list[str] | None = None) -> dict[str, Any]:
+    """A task for ``worker_type`` on the bench provisioner, due in an hour, no retries (the other
+    bench scripts build theirs here too)."""
     now = dt.datetime.now(dt.UTC)
-    task_id = slugid.nice()
-    queue.createTask(
-        task_id,
-        {
-            "provisionerId": PROVISIONER,
-            "workerType": worker_type,
-            "created": _iso(now),
-            "deadline": _iso(now + dt.timedelta(hours=1)),
-            "expires": _iso(now + dt.timedelta(days=1)),
-            "retries": 0,
-            "payload": {"command": [command], "maxRunTime": max_run_time},
-            "metadata": {
-                "name": "bench",
-                "description": "bench/worker.py",
-                "owner": "bench@example.com",
-                "source": "https://example.com/bench",
-            },
+    return {
+        "provisionerId": PROVISIONER,
+        "workerType": worker_type,
+        "created": _iso(now),
+        "deadline": _iso(now + dt.timedelta(hours=1)),
+        "expires": _iso(now + dt.timedelta(days=1)),
+        "retries": 0,
+        "scopes": list(scopes or []),
+        "payload": payload,
+        "metadata": {
+            "name": "bench",
+            "description": "tcworker bench/",
+            "owner": "bench@example.com",
+            "source": "https://example.com/bench",
         },
-    )
+    }
+
+
+def create(queue: taskcluster.Queue, worker_type: str, command: list[str], max_run_time: int = 120) -> str:
+    task_id = slugid.nice()
+    queue.createTask(task_id, task_definition(worker_type, {"command": [command], "maxRunTime": max_run_time}))
     return task_id
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from helpers.ci import require_multiuser_host
-from helpers.engines import host_dirs, make_config
+from helpers.engines import host_dirs, make_config, run_context
 from helpers.platformproc import PlatformProcess
 from helpers.submitter import Submitter
 from helpers.taskprocs import kill_marked
@@ -47,6 +47,16 @@ async def mu_engine(scratch_root: Path, worker_files: dict[str, Path]) -> AsyncI
         yield engine
     finally:
         await engine.shutdown()
+
+
+@pytest.fixture
+async def box(mu_engine: MultiuserEngine) -> AsyncIterator[Any]:
+    """A prepared multiuser sandbox (a task user and its directory), destroyed afterwards."""
+    sandbox = await mu_engine.prepare(run_context())
+    try:
+        yield sandbox
+    finally:
+        await sandbox.destroy()
 
 
 WorkerFactory = Callable[..., tuple[WorkerProcess, Submitter]]

@@ -36,15 +36,6 @@ async def attempt(box: Any, script: str, **env: str) -> tuple[int, str]:
     return result.exit_code, log.text
 
 
-@pytest.fixture
-async def box(mu_engine: MultiuserEngine) -> Any:
-    sandbox = await mu_engine.prepare(run_context())
-    try:
-        yield sandbox
-    finally:
-        await sandbox.destroy()
-
-
 async def test_task_runs_as_its_own_unprivileged_user(box: Any) -> None:
     code, out = await attempt(box, "id -u; id -g; id -un; grep ^Groups: /proc/self/status; echo $HOME")
     assert code == 0

@@ -27,15 +27,6 @@ from tcworker.engines.base import EXIT_NOT_STARTED
 from tcworker.engines.multiuser import MultiuserEngine
 
 
-@pytest.fixture
-async def box(mu_engine: MultiuserEngine) -> Any:
-    sandbox = await mu_engine.prepare(run_context())
-    try:
-        yield sandbox
-    finally:
-        await sandbox.destroy()
-
-
 async def run(box: Any, argv: list[str], **env: str) -> tuple[Any, str]:
     log = RecordingLog()
     result = await box.execute(argv, command_env(box, **env), log)
