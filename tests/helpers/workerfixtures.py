@@ -68,7 +68,8 @@ def worker_factory(
     area's conftest names it ``start_worker``).
 
     Keyword arguments are generic-worker config keys; ``platform=`` points the worker at another
-    platform process, ``env=`` adds environment variables. With ``engine="multiuser"`` and no
+    platform process, ``env=`` adds environment variables, ``workdir=`` picks the worker's
+    directory (the same one twice restarts a worker on its caches / downloads). With ``engine="multiuser"`` and no
     ``tasksDir`` the tasks dir is one task users can traverse (pytest's tmp dirs are 0700 root).
     Every worker is stopped at teardown and its output printed if the test failed.
     """
@@ -76,7 +77,11 @@ def worker_factory(
     homes: list[Path] = []
 
     def factory(
-        *, platform: PlatformProcess | None = None, env: dict[str, str] | None = None, **overrides: Any
+        *,
+        platform: PlatformProcess | None = None,
+        env: dict[str, str] | None = None,
+        workdir: Path | None = None,
+        **overrides: Any,
     ) -> WorkerProcess:
         overrides.setdefault("workerType", submitter.worker_type)
         if overrides.get("engine") == "multiuser" and "tasksDir" not in overrides:
@@ -86,7 +91,11 @@ def worker_factory(
             homes.append(home)
             overrides["tasksDir"] = str(home)
         worker = start_worker_process(
-            platform or shared_platform, tmp_path / f"worker-{len(made)}", key=signing_key, env=env, **overrides
+            platform or shared_platform,
+            workdir or tmp_path / f"worker-{len(made)}",
+            key=signing_key,
+            env=env,
+            **overrides,
         )
         made.append(worker)
         return worker

@@ -10,45 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.platformproc import PlatformProcess
-from helpers.submitter import Submitter
-from helpers.workerproc import WorkerProcess, clean_env, worker_config
+from helpers.workerproc import WorkerProcess
 
 WorkerFactory = Callable[..., WorkerProcess]
 
 
 @pytest.fixture
-def start_worker(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    signing_key: Path,
-    shared_platform: PlatformProcess,
-    submitter: Submitter,
-) -> Iterator[WorkerFactory]:
-    """``start_worker(workdir=..., **config)``: a ``tcworker run`` for this test's queue. Giving the
-    same ``workdir`` twice restarts a worker on the same caches / downloads."""
-    made: list[WorkerProcess] = []
-
-    def factory(*, workdir: Path | None = None, **overrides: Any) -> WorkerProcess:
-        wd = workdir or tmp_path / f"worker-{len(made)}"
-        wd.mkdir(parents=True, exist_ok=True)
-        overrides.setdefault("workerType", submitter.worker_type)
-        config = worker_config(
-            shared_platform.root_url, shared_platform.root_access_token, wd, signing_key, **overrides
-        )
-        worker = WorkerProcess(wd, config, clean_env())
-        made.append(worker)
-        return worker.start()
-
-    try:
-        yield factory
-    finally:
-        for worker in made:
-            worker.stop()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            for worker in made:
-                print(f"\n===== worker {worker.worker_id} output =====\n{worker.tail(20000)}")
+def start_worker(worker_factory: WorkerFactory) -> WorkerFactory:
+    """``start_worker(workdir=..., **config)``: see ``worker_factory``; giving the same ``workdir``
+    twice restarts a worker on the same caches / downloads."""
+    return worker_factory
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
