@@ -3,6 +3,13 @@
 Written atomically (temp file + rename) and chmod 0600 so a crash never leaves half a file and
 tasks cannot read it; a missing or corrupt file reads as empty, because both indexes are caches
 of facts Docker and the file system can rebuild.
+
+The worker loop rewrites two of them around every task (its status file and the resolved-task
+count). On ext4 a rename over an existing file starts the new file's writeback at once
+(``auto_da_alloc``): ~0.3 ms of system time per write here, three writes per trivial task — about a
+tenth of the worker's CPU per task, all of it on the event loop. ``BackgroundWriter`` does those
+writes on a thread of its own instead (the loop only hands over the text; the last text per file
+wins) and ``flush`` waits for them where it matters (the worker's exit).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +54,46 @@ def write_private(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class BackgroundWriter:
+    """Writes state files (``write_private``; ``None`` removes the file) on one daemon thread,
+    in the order they were handed over per file, skipping texts superseded meanwhile."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Path, str | None] = {}
+        self._cond = threading.Condition()
+        self._writing = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, path: Path, text: str | None) -> None:
+        """Schedule ``path`` to hold ``text`` (or to be removed); never blocks on the disk."""
+        with self._cond:
+            self._pending[path] = text
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tcw-state", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is written (blocking); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._writing, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+                batch, self._pending = self._pending, {}
+                self._writing = True
+            for path, text in batch.items():
+                try:
+                    if text is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        write_private(path, text)
+                except OSError as e:
+                    log.error("cannot update %s: %s", path, e)
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
