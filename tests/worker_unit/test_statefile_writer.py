@@ -54,3 +54,20 @@ def test_a_failed_write_is_logged_and_the_writer_goes_on(tmp_path: Path, caplog:
     assert "cannot update" in caplog.text
     writer.submit(tmp_path / "ok.txt", "y\n")
     assert writer.flush(10) and (tmp_path / "ok.txt").read_text() == "y\n"
+
+
+def test_changes_within_the_window_cost_one_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trivial task changes the status file twice within milliseconds: one write for both."""
+    written: list[str] = []
+    real = statefile.write_private
+
+    def counting(path: Path, text: str) -> None:
+        written.append(text)
+        real(path, text)
+
+    monkeypatch.setattr(statefile, "write_private", counting)
+    writer = statefile.BackgroundWriter(coalesce=0.5)
+    for i in range(50):
+        writer.submit(tmp_path / "s.txt", f"{i}\n")
+    assert writer.flush(10)
+    assert written == ["49\n"] and (tmp_path / "s.txt").read_text() == "49\n"
