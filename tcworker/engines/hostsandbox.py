@@ -93,6 +93,10 @@ class HostSandbox(Sandbox):
         """The run's cgroup (``None`` when the host offers none)."""
         return self._cgroup
 
+    def memory_usage_is_cheap(self) -> bool:
+        """With a memory-accounting cgroup the figure is one file read."""
+        return self._cgroup is not None and self._cgroup.host.memory is not None
+
     def memory_usage_bytes(self) -> int | None:
         """The kernel's count for the run's cgroup (every process of the task, however started)."""
         if self._cgroup is not None:

@@ -110,7 +110,7 @@ def test_task_within_its_limits_completes(
     log = submitter.log(task_id)
     assert run["state"] == "completed", (run, log[-3000:])
     assert "/tcworker/task_" in log and f"-w{worker.pid}" in log, log[-3000:]  # ran in its group
-    ran_in = {m.group(1) for m in re.finditer(r"/tcworker/(task_[^/\s]+-w%d)" % worker.pid, log)}
+    ran_in = {m.group(1) for m in re.finditer(rf"/tcworker/(task_[^/\s]+-w{worker.pid})", log)}
     assert len(ran_in) == 1, log[-3000:]  # one group, the same in every hierarchy
     # The run's groups are gone once it is resolved (the task is reported after its clean-up);
     # what the worker keeps are the next runs' groups, made ready ahead (``LaunchPool``), empty

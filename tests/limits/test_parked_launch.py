@@ -255,3 +255,24 @@ async def test_a_worker_restart_removes_a_dead_workers_ready_groups(cgroup_host:
         assert not [d for d in cgroup_host.parents() if (d / name).exists()]
     finally:
         await stub.discard()
+
+
+async def test_a_host_runs_memory_figure_is_one_cgroup_read(engine: SimpleEngine) -> None:
+    """The resource monitor samples it on the loop (no thread trip) only where that is cheap."""
+    log = RecordingLog()
+    sandbox = await engine.prepare(run_context(log))
+    try:
+        assert sandbox.memory_usage_is_cheap()
+        running = asyncio.ensure_future(
+            sandbox.execute(
+                ["python3", "-c", "b = b'x' * (64 << 20); import time; time.sleep(1)"],
+                command_env(sandbox),
+                log,
+            )
+        )
+        await asyncio.sleep(0.7)
+        used = sandbox.memory_usage_bytes()
+        assert (await running).exit_code == 0, log.text
+        assert used is not None and used >= 64 << 20, used
+    finally:
+        await sandbox.destroy()
