@@ -73,6 +73,11 @@ class LogPublication:
             backing, task_log.path, LOG_CONTENT_TYPE, self.expires, "gzip", packed=packed, created=created
         )
 
+    @property
+    def small(self) -> bool:
+        """The log is short and has no packer: what is left of it is a few KiB."""
+        return self._packer is None and (self._log is None or self._log.bytes_written <= PACK_INLINE)
+
     def discard(self) -> None:
         """Stop following the log and delete its gzip copy (blocking: call it in a thread)."""
         if self._packer is not None:
