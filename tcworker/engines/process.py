@@ -245,11 +245,13 @@ class CommandRunner:
         if parked is not None and stub and parked.waiting():
             try:
                 await parked.send(argv, env, cwd, user)
+                return parked.popen, parked.output, parked
+            except OSError:  # it died meanwhile (EPIPE): start the usual way below
+                pass
             except BaseException:
                 await parked.discard()
                 raise
-            return parked.popen, parked.output, parked
-        if parked is not None:  # died while parked: never mind it, start the usual way
+        if parked is not None:  # died while parked: never mind it
             await parked.discard()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):

@@ -276,3 +276,17 @@ async def test_a_host_runs_memory_figure_is_one_cgroup_read(engine: SimpleEngine
         assert used is not None and used >= 64 << 20, used
     finally:
         await sandbox.destroy()
+
+
+async def test_a_stub_that_dies_just_before_its_request_is_replaced(
+    engine: SimpleEngine, cgroup_host: cgroups.CgroupHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stub dies between the check and the request (EPIPE on the send): the command starts
+    the usual way, in the run's group, instead of failing to start."""
+    monkeypatch.setattr(spawnstub.StubLaunch, "waiting", lambda self: True)
+    for pid in {p for d in _ready_groups(cgroup_host) for p in (d / "cgroup.procs").read_text().split()}:
+        os.kill(int(pid), signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    result, out, group = await _first_command(engine, "cat /proc/self/cgroup; echo ran")
+    assert result.exit_code == 0 and "ran" in out, (result, out)
+    assert group.name in out
