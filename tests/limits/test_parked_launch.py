@@ -174,6 +174,28 @@ def _ready_groups(cgroup_host: cgroups.CgroupHost) -> list[Path]:
     ]
 
 
+async def _kill_parked_stubs(cgroup_host: cgroups.CgroupHost) -> None:
+    """SIGKILL the stub waiting in each ready group (once it has joined it) and wait for the end."""
+    killed: set[int] = set()
+    for _ in range(500):
+        groups = _ready_groups(cgroup_host)
+        members = {int(p) for d in groups for p in (d / "cgroup.procs").read_text().split()}
+        for pid in members - killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        if len(killed) >= 2 and not members - killed:  # capacity 2: both stubs
+            break
+        await asyncio.sleep(0.01)
+    assert len(killed) == 2, killed
+    for _ in range(500):
+        if all(
+            not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in killed
+        ):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"parked stubs {killed} did not die")
+
+
 async def _first_command(engine: SimpleEngine, script: str) -> tuple[Any, str, Any]:
     log = RecordingLog()
     sandbox = await engine.prepare(run_context(log))
@@ -200,9 +222,7 @@ async def test_a_parked_stub_killed_meanwhile_is_not_used(
     engine: SimpleEngine, cgroup_host: cgroups.CgroupHost
 ) -> None:
     """Someone killed the waiting stubs: the run starts its command the usual way, in its group."""
-    for pid in {p for d in _ready_groups(cgroup_host) for p in (d / "cgroup.procs").read_text().split()}:
-        os.kill(int(pid), signal.SIGKILL)
-    await asyncio.sleep(0.2)
+    await _kill_parked_stubs(cgroup_host)
     result, out, group = await _first_command(engine, "cat /proc/self/cgroup; echo ran")
     assert result.exit_code == 0 and "ran" in out, out
     assert group.name in out
@@ -284,9 +304,7 @@ async def test_a_stub_that_dies_just_before_its_request_is_replaced(
     """The stub dies between the check and the request (EPIPE on the send): the command starts
     the usual way, in the run's group, instead of failing to start."""
     monkeypatch.setattr(spawnstub.StubLaunch, "waiting", lambda self: True)
-    for pid in {p for d in _ready_groups(cgroup_host) for p in (d / "cgroup.procs").read_text().split()}:
-        os.kill(int(pid), signal.SIGKILL)
-    await asyncio.sleep(0.2)
+    await _kill_parked_stubs(cgroup_host)
     result, out, group = await _first_command(engine, "cat /proc/self/cgroup; echo ran")
     assert result.exit_code == 0 and "ran" in out, (result, out)
     assert group.name in out
