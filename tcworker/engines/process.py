@@ -11,7 +11,8 @@ first command usually finds its stub already started and waiting in the run's fr
 (6–12 ms), paid there before the task was claimed. Where no stub can be used the child is forked
 with ``user=`` and a ``preexec_fn`` (one ``os.write`` per hierarchy to descriptors the worker
 opened). Nothing the command starts can leave the group.
-Combined stdout+stderr go through one pipe, drained by a thread of its own (``pipepump``) straight
+Combined stdout+stderr go through one pipe, drained (``pipepump``: by the loop while the output is
+small, then by a thread of its own) straight
 into the ``LogSink`` in chunks of up to 1 MiB (the pipe is enlarged to match), so a task writing
 gigabytes costs little more than a redirect to a file, never sits in memory and never occupies
 the event loop.
@@ -367,8 +368,9 @@ class CommandRunner:
         except TimeoutError:
             log.warning("output pipe of command %d still open after its processes were killed", tree.leader)
         # Joins the pump thread, so every chunk has reached the sink before ``run`` returns
-        # (at EOF the thread has already ended: no thread trip for the common case).
-        if pump.eof.done():
+        # (at EOF the thread has already ended, and a small output never had one: no thread
+        # trip for the common case).
+        if pump.eof.done() or not pump.threaded:
             pump.close()
         else:
             await asyncio.to_thread(pump.close)
