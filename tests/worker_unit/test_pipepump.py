@@ -95,3 +95,20 @@ def test_command_that_cannot_start_leaves_no_pump_behind(tmp_path: Path) -> None
     assert code != 0
     assert sink.chunks == []
     assert threading.active_count() == before
+
+
+def test_commands_leave_no_descriptor_open_in_the_worker(tmp_path: Path) -> None:
+    """Each command's pump closes every pipe it made (small output on the loop, big output with
+    the thread): a long-running worker must not run out of descriptors."""
+
+    async def main() -> int:
+        runner = CommandRunner(grace=1)
+        await runner.run(["true"], dict(os.environ), str(tmp_path), _Recorder())  # warm up
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(10):
+            await runner.run(["true"], dict(os.environ), str(tmp_path), _Recorder())
+            big = f"head -c {2 * HANDOFF_BYTES} /dev/zero"
+            await runner.run(["sh", "-c", big], dict(os.environ), str(tmp_path), _Recorder())
+        return len(os.listdir("/proc/self/fd")) - before
+
+    assert asyncio.run(main()) == 0
