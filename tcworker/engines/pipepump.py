@@ -47,10 +47,9 @@ class PipePump:
         self._stopping = threading.Event()
         self.bytes_read = 0
         os.set_blocking(fd, False)
-        self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.eof: asyncio.Future[None] = loop.create_future()
         self._thread: threading.Thread | None = None
-        self._stop_read = self._stop_write = -1
+        self._stop_read = self._stop_write = -1  # the thread's stop pipe, made with the thread
         loop.add_reader(fd, self._read_on_loop)
 
     @property
