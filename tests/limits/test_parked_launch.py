@@ -308,3 +308,17 @@ async def test_a_stub_that_dies_just_before_its_request_is_replaced(
     result, out, group = await _first_command(engine, "cat /proc/self/cgroup; echo ran")
     assert result.exit_code == 0 and "ran" in out, (result, out)
     assert group.name in out
+
+
+async def test_a_dead_parked_stub_leaves_no_descriptor_in_the_worker(
+    engine: SimpleEngine, cgroup_host: cgroups.CgroupHost
+) -> None:
+    """The pool drops a stub that died while parked: its request and output pipes too, not only
+    its report pipe (two descriptors per dead stub would stay open in the worker)."""
+    await _kill_parked_stubs(cgroup_host)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(2):  # capacity 2: both dead stubs are taken and dropped
+        result, out, _group = await _first_command(engine, "echo ran")
+        assert result.exit_code == 0 and "ran" in out, out
+    # the pool holds two fresh pairs instead (three descriptors each, as the dead ones had)
+    assert len(os.listdir("/proc/self/fd")) - fds_before == 0
