@@ -305,9 +305,7 @@ class StubLaunch:
 
     async def discard(self) -> None:
         """End a parked stub that will not be used (an empty request ends it) and reap it."""
-        _close(self._request, self.output)
-        self._request = self.output = -1
-        self.close()
+        self.drop()
         try:
             await asyncio.wait_for(asyncio.to_thread(self.popen.wait), 5)
         except TimeoutError:
@@ -341,6 +339,13 @@ class StubLaunch:
         """Drop the report pipe (``start_error`` does it too)."""
         _close(self._report)
         self._report = -1
+
+    def drop(self) -> None:
+        """Close every pipe we still hold of a parked stub that will never be used (it ended on
+        its own; ``discard`` ends a living one)."""
+        _close(self._request, self.output)
+        self._request = self.output = -1
+        self.close()
 
 
 async def run_as_user(
