@@ -7,6 +7,7 @@ and nothing of a stub that was never used may be left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,7 @@ from helpers.logs import RecordingLog
 from tcworker.engines import cgroups, spawnstub
 from tcworker.engines.base import EXIT_NOT_STARTED
 from tcworker.engines.launchpool import LaunchPool
+from tcworker.engines.process import CommandRunner
 from tcworker.engines.simple import SimpleEngine
 
 pytestmark = pytest.mark.timeout(120)
@@ -322,3 +324,34 @@ async def test_a_dead_parked_stub_leaves_no_descriptor_in_the_worker(
         assert result.exit_code == 0 and "ran" in out, out
     # the pool holds two fresh pairs instead (three descriptors each, as the dead ones had)
     assert len(os.listdir("/proc/self/fd")) - fds_before == 0
+
+
+async def test_a_run_cancelled_while_its_request_is_sent_never_starts_the_command(
+    group: cgroups.TaskCgroup, scratch: Path
+) -> None:
+    """A request too big for the pipe is written by a thread while the stub reads it (here the
+    stub is held up, as by its start-up or cgroup join); the run is cancelled meanwhile: the stub
+    must not go on to start the command of a cancelled run."""
+    stub = await _park(group)
+    os.kill(stub.popen.pid, signal.SIGSTOP)
+    marker = scratch / "started-after-cancel"
+    env = {"PATH": "/usr/bin:/bin", **{f"BIG{i}": "x" * 100_000 for i in range(14)}}  # ~1.4 MB
+    runner = CommandRunner(grace=1, cgroup=group, parked=stub)
+    running = asyncio.ensure_future(
+        runner.run(["sh", "-c", f"touch {marker}"], env, str(scratch), RecordingLog())
+    )
+    await asyncio.sleep(0.5)  # the request fills the pipe; the writing thread waits
+    assert not running.done()
+    asyncio.get_running_loop().call_later(0.5, _resume, stub.popen.pid)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 20)
+    await asyncio.sleep(1.0)
+    _resume(stub.popen.pid)
+    assert not marker.exists(), "the command of a cancelled run started"
+    assert stub.popen.poll() is not None
+
+
+def _resume(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
