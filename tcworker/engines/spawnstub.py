@@ -292,16 +292,24 @@ class StubLaunch:
         self, argv: Sequence[str], env: Mapping[str, str], cwd: str, user: TaskUser | None
     ) -> None:
         """Hand a parked stub its command. Raises what ``encode_request`` raises (nothing sent:
-        the stub is still parked) and ``OSError`` when the stub is gone."""
+        the stub is still parked) and ``OSError`` when the stub is gone. A caller cancelled here
+        must ``abandon`` the stub: it may still be reading its request."""
         request = encode_request(argv, env, cwd, user)
         fd, self._request = self._request, -1
-        try:
-            if len(request) < REQUEST_PIPE_SIZE // 2:  # fits in the pipe: no wait for the reader
+        if len(request) < REQUEST_PIPE_SIZE // 2:  # fits in the pipe: no wait for the reader
+            try:
                 _write_all(fd, request)
-            else:
-                await asyncio.to_thread(_write_all, fd, request)
-        finally:
-            os.close(fd)
+            finally:
+                os.close(fd)
+        else:  # the thread closes the pipe itself: never under its own write, even if we are cancelled
+            await asyncio.to_thread(_write_and_close, fd, request)
+
+    async def abandon(self) -> None:
+        """End a stub whose request may have been (partly) sent, before it starts the command
+        (a cancelled run), and reap it."""
+        with contextlib.suppress(OSError):
+            self.popen.kill()
+        await self.discard()
 
     async def discard(self) -> None:
         """End a parked stub that will not be used (an empty request ends it) and reap it."""
@@ -375,6 +383,13 @@ def fcntl_seal(fd: int) -> None:
     """Seal the environment's memfd: nobody can change it between our write and the stub's read."""
     seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+
+
+def _write_and_close(fd: int, data: bytes) -> None:
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
