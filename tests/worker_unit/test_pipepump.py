@@ -112,3 +112,33 @@ def test_commands_leave_no_descriptor_open_in_the_worker(tmp_path: Path) -> None
         return len(os.listdir("/proc/self/fd")) - before
 
     assert asyncio.run(main()) == 0
+
+
+def test_output_goes_on_when_no_thread_can_be_started(tmp_path: Path) -> None:
+    """Past ``HANDOFF_BYTES`` the pump starts its thread; when the host refuses one (threads or
+    descriptors exhausted) the loop reads on, instead of leaving the command blocked on a full
+    pipe until its max run time."""
+    size = 4 << 20
+    sink = _Recorder()
+    real_start = threading.Thread.start
+
+    def refusing_start(self: threading.Thread) -> None:
+        if self.name == "tcw-pipe":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    async def main() -> int:
+        runner = CommandRunner(grace=1)
+        script = f"head -c {size} /dev/zero; echo end"
+        result = await asyncio.wait_for(
+            runner.run(["sh", "-c", script], dict(os.environ), str(tmp_path), sink), 30
+        )
+        return result.exit_code
+
+    threading.Thread.start = refusing_start  # type: ignore[method-assign]
+    try:
+        code = asyncio.run(main())
+    finally:
+        threading.Thread.start = real_start  # type: ignore[method-assign]
+    assert code == 0
+    assert b"".join(sink.chunks) == b"\0" * size + b"end\n"
