@@ -214,7 +214,8 @@ class HostEngine(Engine):
         if stale:
             log.warning("removed cgroups left by a worker that is gone: %s", ", ".join(stale))
         if spawnstub.launch_available():
-            self._launches = LaunchPool(self._cgroups, self._limits, config.capacity, PIPE_SIZE)
+            # one more than the slots: a run claimed right after another finds one that is ready
+            self._launches = LaunchPool(self._cgroups, self._limits, config.capacity + 1, PIPE_SIZE)
             self._launches.top_up()
 
     async def _task_cgroup(self, name: str) -> tuple[cgroups.TaskCgroup | None, spawnstub.StubLaunch | None]:
