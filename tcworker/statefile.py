@@ -105,7 +105,7 @@ class BackgroundWriter:
                         path.unlink(missing_ok=True)
                     else:
                         write_private(path, text)
-                except OSError as e:
+                except Exception as e:  # the thread must outlive any one failed write
                     log.error("cannot update %s: %s", path, e)
             with self._cond:
                 self._writing = False

@@ -222,6 +222,7 @@ class StubLaunch:
     _report: int  # our end of the report pipe
     _request: int = -1  # parked: our end of the request pipe, until ``send``
     output: int = -1  # parked: our end of the output pipe (the caller takes it over)
+    _request_room: int = 0  # parked: the request pipe's capacity (a request that fits never waits)
 
     @classmethod
     def start(
@@ -265,6 +266,7 @@ class StubLaunch:
             for fd, size in ((request_w, REQUEST_PIPE_SIZE), (out_r, output_pipe_size)):
                 with contextlib.suppress(OSError):
                     fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+            request_room = fcntl.fcntl(request_w, fcntl.F_GETPIPE_SZ)  # what the kernel granted
             report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             popen = subprocess.Popen(
                 _stub_argv(request_r, report_w, join),
@@ -282,7 +284,7 @@ class StubLaunch:
             raise
         finally:
             _close(request_r, out_w, report_w)
-        return cls(popen, report_r, request_w, out_r)
+        return cls(popen, report_r, request_w, out_r, request_room)
 
     def waiting(self) -> bool:
         """A parked stub still waiting for its request (not dead meanwhile)."""
@@ -296,7 +298,7 @@ class StubLaunch:
         must ``abandon`` the stub: it may still be reading its request."""
         request = encode_request(argv, env, cwd, user)
         fd, self._request = self._request, -1
-        if len(request) < REQUEST_PIPE_SIZE // 2:  # fits in the pipe: no wait for the reader
+        if len(request) <= self._request_room:  # fits in the pipe: no wait for the reader
             try:
                 _write_all(fd, request)
             finally:
