@@ -157,23 +157,33 @@ async def test_a_stub_whose_worker_died_ends_by_itself(group: cgroups.TaskCgroup
     stub.close()
 
 
+def _all_ready_groups(cgroup_host: cgroups.CgroupHost) -> set[Path]:
+    return {
+        d
+        for parent in cgroup_host.parents()
+        for d in parent.iterdir()
+        if d.name.startswith("task_ready_") and d.name.endswith(f"-w{os.getpid()}")
+    }
+
+
+_OTHERS: dict[str, set[Path]] = {"groups": set()}  # other engines' ready groups in this process
+
+
+def _ready_groups(cgroup_host: cgroups.CgroupHost) -> list[Path]:
+    """The ready groups of the engine under test (other tests' engines in this process may have
+    theirs: the groups of this test process that existed before it started are left out)."""
+    return sorted(_all_ready_groups(cgroup_host) - _OTHERS["groups"])
+
+
 @pytest.fixture
 async def engine(scratch: Path, cgroup_host: cgroups.CgroupHost) -> AsyncIterator[SimpleEngine]:
+    _OTHERS["groups"] = _all_ready_groups(cgroup_host)
     simple = SimpleEngine(kill_grace=1.0)
     await simple.initialise(make_config(scratch, "simple", capacity=2))
     try:
         yield simple
     finally:
         await simple.shutdown()
-
-
-def _ready_groups(cgroup_host: cgroups.CgroupHost) -> list[Path]:
-    return [
-        d
-        for parent in cgroup_host.parents()
-        for d in parent.iterdir()
-        if d.name.startswith("task_ready_") and d.name.endswith(f"-w{os.getpid()}")
-    ]
 
 
 async def _kill_parked_stubs(cgroup_host: cgroups.CgroupHost) -> None:
@@ -243,6 +253,7 @@ async def test_a_start_error_through_the_engine_is_a_start_error(engine: SimpleE
 async def test_shutdown_ends_every_parked_stub_and_removes_its_group(
     scratch: Path, cgroup_host: cgroups.CgroupHost
 ) -> None:
+    _OTHERS["groups"] = _all_ready_groups(cgroup_host)
     simple = SimpleEngine(kill_grace=1.0)
     await simple.initialise(make_config(scratch, "simple", capacity=3))
     groups = _ready_groups(cgroup_host)
