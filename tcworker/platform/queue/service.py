@@ -1,10 +1,8 @@
 """Queue semantics (spec §2): task creation, the run lifecycle, claims and listings.
 
 No aiohttp here: ``routes.py`` parses and authorizes, then calls one method. Every state change
-is one transaction (``taskstore``); afterwards the claimWork waiters of every task queue that
-gained a pending run are notified in-process. The per-task calls touch a few rows by primary key
-and run on the event loop's own connection (``Database.run_on_loop``, see store/db.py for why);
-a createTask with many dependencies goes to the database thread like the listings do.
+is one transaction on the database thread (``taskstore``); afterwards the claimWork waiters of
+every task queue that gained a pending run are notified in-process.
 """
 
 from __future__ import annotations
@@ -26,8 +24,6 @@ SKEW_MS = 15 * 60 * 1000
 MAX_DEADLINE_MS = 5 * 24 * 3600 * 1000
 YEAR_MS = 365 * 24 * 3600 * 1000
 CLAIM_WAIT_SECONDS = 20.0
-#: Up to this many dependencies, createTask's transaction is short enough for the event loop.
-LOOP_DEPENDENCIES = 64
 
 
 def resolve_task_queue(payload: dict[str, Any]) -> None:
@@ -65,7 +61,7 @@ class QueueService:
             task = self._must_load(conn, task_id)
             return task, taskstore.transition(conn, task, event, now_ms(), self.order, **kw)
 
-        task, queues = await self.db.run_on_loop(op)
+        task, queues = await self.db.run(op)
         self.notify(queues)
         return task
 
@@ -77,11 +73,11 @@ class QueueService:
         return task
 
     async def get(self, task_id: str) -> TaskRecord:
-        return await self.db.read_on_loop(self._must_load, task_id)
+        return await self.db.read(self._must_load, task_id)
 
     async def status(self, task_id: str) -> dict[str, Any]:
         """The task's status structure (what ``get(task_id).status()`` gives), read cheaply."""
-        status = await self.db.read_on_loop(taskstore.load_status, task_id)
+        status = await self.db.read(taskstore.load_status, task_id)
         if status is None:
             raise ResourceNotFound(f"Task {task_id} not found")
         return status
@@ -133,8 +129,7 @@ class QueueService:
             taskstore.insert(conn, record, self.order)
             return record, [record.task_queue_id] if unsatisfied == 0 else []
 
-        short = len(d["dependencies"]) <= LOOP_DEPENDENCIES
-        task, queues = await (self.db.run_on_loop(op) if short else self.db.run(op))
+        task, queues = await self.db.run(op)
         self.notify(queues)
         return task
 
@@ -213,7 +208,7 @@ class QueueService:
                 raise RequestConflict(f"Run {run_id} of task {task_id} is `{run['state']}`, not running")
             return task, taskstore.transition(conn, task, event, now_ms(), self.order, reason=reason)
 
-        task, queues = await self.db.run_on_loop(op)
+        task, queues = await self.db.run(op)
         self.notify(queues)
         return task
 
@@ -232,7 +227,7 @@ class QueueService:
             )
             return task
 
-        task = await self.db.run_on_loop(op)
+        task = await self.db.run(op)
         return task, self._credentials(task, run_id)
 
     def _credentials(self, task: TaskRecord, run_id: int) -> dict[str, str]:
@@ -283,7 +278,7 @@ class QueueService:
                 conn, task, "claim", now, self.order, worker=worker, taken_until_ms=taken_until
             )
 
-        task, _ = await self.db.run_on_loop(op)
+        task, _ = await self.db.run(op)
         return task
 
     async def claim_work(
@@ -295,7 +290,7 @@ class QueueService:
         while True:
             seq = self.waiters.seq(queue)
             now = now_ms()
-            claimed = await self.db.run_on_loop(
+            claimed = await self.db.run(
                 taskstore.claim_pending, queue, worker, count, now, now + self.claim_timeout_ms, self.order
             )
             if claimed or self.waiters.closed:
