@@ -6,7 +6,7 @@ The worker-level figure (``bench/worker.py --only multiuser``) is createTask →
 platform, the HTTP calls and the load of a shared 2-core machine dwarf a few milliseconds. This
 one times only what differs between the engines, in one process, with the same cgroups: the
 sandbox's ``prepare`` (a pooled user vs two ``mkdir``), the command (multiuser: started through the
-privilege-dropping stub, ``spawnstub.UserLaunch``) with its per-command sweep, and — off the
+privilege-dropping stub, ``spawnstub.StubLaunch``) with its per-command sweep, and — off the
 critical path, reported apart — ``destroy`` (``userdel`` and the files). A third column is
 multiuser the way it started commands before (``subprocess`` with ``user=`` and a ``preexec_fn``,
 which forks the process), measured in the same run as the baseline of the change.
@@ -184,7 +184,7 @@ async def main(runs: int, ballast_mb: int) -> int:
         simple, multi = SimpleEngine(kill_grace=1.0), MultiuserEngine(kill_grace=1.0)
         await simple.initialise(config_for(simple_root, "simple"))
         await multi.initialise(config_for(multi_root, "multiuser"))
-        stub_available = spawnstub.user_launch_available()
+        stub_available = spawnstub.launch_available()
         variants = [Series("simple"), Series("multiuser"), Series("multiuser, forking (before)")]
         try:
             for n in range(runs + 1):  # run 0 warms up, not counted
@@ -192,13 +192,13 @@ async def main(runs: int, ballast_mb: int) -> int:
                     engine: Engine = simple if series.name == "simple" else multi
                     forking = series.name.endswith("(before)")
                     if forking or not stub_available:
-                        spawnstub.user_launch_available = lambda: False  # type: ignore[method-assign]
+                        spawnstub.launch_available = lambda: False  # type: ignore[method-assign]
                     try:
                         await settle(engine)
                         scratch_series = Series(series.name)
                         await one_run(engine, scratch_series if n == 0 else series, n)
                     finally:
-                        spawnstub.user_launch_available = lambda: stub_available  # type: ignore[method-assign]
+                        spawnstub.launch_available = lambda: stub_available  # type: ignore[method-assign]
         finally:
             await multi.shutdown()
             await simple.shutdown()

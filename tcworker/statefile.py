@@ -3,6 +3,16 @@
 Written atomically (temp file + rename) and chmod 0600 so a crash never leaves half a file and
 tasks cannot read it; a missing or corrupt file reads as empty, because both indexes are caches
 of facts Docker and the file system can rebuild.
+
+The worker loop rewrites two of them around every task (its status file and the resolved-task
+count). On ext4 a rename over an existing file starts the new file's writeback at once
+(``auto_da_alloc``): ~0.3 ms of system time per write here, three writes per trivial task — about a
+tenth of the worker's CPU per task, all of it on the event loop. ``BackgroundWriter`` does those
+writes on a thread of its own instead (the loop only hands over the text; the last text per file
+wins) and ``flush`` waits for them where it matters (the worker's exit). It gathers what arrives
+within ``COALESCE`` of the first change and writes only the latest text: a trivial task changes the
+status file twice within a few milliseconds, and each write on another thread still costs the
+loop a few hand-overs of the GIL — paid once per ``COALESCE`` instead of three times per task.
 """
 
 from __future__ import annotations
@@ -11,10 +21,13 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+COALESCE = 0.05  # seconds the state thread waits for more changes before it writes
 
 
 def read_state(path: Path) -> dict[str, Any]:
@@ -46,3 +59,54 @@ def write_private(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class BackgroundWriter:
+    """Writes state files (``write_private``; ``None`` removes the file) on one daemon thread,
+    in the order they were handed over per file, skipping texts superseded meanwhile."""
+
+    def __init__(self, coalesce: float = COALESCE) -> None:
+        self._coalesce = coalesce
+        self._pending: dict[Path, str | None] = {}
+        self._cond = threading.Condition()
+        self._writing = False
+        self._flushing = 0  # callers waiting in ``flush``: write at once
+        self._thread: threading.Thread | None = None
+
+    def submit(self, path: Path, text: str | None) -> None:
+        """Schedule ``path`` to hold ``text`` (or to be removed); never blocks on the disk."""
+        with self._cond:
+            self._pending[path] = text
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tcw-state", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is written (blocking); False on timeout."""
+        with self._cond:
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: not self._pending and not self._writing, timeout)
+            finally:
+                self._flushing -= 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+                self._cond.wait_for(lambda: self._flushing > 0, self._coalesce)  # gather changes
+                batch, self._pending = self._pending, {}
+                self._writing = True
+            for path, text in batch.items():
+                try:
+                    if text is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        write_private(path, text)
+                except OSError as e:
+                    log.error("cannot update %s: %s", path, e)
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()

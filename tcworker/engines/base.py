@@ -231,9 +231,15 @@ class Sandbox:
         when the engine cannot tell (containers). Blocking (reads ``/proc``): call it in a thread."""
         return None
 
+    def memory_usage_is_cheap(self) -> bool:
+        """Whether ``memory_usage_bytes`` is one small read (a cgroup file) that a caller may
+        make on the event loop instead of a thread trip; False by default."""
+        return False
+
     def memory_usage_bytes(self) -> int | None:
         """Memory the task's processes use right now, in bytes (``None`` = unknown, or nothing
-        running): what the resource monitor logs per command. Blocking: callers run it in a thread.
+        running): what the resource monitor logs per command. Blocking: callers run it in a thread
+        (unless ``memory_usage_is_cheap``).
 
         The default sums the resident set size of ``task_process_ids()`` with psutil (host
         engines; pages shared between the processes are counted once per process, so it is an

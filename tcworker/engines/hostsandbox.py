@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from tcworker.config import WorkerConfig
-from tcworker.engines import artifact_reader, cgroups
+from tcworker.engines import artifact_reader, cgroups, spawnstub
 from tcworker.engines.base import (
     ArtifactInvalid,
     ArtifactMissing,
@@ -34,7 +34,8 @@ from tcworker.engines.base import (
     ProcessResult,
     Sandbox,
 )
-from tcworker.engines.process import CommandRunner, Identity
+from tcworker.engines.launchpool import LaunchPool
+from tcworker.engines.process import PIPE_SIZE, CommandRunner, Identity
 from tcworker.errors import InternalError
 from tcworker.taskdirs import remove_small_tree
 
@@ -71,18 +72,30 @@ class HostSandbox(Sandbox):
     """Common part of a host sandbox: one task directory, commands run one at a time."""
 
     def __init__(
-        self, task_dir: Path, *, clean_up: bool, grace: float, cgroup: cgroups.TaskCgroup | None = None
+        self,
+        task_dir: Path,
+        *,
+        clean_up: bool,
+        grace: float,
+        cgroup: cgroups.TaskCgroup | None = None,
+        parked: spawnstub.StubLaunch | None = None,
+        on_destroyed: Callable[[], None] | None = None,
     ) -> None:
         self._task_dir = task_dir
         self._clean_up = clean_up
         self._cgroup = cgroup
-        self._runner = CommandRunner(grace=grace, sweep=self._sweeper(), cgroup=cgroup)
+        self._runner = CommandRunner(grace=grace, sweep=self._sweeper(), cgroup=cgroup, parked=parked)
+        self._on_destroyed = on_destroyed  # the engine tops its launch pool up (after the report)
         self._destroyed = False
 
     @property
     def cgroup(self) -> cgroups.TaskCgroup | None:
         """The run's cgroup (``None`` when the host offers none)."""
         return self._cgroup
+
+    def memory_usage_is_cheap(self) -> bool:
+        """With a memory-accounting cgroup the figure is one file read."""
+        return self._cgroup is not None and self._cgroup.host.memory is not None
 
     def memory_usage_bytes(self) -> int | None:
         """The kernel's count for the run's cgroup (every process of the task, however started)."""
@@ -146,9 +159,16 @@ class HostSandbox(Sandbox):
     async def _remove_cgroup(self) -> None:
         """Kill whatever is left in the run's cgroup and remove it (idempotent). An empty group
         goes at once, inline (a few ``rmdir``); one with processes left is killed and waited
-        for in a thread."""
-        if self._cgroup is not None and not self._cgroup.remove_if_empty():
-            await asyncio.to_thread(self._cgroup.remove)
+        for in a thread. A parked stub no command used is ended first; then the engine gets to
+        make the next run's group and stub (``LaunchPool.top_up``)."""
+        try:
+            await self._runner.discard_parked()
+            if self._cgroup is not None and not self._cgroup.remove_if_empty():
+                await asyncio.to_thread(self._cgroup.remove)
+        finally:
+            on_destroyed, self._on_destroyed = self._on_destroyed, None
+            if on_destroyed is not None:
+                on_destroyed()
 
     async def _remove_task_dir(self) -> None:
         if self._clean_up and self._task_dir.exists():
@@ -168,9 +188,11 @@ class HostEngine(Engine):
         self._config: WorkerConfig | None = None
         self._cgroups: cgroups.CgroupHost | None = None
         self._limits: cgroups.TaskLimits | None = None
+        self._launches: LaunchPool | None = None
 
     async def shutdown(self) -> None:
-        return None
+        if self._launches is not None:
+            await self._launches.close()
 
     async def _detect_cgroups(self, config: WorkerConfig) -> None:
         """Find the host's cgroups once and say in the worker log which ones are used."""
@@ -191,15 +213,28 @@ class HostEngine(Engine):
         stale = await asyncio.to_thread(self._cgroups.remove_stale)
         if stale:
             log.warning("removed cgroups left by a worker that is gone: %s", ", ".join(stale))
+        if spawnstub.launch_available():
+            # one more than the slots: a run claimed right after another finds one that is ready
+            self._launches = LaunchPool(self._cgroups, self._limits, config.capacity + 1, PIPE_SIZE)
+            self._launches.top_up()
 
-    async def _task_cgroup(self, name: str) -> cgroups.TaskCgroup | None:
-        """A fresh, limited cgroup for one run (``None`` without cgroups on this host)."""
+    async def _task_cgroup(self, name: str) -> tuple[cgroups.TaskCgroup | None, spawnstub.StubLaunch | None]:
+        """A fresh, limited cgroup for one run (``None`` without cgroups on this host), with the
+        stub of its first command already waiting in it when the launch pool has one."""
         if self._cgroups is None or self._limits is None:
-            return None
+            return None, None
+        ready = self._launches.take() if self._launches is not None else None
+        if ready is not None:
+            return ready
         try:  # inline: a few mkdir and limit writes cost less than a thread trip (see taskdirs)
-            return self._cgroups.create(cgroups.group_name(name), self._limits)
+            return self._cgroups.create(cgroups.group_name(name), self._limits), None
         except OSError as e:
             raise InternalError(f"cannot create the task's cgroup {name}: {e}") from e
+
+    def _top_up_launches(self) -> None:
+        """After a run: make the next run's cgroup and stub (off every task's path)."""
+        if self._launches is not None:
+            self._launches.top_up()
 
     def _require_config(self) -> WorkerConfig:
         if self._config is None:

@@ -117,8 +117,12 @@ class MultiuserSandbox(HostSandbox):
         clean_up: bool,
         grace: float,
         cgroup: TaskCgroup | None = None,
+        parked: spawnstub.StubLaunch | None = None,
+        on_destroyed: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(user.home, clean_up=clean_up, grace=grace, cgroup=cgroup)
+        super().__init__(
+            user.home, clean_up=clean_up, grace=grace, cgroup=cgroup, parked=parked, on_destroyed=on_destroyed
+        )
         self.user = user
         self._pool = pool
         self._interpreter = interpreter
@@ -230,7 +234,7 @@ async def _run_helper(argv: list[str], ident: Identity | None) -> tuple[int, byt
     """A short helper command in ``/`` as ``ident`` (``None``: the worker itself); ``(exit status,
     stderr)``. As the task user it starts through the stub (``spawnstub.run_as_user``): forking
     the worker for ``user=`` costs 10–35 ms."""
-    if ident is not None and spawnstub.user_launch_available():
+    if ident is not None and spawnstub.launch_available():
         return await spawnstub.run_as_user(argv, ident.uid, ident.gid, ident.groups)
     kwargs: dict[str, object] = {}
     if ident is not None:
@@ -309,9 +313,12 @@ class MultiuserEngine(HostEngine):
         return self._pool is not None and self._pool.owns(name)
 
     async def shutdown(self) -> None:
-        """Remove the pool's users that never ran a task."""
-        if self._pool is not None:
-            await self._pool.close()
+        """Remove the pool's users that never ran a task, end the parked command stubs."""
+        try:
+            if self._pool is not None:
+                await self._pool.close()
+        finally:
+            await super().shutdown()
 
     async def remove_stale_users(self) -> list[str]:
         """Remove ``task_*`` users (not of this engine's pool) whose home lies in this worker's
@@ -343,7 +350,9 @@ class MultiuserEngine(HostEngine):
             sandbox = self._sandbox_for(user, None)
             await self._run_after_user_creation(sandbox, config.runAfterUserCreation)
 
-    def _sandbox_for(self, user: TaskUser, cgroup: TaskCgroup | None) -> MultiuserSandbox:
+    def _sandbox_for(
+        self, user: TaskUser, cgroup: TaskCgroup | None, parked: spawnstub.StubLaunch | None = None
+    ) -> MultiuserSandbox:
         config = self._require_config()
         assert self._pool is not None
         return MultiuserSandbox(
@@ -353,6 +362,8 @@ class MultiuserEngine(HostEngine):
             clean_up=bool(config.cleanUpTaskDirs),
             grace=self.kill_grace,
             cgroup=cgroup,
+            parked=parked,
+            on_destroyed=self._top_up_launches,
         )
 
     async def prepare(self, run: RunContext) -> MultiuserSandbox:
@@ -363,11 +374,11 @@ class MultiuserEngine(HostEngine):
         except (AccountError, OSError) as e:
             raise InternalError(f"could not create a task user: {e}") from e
         try:
-            cgroup = await self._task_cgroup(user.name)
+            cgroup, parked = await self._task_cgroup(user.name)
         except BaseException:
             await self._pool.retire(user, "delete")
             raise
-        sandbox = self._sandbox_for(user, cgroup)
+        sandbox = self._sandbox_for(user, cgroup, parked)
         try:
             st = os.lstat(user.home)
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.uid:

@@ -4,13 +4,15 @@ Shared by the simple and multiuser engines. The command becomes the leader of a 
 process group, as the worker's user or another uid/gid/supplementary groups, and joins the task's
 cgroup (``tcworker.engines.cgroups``) before it exists. Both are done without forking the ~80 MB
 worker (10–35 ms per command here; ``subprocess`` forks for a ``preexec_fn`` or ``user=``): a
-``vfork``ed ``perl`` stub joins and ``exec``s the command — as the worker's own user (simple
-engine) ``spawnstub.stub_argv``, under another uid (multiuser) ``spawnstub.UserLaunch``, which
-starts with an empty environment, drops every privilege itself and reports a failed ``execve``
-as a start error. Where no stub can be used the child is forked with ``user=`` and a
-``preexec_fn`` (one ``os.write`` per hierarchy to descriptors the worker opened). Nothing the
-command starts can leave the group.
-Combined stdout+stderr go through one pipe, drained by a thread of its own (``pipepump``) straight
+``vfork``ed ``perl`` stub (``spawnstub.StubLaunch``) joins the group, drops to the task user where
+there is one, and ``execve``s the command, reporting a failed ``execve`` as a start error. A run's
+first command usually finds its stub already started and waiting in the run's fresh cgroup
+(``parked``, from the engine's ``LaunchPool``): joining a cgroup can cost a kernel RCU grace period
+(6–12 ms), paid there before the task was claimed. Where no stub can be used the child is forked
+with ``user=`` and a ``preexec_fn`` (one ``os.write`` per hierarchy to descriptors the worker
+opened). Nothing the command starts can leave the group.
+Combined stdout+stderr go through one pipe, drained (``pipepump``: by the loop while the output is
+small, then by a thread of its own) straight
 into the ``LogSink`` in chunks of up to 1 MiB (the pipe is enlarged to match), so a task writing
 gigabytes costs little more than a redirect to a file, never sits in memory and never occupies
 the event loop.
@@ -117,8 +119,10 @@ class CommandRunner:
         grace: float = 3.0,
         sweep: Callable[[], Awaitable[object]] | None = None,
         cgroup: TaskCgroup | None = None,
+        parked: spawnstub.StubLaunch | None = None,
     ) -> None:
         self.grace = grace
+        self._parked = parked
         self._sweep = sweep
         self._sweeping: asyncio.Future[object] | None = None  # the last command's sweep
         self._cgroup = cgroup
@@ -164,42 +168,15 @@ class CommandRunner:
         if self._reason is not None:
             return ProcessResult(EXIT_ABORTED, cancel_reason=self._reason)
         loop = asyncio.get_running_loop()
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-        pipe_inode = os.fstat(write_fd).st_ino
-        join_fds: list[int] = []
-        launch: spawnstub.UserLaunch | None = None
-        procs = [d / "cgroup.procs" for d in self._cgroup.dirs] if self._cgroup is not None else []
         try:
-            if identity is not None and identity.uid != 0 and spawnstub.user_launch_available():
-                # vfork + a stub that joins the cgroup and drops to the task user (spawnstub)
-                launch = spawnstub.UserLaunch.start(
-                    argv, env, cwd, identity.uid, identity.gid, identity.groups, procs,
-                    **self._popen_io(write_fd),
-                )  # fmt: skip
-                assert launch.popen is not None
-                popen = launch.popen
-            elif self._cgroup is not None and identity is None and argv and spawnstub.available():
-                # vfork + a perl stub that joins the cgroup, instead of forking the worker
-                spawnstub.check_executable(argv[0], env, cwd)
-                popen = self._spawn(spawnstub.stub_argv(argv, procs), env, cwd, write_fd, None)
-            else:
-                join = None
-                if self._cgroup is not None:
-                    join_fds, join = self._cgroup.joiner()
-                popen = self._spawn(argv, env, cwd, write_fd, identity, join)
+            popen, read_fd, launch = await self._start(argv, env, cwd, identity)
         except (OSError, subprocess.SubprocessError, ValueError, TypeError, IndexError) as e:
-            os.close(read_fd)
             return ProcessResult(
                 EXIT_NOT_STARTED,
                 start_error=_start_error_message(argv, e),
                 wall_time=time.monotonic() - started,
             )
-        finally:
-            os.close(write_fd)
-            for fd in join_fds:
-                os.close(fd)
+        pipe_inode = os.fstat(read_fd).st_ino
         tree = ProcessTree(popen.pid, marker, pipe_inode)
         self._tree = tree
         exited = _exit_waiter(popen.pid)
@@ -254,6 +231,55 @@ class CommandRunner:
             wall_time=time.monotonic() - started,
             limit_hits=hits,
         )
+
+    async def _start(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: str, identity: Identity | None
+    ) -> tuple[subprocess.Popen[bytes], int, spawnstub.StubLaunch | None]:
+        """Start the command: ``(process, read end of its output pipe, its stub or None)``.
+        Raises the start error. The first command of a run hands its request to the stub parked
+        in the run's cgroup, if it got one (``LaunchPool``); the others spawn a stub (``vfork``)
+        that joins the group itself; without a usable stub, the worker forks as before."""
+        # uid 0 with other ids (never used by the engines today) is left to subprocess's fork
+        stub = spawnstub.launch_available() and not (identity is not None and identity.uid == 0)
+        user = spawnstub.TaskUser(identity.uid, identity.gid, identity.groups) if identity else None
+        parked, self._parked = self._parked, None
+        if parked is not None and stub and parked.waiting():
+            try:
+                await parked.send(argv, env, cwd, user)
+                return parked.popen, parked.output, parked
+            except OSError:  # it died meanwhile (EPIPE): start the usual way below
+                pass
+            except BaseException:
+                await parked.discard()
+                raise
+        if parked is not None:  # died while parked: never mind it
+            await parked.discard()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        join_fds: list[int] = []
+        try:
+            if stub and (self._cgroup is not None or user is not None):
+                procs = [d / "cgroup.procs" for d in self._cgroup.dirs] if self._cgroup is not None else []
+                launch = spawnstub.StubLaunch.start(argv, env, cwd, user, procs, **self._popen_io(write_fd))
+                return launch.popen, read_fd, launch
+            join = None
+            if self._cgroup is not None:
+                join_fds, join = self._cgroup.joiner()
+            return self._spawn(argv, env, cwd, write_fd, identity, join), read_fd, None
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+            for fd in join_fds:
+                os.close(fd)
+
+    async def discard_parked(self) -> None:
+        """End the parked stub if no command used it (a run without commands, or cancelled)."""
+        parked, self._parked = self._parked, None
+        if parked is not None:
+            await parked.discard()
 
     @staticmethod
     def _popen_io(out_fd: int) -> dict[str, Any]:
@@ -342,8 +368,9 @@ class CommandRunner:
         except TimeoutError:
             log.warning("output pipe of command %d still open after its processes were killed", tree.leader)
         # Joins the pump thread, so every chunk has reached the sink before ``run`` returns
-        # (at EOF the thread has already ended: no thread trip for the common case).
-        if pump.eof.done():
+        # (at EOF the thread has already ended, and a small output never had one: no thread
+        # trip for the common case).
+        if pump.eof.done() or not pump.threaded:
             pump.close()
         else:
             await asyncio.to_thread(pump.close)

@@ -109,10 +109,15 @@ class SimpleEngine(HostEngine):
         else:  # two mkdirs: cheaper inline than a thread hop, which waits for the GIL under load
             make_task_dir(task_dir)
         try:
-            cgroup = await self._task_cgroup(task_dir.name)
+            cgroup, parked = await self._task_cgroup(task_dir.name)
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, task_dir, True)
             raise
         return SimpleSandbox(
-            task_dir, clean_up=bool(config.cleanUpTaskDirs), grace=self.kill_grace, cgroup=cgroup
+            task_dir,
+            clean_up=bool(config.cleanUpTaskDirs),
+            grace=self.kill_grace,
+            cgroup=cgroup,
+            parked=parked,
+            on_destroyed=self._top_up_launches,
         )

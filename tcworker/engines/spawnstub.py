@@ -1,59 +1,61 @@
-"""Start a task command with ``vfork`` even when it must join the task's cgroup first.
+"""Start a task command with ``vfork``, in the task's cgroup, without forking the worker.
 
 CPython's ``subprocess`` uses ``vfork`` only when the child needs no Python code and keeps the
-parent's uid: a ``preexec_fn`` (joining the task's cgroup before ``exec``) makes it ``fork`` the
-whole worker instead. On this kind of
-machine that costs 10–35 ms per command for a ~80 MB worker (the child and the parent fault in
-copy-on-write pages until the child execs), against ~0.4 ms for ``vfork`` — more than everything
-else a trivial task costs the worker.
+parent's uid: a ``preexec_fn`` (joining the task's cgroup before ``exec``) or ``user=`` makes it
+``fork`` the whole worker instead. On this kind of machine that costs 10–35 ms per command for a
+~80 MB worker (the child and the parent fault in copy-on-write pages until the child execs),
+against ~0.4 ms for ``vfork`` — more than everything else a trivial task costs the worker.
 
-So the joining is done by a small program the child ``exec``s instead: a one-line ``perl`` (Debian's
-Essential ``perl-base``; ``/bin/sh`` would add ``PWD`` to the task's environment) writes ``0`` to
-each ``cgroup.procs`` of the task (moving itself, before the command exists) and ``execvp``s the
-command with the task's ``PATH`` — the same search ``subprocess`` does. Nothing of the task runs
-before it is in its cgroup, as with ``preexec_fn``. That stub runs with the task's environment, so
-it is used only where the task runs as the worker's own user (the simple engine). What
-``subprocess`` reported as a start error (command not found, not executable, not a program) would
-now be the stub's exit status, so ``check_executable`` makes the same checks first and raises the
-same exceptions.
+So the child ``exec``s a small program first, one ``/usr/bin/perl -e`` (Debian's Essential
+``perl-base``; ``/bin/sh`` would add ``PWD`` to the task's environment), which:
 
-Under another uid (the multiuser engine) ``subprocess`` forks for ``user=`` alone, and the stub
-above would hand the task root (a task's ``LD_PRELOAD``/``PERL5OPT`` would load into a root
-process). ``UserLaunch`` is the stub for that case, chosen over a spawner process (its children
-would not be the worker's, so no ``wait4`` rusage, no pidfd of our own child) and
-``clone3(CLONE_INTO_CGROUP)`` (needs code between clone and exec, which Python cannot run safely)
-because it keeps every other property of the runner and is one small, auditable program:
+- starts with an **empty environment** (nothing of the task — no ``LD_*``, no ``PERL*`` — reaches
+  a process that may be root) and loads no module;
+- joins the task's cgroup(s) (writes ``0`` to each ``cgroup.procs``), before the command exists;
+- reads its *request* to the end from an inherited descriptor: the mode, the user, the working
+  directory, the candidate paths, the command's argv and its environment — never argv of the
+  stub, never a file on disk;
+- in ``user`` mode (the multiuser engine; the stub runs as root) drops **all** privilege with raw
+  system calls: ``setgroups`` (exactly the task's groups, none of root's), ``setresgid`` and
+  ``setresuid`` (real, effective and saved ids; Perl's ``$<``/``$)`` variables leave saved ids
+  behind in some orders and cannot empty the group list), and verifies in ``/proc/self/status``
+  that every uid and gid is the task's, the groups are exactly the task's and no capability is
+  left, else it refuses to go on; in ``keep`` mode (the simple engine) it stays the worker's user;
+- enters the working directory (with the task user's rights) and calls ``execve`` (the raw
+  system call: no ``execvp`` falling back to ``/bin/sh`` for a file without ``#!``) on each
+  candidate path the worker computed from the task's ``PATH`` exactly as ``subprocess`` does,
+  with exactly the task's environment, and reports the first telling ``errno`` (as
+  ``subprocess`` does) on a close-on-exec pipe. An exec that succeeds closes the pipe empty; the
+  worker reads it once the process has ended, so a start error is still a start error
+  (``FileNotFoundError``, ``PermissionError``, ``ENOEXEC``), judged with the task user's rights,
+  and a command that starts costs no extra wait.
 
-- it is ``/usr/bin/perl -e`` started by ``vfork`` with an **empty environment** (nothing of the
-  task — no ``LD_*``, no ``PERL*`` — reaches the root process) and loads no module;
-- the task's environment travels in a sealed ``memfd`` whose descriptor it inherits — never argv,
-  never a file on disk — read and closed before anything else of the task happens;
-- as root it joins the task's cgroup(s), then drops **all** privilege with raw system calls:
-  ``setgroups`` (exactly the task's groups, none of root's), ``setresgid`` and ``setresuid`` (real,
-  effective and saved ids; Perl's ``$<``/``$)`` variables leave saved ids behind in some orders and
-  cannot empty the group list), and verifies in ``/proc/self/status`` that every uid and gid is the
-  task's, the groups are exactly the task's and no capability is left, else it refuses to go on;
-- it calls ``execve`` (the raw system call: no ``execvp`` falling back to ``/bin/sh`` for a file without
-  ``#!``) on each candidate path the worker computed from the task's ``PATH`` exactly as
-  ``subprocess`` does, with exactly the task's environment, and reports the first telling
-  ``errno`` (as ``subprocess`` does) on a close-on-exec pipe. An exec that succeeds closes the pipe
-  empty; the worker reads it once the process has ended, so a start error is still a start error
-  (``FileNotFoundError``, ``PermissionError``, ``ENOEXEC``) judged with the task user's rights, and
-  a command that starts costs no extra wait.
+The request reaches the stub in one of two ways. ``StubLaunch.start``: in a sealed ``memfd``
+written before the spawn. ``StubLaunch.park``: through a pipe written *later* — the stub is
+started ahead of time, joins its cgroup and waits; ``send`` hands it the command when there is
+one. That is what the engines' ``LaunchPool`` keeps ready, because joining a cgroup is not cheap
+when it is rare: the first write to a ``cgroup.procs`` after a quiet spell waits for an RCU grace
+period in the kernel (the cgroup threadgroup lock switching to its writer mode), measured here at
+6–12 ms per command after 50 ms or more without a migration, ~0.1 ms back to back. A parked stub
+pays that, and perl's own start-up (~2 ms), while no task is waiting for it.
 
-The system call numbers are per machine (``_SYSCALLS``); elsewhere ``user_launch_available`` is
-false and the caller forks as before. ``run_as_user`` starts the multiuser engine's short helper
-commands (the chain-of-trust read check, a mount point's ``mkdir``) the same way.
+Chosen over a spawner process (its children would not be the worker's, so no ``wait4`` rusage, no
+pidfd of our own child) and ``clone3(CLONE_INTO_CGROUP)`` (needs code between clone and exec, which
+Python cannot run safely, and covers cgroup v2 only) because it keeps every other property of
+the runner and is one small, auditable program. The system call numbers are per machine
+(``_SYSCALLS``); elsewhere ``launch_available`` is false and the caller forks as before.
+``run_as_user`` starts the multiuser engine's short helper commands (the chain-of-trust read
+check, a mount point's ``mkdir``) the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import functools
 import os
-import stat
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -61,61 +63,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PERL = "/usr/bin/perl"  # perl-base is Essential on Debian; /bin/sh would add PWD to the env
-# Writes "0" (= this process) to each cgroup.procs given, then execvp()s the command: the
-# environment passes through unchanged, argv[0] and the PATH search are the command's own.
-_STUB = (
-    "my $n = shift @ARGV; for my $f (splice @ARGV, 0, $n) {"
-    ' open(my $h, ">", $f) or die "tcworker: cannot join the task cgroup ($f): $!\\n";'
-    ' syswrite($h, "0") or die "tcworker: cannot join the task cgroup ($f): $!\\n"; close($h) }'
-    " exec { $ARGV[0] } @ARGV; die \"tcworker: cannot execute $ARGV[0]: $!\\n\";"
-)
-_MAGIC = (b"#!", b"\x7fELF")
-
-
-def available() -> bool:
-    """Whether the stub can be used on this host (else the caller forks as before)."""
-    return os.access(PERL, os.X_OK)
-
-
-def stub_argv(argv: Sequence[str], join: Sequence[Path]) -> list[str]:
-    """The argv to ``vfork``+``exec`` instead of ``argv``: join ``join`` (``cgroup.procs``
-    files), then ``exec`` ``argv``."""
-    return [PERL, "-e", _STUB, str(len(join)), *map(str, join), *argv]
-
-
-def check_executable(name: str, env: Mapping[str, str], cwd: str) -> None:
-    """Raise what ``subprocess`` would have raised for ``name`` (``FileNotFoundError``,
-    ``PermissionError``, ``OSError(ENOEXEC)``); return when it looks runnable."""
-    if "/" in name:
-        candidates = [os.path.join(cwd, name)]
-    else:
-        candidates = [os.path.join(cwd, d, name) for d in os.get_exec_path(dict(env))]
-    saved: OSError | None = None
-    for path in candidates:
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as e:
-            saved = saved or e
-            continue
-        if stat.S_ISDIR(st.st_mode) or not os.access(path, os.X_OK):
-            saved = saved or PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
-            continue
-        try:
-            with open(path, "rb") as f:
-                head = f.read(4)
-        except OSError:
-            return  # executable but unreadable: let exec decide
-        if not head.startswith(_MAGIC):
-            raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), name)
-        return
-    if saved is not None:
-        raise saved
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
-
-
-# ---- multiuser: start as root with an empty environment, join, drop every privilege, execve ----
 
 # (setgroups, setresgid, setresuid, execve) with 32-bit ids, per ``os.uname().machine``.
 _SYSCALLS: dict[str, tuple[int, int, int, int]] = {
@@ -123,10 +70,12 @@ _SYSCALLS: dict[str, tuple[int, int, int, int]] = {
     "aarch64": (159, 149, 147, 221),  # the generic table (asm-generic/unistd.h)
     "riscv64": (159, 149, 147, 221),
 }
-# argv after ``--``: env fd, report fd, the four syscall numbers, uid, gid, groups (comma
-# separated), n, n cgroup.procs paths, m, m candidate paths, then the command's argv.
-_USER_STUB = r"""
-my ($envfd, $repfd, $nsg, $nsrg, $nsru, $nexec, $uid, $gid, $groups, $nj) = splice @ARGV, 0, 10;
+# argv after ``--``: request fd, report fd, the four syscall numbers, n, n cgroup.procs paths.
+# The request, NUL-separated: mode (user | keep), uid, gid, groups (comma separated), working
+# directory, m, m candidate paths, k, k argv entries, then the environment's entries. An empty
+# request (a parked stub that was never used) ends the stub quietly.
+_LAUNCH_STUB = r"""
+my ($reqfd, $repfd, $nsg, $nsrg, $nsru, $nexec, $nj) = splice @ARGV, 0, 7;
 open(my $rep, ">&=", $repfd) or exit 126;
 fcntl($rep, 2, 1) or exit 126;
 sub fail { my $e = ($! + 0) || 1; syswrite($rep, "$e $_[0]"); exit 127 }
@@ -134,24 +83,29 @@ for my $f (splice @ARGV, 0, $nj) {
   open(my $h, ">", $f) or fail("join-cgroup"); syswrite($h, "0") or fail("join-cgroup");
   close($h) or fail("join-cgroup");
 }
-open(my $in, "<&=", $envfd) or fail("read-environment");
-my $blob = ""; 1 while sysread($in, $blob, 65536, length $blob); close($in);
-my @env = split /\0/, $blob;
-my @g = map { 0 + $_ } split /,/, $groups;
-$! = 1; $uid > 0 or fail("switch-user");
-syscall(0 + $nsg, scalar(@g), @g ? pack("L*", @g) : 0) == 0 or fail("setgroups");
-syscall(0 + $nsrg, 0 + $gid, 0 + $gid, 0 + $gid) == 0 or fail("setresgid");
-syscall(0 + $nsru, 0 + $uid, 0 + $uid, 0 + $uid) == 0 or fail("setresuid");
-open(my $st, "<", "/proc/self/status") or fail("verify-user");
-my %s; for (<$st>) { $s{$1} = $2 if /^(\w+):\s*(.*?)\s*$/ } close($st);
-my $want = join(",", sort { $a <=> $b } @g);
-$! = 1;
-join(" ", split(" ", $s{Uid} // "")) eq "$uid $uid $uid $uid" or fail("verify-user");
-join(" ", split(" ", $s{Gid} // "")) eq "$gid $gid $gid $gid" or fail("verify-user");
-join(",", sort { $a <=> $b } split(" ", $s{Groups} // "x")) eq $want or fail("verify-user");
-for my $c (qw(CapPrm CapEff CapAmb)) { ($s{$c} // "0") =~ /^0+$/ or fail("verify-user") }
-my $nc = shift @ARGV; my @cand = splice @ARGV, 0, $nc;
-my $argvp = pack("p*", @ARGV, undef); my $envp = pack("p*", @env, undef);
+open(my $in, "<&=", $reqfd) or fail("read-request");
+my $blob = ""; my $got; 1 while ($got = sysread($in, $blob, 65536, length $blob));
+defined $got or fail("read-request"); close($in);
+exit 0 if $blob eq "";
+my ($mode, $uid, $gid, $groups, $cwd, $nc, @rest) = split /\0/, $blob, -1;
+my @cand = splice @rest, 0, $nc; my $na = shift @rest; my @argv = splice @rest, 0, $na;
+if ($mode eq "user") {
+  my @g = map { 0 + $_ } split /,/, $groups;
+  $! = 1; $uid > 0 or fail("switch-user");
+  syscall(0 + $nsg, scalar(@g), @g ? pack("L*", @g) : 0) == 0 or fail("setgroups");
+  syscall(0 + $nsrg, 0 + $gid, 0 + $gid, 0 + $gid) == 0 or fail("setresgid");
+  syscall(0 + $nsru, 0 + $uid, 0 + $uid, 0 + $uid) == 0 or fail("setresuid");
+  open(my $st, "<", "/proc/self/status") or fail("verify-user");
+  my %s; for (<$st>) { $s{$1} = $2 if /^(\w+):\s*(.*?)\s*$/ } close($st);
+  my $want = join(",", sort { $a <=> $b } @g);
+  $! = 1;
+  join(" ", split(" ", $s{Uid} // "")) eq "$uid $uid $uid $uid" or fail("verify-user");
+  join(" ", split(" ", $s{Gid} // "")) eq "$gid $gid $gid $gid" or fail("verify-user");
+  join(",", sort { $a <=> $b } split(" ", $s{Groups} // "x")) eq $want or fail("verify-user");
+  for my $c (qw(CapPrm CapEff CapAmb)) { ($s{$c} // "0") =~ /^0+$/ or fail("verify-user") }
+} elsif ($mode ne "keep") { $! = 22; fail("read-request") }
+chdir($cwd) or fail("chdir");
+my $argvp = pack("p*", @argv, undef); my $envp = pack("p*", @rest, undef);
 my $saved = 0; my $last = 2;
 for my $p (@cand) {
   syscall(0 + $nexec, $p, $argvp, $envp);
@@ -161,23 +115,25 @@ $! = $saved || $last; fail("exec");
 """
 _STAGES = {  # what the stub was doing when it failed, as start errors say it
     "join-cgroup": "cannot join the task's cgroup",
-    "read-environment": "cannot read the task's environment",
+    "read-request": "cannot read the command to start",
     "switch-user": "refusing to start a command as root",
     "setgroups": "cannot set the task user's groups",
     "setresgid": "cannot switch to the task user's group",
     "setresuid": "cannot switch to the task user",
     "verify-user": "privileges were not fully dropped",
+    "chdir": "cannot enter the working directory",
 }
 REPORT_LIMIT = 4096
+REQUEST_PIPE_SIZE = 1 << 20  # a parked stub's request pipe: any usual request fits without blocking
 
 
 @functools.cache
-def user_launch_available() -> bool:
-    """Whether ``UserLaunch`` works here (perl present, system call numbers known); asked once.
+def launch_available() -> bool:
+    """Whether the stub works here (perl present, system call numbers known); asked once.
     The numbers are the 64-bit tables: a 32-bit userland on a 64-bit kernel (same ``uname``) has
     others, so a 32-bit Python is taken as its sign and forks instead."""
     return (
-        available()
+        os.access(PERL, os.X_OK)
         and os.uname().machine in _SYSCALLS
         and sys.maxsize > 2**32
         and hasattr(os, "memfd_create")
@@ -208,68 +164,64 @@ def encode_environment(env: Mapping[str, str]) -> bytes:
     return b"\0".join(entries)
 
 
-@dataclass
-class UserLaunch:
-    """One command started through the privilege-dropping stub (see the module docstring).
+@dataclass(frozen=True)
+class TaskUser:
+    """Who the stub drops to (``user`` mode); without one it keeps the worker's user."""
 
-    ``prepare`` makes the stub's argv and the descriptors it inherits; the caller spawns
-    ``argv`` with an empty environment, ``pass_fds`` and no ``user=``/``preexec_fn`` (so
-    ``subprocess`` can ``vfork``), then calls ``spawned``. ``start`` does all of that with
-    ``subprocess.Popen``; ``start_error`` — asked once the process has ended — says whether it
-    ever became the command.
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+def encode_request(argv: Sequence[str], env: Mapping[str, str], cwd: str, user: TaskUser | None) -> bytes:
+    """The stub's request (format beside ``_LAUNCH_STUB``). Raises ``IndexError`` for an empty
+    command and ``ValueError`` for what ``execve`` cannot take and for uid 0."""
+    if not argv:
+        raise IndexError("empty command")
+    if user is not None and user.uid == 0:
+        raise ValueError("the user-switching stub never starts a command as root")
+    candidates = exec_candidates(argv[0], env)
+    head = [
+        "user" if user is not None else "keep",
+        str(user.uid if user else -1),
+        str(user.gid if user else -1),
+        ",".join(str(g) for g in user.groups) if user else "",
+        cwd,
+        str(len(candidates)), *candidates,
+        str(len(argv)), *argv,
+    ]  # fmt: skip
+    fields = [os.fsencode(f) for f in head]
+    if any(b"\0" in f for f in fields):
+        raise ValueError("embedded null byte")
+    if env:
+        fields.append(encode_environment(env))
+    return b"\0".join(fields)
+
+
+def _stub_argv(request_fd: int, report_fd: int, join: Sequence[Path]) -> list[str]:
+    setgroups, setresgid, setresuid, execve = _SYSCALLS[os.uname().machine]
+    return [
+        PERL, "-e", _LAUNCH_STUB, "--",
+        str(request_fd), str(report_fd),
+        str(setgroups), str(setresgid), str(setresuid), str(execve),
+        str(len(join)), *map(str, join),
+    ]  # fmt: skip
+
+
+@dataclass
+class StubLaunch:
+    """One command started through the stub (see the module docstring).
+
+    ``start`` spawns the stub with its request already in a sealed ``memfd``; ``park`` spawns it
+    with stdout and stderr on a fresh pipe (``output``, ours to read) and the request still to
+    ``send``. ``start_error`` — asked once the process has ended — says whether it ever became
+    the command.
     """
 
-    argv: list[str]
-    pass_fds: tuple[int, int]
-    _report: int
-    popen: subprocess.Popen[bytes] | None = None
-
-    @classmethod
-    def prepare(
-        cls,
-        argv: Sequence[str],
-        env: Mapping[str, str],
-        uid: int,
-        gid: int,
-        groups: Sequence[int],
-        join: Sequence[Path],
-    ) -> UserLaunch:
-        """The stub that runs ``argv`` as ``uid``/``gid``/``groups`` with exactly ``env``, in the
-        cgroups whose ``cgroup.procs`` are ``join``. Raises ``ValueError`` for an environment
-        ``execve`` cannot take and for uid 0."""
-        if uid == 0:
-            raise ValueError("the user-switching stub never starts a command as root")
-        if not argv:
-            raise IndexError("empty command")
-        setgroups, setresgid, setresuid, execve = _SYSCALLS[os.uname().machine]
-        blob = encode_environment(env)
-        candidates = exec_candidates(argv[0], env)
-        env_fd = os.memfd_create("tcworker-task-env", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            _write_all(env_fd, blob)
-            os.lseek(env_fd, 0, os.SEEK_SET)
-            fcntl_seal(env_fd)
-            report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        except BaseException:
-            os.close(env_fd)
-            raise
-        stub = [
-            PERL, "-e", _USER_STUB, "--",
-            str(env_fd), str(report_w),
-            str(setgroups), str(setresgid), str(setresuid), str(execve),
-            str(uid), str(gid), ",".join(str(g) for g in groups),
-            str(len(join)), *map(str, join),
-            str(len(candidates)), *candidates,
-            *argv,
-        ]  # fmt: skip
-        return cls(stub, (env_fd, report_w), report_r)
-
-    def spawned(self) -> None:
-        """Close the parent's copies of what the stub inherits (after the spawn, or its failure)."""
-        for fd in self.pass_fds:
-            if fd >= 0:
-                os.close(fd)
-        self.pass_fds = (-1, -1)
+    popen: subprocess.Popen[bytes]
+    _report: int  # our end of the report pipe
+    _request: int = -1  # parked: our end of the request pipe, until ``send``
+    output: int = -1  # parked: our end of the output pipe (the caller takes it over)
 
     @classmethod
     def start(
@@ -277,25 +229,90 @@ class UserLaunch:
         argv: Sequence[str],
         env: Mapping[str, str],
         cwd: str,
-        uid: int,
-        gid: int,
-        groups: Sequence[int],
+        user: TaskUser | None,
         join: Sequence[Path],
         **popen_kwargs: object,
-    ) -> UserLaunch:
-        """``prepare`` + ``subprocess.Popen`` in ``cwd``. Raises what ``Popen`` raises for the stub
-        itself (``cwd`` missing, ...) and what ``prepare`` raises."""
-        launch = cls.prepare(argv, env, uid, gid, groups, join)
+    ) -> StubLaunch:
+        """Spawn the stub for ``argv`` now. Raises what ``encode_request`` raises and what
+        ``Popen`` raises for the stub itself."""
+        request = encode_request(argv, env, cwd, user)
+        request_fd = os.memfd_create("tcworker-request", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        report_r = report_w = -1
         try:
-            launch.popen = subprocess.Popen(  # argv comes from the task payload by design
-                launch.argv, env={}, cwd=cwd, pass_fds=launch.pass_fds, **popen_kwargs  # type: ignore[arg-type]
-            )
+            _write_all(request_fd, request)
+            os.lseek(request_fd, 0, os.SEEK_SET)
+            fcntl_seal(request_fd)
+            report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            popen = subprocess.Popen(  # the command comes from the task payload by design
+                _stub_argv(request_fd, report_w, join),
+                env={}, cwd="/", pass_fds=(request_fd, report_w), **popen_kwargs,  # type: ignore[arg-type]
+            )  # fmt: skip
         except BaseException:
-            launch.close()
+            _close(report_r)
             raise
         finally:
-            launch.spawned()
-        return launch
+            _close(request_fd, report_w)
+        return cls(popen, report_r)
+
+    @classmethod
+    def park(cls, join: Sequence[Path], output_pipe_size: int) -> StubLaunch:
+        """Spawn a stub that joins ``join`` now, in its own session with no stdin and stdout +
+        stderr on a new pipe, and waits for ``send``. Raises ``OSError`` if it cannot start."""
+        request_r, request_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        report_r = report_w = -1
+        try:
+            for fd, size in ((request_w, REQUEST_PIPE_SIZE), (out_r, output_pipe_size)):
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+            report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            popen = subprocess.Popen(
+                _stub_argv(request_r, report_w, join),
+                env={},
+                cwd="/",
+                pass_fds=(request_r, report_w),
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except BaseException:
+            _close(request_w, out_r, report_r)
+            raise
+        finally:
+            _close(request_r, out_w, report_w)
+        return cls(popen, report_r, request_w, out_r)
+
+    def waiting(self) -> bool:
+        """A parked stub still waiting for its request (not dead meanwhile)."""
+        return self._request >= 0 and self.popen.poll() is None
+
+    async def send(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: str, user: TaskUser | None
+    ) -> None:
+        """Hand a parked stub its command. Raises what ``encode_request`` raises (nothing sent:
+        the stub is still parked) and ``OSError`` when the stub is gone."""
+        request = encode_request(argv, env, cwd, user)
+        fd, self._request = self._request, -1
+        try:
+            if len(request) < REQUEST_PIPE_SIZE // 2:  # fits in the pipe: no wait for the reader
+                _write_all(fd, request)
+            else:
+                await asyncio.to_thread(_write_all, fd, request)
+        finally:
+            os.close(fd)
+
+    async def discard(self) -> None:
+        """End a parked stub that will not be used (an empty request ends it) and reap it."""
+        _close(self._request, self.output)
+        self._request = self.output = -1
+        self.close()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.popen.wait), 5)
+        except TimeoutError:
+            self.popen.kill()
+            await asyncio.to_thread(self.popen.wait)
 
     def start_error(self) -> OSError | None:
         """After the process has ended: why the command never started, or ``None`` when it
@@ -322,9 +339,8 @@ class UserLaunch:
 
     def close(self) -> None:
         """Drop the report pipe (``start_error`` does it too)."""
-        if self._report >= 0:
-            os.close(self._report)
-            self._report = -1
+        _close(self._report)
+        self._report = -1
 
 
 async def run_as_user(
@@ -332,30 +348,22 @@ async def run_as_user(
 ) -> tuple[int, bytes]:
     """Run a short helper command (``argv`` with a fixed ``PATH`` in ``/``) as the user through the
     stub, without forking the worker; ``(exit status, stderr)``. Raises the start error."""
-    launch = UserLaunch.prepare(argv, {"PATH": "/usr/bin:/bin"}, uid, gid, groups, ())
+    user = TaskUser(uid, gid, tuple(groups))
+    launch = StubLaunch.start(
+        argv, {"PATH": "/usr/bin:/bin"}, "/", user, (),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs,
+    )  # fmt: skip
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *launch.argv,
-            env={},
-            cwd="/",
-            pass_fds=launch.pass_fds,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            **kwargs,  # type: ignore[arg-type]
-        )
-    except BaseException:
-        launch.close()
-        raise
-    finally:
-        launch.spawned()
-    try:
-        _, err = await proc.communicate()
+        assert launch.popen.stderr is not None
+        err = await asyncio.to_thread(launch.popen.stderr.read)
+        await asyncio.to_thread(launch.popen.wait)
     finally:
         error = launch.start_error()
+        if launch.popen.stderr is not None:
+            launch.popen.stderr.close()
     if error is not None:
         raise error
-    return proc.returncode or 0, err
+    return launch.popen.returncode or 0, err
 
 
 def fcntl_seal(fd: int) -> None:
@@ -368,3 +376,10 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)

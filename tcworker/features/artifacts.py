@@ -79,7 +79,7 @@ class ArtifactsTaskFeature(TaskFeature):
         self.started = True
 
     async def stop(self, outcome: RunOutcome) -> None:
-        if not self.started:
+        if not self.started or not self.run.model.artifacts:
             return
         staging = self.run.scratch_dir / "staging"
         staging.mkdir(mode=0o700, parents=True, exist_ok=True)

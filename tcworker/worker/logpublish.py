@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
 FOLLOW_AFTER = 256 * 1024  # bytes of log before a LogPacker thread follows it
+PACK_INLINE = 32 * 1024  # a log up to this size is packed on the loop (≤ ~0.15 ms; 0.04 ms for 2 KB)
 
 
 class LogPublication:
@@ -72,6 +73,11 @@ class LogPublication:
             backing, task_log.path, LOG_CONTENT_TYPE, self.expires, "gzip", packed=packed, created=created
         )
 
+    @property
+    def small(self) -> bool:
+        """The log is short and has no packer: what is left of it is a few KiB."""
+        return self._packer is None and (self._log is None or self._log.bytes_written <= PACK_INLINE)
+
     def discard(self) -> None:
         """Stop following the log and delete its gzip copy (blocking: call it in a thread)."""
         if self._packer is not None:
@@ -91,7 +97,11 @@ class LogPublication:
         if self._log_path is None:
             return None
         try:
-            self._small = await asyncio.to_thread(compress, self._log_path, self.scratch_dir, LOG_LEVEL)
+            if self._log is not None and self._log.bytes_written <= PACK_INLINE:
+                # a short log: read + gzip + hash cost less than the thread trip (its GIL hand-overs)
+                self._small = compress(self._log_path, self.scratch_dir, LOG_LEVEL)
+            else:
+                self._small = await asyncio.to_thread(compress, self._log_path, self.scratch_dir, LOG_LEVEL)
         except OSError as e:
             log.warning("cannot compress the task log: %s; the upload retries it", e)
             return None

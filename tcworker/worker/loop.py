@@ -28,7 +28,7 @@ from tcworker.engines.base import Engine
 from tcworker.exitcodes import ExitCode
 from tcworker.features.base import Feature
 from tcworker.mounts import gc as disk_gc
-from tcworker.statefile import write_private
+from tcworker.statefile import BackgroundWriter
 from tcworker.taskdirs import leftover_task_dirs, remove_task_dirs, task_dir_name
 from tcworker.tcapi.clients import Clients
 from tcworker.worker.metrics import WorkerMetrics
@@ -38,6 +38,7 @@ from tcworker.worker.taskrun import TaskRun
 log = logging.getLogger(__name__)
 
 RESOLVED_COUNT_FILE = "tasks-resolved-count.txt"
+STATE_FLUSH_WAIT = 30.0  # at exit: how long the state files may take to reach the disk
 STATUS_FILE = "worker-status.json"
 EMPTY_CLAIM_PAUSE = 0.5  # after a claim that returned at once with nothing (the queue long-polls)
 MAX_ERROR_BACKOFF = 30.0
@@ -80,6 +81,7 @@ class WorkerLoop:
         self.scratch_root = config.tasks_dir / ".runs"
         self.status_path = Path(tempfile.gettempdir()) / STATUS_FILE
         self._status_lock = asyncio.Lock()
+        self._state = BackgroundWriter()
         self.metrics: WorkerMetrics | None = None  # set by the runner when metricsListenAddress is
 
     # ---- external controls (signal handlers, tcworker local) -------------------------------
@@ -117,30 +119,17 @@ class WorkerLoop:
         ids = sorted({run.task_id if run else key.split("/")[0] for key, run in self.running.items()})
         return json.dumps({"currentTaskIds": ids}, indent=2) + "\n" if ids else None
 
-    def _write_status(self, text: str | None) -> None:
-        """``$TMPDIR/worker-status.json`` = the running task ids (removed when idle); blocking."""
-        try:
-            if text is not None:
-                write_private(self.status_path, text)
-            else:
-                self.status_path.unlink(missing_ok=True)
-        except OSError as e:
-            log.warning("cannot update %s: %s", self.status_path, e)
+    def _save_status(self) -> None:
+        """``$TMPDIR/worker-status.json`` = the running task ids (removed when idle), written by
+        the state thread (``statefile.BackgroundWriter``: the loop never waits for the disk)."""
+        self._state.submit(self.status_path, self._status_text())
 
-    async def _save_status(self) -> None:
-        """The status file, written inline: a few system calls on a small file cost the worker
-        less than a thread trip (see ``tcworker.taskdirs``)."""
-        self._write_status(self._status_text())
-
-    async def _write_after_run(self, resolved: int, status: str | None, keep: set[str] | None) -> None:
-        """Everything the loop records after a run: the resolved count and the status file
-        (small, inline), and the sweep of task directories no run uses (listed inline; a
+    async def _write_after_run(self, resolved: int, keep: set[str] | None) -> None:
+        """Everything the loop records after a run: the resolved count and the status file (by
+        the state thread), and the sweep of task directories no run uses (listed inline; a
         leftover is removed in a thread, as its size is unknown)."""
-        try:
-            write_private(self.state_dir / RESOLVED_COUNT_FILE, f"{resolved}\n")
-        except OSError as e:
-            log.error("cannot persist %s: %s", RESOLVED_COUNT_FILE, e)
-        self._write_status(status)
+        self._state.submit(self.state_dir / RESOLVED_COUNT_FILE, f"{resolved}\n")
+        self._save_status()
         if keep is not None and leftover_task_dirs(self.config.tasks_dir, keep, self._task_dir_in_use):
             await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, keep, self._task_dir_in_use)
 
@@ -174,7 +163,9 @@ class WorkerLoop:
                     run.abort(CancelReason.WORKER_STOPPING)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._save_status()
+            self._save_status()
+            if not await asyncio.to_thread(self._state.flush, STATE_FLUSH_WAIT):
+                log.error("state files not written within %.0f s", STATE_FLUSH_WAIT)
 
     async def _loop(self) -> ExitCode:
         error_backoff = 1.0
@@ -341,8 +332,7 @@ class WorkerLoop:
     async def _run_one(self, key: str, claim: dict[str, Any]) -> None:
         resolution: tuple[str, str | None] = ("exception", "internal-error")
         claimed_at = time.monotonic()
-        # The status file is written while the run starts (its lock keeps the writes in order).
-        status = asyncio.create_task(self._save_status())
+        self._save_status()
         to_run = claim
         run: TaskRun | None = None
         try:
@@ -361,18 +351,13 @@ class WorkerLoop:
         if self.metrics is not None:
             self._count_run(run, resolution, claimed_at)
         await self._released(to_run, resolution)
-        reason = resolution[1]
-        try:
-            await status
-        except Exception:
-            log.exception("cannot record the start of task %s", key)
-        self._release(key, reason)  # when the run ended without a report
-        async with self._status_lock:  # written in completion order, whatever the threads do
+        self._release(key, resolution[1])  # when the run ended without a report
+        async with self._status_lock:  # one sweep of leftover task dirs at a time
             keep: set[str] | None = None
             if self.config.cleanUpTaskDirs:
                 keep = {task_dir_name(r.task_id, r.run_id) for r in self.running.values() if r is not None}
                 keep |= {task_dir_name(*_split(k)) for k in self.running}
-            await self._write_after_run(self.resolved, self._status_text(), keep)
+            await self._write_after_run(self.resolved, keep)
 
     def _count_run(self, run: TaskRun | None, resolution: tuple[str, str | None], claimed_at: float) -> None:
         if self.metrics is None:

@@ -259,11 +259,15 @@ class TaskRun:
                 except Exception:
                     log.exception("destroying the sandbox of %s/%s failed", self.task_id, self.run_id)
             self.log.close()
-            await asyncio.to_thread(self._drop_scratch)
+            if self._log_publication.small and not (self._model and self._model.artifacts):
+                self._drop_scratch()  # a short log and nothing staged: cheaper than a thread trip
+            else:
+                await asyncio.to_thread(self._drop_scratch)
         return self.resolution
 
     def _drop_scratch(self) -> None:
-        """The log's gzip copy and the scratch dir, in one trip off the loop (blocking)."""
+        """The log's gzip copy and the scratch dir (blocking: in one thread trip, unless all
+        there is to remove is a short log)."""
         self._log_publication.discard()
         if self.config.cleanUpTaskDirs:
             shutil.rmtree(self.scratch_dir, True)

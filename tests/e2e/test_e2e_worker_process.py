@@ -117,3 +117,31 @@ def test_access_token_never_printed_on_config_errors(tmp_path: Path) -> None:
     result = _run_with_config(tmp_path, json.dumps(config))
     assert result.returncode == 73
     assert "sekrit-e2e-token-value" not in result.stdout + result.stderr
+
+
+def test_the_resolved_count_survives_a_restart_and_the_status_file_follows_the_runs(
+    submitter: Submitter, start_worker, tmp_path: Path
+) -> None:
+    """generic-worker's ``tasks-resolved-count.txt`` (in the worker's directory) counts toward
+    ``numberOfTasksToRun`` across restarts; ``$TMPDIR/worker-status.json`` lists the running
+    task ids and is gone when the worker is idle. Both are written by the worker's state thread:
+    they must still be on disk when the worker has exited."""
+    workdir, tmpdir = tmp_path / "w", tmp_path / "tmp"
+    tmpdir.mkdir()
+    status = tmpdir / "worker-status.json"
+    sleeper = submitter.create({"command": [["sleep", "3"]], "maxRunTime": 30})
+    quick = [submitter.create({"command": [["true"]], "maxRunTime": 30}) for _ in range(2)]
+    worker = start_worker(numberOfTasksToRun=2, workdir=workdir, env={"TMPDIR": str(tmpdir)})
+    deadline = time.monotonic() + 30
+    while not status.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert json.loads(status.read_text()) == {"currentTaskIds": [sleeper]}
+    assert status.stat().st_mode & 0o077 == 0
+    assert worker.wait(60) == 0, worker.tail()
+    assert (workdir / "tasks-resolved-count.txt").read_text() == "2\n"
+    assert not status.exists()  # idle at exit
+    worker = start_worker(numberOfTasksToRun=3, workdir=workdir, env={"TMPDIR": str(tmpdir)})
+    assert worker.wait(60) == 0, worker.tail()  # one more task, then the limit of 3 is reached
+    assert (workdir / "tasks-resolved-count.txt").read_text() == "3\n"
+    states = sorted(submitter.status(t)["runs"][0]["state"] for t in [sleeper, *quick])
+    assert states == ["completed", "completed", "completed"], states

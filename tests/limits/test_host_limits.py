@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -109,8 +110,18 @@ def test_task_within_its_limits_completes(
     log = submitter.log(task_id)
     assert run["state"] == "completed", (run, log[-3000:])
     assert "/tcworker/task_" in log and f"-w{worker.pid}" in log, log[-3000:]  # ran in its group
-    # The run's groups are gone once it is resolved (the task is reported after its clean-up).
-    assert eventually(lambda: not [g for g in _task_groups(cgroup_host) if f"-w{worker.pid}" in g.name], 10)
+    ran_in = {m.group(1) for m in re.finditer(rf"/tcworker/(task_[^/\s]+-w{worker.pid})", log)}
+    assert len(ran_in) == 1, log[-3000:]  # one group, the same in every hierarchy
+    # The run's groups are gone once it is resolved (the task is reported after its clean-up);
+    # what the worker keeps are the next runs' groups, made ready ahead (``LaunchPool``), empty
+    # but for the one stub waiting in each.
+    assert eventually(lambda: not [g for g in _task_groups(cgroup_host) if g.name in ran_in], 10)
+    ready = {g.name for g in _task_groups(cgroup_host) if f"-w{worker.pid}" in g.name}
+    assert all(name.startswith("task_ready_") for name in ready), ready
+    for group in cgroup_host.parents():
+        for name in ready:
+            procs = (group / name / "cgroup.procs").read_text().split()
+            assert len(procs) <= 1, (name, procs)
 
 
 def test_groups_left_by_a_dead_worker_are_killed_and_removed_at_start(

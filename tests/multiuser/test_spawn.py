@@ -1,6 +1,6 @@
 """Issue 15 (multiuser ≤ 10 ms over simple): how a multiuser command is started — a ``vfork``ed
 perl stub that joins the task's cgroup as root with an empty environment, drops every privilege
-and ``execve``s the command (``spawnstub.UserLaunch``) — and what was moved off the task's path
+and ``execve``s the command (``spawnstub.StubLaunch``) — and what was moved off the task's path
 (the per-command sweep finishes in the background; the pool tops up after the run).
 
 Real task users, real processes, real cgroups; run as root."""
@@ -35,7 +35,7 @@ async def run(box: Any, argv: list[str], **env: str) -> tuple[Any, str]:
 
 def test_the_stub_is_usable_on_this_host() -> None:
     """Else every multiuser command silently falls back to forking the worker."""
-    assert spawnstub.user_launch_available(), f"no perl or unknown machine {os.uname().machine}"
+    assert spawnstub.launch_available(), f"no perl or unknown machine {os.uname().machine}"
 
 
 async def test_every_id_is_the_task_users_and_no_privilege_is_left(box: Any) -> None:
@@ -98,8 +98,8 @@ async def test_the_environment_is_exactly_the_tasks_and_never_in_argv(box: Any) 
     entries = [e for e in log.text.split("\0") if e]
     assert entries == [f"{k}={v}" for k, v in env.items()]
     uid, gid = pwd.getpwnam(box.task_dir.name).pw_uid, pwd.getpwnam(box.task_dir.name).pw_gid
-    launch = spawnstub.UserLaunch.start(
-        ["true"], env, str(box.task_dir), uid, gid, (), [], stdout=subprocess.DEVNULL
+    launch = spawnstub.StubLaunch.start(
+        ["true"], env, str(box.task_dir), spawnstub.TaskUser(uid, gid), [], stdout=subprocess.DEVNULL
     )
     try:
         assert launch.popen.wait(10) == 0
@@ -154,7 +154,7 @@ async def test_path_search_skips_a_directory_the_task_user_cannot_use(box: Any) 
 
 def test_the_stub_never_starts_anything_as_root() -> None:
     with pytest.raises(ValueError):
-        spawnstub.UserLaunch.start(["true"], {}, "/", 0, 0, (), [])
+        spawnstub.StubLaunch.start(["true"], {}, "/", spawnstub.TaskUser(0, 0), [])
 
 
 def test_an_environment_execve_cannot_take_is_refused() -> None:
@@ -234,7 +234,7 @@ async def test_without_the_stub_commands_still_start_as_the_task_user(
 ) -> None:
     """The forking fallback (no perl, or a machine whose system call numbers are unknown) keeps
     every guarantee: the task user, no groups, the cgroup, start errors."""
-    monkeypatch.setattr(spawnstub, "user_launch_available", lambda: False)
+    monkeypatch.setattr(spawnstub, "launch_available", lambda: False)
     entry = pwd.getpwnam(box.task_dir.name)
     result, out = await run(
         box, ["sh", "-c", "id -u; grep ^Groups: /proc/self/status; cat /proc/self/cgroup"]

@@ -1,0 +1,88 @@
+"""Runs' cgroups made ahead of time, each with the stub of its first command already waiting in it.
+
+A host run needs a fresh cgroup with the task limits, and its first command must join it before
+it exists. Joining is the expensive part when it is rare: the first ``cgroup.procs`` write after
+a quiet spell waits for a kernel RCU grace period (6–12 ms measured here), and perl's start-up
+adds ~2 ms — all on the path from claim to resolution of every task. So the engine keeps a few
+``(cgroup, parked stub)`` pairs ready (``spawnstub.StubLaunch.park``): the stub has joined its
+group and waits for its command, which ``CommandRunner`` sends it. A pair is made when the worker
+starts and again after a run is over (``top_up``), never on a task's path; a run that finds the
+pool empty (more runs at once than the pool holds) makes its cgroup and stub as before.
+
+A group is named like any run's (``task_ready_<random>-w<worker pid>``), so the removal of a dead
+worker's groups covers these too; a parked stub whose worker is gone reads an empty request and
+ends. Never reused: each pair serves one run, and what is left of it goes with the run's group.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from tcworker.engines import cgroups, spawnstub
+
+log = logging.getLogger(__name__)
+
+MAX_SIZE = 16  # parked stubs per worker (each ~2–3 MB of memory while it waits)
+
+
+class LaunchPool:
+    """Up to ``size`` ready ``(cgroup, stub)`` pairs of one worker."""
+
+    def __init__(
+        self, host: cgroups.CgroupHost, limits: cgroups.TaskLimits, size: int, pipe_size: int
+    ) -> None:
+        self._host = host
+        self._limits = limits
+        self._size = max(0, min(size, MAX_SIZE))
+        self._pipe_size = pipe_size
+        self._ready: list[tuple[cgroups.TaskCgroup, spawnstub.StubLaunch]] = []
+        self._broken = False
+
+    def take(self) -> tuple[cgroups.TaskCgroup, spawnstub.StubLaunch] | None:
+        """A ready pair for one run (its stub still waiting), or ``None``."""
+        while self._ready:
+            group, stub = self._ready.pop()
+            if stub.waiting():
+                return group, stub
+            log.warning(
+                "a parked command stub ended before use (exit %s); not using it", stub.popen.returncode
+            )
+            stub.close()
+            self._discard_group(group)
+        return None
+
+    def top_up(self) -> None:
+        """Make pairs until the pool is full: a few ``mkdir`` and limit writes and one ``vfork``
+        each (perl's start-up and the cgroup join happen in the child, not here). After one
+        failure the pool stays empty: runs make their own groups, as without it."""
+        while not self._broken and len(self._ready) < self._size:
+            name = cgroups.group_name(f"task_ready_{secrets.token_hex(6)}")
+            try:
+                group = self._host.create(name, self._limits)
+            except OSError as e:
+                self._give_up(f"cannot create cgroup {name}: {e}")
+                return
+            try:
+                stub = spawnstub.StubLaunch.park([d / "cgroup.procs" for d in group.dirs], self._pipe_size)
+            except OSError as e:
+                self._discard_group(group)
+                self._give_up(f"cannot start a command stub: {e}")
+                return
+            self._ready.append((group, stub))
+
+    async def close(self) -> None:
+        """End every parked stub and remove its group (worker shutdown)."""
+        ready, self._ready = self._ready, []
+        for group, stub in ready:
+            await stub.discard()
+            self._discard_group(group)
+
+    def _give_up(self, why: str) -> None:
+        self._broken = True
+        log.warning("ready cgroups for the next runs disabled (%s); each run makes its own", why)
+
+    @staticmethod
+    def _discard_group(group: cgroups.TaskCgroup) -> None:
+        if not group.remove_if_empty():
+            group.remove()
