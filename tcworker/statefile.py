@@ -78,8 +78,15 @@ class BackgroundWriter:
         with self._cond:
             self._pending[path] = text
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="tcw-state", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="tcw-state", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as e:  # no thread to be had: write it here, as before
+                    log.warning("no state thread (%s); writing %s inline", e, path)
+                    self._pending.pop(path)
+                    self._write(path, text)
+                    return
+                self._thread = thread
             self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -100,13 +107,17 @@ class BackgroundWriter:
                 batch, self._pending = self._pending, {}
                 self._writing = True
             for path, text in batch.items():
-                try:
-                    if text is None:
-                        path.unlink(missing_ok=True)
-                    else:
-                        write_private(path, text)
-                except OSError as e:
-                    log.error("cannot update %s: %s", path, e)
+                self._write(path, text)
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
+
+    @staticmethod
+    def _write(path: Path, text: str | None) -> None:
+        try:
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_private(path, text)
+        except Exception as e:  # the thread must outlive any one failed write
+            log.error("cannot update %s: %s", path, e)

@@ -213,10 +213,6 @@ class HostEngine(Engine):
         stale = await asyncio.to_thread(self._cgroups.remove_stale)
         if stale:
             log.warning("removed cgroups left by a worker that is gone: %s", ", ".join(stale))
-        if spawnstub.launch_available():
-            # one more than the slots: a run claimed right after another finds one that is ready
-            self._launches = LaunchPool(self._cgroups, self._limits, config.capacity + 1, PIPE_SIZE)
-            self._launches.top_up()
 
     async def _task_cgroup(self, name: str) -> tuple[cgroups.TaskCgroup | None, spawnstub.StubLaunch | None]:
         """A fresh, limited cgroup for one run (``None`` without cgroups on this host), with the
@@ -230,6 +226,14 @@ class HostEngine(Engine):
             return self._cgroups.create(cgroups.group_name(name), self._limits), None
         except OSError as e:
             raise InternalError(f"cannot create the task's cgroup {name}: {e}") from e
+
+    def _park_launches(self, config: WorkerConfig) -> None:
+        """The last step of ``initialise`` (nothing to leak if an earlier one fails): the ready
+        cgroups with a parked stub each, one more than the slots, so a run claimed right after
+        another finds one whose stub has already joined."""
+        if self._cgroups is not None and self._limits is not None and spawnstub.launch_available():
+            self._launches = LaunchPool(self._cgroups, self._limits, config.capacity + 1, PIPE_SIZE)
+            self._launches.top_up()
 
     def _top_up_launches(self) -> None:
         """After a run: make the next run's cgroup and stub (off every task's path)."""

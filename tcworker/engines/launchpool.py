@@ -48,7 +48,7 @@ class LaunchPool:
             log.warning(
                 "a parked command stub ended before use (exit %s); not using it", stub.popen.returncode
             )
-            stub.close()
+            stub.drop()
             self._discard_group(group)
         return None
 

@@ -303,6 +303,7 @@ class MultiuserEngine(HostEngine):
         await self.remove_stale_users()
         self._pool = TaskUserPool(self._accounts, tasks_dir, config.taskUserPoolSize, self._make_ready)
         self._pool.start()
+        self._park_launches(config)
 
     def supported_payload_kinds(self) -> frozenset[str]:
         return frozenset({"generic"})

@@ -47,10 +47,10 @@ class PipePump:
         self._stopping = threading.Event()
         self.bytes_read = 0
         os.set_blocking(fd, False)
-        self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.eof: asyncio.Future[None] = loop.create_future()
         self._thread: threading.Thread | None = None
-        self._stop_read = self._stop_write = -1
+        self._loop_only = False  # no thread could be started: the loop reads it all
+        self._stop_read = self._stop_write = -1  # the thread's stop pipe, made with the thread
         loop.add_reader(fd, self._read_on_loop)
 
     @property
@@ -74,11 +74,27 @@ class PipePump:
             return
         self.bytes_read += len(data)
         self._deliver(data)
-        if self.bytes_read >= HANDOFF_BYTES:
-            self._loop.remove_reader(self._fd)
+        if self.bytes_read >= HANDOFF_BYTES and not self._loop_only:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Start the thread; if the host refuses one (threads or descriptors exhausted) the loop
+        reads on: a command must never be left blocked on a full pipe."""
+        thread = threading.Thread(target=self._run, name="tcw-pipe", daemon=True)
+        try:
             self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            self._thread = threading.Thread(target=self._run, name="tcw-pipe", daemon=True)
-            self._thread.start()
+            self._loop.remove_reader(self._fd)
+            thread.start()
+        except (OSError, RuntimeError) as e:
+            log.warning("cannot start the output pump thread (%s); the event loop reads on", e)
+            self._loop_only = True
+            for fd in (self._stop_read, self._stop_write):
+                if fd >= 0:
+                    os.close(fd)
+            self._stop_read = self._stop_write = -1
+            self._loop.add_reader(self._fd, self._read_on_loop)
+            return
+        self._thread = thread
 
     def _run(self) -> None:
         poller = select.poll()

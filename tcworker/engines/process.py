@@ -249,8 +249,8 @@ class CommandRunner:
                 return parked.popen, parked.output, parked
             except OSError:  # it died meanwhile (EPIPE): start the usual way below
                 pass
-            except BaseException:
-                await parked.discard()
+            except BaseException:  # a bad request (nothing sent) or cancelled while sending it
+                await parked.abandon()
                 raise
         if parked is not None:  # died while parked: never mind it
             await parked.discard()

@@ -97,6 +97,7 @@ class SimpleEngine(HostEngine):
         self._config = config
         create_tasks_dir(config.tasks_dir)
         await self._detect_cgroups(config)
+        self._park_launches(config)
 
     def supported_payload_kinds(self) -> frozenset[str]:
         return frozenset({"generic"})

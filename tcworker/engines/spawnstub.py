@@ -222,6 +222,7 @@ class StubLaunch:
     _report: int  # our end of the report pipe
     _request: int = -1  # parked: our end of the request pipe, until ``send``
     output: int = -1  # parked: our end of the output pipe (the caller takes it over)
+    _request_room: int = 0  # parked: the request pipe's capacity (a request that fits never waits)
 
     @classmethod
     def start(
@@ -265,6 +266,7 @@ class StubLaunch:
             for fd, size in ((request_w, REQUEST_PIPE_SIZE), (out_r, output_pipe_size)):
                 with contextlib.suppress(OSError):
                     fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+            request_room = fcntl.fcntl(request_w, fcntl.F_GETPIPE_SZ)  # what the kernel granted
             report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             popen = subprocess.Popen(
                 _stub_argv(request_r, report_w, join),
@@ -282,7 +284,7 @@ class StubLaunch:
             raise
         finally:
             _close(request_r, out_w, report_w)
-        return cls(popen, report_r, request_w, out_r)
+        return cls(popen, report_r, request_w, out_r, request_room)
 
     def waiting(self) -> bool:
         """A parked stub still waiting for its request (not dead meanwhile)."""
@@ -292,22 +294,28 @@ class StubLaunch:
         self, argv: Sequence[str], env: Mapping[str, str], cwd: str, user: TaskUser | None
     ) -> None:
         """Hand a parked stub its command. Raises what ``encode_request`` raises (nothing sent:
-        the stub is still parked) and ``OSError`` when the stub is gone."""
+        the stub is still parked) and ``OSError`` when the stub is gone. A caller cancelled here
+        must ``abandon`` the stub: it may still be reading its request."""
         request = encode_request(argv, env, cwd, user)
         fd, self._request = self._request, -1
-        try:
-            if len(request) < REQUEST_PIPE_SIZE // 2:  # fits in the pipe: no wait for the reader
+        if len(request) <= self._request_room:  # fits in the pipe: no wait for the reader
+            try:
                 _write_all(fd, request)
-            else:
-                await asyncio.to_thread(_write_all, fd, request)
-        finally:
-            os.close(fd)
+            finally:
+                os.close(fd)
+        else:  # the thread closes the pipe itself: never under its own write, even if we are cancelled
+            await asyncio.to_thread(_write_and_close, fd, request)
+
+    async def abandon(self) -> None:
+        """End a stub whose request may have been (partly) sent, before it starts the command
+        (a cancelled run), and reap it."""
+        with contextlib.suppress(OSError):
+            self.popen.kill()
+        await self.discard()
 
     async def discard(self) -> None:
         """End a parked stub that will not be used (an empty request ends it) and reap it."""
-        _close(self._request, self.output)
-        self._request = self.output = -1
-        self.close()
+        self.drop()
         try:
             await asyncio.wait_for(asyncio.to_thread(self.popen.wait), 5)
         except TimeoutError:
@@ -342,6 +350,13 @@ class StubLaunch:
         _close(self._report)
         self._report = -1
 
+    def drop(self) -> None:
+        """Close every pipe we still hold of a parked stub that will never be used (it ended on
+        its own; ``discard`` ends a living one)."""
+        _close(self._request, self.output)
+        self._request = self.output = -1
+        self.close()
+
 
 async def run_as_user(
     argv: Sequence[str], uid: int, gid: int, groups: Sequence[int], **kwargs: object
@@ -370,6 +385,13 @@ def fcntl_seal(fd: int) -> None:
     """Seal the environment's memfd: nobody can change it between our write and the stub's read."""
     seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+
+
+def _write_and_close(fd: int, data: bytes) -> None:
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

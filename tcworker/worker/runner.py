@@ -18,6 +18,7 @@ from tcworker.errors import WorkerError
 from tcworker.exitcodes import ExitCode
 from tcworker.features import load_features
 from tcworker.features.base import Feature
+from tcworker.features.taskcluster_proxy import raise_open_file_limit
 from tcworker.tcapi.clients import Clients
 from tcworker.worker import metrics as worker_metrics
 from tcworker.worker.loop import WorkerLoop
@@ -39,6 +40,9 @@ async def run_worker(
     engine = create_engine(config.engine)
     clients = Clients(config.rootURL, config.credentials)
     features = load_features()
+    # Before the engine starts anything: the host engines park their commands' stubs there
+    # (LaunchPool), which keep the limits of that moment for the task's first command.
+    raise_open_file_limit()
     try:
         await engine.initialise(config)
         for feature in features:

@@ -14,11 +14,13 @@ import contextlib
 import os
 import random
 import re
+import resource
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from helpers.ci import skip_or_fail
 from helpers.polling import eventually
 from helpers.submitter import Submitter
 from helpers.taskprocs import processes_with_arg
@@ -195,3 +197,26 @@ def test_cancel_kills_a_child_that_left_everything_but_the_cgroup(
     run = submitter.wait_run(task_id, timeout=10)
     assert (run["state"], run.get("reasonResolved")) == ("exception", "canceled"), run
     assert worker.running, worker.tail()
+
+
+def test_a_runs_first_command_gets_the_same_open_file_limit_as_the_others(
+    submitter: Submitter, start_worker, cgroup_host: cgroups.CgroupHost
+) -> None:
+    """The worker raises its soft RLIMIT_NOFILE at start (taskcluster-proxy's feature set-up);
+    a run's first command starts through a stub parked when the engine started, so it must
+    already have been parked with the raised limit, like every later command."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 1024:
+        skip_or_fail(f"this test needs a finite hard RLIMIT_NOFILE above 1024 (hard {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # inherited by the worker
+    try:
+        worker = start_worker(engine="simple")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    script = 'echo "nofile $(ulimit -Sn)"'
+    task_id = submitter.create({"command": [["sh", "-c", script], ["sh", "-c", script]], "maxRunTime": 60})
+    run = submitter.wait_run(task_id, timeout=60, worker=worker)
+    log = submitter.log(task_id)
+    assert run["state"] == "completed", (run, log[-3000:])
+    limits = re.findall(r"^nofile (\d+)$", log, re.M)
+    assert limits == [str(hard), str(hard)], log[-3000:]

@@ -7,6 +7,7 @@ and nothing of a stub that was never used may be left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,7 @@ from helpers.logs import RecordingLog
 from tcworker.engines import cgroups, spawnstub
 from tcworker.engines.base import EXIT_NOT_STARTED
 from tcworker.engines.launchpool import LaunchPool
+from tcworker.engines.process import CommandRunner
 from tcworker.engines.simple import SimpleEngine
 
 pytestmark = pytest.mark.timeout(120)
@@ -155,23 +157,33 @@ async def test_a_stub_whose_worker_died_ends_by_itself(group: cgroups.TaskCgroup
     stub.close()
 
 
+def _all_ready_groups(cgroup_host: cgroups.CgroupHost) -> set[Path]:
+    return {
+        d
+        for parent in cgroup_host.parents()
+        for d in parent.iterdir()
+        if d.name.startswith("task_ready_") and d.name.endswith(f"-w{os.getpid()}")
+    }
+
+
+_OTHERS: dict[str, set[Path]] = {"groups": set()}  # other engines' ready groups in this process
+
+
+def _ready_groups(cgroup_host: cgroups.CgroupHost) -> list[Path]:
+    """The ready groups of the engine under test (other tests' engines in this process may have
+    theirs: the groups of this test process that existed before it started are left out)."""
+    return sorted(_all_ready_groups(cgroup_host) - _OTHERS["groups"])
+
+
 @pytest.fixture
 async def engine(scratch: Path, cgroup_host: cgroups.CgroupHost) -> AsyncIterator[SimpleEngine]:
+    _OTHERS["groups"] = _all_ready_groups(cgroup_host)
     simple = SimpleEngine(kill_grace=1.0)
     await simple.initialise(make_config(scratch, "simple", capacity=2))
     try:
         yield simple
     finally:
         await simple.shutdown()
-
-
-def _ready_groups(cgroup_host: cgroups.CgroupHost) -> list[Path]:
-    return [
-        d
-        for parent in cgroup_host.parents()
-        for d in parent.iterdir()
-        if d.name.startswith("task_ready_") and d.name.endswith(f"-w{os.getpid()}")
-    ]
 
 
 async def _kill_parked_stubs(cgroup_host: cgroups.CgroupHost) -> None:
@@ -241,6 +253,7 @@ async def test_a_start_error_through_the_engine_is_a_start_error(engine: SimpleE
 async def test_shutdown_ends_every_parked_stub_and_removes_its_group(
     scratch: Path, cgroup_host: cgroups.CgroupHost
 ) -> None:
+    _OTHERS["groups"] = _all_ready_groups(cgroup_host)
     simple = SimpleEngine(kill_grace=1.0)
     await simple.initialise(make_config(scratch, "simple", capacity=3))
     groups = _ready_groups(cgroup_host)
@@ -308,3 +321,48 @@ async def test_a_stub_that_dies_just_before_its_request_is_replaced(
     result, out, group = await _first_command(engine, "cat /proc/self/cgroup; echo ran")
     assert result.exit_code == 0 and "ran" in out, (result, out)
     assert group.name in out
+
+
+async def test_a_dead_parked_stub_leaves_no_descriptor_in_the_worker(
+    engine: SimpleEngine, cgroup_host: cgroups.CgroupHost
+) -> None:
+    """The pool drops a stub that died while parked: its request and output pipes too, not only
+    its report pipe (two descriptors per dead stub would stay open in the worker)."""
+    await _kill_parked_stubs(cgroup_host)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(2):  # capacity 2: both dead stubs are taken and dropped
+        result, out, _group = await _first_command(engine, "echo ran")
+        assert result.exit_code == 0 and "ran" in out, out
+    # the pool holds two fresh pairs instead (three descriptors each, as the dead ones had)
+    assert len(os.listdir("/proc/self/fd")) - fds_before == 0
+
+
+async def test_a_run_cancelled_while_its_request_is_sent_never_starts_the_command(
+    group: cgroups.TaskCgroup, scratch: Path
+) -> None:
+    """A request too big for the pipe is written by a thread while the stub reads it (here the
+    stub is held up, as by its start-up or cgroup join); the run is cancelled meanwhile: the stub
+    must not go on to start the command of a cancelled run."""
+    stub = await _park(group)
+    os.kill(stub.popen.pid, signal.SIGSTOP)
+    marker = scratch / "started-after-cancel"
+    env = {"PATH": "/usr/bin:/bin", **{f"BIG{i}": "x" * 100_000 for i in range(14)}}  # ~1.4 MB
+    runner = CommandRunner(grace=1, cgroup=group, parked=stub)
+    running = asyncio.ensure_future(
+        runner.run(["sh", "-c", f"touch {marker}"], env, str(scratch), RecordingLog())
+    )
+    await asyncio.sleep(0.5)  # the request fills the pipe; the writing thread waits
+    assert not running.done()
+    asyncio.get_running_loop().call_later(0.5, _resume, stub.popen.pid)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 20)
+    await asyncio.sleep(1.0)
+    _resume(stub.popen.pid)
+    assert not marker.exists(), "the command of a cancelled run started"
+    assert stub.popen.poll() is not None
+
+
+def _resume(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)

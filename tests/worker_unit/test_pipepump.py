@@ -95,3 +95,50 @@ def test_command_that_cannot_start_leaves_no_pump_behind(tmp_path: Path) -> None
     assert code != 0
     assert sink.chunks == []
     assert threading.active_count() == before
+
+
+def test_commands_leave_no_descriptor_open_in_the_worker(tmp_path: Path) -> None:
+    """Each command's pump closes every pipe it made (small output on the loop, big output with
+    the thread): a long-running worker must not run out of descriptors."""
+
+    async def main() -> int:
+        runner = CommandRunner(grace=1)
+        await runner.run(["true"], dict(os.environ), str(tmp_path), _Recorder())  # warm up
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(10):
+            await runner.run(["true"], dict(os.environ), str(tmp_path), _Recorder())
+            big = f"head -c {2 * HANDOFF_BYTES} /dev/zero"
+            await runner.run(["sh", "-c", big], dict(os.environ), str(tmp_path), _Recorder())
+        return len(os.listdir("/proc/self/fd")) - before
+
+    assert asyncio.run(main()) == 0
+
+
+def test_output_goes_on_when_no_thread_can_be_started(tmp_path: Path) -> None:
+    """Past ``HANDOFF_BYTES`` the pump starts its thread; when the host refuses one (threads or
+    descriptors exhausted) the loop reads on, instead of leaving the command blocked on a full
+    pipe until its max run time."""
+    size = 4 << 20
+    sink = _Recorder()
+    real_start = threading.Thread.start
+
+    def refusing_start(self: threading.Thread) -> None:
+        if self.name == "tcw-pipe":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    async def main() -> int:
+        runner = CommandRunner(grace=1)
+        script = f"head -c {size} /dev/zero; echo end"
+        result = await asyncio.wait_for(
+            runner.run(["sh", "-c", script], dict(os.environ), str(tmp_path), sink), 30
+        )
+        return result.exit_code
+
+    threading.Thread.start = refusing_start  # type: ignore[method-assign]
+    try:
+        code = asyncio.run(main())
+    finally:
+        threading.Thread.start = real_start  # type: ignore[method-assign]
+    assert code == 0
+    assert b"".join(sink.chunks) == b"\0" * size + b"end\n"

@@ -71,3 +71,17 @@ def test_changes_within_the_window_cost_one_write(tmp_path: Path, monkeypatch: p
         writer.submit(tmp_path / "s.txt", f"{i}\n")
     assert writer.flush(10)
     assert written == ["49\n"] and (tmp_path / "s.txt").read_text() == "49\n"
+
+
+def test_without_a_thread_the_write_happens_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that refuses the state thread must not stop a claimed run: the file is written
+    by the caller, as before the thread existed."""
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    writer = statefile.BackgroundWriter()
+    writer.submit(tmp_path / "s.txt", "inline\n")
+    assert (tmp_path / "s.txt").read_text() == "inline\n"
+    assert writer.flush(1)

@@ -139,6 +139,7 @@ async def run_task(
         await run.run()
     finally:
         await clients.close()
+        await engine.shutdown()  # its parked command stubs and their cgroups
     status = (await queue.status(task_id))["status"]["runs"][0]
     body, _ = await download.downloadArtifactToBuf(
         taskId=task_id, runId=0, name="public/logs/live_backing.log", queueService=queue
