@@ -8,6 +8,7 @@ fails takes every job of the group with it. Real SQLite files, the real ``Databa
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
 import threading
 from pathlib import Path
@@ -109,3 +110,46 @@ def test_every_job_of_a_batch_is_committed(tmp_path: Path, jobs: int) -> None:
 
     assert asyncio.run(main()) == list(range(1, jobs + 1))
     assert _stored(tmp_path / "db.sqlite3") == [f"k{i:02d}" for i in range(jobs)]
+
+
+def test_a_burst_of_one_loop_iteration_reaches_the_thread_as_one_batch(tmp_path: Path) -> None:
+    """Jobs submitted in one loop iteration wake the thread once and share one COMMIT.
+
+    No gate holds the thread here: the burst is handed over as one queue item at the end of the
+    iteration, so a COMMIT that fails (a deferred foreign-key violation in the last job) fails
+    every job of the burst and stores nothing.
+    """
+
+    class CountingQueue(queue.SimpleQueue):  # type: ignore[type-arg]
+        puts = 0
+
+        def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+            CountingQueue.puts += 1
+            super().put(item, block, timeout)
+
+    async def main() -> tuple[list[object], int]:
+        db = Database(tmp_path / "db.sqlite3")
+        db._jobs = CountingQueue()
+        await db.open()
+
+        def schema(conn: sqlite3.Connection) -> None:
+            conn.execute("CREATE TABLE parent (id TEXT PRIMARY KEY)")
+            conn.execute(
+                "CREATE TABLE child (id TEXT, parent TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+
+        await db.run(schema)
+        await db.read(lambda conn: conn.execute("PRAGMA foreign_keys=ON"))
+        before = CountingQueue.puts
+        try:
+            jobs = [db.run(_insert, f"k{i}") for i in range(5)]
+            jobs.append(db.run(lambda conn: conn.execute("INSERT INTO child VALUES ('c', 'missing')")))
+            return list(await asyncio.gather(*jobs, return_exceptions=True)), CountingQueue.puts - before
+        finally:
+            await db.read(lambda conn: conn.execute("PRAGMA foreign_keys=OFF"))
+            await db.close()
+
+    results, puts = asyncio.run(main())
+    assert puts == 1, f"the burst took {puts} hand-offs to the thread"
+    assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
+    assert _stored(tmp_path / "db.sqlite3") == []
