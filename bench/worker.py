@@ -767,6 +767,8 @@ def baseline_sigterm(runs: int) -> list[float]:
 def phase_cancel(platform: Platform, tmp: Path, key: Path, wt: str, runs: int, budget: Budget) -> list[Row]:
     """7: cancel → processes gone with default settings, vs reclaim-only detection."""
     lat = cancel_series(platform.queue, wt, runs, budget)
+    if not lat:
+        return [("cancelTask → task's processes gone", "skipped", "", "out of time budget (--budget)")]
     reclaim_wt = new_type()
     reclaim_only = Worker(
         tmp / "cancel-reclaim",
