@@ -62,6 +62,14 @@ def test_a_failing_job_is_rolled_back_alone(tmp_path: Path) -> None:
     assert _stored(tmp_path / "db.sqlite3") == ["k1", "k3"]
 
 
+def _deferred_foreign_key_schema(conn: sqlite3.Connection) -> None:
+    """A child table whose foreign key is checked only at COMMIT (a failing COMMIT on demand)."""
+    conn.execute("CREATE TABLE parent (id TEXT PRIMARY KEY)")
+    conn.execute(
+        "CREATE TABLE child (id TEXT, parent TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+
+
 def test_a_failed_commit_fails_every_job_of_the_group(tmp_path: Path) -> None:
     """A deferred foreign-key violation only shows at COMMIT: nothing of the group is stored."""
 
@@ -69,13 +77,7 @@ def test_a_failed_commit_fails_every_job_of_the_group(tmp_path: Path) -> None:
         db = Database(tmp_path / "db.sqlite3")
         await db.open()
 
-        def schema(conn: sqlite3.Connection) -> None:
-            conn.execute("CREATE TABLE parent (id TEXT PRIMARY KEY)")
-            conn.execute(
-                "CREATE TABLE child (id TEXT, parent TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
-            )
-
-        await db.run(schema)
+        await db.run(_deferred_foreign_key_schema)
         await db.read(lambda conn: conn.execute("PRAGMA foreign_keys=ON"))
         try:
             gate = threading.Event()
@@ -132,13 +134,7 @@ def test_a_burst_of_one_loop_iteration_reaches_the_thread_as_one_batch(tmp_path:
         db._jobs = CountingQueue()
         await db.open()
 
-        def schema(conn: sqlite3.Connection) -> None:
-            conn.execute("CREATE TABLE parent (id TEXT PRIMARY KEY)")
-            conn.execute(
-                "CREATE TABLE child (id TEXT, parent TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
-            )
-
-        await db.run(schema)
+        await db.run(_deferred_foreign_key_schema)
         await db.read(lambda conn: conn.execute("PRAGMA foreign_keys=ON"))
         before = CountingQueue.puts
         try:
