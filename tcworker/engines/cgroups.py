@@ -197,23 +197,36 @@ def _write(path: Path, value: str) -> None:
         os.close(fd)
 
 
+def _read_small(path: Path) -> bytes:
+    """A small kernel file, whole: three system calls where ``Path.read_text`` makes eight and
+    builds a buffered text reader (read after every command, on the event loop)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _read_keyed(path: Path) -> dict[str, int]:
     """A ``key value`` file (``memory.events``, ``pids.events``, ``memory.oom_control``)."""
     values: dict[str, int] = {}
     try:
-        text = path.read_text()
+        text = _read_small(path)
     except OSError:
         return values
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            values[parts[0]] = int(parts[1])
+        if len(parts) == 2 and parts[1].lstrip(b"-").isdigit():
+            values[parts[0].decode("ascii", "replace")] = int(parts[1])
     return values
 
 
 def _pids_in(directory: Path) -> list[int]:
     try:
-        return [int(x) for x in (directory / "cgroup.procs").read_text().split()]
+        return [int(x) for x in _read_small(directory / "cgroup.procs").split()]
     except (OSError, ValueError):
         return []
 

@@ -127,7 +127,7 @@ class CommandRunner:
         self._sweeping: asyncio.Future[object] | None = None  # the last command's sweep
         self._cgroup = cgroup
         self._reason: CancelReason | None = None
-        self._abort_event = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None  # the running command's: exit or abort
         self._tree: ProcessTree | None = None  # the running command's, while one runs
 
     @property
@@ -151,7 +151,7 @@ class CommandRunner:
         """Record ``reason`` (the first one wins) and stop the running command, if any."""
         if self._reason is None:
             self._reason = reason
-        self._abort_event.set()
+        _wake(self._wake)
 
     async def run(
         self,
@@ -181,17 +181,22 @@ class CommandRunner:
         self._tree = tree
         exited = _exit_waiter(popen.pid)
         pump: PipePump | None = None
-        poller: asyncio.Task[None] | None = None
+        # The first poll of the tree is a timer, not a task: a command that ends before it (most
+        # do) costs no task to create and cancel.
+        polling: list[asyncio.Task[None]] = []
+        first_poll = loop.call_later(
+            POLL_INTERVALS[0], lambda: polling.append(asyncio.ensure_future(self._poll(tree, exited)))
+        )
         interrupted = False
         try:
             pump = PipePump(read_fd, sink, loop)
-            poller = asyncio.create_task(self._poll(tree, exited))
-            abort_wait = asyncio.ensure_future(self._abort_event.wait())
-            waiting: set[asyncio.Future[Any]] = {exited, abort_wait}
-            try:
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                abort_wait.cancel()
+            # One future for "the command ended or was aborted", woken by both (no task per command).
+            wake: asyncio.Future[None] = loop.create_future()
+            self._wake = wake
+            exited.add_done_callback(lambda _: _wake(wake))
+            if self._reason is not None:  # aborted while the command was being started
+                _wake(wake)
+            await wake
             if not exited.done():
                 interrupted = True
                 await self._stop(tree, exited)
@@ -201,9 +206,14 @@ class CommandRunner:
             raise
         finally:
             self._tree = None
-            if poller is not None:
+            self._wake = None
+            first_poll.cancel()
+            for poller in polling:
                 poller.cancel()
-            await asyncio.shield(self._finish(tree, exited, pump, read_fd))
+            # The usual end (leader reaped, its cgroup empty, the pipe at EOF) is finished here
+            # and now; anything else waits, shielded from our own cancellation.
+            if not self._finish_at_once(tree, exited, pump, read_fd):
+                await asyncio.shield(self._finish(tree, exited, pump, read_fd))
             popen.returncode = _returncode(exited)  # Popen must never waitpid() a recycled pid
             start_error = launch.start_error() if launch is not None and exited.done() else None
             if launch is not None:
@@ -317,11 +327,12 @@ class CommandRunner:
         self, tree: ProcessTree, exited: asyncio.Future[tuple[int, resource.struct_rusage]]
     ) -> None:
         """Remember descendants while the command runs, so that ones which later leave the
-        session or get re-parented are still known when the tree is killed."""
-        intervals = iter(POLL_INTERVALS)
+        session or get re-parented are still known when the tree is killed. Started by a timer
+        ``POLL_INTERVALS[0]`` after the command (``run``), so it scans first."""
+        intervals = iter(POLL_INTERVALS[1:])
         while not exited.done():
-            await asyncio.sleep(next(intervals, POLL_STEADY))
             await asyncio.to_thread(tree.refresh)
+            await asyncio.sleep(next(intervals, POLL_STEADY))
 
     async def _stop(
         self, tree: ProcessTree, exited: asyncio.Future[tuple[int, resource.struct_rusage]]
@@ -338,6 +349,30 @@ class CommandRunner:
         """Kill every process in the task's cgroup (what no process tree scan can miss)."""
         if self._cgroup is not None:
             await asyncio.to_thread(self._cgroup.kill)
+
+    def _finish_at_once(
+        self,
+        tree: ProcessTree,
+        exited: asyncio.Future[tuple[int, resource.struct_rusage]],
+        pump: PipePump | None,
+        read_fd: int,
+    ) -> bool:
+        """``_finish`` without a wait, when there is nothing to wait for: the leader reaped, the
+        task's cgroup empty (every process the command started joined it before it could run a
+        line of its own, so no /proc scan can find anything) and its output pipe at EOF. The
+        common end of a command: it saves the task, the timer and the loop iterations of the
+        shielded ``_finish``. ``False``: nothing was done, ``_finish`` does it all."""
+        if not exited.done() or pump is None or not pump.eof.done() or self._cgroup is None:
+            return False
+        if self._cgroup.pids():
+            return False
+        self._start_sweep()
+        pump.close()  # at EOF: the thread, if one took over, has ended
+        return True
+
+    def _start_sweep(self) -> None:
+        if self._sweep is not None:  # finishes in the background (module docstring)
+            self._sweeping = asyncio.ensure_future(self._sweep())
 
     async def _finish(
         self,
@@ -358,15 +393,17 @@ class CommandRunner:
         # else: the task's cgroup is empty, and every process the command started joined it
         # before it could run a line of its own, so there is nothing left for a /proc scan to
         # find (the common case: it saves a scan of every process on the host per command).
-        if self._sweep is not None:  # finishes in the background (module docstring)
-            self._sweeping = asyncio.ensure_future(self._sweep())
+        self._start_sweep()
         if pump is None:  # never got as far as reading
             os.close(read_fd)
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(pump.eof), EOF_WAIT)
-        except TimeoutError:
-            log.warning("output pipe of command %d still open after its processes were killed", tree.leader)
+        if not pump.eof.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(pump.eof), EOF_WAIT)
+            except TimeoutError:
+                log.warning(
+                    "output pipe of command %d still open after its processes were killed", tree.leader
+                )
         # Joins the pump thread, so every chunk has reached the sink before ``run`` returns
         # (at EOF the thread has already ended, and a small output never had one: no thread
         # trip for the common case).
@@ -374,6 +411,11 @@ class CommandRunner:
             pump.close()
         else:
             await asyncio.to_thread(pump.close)
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 def _returncode(exited: asyncio.Future[tuple[int, resource.struct_rusage]]) -> int:

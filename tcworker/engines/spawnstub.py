@@ -71,9 +71,11 @@ _SYSCALLS: dict[str, tuple[int, int, int, int]] = {
     "riscv64": (159, 149, 147, 221),
 }
 # argv after ``--``: request fd, report fd, the four syscall numbers, n, n cgroup.procs paths.
-# The request, NUL-separated: mode (user | keep), uid, gid, groups (comma separated), working
-# directory, m, m candidate paths, k, k argv entries, then the environment's entries. An empty
-# request (a parked stub that was never used) ends the stub quietly.
+# The request: its body's length in decimal and a NUL, then the body, NUL-separated: mode (user |
+# keep), uid, gid, groups (comma separated), working directory, m, m candidate paths, k, k argv
+# entries, then the environment's entries. The stub acts once it has the whole body (no wait for
+# the writer to close the pipe). An empty request (a parked stub that was never used) ends the stub
+# quietly; one cut short (its worker died while writing it) ends it without starting anything.
 _LAUNCH_STUB = r"""
 my ($reqfd, $repfd, $nsg, $nsrg, $nsru, $nexec, $nj) = splice @ARGV, 0, 7;
 open(my $rep, ">&=", $repfd) or exit 126;
@@ -84,10 +86,21 @@ for my $f (splice @ARGV, 0, $nj) {
   close($h) or fail("join-cgroup");
 }
 open(my $in, "<&=", $reqfd) or fail("read-request");
-my $blob = ""; my $got; 1 while ($got = sysread($in, $blob, 65536, length $blob));
-defined $got or fail("read-request"); close($in);
+my $blob = ""; my ($got, $want, $at);
+while (1) {
+  if (!defined $want && ($at = index($blob, "\0")) >= 0) {
+    $! = 22; substr($blob, 0, $at) =~ /^[0-9]{1,12}\z/ or fail("read-request");
+    $want = $at + 1 + substr($blob, 0, $at);
+  }
+  last if defined $want && length($blob) >= $want;
+  $got = sysread($in, $blob, 65536, length $blob);
+  defined $got or fail("read-request");
+  last if !$got;
+}
+close($in);
 exit 0 if $blob eq "";
-my ($mode, $uid, $gid, $groups, $cwd, $nc, @rest) = split /\0/, $blob, -1;
+$! = 22; defined $want && length($blob) == $want or fail("read-request");
+my ($mode, $uid, $gid, $groups, $cwd, $nc, @rest) = split /\0/, substr($blob, $at + 1), -1;
 my @cand = splice @rest, 0, $nc; my $na = shift @rest; my @argv = splice @rest, 0, $na;
 if ($mode eq "user") {
   my @g = map { 0 + $_ } split /,/, $groups;
@@ -124,6 +137,7 @@ _STAGES = {  # what the stub was doing when it failed, as start errors say it
     "chdir": "cannot enter the working directory",
 }
 REPORT_LIMIT = 4096
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 REQUEST_PIPE_SIZE = 1 << 20  # a parked stub's request pipe: any usual request fits without blocking
 
 
@@ -142,17 +156,35 @@ def launch_available() -> bool:
 
 def exec_candidates(name: str, env: Mapping[str, str]) -> list[str]:
     """The paths ``subprocess`` would try to ``execve`` for ``name``, in order (a bare name
-    through the environment's ``PATH``, ``os.defpath`` without one); a relative one is made
-    explicit (``./``) so it is taken relative to the working directory, never searched again."""
-    if os.path.dirname(name):
+    through the environment's ``PATH``, ``os.defpath`` without one: ``os.get_exec_path``'s rule,
+    computed here without its per-call warnings filter); a relative one is made explicit
+    (``./``) so it is taken relative to the working directory, never searched again."""
+    if "/" in name:  # os.path.dirname(name) is not empty
         paths = [name]
     else:
-        paths = [os.path.join(d, name) for d in os.get_exec_path(dict(env))]
+        search = env.get("PATH")
+        if search is None or not isinstance(search, str):
+            search = os.pathsep.join(os.get_exec_path(dict(env)))  # bytes keys: the library's rule
+        paths = [(d if d.endswith("/") else d + "/") + name if d else name for d in search.split(os.pathsep)]  # os.path.join
     return [p if "/" in p else "./" + p for p in paths]
 
 
 def encode_environment(env: Mapping[str, str]) -> bytes:
-    """``KEY=value`` entries, NUL-separated; refuses what ``subprocess`` refuses."""
+    """``KEY=value`` entries, NUL-separated; refuses what ``subprocess`` refuses. Encoded as one
+    string (the filesystem encoding, as ``os.fsencode``): a worker's environment has dozens of
+    entries and this runs on the path of every command."""
+    keys, values = list(env.keys()), list(env.values())
+    if not all(type(k) is str for k in keys) or not all(type(v) is str for v in values):
+        return _encode_environment_items(env)  # bytes (or odd) entries: one at a time
+    if any("=" in k for k in keys):
+        raise ValueError("illegal environment variable name")
+    text = "\0".join([f"{k}={v}" for k, v in zip(keys, values, strict=True)])
+    if text.count("\0") != max(len(keys) - 1, 0):
+        raise ValueError("embedded null byte")
+    return text.encode(_FS_ENCODING, _FS_ERRORS)
+
+
+def _encode_environment_items(env: Mapping[str, str]) -> bytes:
     entries: list[bytes] = []
     for key, value in env.items():
         k, v = os.fsencode(key), os.fsencode(value)
@@ -190,12 +222,19 @@ def encode_request(argv: Sequence[str], env: Mapping[str, str], cwd: str, user: 
         str(len(candidates)), *candidates,
         str(len(argv)), *argv,
     ]  # fmt: skip
-    fields = [os.fsencode(f) for f in head]
-    if any(b"\0" in f for f in fields):
-        raise ValueError("embedded null byte")
+    if not all(type(f) is str for f in head):
+        fields = [os.fsencode(f) for f in head]
+        if any(b"\0" in f for f in fields):
+            raise ValueError("embedded null byte")
+        body = b"\0".join(fields)
+    else:  # one string, encoded once (as ``os.fsencode``): this runs on every command's path
+        text = "\0".join(head)
+        if text.count("\0") != len(head) - 1:
+            raise ValueError("embedded null byte")
+        body = text.encode(_FS_ENCODING, _FS_ERRORS)
     if env:
-        fields.append(encode_environment(env))
-    return b"\0".join(fields)
+        body += b"\0" + encode_environment(env)
+    return b"%d\0" % len(body) + body
 
 
 def _stub_argv(request_fd: int, report_fd: int, join: Sequence[Path]) -> list[str]:
