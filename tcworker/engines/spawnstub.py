@@ -165,7 +165,8 @@ def exec_candidates(name: str, env: Mapping[str, str]) -> list[str]:
         search = env.get("PATH")
         if search is None or not isinstance(search, str):
             search = os.pathsep.join(os.get_exec_path(dict(env)))  # bytes keys: the library's rule
-        paths = [(d if d.endswith("/") else d + "/") + name if d else name for d in search.split(os.pathsep)]  # os.path.join
+        # os.path.join(d, name), which costs ~0.5 µs per directory of a long PATH
+        paths = [(d if d.endswith("/") else d + "/") + name if d else name for d in search.split(os.pathsep)]
     return [p if "/" in p else "./" + p for p in paths]
 
 
