@@ -182,10 +182,13 @@ def _v1_needed(host: CgroupHost, controller: str) -> bool:
 
 
 def _fresh(path: Path) -> Path:
-    """A new empty group at ``path`` (a leftover of a crashed run with the same name is removed)."""
-    with contextlib.suppress(FileNotFoundError):
-        path.rmdir()
-    path.mkdir()
+    """A new empty group at ``path`` (a leftover of a crashed run with the same name is removed;
+    tried only when the name is taken, which fresh random names almost never are)."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        os.rmdir(path)
+        os.mkdir(path)
     return path
 
 
@@ -254,12 +257,12 @@ class TaskCgroup:
             value = str(self.limits.max_memory_bytes)
             if self.host.memory == "v2":
                 _write(memory / "memory.max", value)
-                if (memory / "memory.swap.max").exists():  # no swap escape
-                    _write(memory / "memory.swap.max", "0")
+                with contextlib.suppress(FileNotFoundError):  # absent without swap accounting
+                    _write(memory / "memory.swap.max", "0")  # no swap escape
             else:
                 _write(memory / "memory.limit_in_bytes", value)
-                if (memory / "memory.memsw.limit_in_bytes").exists():  # memory+swap = memory: no swap
-                    _write(memory / "memory.memsw.limit_in_bytes", value)
+                with contextlib.suppress(FileNotFoundError):  # absent without swap accounting
+                    _write(memory / "memory.memsw.limit_in_bytes", value)  # memory+swap = memory: no swap
         pids = self._dir(self.host.pids, "pids")
         if pids is not None:
             _write(pids / "pids.max", str(self.limits.max_processes))
