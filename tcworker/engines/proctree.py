@@ -25,6 +25,8 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tcworker.engines import spawnstub
+
 log = logging.getLogger(__name__)
 
 PROC = "/proc"
@@ -251,7 +253,13 @@ async def kill_user_processes(uid: int, gid: int, timeout: float = 10.0, since: 
         pids = await asyncio.to_thread(_user_processes, uid, since)
         if not pids:
             return []
-        if shell is not None:
+        if shell is not None and spawnstub.launch_available():
+            try:  # as the user through the command stub: no fork of the worker, any event loop
+                await spawnstub.run_as_user([shell, "-c", "kill -9 -1"], uid, gid, ())
+            except OSError as e:
+                log.warning("cannot run %s as uid %d: %s", shell, uid, e)
+                shell = None
+        elif shell is not None:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     shell,
