@@ -37,7 +37,14 @@ from tcworker.engines import cgroups, spawnstub
 from tcworker.engines.launchpool import LaunchPool
 from tcworker.engines.process import PIPE_SIZE, CommandRunner
 
-ENV = {"PATH": "/usr/bin:/bin"}
+# What the simple engine gives a command: the worker's environment (dozens of entries) and the
+# run's variables; encoding it is on the command's path.
+ENV = {
+    **{k: v for k, v in os.environ.items() if k != "TASKCLUSTER_ACCESS_TOKEN"},
+    "TASK_ID": "bench-launch-task",
+    "RUN_ID": "0",
+    "TASK_WORKDIR": "/",
+}
 
 
 class _Discard:

@@ -243,6 +243,7 @@ class TaskCgroup:
         self.limits = limits
         self.dirs = dirs
         self._seen: dict[str, int] = {}
+        self._counter_paths: list[tuple[str, Path, str]] | None = None
 
     def _dir(self, version: str | None, controller: str) -> Path | None:
         if version == "v2" and self.host.v2 is not None:
@@ -311,15 +312,23 @@ class TaskCgroup:
 
     def counters(self) -> dict[str, int]:
         """The kernel's counts of enforced limits: ``pids`` (forks refused), ``oom_kill``."""
-        counts: dict[str, int] = {}
-        pids = self._dir(self.host.pids, "pids")
-        if pids is not None:
-            counts["pids"] = _read_keyed(pids / "pids.events").get("max", 0)
-        memory = self._dir(self.host.memory, "memory")
-        if memory is not None:
-            name = "memory.events" if self.host.memory == "v2" else "memory.oom_control"
-            counts["oom_kill"] = _read_keyed(memory / name).get("oom_kill", 0)
-        return counts
+        return {name: _read_keyed(path).get(key, 0) for name, path, key in self._counter_files()}
+
+    def _counter_files(self) -> list[tuple[str, Path, str]]:
+        """``(counter, file, key in it)`` for ``counters``, worked out once per group: read after
+        every command, on the event loop."""
+        files = self._counter_paths
+        if files is None:
+            files = []
+            pids = self._dir(self.host.pids, "pids")
+            if pids is not None:
+                files.append(("pids", pids / "pids.events", "max"))
+            memory = self._dir(self.host.memory, "memory")
+            if memory is not None:
+                name = "memory.events" if self.host.memory == "v2" else "memory.oom_control"
+                files.append(("oom_kill", memory / name, "oom_kill"))
+            self._counter_paths = files
+        return files
 
     def new_limit_hits(self) -> list[LimitHit]:
         """Limits hit since the previous call (each event is reported once)."""

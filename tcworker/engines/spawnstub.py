@@ -175,14 +175,16 @@ def encode_environment(env: Mapping[str, str]) -> bytes:
     string (the filesystem encoding, as ``os.fsencode``): a worker's environment has dozens of
     entries and this runs on the path of every command."""
     keys, values = list(env.keys()), list(env.values())
-    if not all(type(k) is str for k in keys) or not all(type(v) is str for v in values):
-        return _encode_environment_items(env)  # bytes (or odd) entries: one at a time
-    if any("=" in k for k in keys):
+    try:  # str.join refuses anything but str: bytes (or odd) entries take the slow way
+        names, contents = "\0".join(keys), "\0".join(values)
+    except TypeError:
+        return _encode_environment_items(env)
+    if "=" in names:
         raise ValueError("illegal environment variable name")
-    text = "\0".join([f"{k}={v}" for k, v in zip(keys, values, strict=True)])
-    if text.count("\0") != max(len(keys) - 1, 0):
+    separators = max(len(keys) - 1, 0)
+    if names.count("\0") != separators or contents.count("\0") != separators:
         raise ValueError("embedded null byte")
-    return text.encode(_FS_ENCODING, _FS_ERRORS)
+    return "\0".join(map("=".join, zip(keys, values, strict=True))).encode(_FS_ENCODING, _FS_ERRORS)
 
 
 def _encode_environment_items(env: Mapping[str, str]) -> bytes:
@@ -223,13 +225,14 @@ def encode_request(argv: Sequence[str], env: Mapping[str, str], cwd: str, user: 
         str(len(candidates)), *candidates,
         str(len(argv)), *argv,
     ]  # fmt: skip
-    if not all(type(f) is str for f in head):
+    try:  # one string, encoded once (as ``os.fsencode``): this runs on every command's path
+        text = "\0".join(head)
+    except TypeError:  # bytes (or odd) entries in argv: one at a time
         fields = [os.fsencode(f) for f in head]
         if any(b"\0" in f for f in fields):
-            raise ValueError("embedded null byte")
+            raise ValueError("embedded null byte") from None
         body = b"\0".join(fields)
-    else:  # one string, encoded once (as ``os.fsencode``): this runs on every command's path
-        text = "\0".join(head)
+    else:
         if text.count("\0") != len(head) - 1:
             raise ValueError("embedded null byte")
         body = text.encode(_FS_ENCODING, _FS_ERRORS)
