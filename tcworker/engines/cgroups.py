@@ -243,7 +243,7 @@ class TaskCgroup:
         self.limits = limits
         self.dirs = dirs
         self._seen: dict[str, int] = {}
-        self._counter_paths: list[tuple[str, Path, str]] | None = None
+        self._counter_paths = self._counter_files()
 
     def _dir(self, version: str | None, controller: str) -> Path | None:
         if version == "v2" and self.host.v2 is not None:
@@ -312,22 +312,19 @@ class TaskCgroup:
 
     def counters(self) -> dict[str, int]:
         """The kernel's counts of enforced limits: ``pids`` (forks refused), ``oom_kill``."""
-        return {name: _read_keyed(path).get(key, 0) for name, path, key in self._counter_files()}
+        return {name: _read_keyed(path).get(key, 0) for name, path, key in self._counter_paths}
 
     def _counter_files(self) -> list[tuple[str, Path, str]]:
-        """``(counter, file, key in it)`` for ``counters``, worked out once per group: read after
-        every command, on the event loop."""
-        files = self._counter_paths
-        if files is None:
-            files = []
-            pids = self._dir(self.host.pids, "pids")
-            if pids is not None:
-                files.append(("pids", pids / "pids.events", "max"))
-            memory = self._dir(self.host.memory, "memory")
-            if memory is not None:
-                name = "memory.events" if self.host.memory == "v2" else "memory.oom_control"
-                files.append(("oom_kill", memory / name, "oom_kill"))
-            self._counter_paths = files
+        """``(counter, file, key in it)`` for ``counters``: worked out when the group is made
+        (off a task's path for a ready group), read after every command on the event loop."""
+        files = []
+        pids = self._dir(self.host.pids, "pids")
+        if pids is not None:
+            files.append(("pids", pids / "pids.events", "max"))
+        memory = self._dir(self.host.memory, "memory")
+        if memory is not None:
+            name = "memory.events" if self.host.memory == "v2" else "memory.oom_control"
+            files.append(("oom_kill", memory / name, "oom_kill"))
         return files
 
     def new_limit_hits(self) -> list[LimitHit]:
