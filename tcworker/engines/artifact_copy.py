@@ -6,6 +6,8 @@ import of ``tcworker``, so the task user needs no access to the worker's install
 the files as frames over a pipe; the worker writes them to ``staging`` under names it chooses
 itself, so a file the task user cannot read — ``/etc/shadow``, the worker's signing key, a root-only
 file inside the task directory — can never be published, whatever symlink or hard link points at it.
+The helper starts as the task user through the command stub (``spawnstub``), like the commands: no
+fork of the worker, and no ``user=`` for the event loop's subprocess support (uvloop has none).
 """
 
 from __future__ import annotations

@@ -28,6 +28,13 @@ then and finishes in the background: the next command waits for it before it sta
 must anything else that starts a process as the task user (``settle``), but the run's last
 command does not make the task's log upload and report wait for it. The child is reaped with ``os.wait4``
 through a pidfd, which gives its user/system CPU time without a thread per command.
+
+A trivial command's own cost in the worker is a few hundred microseconds of the event loop's time,
+so the path keeps it that way: one future is woken by the exit or by ``abort`` (no task per
+command for either), the first poll of the process tree is a timer that a short command cancels
+before it fires, and the usual end — leader reaped, the task's cgroup empty, the pipe at EOF — is
+finished inline instead of in a shielded task (``_finish_at_once``); anything else takes the full
+``_finish``.
 """
 
 from __future__ import annotations

@@ -238,7 +238,8 @@ async def kill_user_processes(uid: int, gid: int, timeout: float = 10.0, since: 
 
     ``kill(-1, SIGKILL)`` issued *as that user* reaches all of its processes in one kernel pass,
     so a fork loop cannot outrun it the way a scan-then-kill loop can; the scan afterwards only
-    verifies. Refuses root and the worker's own uid (``kill -1`` there would take down the host).
+    verifies. The ``sh`` that issues it starts as the user through the command stub
+    (``spawnstub.run_as_user``: no fork of the worker, any event loop, uvloop included). Refuses root and the worker's own uid (``kill -1`` there would take down the host).
     ``since`` (clock ticks since boot, see ``boot_ticks_now``) limits the verification scan to
     processes started after it: a shortcut for per-command sweeps, where nothing of the user can
     be older than the user itself.

@@ -12,9 +12,11 @@ So the child ``exec``s a small program first, one ``/usr/bin/perl -e`` (Debian's
 - starts with an **empty environment** (nothing of the task — no ``LD_*``, no ``PERL*`` — reaches
   a process that may be root) and loads no module;
 - joins the task's cgroup(s) (writes ``0`` to each ``cgroup.procs``), before the command exists;
-- reads its *request* to the end from an inherited descriptor: the mode, the user, the working
-  directory, the candidate paths, the command's argv and its environment — never argv of the
-  stub, never a file on disk;
+- reads its *request* from an inherited descriptor: the mode, the user, the working directory,
+  the candidate paths, the command's argv and its environment — never argv of the stub, never a
+  file on disk. The request starts with its length, so the stub goes on as soon as all of it is
+  there (not when the writer closes the pipe: no second wake-up on the first command's path), and
+  one cut short — its worker died while writing it — starts nothing;
 - in ``user`` mode (the multiuser engine; the stub runs as root) drops **all** privilege with raw
   system calls: ``setgroups`` (exactly the task's groups, none of root's), ``setresgid`` and
   ``setresuid`` (real, effective and saved ids; Perl's ``$<``/``$)`` variables leave saved ids
