@@ -223,3 +223,24 @@ def test_the_request_is_what_encoding_each_entry_gives() -> None:
     assert spawnstub.exec_candidates("true", {}) == [
         p if "/" in p else "./" + p for p in (os.path.join(d, "true") for d in os.get_exec_path({}))
     ]
+
+
+def test_a_leftover_group_of_the_same_name_is_replaced(cgroup_host: cgroups.CgroupHost) -> None:
+    """A fresh group is one ``mkdir`` per hierarchy now; an empty leftover of a crashed run with
+    the same name is still removed and made again, with the limits applied."""
+    name = cgroups.group_name(f"task_leftover_{os.getpid()}")
+    limits = cgroups.TaskLimits(64, 256 << 20)
+    leftover = cgroup_host.create(name, cgroups.TaskLimits(7, 64 << 20))
+    try:
+        marker_dirs = list(leftover.dirs)
+        again = cgroup_host.create(name, limits)
+        try:
+            assert again.dirs == marker_dirs and all(d.is_dir() for d in again.dirs)
+            pids_dir = cgroup_host.v1.get("pids") if cgroup_host.pids == "v1" else cgroup_host.v2
+            assert pids_dir is not None
+            assert (pids_dir / name / "pids.max").read_text().strip() == "64"
+        finally:
+            again.remove()
+    finally:
+        leftover.remove()
+    assert not [d for d in marker_dirs if d.exists()]
