@@ -6,8 +6,6 @@ import of ``tcworker``, so the task user needs no access to the worker's install
 the files as frames over a pipe; the worker writes them to ``staging`` under names it chooses
 itself, so a file the task user cannot read — ``/etc/shadow``, the worker's signing key, a root-only
 file inside the task directory — can never be published, whatever symlink or hard link points at it.
-The helper starts as the task user through the command stub (``spawnstub``), like the commands: no
-fork of the worker, and no ``user=`` for the event loop's subprocess support (uvloop has none).
 """
 
 from __future__ import annotations
@@ -17,12 +15,11 @@ import contextlib
 import json
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from tcworker.engines import artifact_reader, spawnstub
+from tcworker.engines import artifact_reader, runas
 from tcworker.engines.base import ArtifactFile, ArtifactInvalid, ArtifactNotReadable
 from tcworker.engines.hostsandbox import artifact_problem
 from tcworker.engines.process import Identity
@@ -72,21 +69,16 @@ async def copy_artifact(
         "max_bytes": max_file_bytes,
     }
     argv = [interpreter, "-I", "-S", "-c", HELPER_SOURCE, json.dumps(request)]
-    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
-    if identity is not None and spawnstub.launch_available():
-        return await _copy_through_stub(argv, env, identity, staging, path, kind)
-    kwargs: dict[str, object] = {}
-    if identity is not None:  # no stub here: subprocess forks the worker for user=
-        kwargs = {"user": identity.uid, "group": identity.gid, "extra_groups": list(identity.groups)}
+    if identity is not None:
+        argv = runas.as_user(argv, identity.uid, identity.gid, identity.groups)
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=env,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
         cwd="/",
         start_new_session=True,
-        **kwargs,  # type: ignore[arg-type]
     )
     assert proc.stdout is not None and proc.stderr is not None
     target = Path(tempfile.mkdtemp(prefix="artifact-", dir=staging))
@@ -103,61 +95,9 @@ async def copy_artifact(
         stderr = await proc.stderr.read()
         await proc.wait()
     if files is None:
-        raise _helper_failed(kind, path, stderr)
+        detail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise ArtifactNotReadable(f"Could not read {kind} '{path}' as task user: helper failed: {detail[0]}")
     return files
-
-
-async def _copy_through_stub(
-    argv: list[str], env: dict[str, str], identity: Identity, staging: Path, path: str, kind: str
-) -> list[ArtifactFile]:
-    """``copy_artifact`` with the helper started as the task user by the command stub
-    (``spawnstub``): no fork of the worker, and no ``user=`` for the event loop's subprocess
-    support, which uvloop does not offer."""
-    user = spawnstub.TaskUser(identity.uid, identity.gid, identity.groups)
-    launch = spawnstub.StubLaunch.start(
-        argv, env, "/", user, (),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    popen = launch.popen
-    assert popen.stdout is not None and popen.stderr is not None
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport: asyncio.BaseTransport | None = None
-    files: list[ArtifactFile] | None = None
-    target: Path | None = None
-    try:
-        # The transport owns popen.stdout from here and closes it (asyncio and uvloop alike).
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), popen.stdout)
-        target = Path(tempfile.mkdtemp(prefix="artifact-", dir=staging))
-        files = await _receive(reader, target, kind)
-    except asyncio.IncompleteReadError:
-        pass
-    finally:
-        if transport is not None:
-            transport.close()
-        else:
-            popen.stdout.close()
-        if files is None:  # refused or broken: stop the helper, drop partial copies
-            with contextlib.suppress(ProcessLookupError):
-                popen.kill()
-            if target is not None:
-                await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)
-        try:
-            stderr = await asyncio.to_thread(popen.stderr.read)
-            await asyncio.to_thread(popen.wait)
-        finally:
-            popen.stderr.close()
-            error = launch.start_error()
-    if error is not None:
-        raise ArtifactNotReadable(f"Could not read {kind} '{path}' as task user: helper failed: {error}")
-    if files is None:
-        raise _helper_failed(kind, path, stderr)
-    return files
-
-
-def _helper_failed(kind: str, path: str, stderr: bytes) -> ArtifactNotReadable:
-    detail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-    return ArtifactNotReadable(f"Could not read {kind} '{path}' as task user: helper failed: {detail[0]}")
 
 
 class _Staged:

@@ -25,7 +25,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tcworker.engines import spawnstub
+from tcworker.engines import runas
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,7 @@ async def kill_user_processes(uid: int, gid: int, timeout: float = 10.0, since: 
 
     ``kill(-1, SIGKILL)`` issued *as that user* reaches all of its processes in one kernel pass,
     so a fork loop cannot outrun it the way a scan-then-kill loop can; the scan afterwards only
-    verifies. The ``sh`` that issues it starts as the user through the command stub
-    (``spawnstub.run_as_user``: no fork of the worker, any event loop, uvloop included). Refuses root and the worker's own uid (``kill -1`` there would take down the host).
+    verifies. Refuses root and the worker's own uid (``kill -1`` there would take down the host).
     ``since`` (clock ticks since boot, see ``boot_ticks_now``) limits the verification scan to
     processes started after it: a shortcut for per-command sweeps, where nothing of the user can
     be older than the user itself.
@@ -254,21 +253,10 @@ async def kill_user_processes(uid: int, gid: int, timeout: float = 10.0, since: 
         pids = await asyncio.to_thread(_user_processes, uid, since)
         if not pids:
             return []
-        if shell is not None and spawnstub.launch_available():
-            try:  # as the user through the command stub: no fork of the worker, any event loop
-                await spawnstub.run_as_user([shell, "-c", "kill -9 -1"], uid, gid, ())
-            except OSError as e:
-                log.warning("cannot run %s as uid %d: %s", shell, uid, e)
-                shell = None
-        elif shell is not None:
+        if shell is not None:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    shell,
-                    "-c",
-                    "kill -9 -1",
-                    user=uid,
-                    group=gid,
-                    extra_groups=[],
+                    *runas.as_user([shell, "-c", "kill -9 -1"], uid, gid),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.DEVNULL,

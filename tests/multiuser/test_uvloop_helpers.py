@@ -2,10 +2,10 @@
 
 uvloop's subprocess support has no ``user=``/``group=``/``extra_groups=``; the artifact copier and
 the per-command sweep (``kill -9 -1`` as the task user) used to pass them to the loop and failed
-there. Both now start through the command stub (``spawnstub``), as the commands do, which also
-spares the worker a fork per call. Here a whole run — a command leaving a daemon behind, artifacts
-read with the task user's rights, destroy — runs on a uvloop loop (and, for contrast, on the
-standard one), with the real task user, real processes and real files.
+there (every multiuser artifact). They start through ``setpriv`` now (``runas``), the commands
+through the command stub. Here a whole run — a command leaving a daemon behind, artifacts read
+with the task user's rights, destroy — runs on a uvloop loop and on the standard one, with the
+real task user, real processes and real files, and leaves no descriptor behind.
 """
 
 from __future__ import annotations
