@@ -55,16 +55,19 @@ def artifact_problem(reason: str, message: str) -> ArtifactProblem:
 
 def make_task_dir(path: Path, mode: int = 0o755) -> None:
     """Create a fresh task directory (a leftover of a crashed run with the same name is removed)
-    and its worker-private ``generic-worker/`` subdirectory."""
-    if path.is_symlink() or path.exists():
+    and its worker-private ``generic-worker/`` subdirectory. On every run's path: the usual case
+    is two ``mkdir`` and two ``chmod`` (the modes whatever the umask), no ``stat`` first."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:  # a leftover: a directory, a file or a (dangling) symlink
         if path.is_symlink() or not path.is_dir():
             path.unlink()
         else:
             shutil.rmtree(path)
-    path.mkdir(mode=mode)
+        os.mkdir(path, mode)
     os.chmod(path, mode)
-    private = path / "generic-worker"
-    private.mkdir(mode=0o700)
+    private = os.path.join(path, "generic-worker")
+    os.mkdir(private, 0o700)
     os.chmod(private, 0o700)
 
 
