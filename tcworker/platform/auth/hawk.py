@@ -22,6 +22,7 @@ import mohawk.base
 import mohawk.util
 
 from tcworker.platform import jsonwire
+from tcworker.platform.auth import macs
 from tcworker.platform.errors import AuthenticationFailed
 
 SKEW_SECONDS = 15 * 60
@@ -174,9 +175,9 @@ def header_mac(key: str, attrs: dict[str, str], method: str, resource: str, host
 
     Hawk's normalized string (spec §4.2: ``hawk.1.header``, ts, nonce, method, resource, host,
     port, hash, ext, then app and dlg when ``app`` is given, one per line) signed with one
-    ``hmac.digest`` call. mohawk's own function formats a debug message and builds an
-    ``hmac.HMAC`` object on every call, which cost more than the rest of the request's
-    authentication; ``tests/platform_unit/test_pfunit_hawk.py`` checks both agree.
+    ``macs.hmac_sha256`` call (not ``hmac.digest``, which releases the GIL: see ``macs``).
+    mohawk's own function formats a debug message and builds an ``hmac.HMAC`` object on every
+    call, which cost more than the rest of the request's authentication; ``tests/platform_unit/test_pfunit_hawk.py`` checks both agree.
     """
     lines = [
         "hawk.1.header",
@@ -192,7 +193,7 @@ def header_mac(key: str, attrs: dict[str, str], method: str, resource: str, host
     if attrs.get("app"):
         lines += [attrs["app"], attrs.get("dlg") or ""]
     lines.append("")
-    digest = hmac.digest(key.encode("ascii"), "\n".join(lines).encode("utf-8"), "sha256")
+    digest = macs.hmac_sha256(key.encode("ascii"), "\n".join(lines).encode("utf-8"))
     return base64.b64encode(digest)
 
 
