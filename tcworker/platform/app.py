@@ -287,15 +287,21 @@ def build_app(services: Services) -> web.Application:
     app[ROOT_URL_KEY] = [""]
     put, get = object_routes.data_handlers(services.objects)
     data = {"service": "object-data"}
-    app.router.add_route("PUT", object_routes.DATA_PATH, answering(metrics, put, {**data, "method": "putData"}))
-    app.router.add_get(object_routes.DATA_PATH, answering(metrics, get, {**data, "method": "getData"}))  # HEAD too
+    app.router.add_route(
+        "PUT", object_routes.DATA_PATH, answering(metrics, put, {**data, "method": "putData"})
+    )
+    app.router.add_get(
+        object_routes.DATA_PATH, answering(metrics, get, {**data, "method": "getData"})
+    )  # HEAD too
 
     async def scrape(_request: web.Request) -> web.StreamResponse:
         return web.Response(body=await metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     app.router.add_get("/metrics", answering(metrics, scrape, {"method": "metrics", "service": "none"}))
     inspector.register(app, services, INFO_KEY, lambda handler: answering(metrics, handler))
-    app.router.add_route("*", "/{tail:.*}", answering(metrics, Dispatcher(services, app[ROOT_URL_KEY]).handle))
+    app.router.add_route(
+        "*", "/{tail:.*}", answering(metrics, Dispatcher(services, app[ROOT_URL_KEY]).handle)
+    )
 
     async def resolvers(app: web.Application) -> AsyncIterator[None]:
         assert services.resolvers is not None
