@@ -15,8 +15,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import mohawk.base
 import mohawk.util
@@ -38,9 +37,12 @@ _MOHAWK_FORM = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class HawkRequest:
-    """What a request looks like to Hawk: method, the raw resource, host, port, body."""
+class HawkRequest(NamedTuple):
+    """What a request looks like to Hawk: method, the raw resource, host, port, body.
+
+    A NamedTuple, like ``Presented``: one of each is made per request, and a frozen dataclass's
+    ``__init__`` (an ``object.__setattr__`` per field) cost several times as much.
+    """
 
     method: str
     resource: str  # raw path + "?" + raw query, exactly as sent
@@ -50,8 +52,7 @@ class HawkRequest:
     content_type: str
 
 
-@dataclass(frozen=True)
-class Presented:
+class Presented(NamedTuple):
     """Identity claimed by a request before verification: the client id and its decoded ext."""
 
     client_id: str
