@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tcworker.engines import artifact_reader
+from tcworker.engines import artifact_reader, runas
 from tcworker.engines.base import ArtifactFile, ArtifactInvalid, ArtifactNotReadable
 from tcworker.engines.hostsandbox import artifact_problem
 from tcworker.engines.process import Identity
@@ -68,23 +68,17 @@ async def copy_artifact(
         "unreadable": NOT_READABLE_AS_TASK_USER,
         "max_bytes": max_file_bytes,
     }
-    kwargs: dict[str, object] = {}
+    argv = [interpreter, "-I", "-S", "-c", HELPER_SOURCE, json.dumps(request)]
     if identity is not None:
-        kwargs = {"user": identity.uid, "group": identity.gid, "extra_groups": list(identity.groups)}
+        argv = runas.as_user(argv, identity.uid, identity.gid, identity.groups)
     proc = await asyncio.create_subprocess_exec(
-        interpreter,
-        "-I",
-        "-S",
-        "-c",
-        HELPER_SOURCE,
-        json.dumps(request),
+        *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
         cwd="/",
         start_new_session=True,
-        **kwargs,  # type: ignore[arg-type]
     )
     assert proc.stdout is not None and proc.stderr is not None
     target = Path(tempfile.mkdtemp(prefix="artifact-", dir=staging))

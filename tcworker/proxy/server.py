@@ -21,7 +21,7 @@ import logging
 import re
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
@@ -213,7 +213,8 @@ class _Refuse(asyncio.Protocol):
     """Answers one connection over the cap with 503 and closes it."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        # A stream socket's transport: uvloop's does not derive from asyncio.WriteTransport.
+        transport = cast(asyncio.WriteTransport, transport)
         transport.write(
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 35\r\nConnection: close\r\n\r\n"
             b"too many connections to this proxy\n"

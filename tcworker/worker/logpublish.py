@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from tcworker.tcapi.gzip_upload import LOG_LEVEL, Packed, compress
@@ -64,11 +65,16 @@ class LogPublication:
             log.warning("cannot follow the task log for gzip: %s", e)
             self._log_path = None
 
-    async def publish(self, task_log: TaskLog, backing: str) -> None:
-        """Upload the closed log as ``backing``; raises ``TaskError``."""
+    async def publish(
+        self, task_log: TaskLog, backing: str, on_created: Callable[[], None] | None = None
+    ) -> None:
+        """Upload the closed log as ``backing``; raises ``TaskError``. ``on_created`` is called
+        once its artifact exists, before the upload (the run's held queue calls start then)."""
         packed, created = await asyncio.gather(
             self._packed(), self.publisher.create_object(backing, LOG_CONTENT_TYPE, self.expires)
         )
+        if on_created is not None:
+            on_created()
         await self.publisher.upload_file(
             backing, task_log.path, LOG_CONTENT_TYPE, self.expires, "gzip", packed=packed, created=created
         )

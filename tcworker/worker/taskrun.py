@@ -305,6 +305,7 @@ class TaskRun:
                 except TaskError as e:
                     self.outcome.errors.append(e)
                     break
+            run.hold_before_report()  # what features leave running as they stop waits for the log's artifact
 
     async def _stop_feature(self, tf: TaskFeature) -> None:
         try:
@@ -347,13 +348,17 @@ class TaskRun:
         enabled = model.backing_log_enabled if model else True
         if not enabled:
             return
+        release = self._handle.release_before_report if self._handle is not None else None
         try:
-            await self._log_publication.publish(self.log, backing)
+            await self._log_publication.publish(self.log, backing, on_created=release)
         except TaskError as e:
             log.error("publishing the log of %s/%s failed: %s", self.task_id, self.run_id, e)
             errors.append(e)
             if self.resolution == ("completed", None):
                 self.resolution = e.resolution
+        finally:
+            if release is not None:
+                release()
 
     async def _report(self) -> None:
         """One report call (the client retries transient failures); a 409 means the queue

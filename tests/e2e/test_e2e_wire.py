@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import jsonschema
@@ -133,3 +134,31 @@ def test_create_artifact_bodies_validate_and_never_carry_content_length(
     for body in bodies:
         jsonschema.validate(body, schema)
         assert "contentLength" not in body, body
+
+
+def test_live_log_link_goes_out_after_the_backing_log_artifact_and_before_the_report(
+    submitter: Submitter, start_worker: Any, proxy: RecordingProxy
+) -> None:
+    """The order of a run's artifact calls as the queue receives them: the live log's reference,
+    the backing log's ``createArtifact`` (on the report's path), then the link that replaces the
+    reference (held until that artifact exists, so it never delays it), all before the report."""
+    worker = start_worker(rootURL=proxy.url)
+    task_id = submitter.create({"command": [["sh", "-c", "echo hello"]], "maxRunTime": 60})
+    run = submitter.wait_run(task_id, timeout=90, worker=worker)
+    assert run["state"] == "completed", run
+    seen: list[str] = []
+    for method, path, body in proxy.requests:
+        name = unquote(path)
+        if task_id not in name:
+            continue
+        if method == "POST" and CREATE_ARTIFACT.match(path):
+            kind = json.loads(body)["storageType"]
+            seen.append(f"{kind} {name.rsplit('/artifacts/', 1)[1]}")
+        elif method == "POST" and name.endswith("/completed"):
+            seen.append("report")
+    assert seen == [
+        "reference public/logs/live.log",
+        "object public/logs/live_backing.log",
+        "link public/logs/live.log",
+        "report",
+    ], seen
