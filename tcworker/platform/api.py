@@ -9,6 +9,7 @@ authorization (`call.authorize(**extra_params)` renders the scope template, §4.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import urllib.parse
@@ -101,22 +102,63 @@ def _template_params(expr: Any) -> set[str]:
 
 
 def render(expr: Any, params: Mapping[str, Any]) -> Any:
-    """Fill ``<param>`` placeholders; expand ``for/in/each`` and ``if/then/else`` (§4.7)."""
+    """Fill ``<param>`` placeholders; expand ``for/in/each`` and ``if/then/else`` (§4.7).
+
+    Each template string is turned once into a ``str.format_map`` pattern (``_pattern_of``), so a
+    placeholder costs a lookup in C instead of a regex substitution calling back into Python; the
+    templates are the endpoints' few constant strings, so the cache stays small. Every
+    authorized request renders its template, several strings for createTask.
+    """
     if isinstance(expr, str):
-        return _PLACEHOLDER.sub(lambda m: str(params[m.group(1)]), expr)
+        return _fill(expr, params)
     if "AllOf" in expr or "AnyOf" in expr:
         key = "AllOf" if "AllOf" in expr else "AnyOf"
         out: list[Any] = []
         for sub in expr[key]:
             value = render(sub, params)
-            out.extend(value if isinstance(value, list) else [value])
+            if isinstance(value, list):
+                out.extend(value)
+            else:
+                out.append(value)
         return {key: out}
     if "for" in expr:
-        return [_PLACEHOLDER.sub(_filler(params, expr["for"], v), expr["each"]) for v in params[expr["in"]]]
+        name, each = expr["for"], expr["each"]
+        pattern = _pattern_of(each)
+        if pattern is None:
+            return [_PLACEHOLDER.sub(_filler(params, name, v), each) for v in params[expr["in"]]]
+        scope = dict(params)
+        filled = []
+        for v in params[expr["in"]]:
+            scope[name] = v
+            filled.append(pattern.format_map(scope))
+        return filled
     if "if" in expr:
         branch = expr.get("then") if params.get(expr["if"]) else expr.get("else")
         return {"AllOf": []} if branch is None else render(branch, params)
     raise ValueError(f"bad scope template {expr!r}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern_of(template: str) -> str | None:
+    """``template`` as a ``str.format_map`` pattern, or None when a placeholder name is not a plain
+    identifier (``format_map`` would read ``a.b`` or ``a[0]`` as attribute or index access)."""
+    parts = _PLACEHOLDER.split(template)  # literal, name, literal, name, ..., literal
+    names = parts[1::2]
+    if not all(name.isidentifier() for name in names):
+        return None
+    return "".join(
+        "{" + part + "}" if i % 2 else part.replace("{", "{{").replace("}", "}}")
+        for i, part in enumerate(parts)
+    )
+
+
+def _fill(template: str, params: Mapping[str, Any]) -> str:
+    if "<" not in template:
+        return template
+    pattern = _pattern_of(template)
+    if pattern is None:
+        return _PLACEHOLDER.sub(lambda m: str(params[m.group(1)]), template)
+    return pattern.format_map(params)
 
 
 def _filler(params: Mapping[str, Any], name: str, value: Any) -> Callable[[re.Match[str]], str]:
@@ -170,7 +212,7 @@ def decode_params(ep: Endpoint, raw: Mapping[str, str]) -> dict[str, str]:
     """Percent-decode each parameter and check it against its pattern (400 otherwise)."""
     params: dict[str, str] = {}
     for name, value in raw.items():
-        decoded = urllib.parse.unquote(value, errors="replace")
+        decoded = urllib.parse.unquote(value, errors="replace") if "%" in value else value
         pattern = PARAM_PATTERNS.get(name, _PRINTABLE)
         if not pattern.fullmatch(decoded):
             raise InvalidRequestArguments(
@@ -183,28 +225,40 @@ def decode_params(ep: Endpoint, raw: Mapping[str, str]) -> dict[str, str]:
 
 
 class Call:
-    """One request in flight: route params, query, validated payload, identity, authorization."""
+    """One request in flight: route params, query, validated payload, identity, authorization.
 
-    __slots__ = ("endpoint", "params", "query", "payload", "identity", "authorized", "root_url", "request")
+    ``query`` is parsed from the request when a handler first asks for it: few methods take
+    query arguments, and parsing (yarl's ``rel_url.query``) on every request cost more than
+    the router's match.
+    """
+
+    __slots__ = ("endpoint", "params", "_query", "payload", "identity", "authorized", "root_url", "request")
 
     def __init__(
         self,
         endpoint: Endpoint,
         params: dict[str, str],
-        query: Mapping[str, str],
+        query: Mapping[str, str] | None,
         payload: Any,
         identity: Identity,
         root_url: str,
         request: Any,
     ) -> None:
+        """``query`` None: read ``request.rel_url.query`` when first needed."""
         self.endpoint = endpoint
         self.params = params
-        self.query = query
+        self._query = query
         self.payload = payload
         self.identity = identity
         self.authorized = False
         self.root_url = root_url
         self.request = request
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        if self._query is None:
+            self._query = self.request.rel_url.query
+        return self._query
 
     def authorize(self, **extra: Any) -> None:
         """Check the endpoint's scope template with route params plus ``extra``; 403 names what is missing."""

@@ -1,6 +1,6 @@
 """Platform error kinds and the one JSON error body every service answers with (spec §1.5).
 
-Service code raises :class:`PlatformError` subclasses only; the error middleware in ``app.py``
+Service code raises :class:`PlatformError` subclasses only; the error wrapper in ``app.py`` (``answering``)
 turns them into ``{"code", "message", "requestInfo"}`` with the status from :data:`STATUS`.
 Anything else escaping a handler is a bug and becomes ``500 InternalServerError`` in the same
 shape, so clients always see Taskcluster's error format.

@@ -219,9 +219,7 @@ class AuthService:
             window = (cert["start"], cert["expiry"])
         authorized = ext.get("authorizedScopes")
         if authorized is not None:
-            if not isinstance(authorized, list) or not all(
-                isinstance(s, str) and _SCOPE.fullmatch(s) for s in authorized
-            ):
+            if not isinstance(authorized, list) or not all(tempcreds.is_scope(s) for s in authorized):
                 raise AuthenticationFailed("ext.authorizedScopes must be an array of valid scopes")
             held = self.roles.expand((*scopes, "assume:anonymous"))
             if not all(scope_satisfied(held, s) for s in authorized):

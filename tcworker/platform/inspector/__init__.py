@@ -31,10 +31,13 @@ def _labelled(handler: Handler, page: str, info_key: Any) -> Handler:
     return labelled
 
 
-def register(app: web.Application, services: Services, info_key: Any) -> None:
+def register(
+    app: web.Application, services: Services, info_key: Any, wrap: Callable[[Handler], Handler]
+) -> None:
     """Add the inspector's routes; call before the API catch-all route is added.
 
-    ``info_key`` is the app's request key for the method name its middleware reports."""
+    ``info_key`` is the app's request key for the method name its request bookkeeping reports;
+    ``wrap`` gives each page that bookkeeping (error shape, metrics) as it gives every route."""
     pages = InspectorPages(InspectorViews(services.db))
     for path, handler, page in (
         ("/", pages.tasks, "tasks"),
@@ -43,4 +46,4 @@ def register(app: web.Application, services: Services, info_key: Any) -> None:
         ("/tasks/{taskId}", pages.task, "task"),
         ("/inspector/static/{name}", pages.static_file, "static"),
     ):
-        app.router.add_get(path, _labelled(handler, page, info_key))
+        app.router.add_get(path, wrap(_labelled(handler, page, info_key)))

@@ -14,7 +14,8 @@ queue by a callback at the end of that iteration (``_flush``), so a burst of req
 thread once, not once per job; each wake-up is a GIL hand-over between the two threads, which
 measured at 6-12 % of the platform's CPU per task under 16 clients (issue 15). Running the
 statements on the loop instead, with a second connection, was measured too and saved nothing:
-the thread's batches already share their hand-back and their COMMIT.
+the thread's batches already share their hand-back and their COMMIT. The thread runs under
+``SCHED_BATCH`` so that waking it does not preempt the event loop (``_no_wakeup_preemption``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.resources
+import os
 import queue
 import sqlite3
 import threading
@@ -135,6 +137,7 @@ class Database:
         Consecutive transactions of one batch share a single commit (``_run_group``): under load
         that is one WAL write for several requests instead of one each.
         """
+        _no_wakeup_preemption()
         while True:
             batch = _jobs_of(self._jobs.get())
             while True:
@@ -267,6 +270,20 @@ class Database:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _no_wakeup_preemption() -> None:
+    """Run the calling thread (the database thread) under ``SCHED_BATCH`` where Linux offers it.
+
+    Waking the database thread (a job put on its queue) made the kernel preempt the event loop for
+    it on the same CPU, only for it to block at once on the GIL the loop still held: two thread
+    switches per hand-off, ~1.6 involuntary switches of the loop per task under 16 clients. A
+    ``SCHED_BATCH`` thread is never woken into preempting another; it still gets its full share of
+    CPU. Measured (issue 15): the loop's involuntary switches per task halved and the platform's
+    CPU per task ~3 % lower. Needs no privilege; elsewhere it is skipped.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # type: ignore[attr-defined]
 
 
 def _jobs_of(item: Any) -> list[Any]:
