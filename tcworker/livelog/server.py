@@ -14,6 +14,11 @@ chunked, from byte 0, following the log until it is closed; wrong token → ``40
 Ours: ``?offset=N`` starts at byte N (200) and ``Range: bytes=N-`` does the same as ``206``
 (``Content-Range`` only once the total is known), so a reader that reconnects resumes instead of
 re-reading; a token whose log ended more than ``RETAIN_AFTER_END`` ago answers ``410``.
+
+A finished log stays open for late readers, so what it pins is bounded: at most
+``MAX_ENDED_KEPT`` finished logs (the oldest is retired early beyond that: a worker draining
+150 trivial tasks/s would otherwise hold 18,000 descriptors and their deleted files), and the
+``410`` answer is remembered for the last ``MAX_RETIRED_TOKENS`` tokens (older ones get ``401``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import re
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -38,6 +44,8 @@ CONTENT_TYPE = "text/plain; charset=utf-8"
 CHUNK = 1 << 20  # bytes per read/write for a reader that is behind
 SMALL_READ = 256 * 1024  # read on the loop up to this much (page cache); bigger reads in a thread
 RETAIN_AFTER_END = 120.0  # seconds a finished log stays readable through its old URL
+MAX_ENDED_KEPT = 512  # finished logs kept open at most; beyond, the oldest is retired early
+MAX_RETIRED_TOKENS = 8192  # retired tokens remembered to answer 410 (older ones: 401)
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d+)\s*-\s*$")
 
 
@@ -144,11 +152,13 @@ class LiveLogServer:
 
     def __init__(self) -> None:
         self._streams: dict[str, LogStream] = {}
-        self._retired: set[str] = set()
+        # token -> loop time to retire it; insertion order is deadline order (one fixed delay)
+        self._ended: OrderedDict[str, float] = OrderedDict()
+        self._retired: OrderedDict[str, None] = OrderedDict()
         self._runner: web.AppRunner | None = None
         self._public_host = "127.0.0.1"
         self.port = 0
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def start(self, public_ip: str, port: int, fallback_port: int | None = None) -> None:
         """Listen on ``port`` (0: random; ``fallback_port`` is tried first when ``port`` is 0).
@@ -200,18 +210,40 @@ class LiveLogServer:
         return token
 
     def _retire_later(self, token: str) -> None:
-        handle = asyncio.get_running_loop().call_later(RETAIN_AFTER_END, self.retire, token)
-        self._timers.add(handle)
+        if token not in self._streams:
+            return
+        loop = asyncio.get_running_loop()
+        self._ended[token] = loop.time() + RETAIN_AFTER_END
+        while len(self._ended) > MAX_ENDED_KEPT:
+            self.retire(next(iter(self._ended)))
+        if self._sweep is None:
+            self._sweep = loop.call_at(self._ended[next(iter(self._ended))], self._retire_due)
+
+    def _retire_due(self) -> None:
+        """One timer for every finished log: retire those whose time is up, wait for the next."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._ended:
+            token, deadline = next(iter(self._ended.items()))
+            if deadline > now:
+                self._sweep = loop.call_at(deadline, self._retire_due)
+                return
+            self.retire(token)
 
     def retire(self, token: str) -> None:
+        self._ended.pop(token, None)
         stream = self._streams.pop(token, None)
         if stream is not None:
-            self._retired.add(token)
+            self._retired[token] = None
+            if len(self._retired) > MAX_RETIRED_TOKENS:
+                self._retired.popitem(last=False)
             stream.retire()
 
     async def stop(self) -> None:
-        for handle in self._timers:
-            handle.cancel()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for token in list(self._streams):
             self.retire(token)
         if self._runner is not None:

@@ -7,8 +7,8 @@ A real `tcworker run` runs 200 tasks (quick ends, processes left behind, failure
 and `/proc/<worker>/fd` is counted after the first 20 and at the end. The HTTP connection pool to
 the platform may open or close a connection or two meanwhile; a leak per task would add hundreds.
 The tasks run without a live log: the live-log server keeps each finished log open for
-``RETAIN_AFTER_END`` (120 s) so that its URL still answers, which is a retention, not a leak, and
-would hide one here.
+``RETAIN_AFTER_END`` (120 s, at most ``MAX_ENDED_KEPT`` of them; tests/livelog/test_retention.py)
+so that its URL still answers, which is a retention, not a leak, and would hide one here.
 """
 
 from __future__ import annotations
