@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 
 from tcworker.engines import cgroups, spawnstub
 
@@ -38,6 +39,10 @@ class LaunchPool:
         self._pipe_size = pipe_size
         self._ready: list[tuple[cgroups.TaskCgroup, spawnstub.StubLaunch]] = []
         self._broken = False
+        # top_up runs in the thread of a run's clean-up (several at once at capacity > 1) while
+        # take() pops on the loop: list append/pop are atomic; the lock keeps two top-ups from
+        # overfilling the pool and one from adding a pair after close().
+        self._filling = threading.Lock()
 
     def take(self) -> tuple[cgroups.TaskCgroup, spawnstub.StubLaunch] | None:
         """A ready pair for one run (its stub still waiting), or ``None``."""
@@ -55,7 +60,12 @@ class LaunchPool:
     def top_up(self) -> None:
         """Make pairs until the pool is full: a few ``mkdir`` and limit writes and one ``vfork``
         each (perl's start-up and the cgroup join happen in the child, not here). After one
-        failure the pool stays empty: runs make their own groups, as without it."""
+        failure the pool stays empty: runs make their own groups, as without it. Blocking: the
+        engine calls it at start and from a run's clean-up thread."""
+        with self._filling:
+            self._fill()
+
+    def _fill(self) -> None:
         while not self._broken and len(self._ready) < self._size:
             name = cgroups.group_name(f"task_ready_{secrets.token_hex(6)}")
             try:
@@ -73,7 +83,9 @@ class LaunchPool:
 
     async def close(self) -> None:
         """End every parked stub and remove its group (worker shutdown)."""
-        ready, self._ready = self._ready, []
+        with self._filling:  # a top-up under way finishes first; none adds anything after this
+            self._broken = True
+            ready, self._ready = self._ready, []
         for group, stub in ready:
             await stub.discard()
             self._discard_group(group)

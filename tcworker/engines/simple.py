@@ -82,10 +82,7 @@ class SimpleSandbox(HostSandbox):
         if self._destroyed:
             return
         self._destroyed = True
-        try:
-            await self._remove_cgroup()
-        finally:
-            await self._remove_task_dir()
+        await self._release_host(remove_task_dir=True)
 
 
 class SimpleEngine(HostEngine):

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from tcworker import macs
 from tcworker.platform.api import render
-from tcworker.platform.auth import macs, tempcreds
+from tcworker.platform.auth import tempcreds
 
 _PLACEHOLDER = re.compile(r"<([^<>]+)>")
 

@@ -26,17 +26,61 @@ EXT = taskcluster.aio.Queue(
 
 CASES = [
     ("GET", "http://127.0.0.1:8080/api/queue/v1/task/abc/status", "", "", {}),
-    ("POST", "http://localhost/api/queue/v1/claim-work/p%2Fw?x=1&y=2", '{"tasks": 1}', "application/json", EXT),
-    ("PUT", "https://tc.example.com/api/object/v1/upload/t%2Fabc%2F0%2Fpublic%2Flogs%2Flive.log", "{}", "application/json", EXT),
+    (
+        "POST",
+        "http://localhost/api/queue/v1/claim-work/p%2Fw?x=1&y=2",
+        '{"tasks": 1}',
+        "application/json",
+        EXT,
+    ),
+    (
+        "PUT",
+        "https://tc.example.com/api/object/v1/upload/t%2Fabc%2F0%2Fpublic%2Flogs%2Flive.log",
+        "{}",
+        "application/json",
+        EXT,
+    ),
+    ("PUT", "http://127.0.0.1:9/api/x?a=%C3%A9", b"\x00\xffbytes", "Text/Plain; charset=UTF-8", EXT),
+    ("POST", "http://Host.Example:443/api/queue/v1/x", '{"é": "ünicode"}', "application/json", None),
+    ("DELETE", "http://127.0.0.1/api/purge-cache/v1/x", "", "", b"bytes-ext"),
 ]
+OTHER_ALGORITHM = {"id": "worker/x", "key": "k" * 44, "algorithm": "sha1"}
 
 
 @pytest.mark.parametrize(("method", "url", "content", "content_type", "ext"), CASES)
 def test_header_is_byte_for_byte_mohawks(method: str, url: str, content: str, content_type: str, ext) -> None:
-    kwargs = dict(credentials=CREDS, url=url, method=method, content=content, content_type=content_type, ext=ext)
+    kwargs = dict(
+        credentials=CREDS, url=url, method=method, content=content, content_type=content_type, ext=ext
+    )
     ours = hawksender.LeanSender(**kwargs, nonce="n0Nc3x", _timestamp="1796230000").request_header
     theirs = mohawk.Sender(**kwargs, nonce="n0Nc3x", _timestamp="1796230000").request_header
     assert ours == theirs
+
+
+def test_other_algorithms_and_bodies_take_mohawks_own_path() -> None:
+    for credentials, content in ((OTHER_ALGORITHM, '{"a": 1}'), (CREDS, None)):
+        kwargs = dict(
+            credentials=credentials,
+            url=CASES[1][1],
+            method="POST",
+            content=content,
+            content_type="application/json",
+        )
+        ours = hawksender.LeanSender(**kwargs, nonce="n0Nc3x", _timestamp="1796230000").request_header
+        theirs = mohawk.Sender(**kwargs, nonce="n0Nc3x", _timestamp="1796230000").request_header
+        assert ours == theirs
+
+
+def test_nonces_differ_and_look_like_mohawks() -> None:
+    nonces = {
+        hawksender.LeanSender(CREDS, CASES[0][1], "GET").request_header.split('nonce="')[1][:6]
+        for _ in range(2000)
+    }
+    assert len(nonces) == 2000
+    assert all(
+        len(n) == 6 and set(n) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        for n in nonces
+    )
 
 
 @pytest.mark.parametrize(("method", "url", "content", "content_type", "ext"), CASES)
@@ -57,4 +101,6 @@ def test_install_swaps_only_the_clients_sender() -> None:
     hawksender.install()  # idempotent
     assert taskcluster.aio.asyncclient.mohawk.Sender is hawksender.LeanSender
     assert taskcluster.aio.asyncclient.mohawk.bewit is mohawk.bewit
-    assert mohawk.Sender is not hawksender.LeanSender  # mohawk itself (the platform's Receiver side) is untouched
+    assert (
+        mohawk.Sender is not hawksender.LeanSender
+    )  # mohawk itself (the platform's Receiver side) is untouched

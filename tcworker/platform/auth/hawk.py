@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 import mohawk.base
 import mohawk.util
 
+from tcworker import macs
 from tcworker.platform import jsonwire
-from tcworker.platform.auth import macs
 from tcworker.platform.errors import AuthenticationFailed
 
 SKEW_SECONDS = 15 * 60

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tcworker import macs
 from tcworker.platform import jsonwire
-from tcworker.platform.auth import macs
 from tcworker.platform.errors import AuthenticationFailed
 
 SKEW_MS = 5 * 60 * 1000

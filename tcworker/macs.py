@@ -1,4 +1,4 @@
-"""HMAC-SHA256 and random seeds for the request path, without letting go of the GIL.
+"""HMAC-SHA256 and random bytes for every request signed or checked, without letting go of the GIL.
 
 Why this exists (issue 15): ``hmac.digest`` (OpenSSL's one-shot HMAC) and ``os.urandom`` release
 the GIL on every call, however small the input. The platform's database thread is nearly always
