@@ -18,9 +18,11 @@ def now() -> dt.datetime:
 
 
 def to_json(t: dt.datetime) -> str:
-    """``2026-01-01T00:00:00.000Z``: exactly three fractional digits, UTC."""
-    t = t.astimezone(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    """``2026-01-01T00:00:00.000Z``: exactly three fractional digits, UTC (``isoformat`` in C:
+    half the time of ``strftime``, and a worker writes a few per log line and queue call)."""
+    if t.tzinfo is not UTC:
+        t = t.astimezone(UTC)
+    return t.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse(value: str) -> dt.datetime:
