@@ -19,10 +19,11 @@ from taskcluster.exceptions import TaskclusterConnectionError, TaskclusterRestFa
 
 from tcworker import mohawkquiet
 from tcworker.errors import MalformedPayload, ResourceUnavailable, TaskError
-from tcworker.tcapi import hawksender
+from tcworker.tcapi import hawksender, leanrequest
 
 mohawkquiet.install()  # every client below signs with mohawk: no eager debug pretty-printing
 hawksender.install()  # … through a lean Sender that makes the same header with less work
+leanrequest.install()  # … and requests whose debug strings are built only when logged
 
 RETRIES = 9
 Credentials = dict[str, str]
