@@ -7,10 +7,13 @@ that need per-task cgroups go through ``skip_or_fail`` when there are none.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from helpers.ci import require_root, skip_or_fail
+from helpers.engines import host_dirs
 from helpers.workerproc import WorkerProcess
 
 from tcworker.engines import cgroups
@@ -32,3 +35,22 @@ def cgroup_host() -> cgroups.CgroupHost:
 def start_worker(worker_factory: WorkerFactory) -> WorkerFactory:
     """``start_worker(taskMaxProcesses=64, engine="multiuser", ...)``: see ``worker_factory``."""
     return worker_factory
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A tasks/scratch directory pair for engine-level tests (removed afterwards)."""
+    with host_dirs() as root:
+        yield root
+
+
+@pytest.fixture
+def group(cgroup_host: cgroups.CgroupHost) -> Iterator[cgroups.TaskCgroup]:
+    """One limited cgroup (64 processes, 256 MiB) for a test's stubs, removed with what is left in it."""
+    made = cgroup_host.create(
+        cgroups.group_name(f"task_limitstest_{os.getpid()}"), cgroups.TaskLimits(64, 256 << 20)
+    )
+    try:
+        yield made
+    finally:
+        made.remove()

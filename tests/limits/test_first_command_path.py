@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers.engines import command_env, host_dirs, make_config, run_context, unique_sleep
+from helpers.engines import command_env, make_config, run_context, unique_sleep
 from helpers.logs import RecordingLog
 
 from tcworker.engines import cgroups, spawnstub
@@ -31,22 +31,6 @@ from tcworker.engines.simple import SimpleEngine
 
 pytestmark = pytest.mark.timeout(180)
 
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    with host_dirs() as root:
-        yield root
-
-
-@pytest.fixture
-def group(cgroup_host: cgroups.CgroupHost) -> Iterator[cgroups.TaskCgroup]:
-    made = cgroup_host.create(
-        cgroups.group_name(f"task_fastpath_{os.getpid()}"), cgroups.TaskLimits(64, 256 << 20)
-    )
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 async def _park(group: cgroups.TaskCgroup) -> spawnstub.StubLaunch:

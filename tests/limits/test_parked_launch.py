@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from helpers.engines import command_env, host_dirs, make_config, run_context
+from helpers.engines import command_env, make_config, run_context
 from helpers.logs import RecordingLog
 
 from tcworker.engines import cgroups, spawnstub
@@ -27,22 +27,6 @@ from tcworker.engines.simple import SimpleEngine
 
 pytestmark = pytest.mark.timeout(120)
 
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    with host_dirs() as root:
-        yield root
-
-
-@pytest.fixture
-def group(cgroup_host: cgroups.CgroupHost) -> Iterator[cgroups.TaskCgroup]:
-    made = cgroup_host.create(
-        cgroups.group_name(f"task_parktest_{os.getpid()}"), cgroups.TaskLimits(64, 256 << 20)
-    )
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 def _procs(group: cgroups.TaskCgroup) -> list[Path]:

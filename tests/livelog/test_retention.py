@@ -9,7 +9,9 @@ every token it ever served, nor keep a timer per task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -38,6 +40,19 @@ async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes]:
         return response.status, await response.read()
 
 
+@contextlib.asynccontextmanager
+async def _server(monkeypatch: pytest.MonkeyPatch, **limits: float) -> AsyncIterator[LiveLogServer]:
+    """A started server with module limits patched (``MAX_ENDED_KEPT=5``, …), stopped afterwards."""
+    for name, value in limits.items():
+        monkeypatch.setattr(livelog_server, name, value)
+    server = LiveLogServer()
+    await server.start("", 0)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
 async def _finished_logs(server: LiveLogServer, tmp_path: Path, n: int) -> list[tuple[str, Path]]:
     logs = []
     for i in range(n):
@@ -53,10 +68,7 @@ async def _finished_logs(server: LiveLogServer, tmp_path: Path, n: int) -> list[
 async def test_finished_logs_kept_open_are_bounded_oldest_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(livelog_server, "MAX_ENDED_KEPT", 5)
-    server = LiveLogServer()
-    await server.start("", 0)
-    try:
+    async with _server(monkeypatch, MAX_ENDED_KEPT=5) as server:
         logs = await _finished_logs(server, tmp_path, 12)
         paths = [path for _, path in logs]
         assert _open_fds_on(paths) == 5
@@ -67,18 +79,13 @@ async def test_finished_logs_kept_open_are_bounded_oldest_first(
                     assert status == 410, (i, status)
                 else:
                     assert (status, body) == (200, f"task {i}\n".encode())
-    finally:
-        await server.stop()
     assert _open_fds_on(paths) == 0
 
 
 async def test_a_reader_of_a_log_retired_early_still_gets_all_of_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(livelog_server, "MAX_ENDED_KEPT", 1)
-    server = LiveLogServer()
-    await server.start("", 0)
-    try:
+    async with _server(monkeypatch, MAX_ENDED_KEPT=1) as server:
         task_log = TaskLog(tmp_path / "running.txt")
         token = server.register(task_log)
         task_log.write(b"first\n")
@@ -93,18 +100,12 @@ async def test_a_reader_of_a_log_retired_early_still_gets_all_of_it(
             assert (status, body) == (200, b"first\nsecond\n")
             assert (await _get(session, server.url(token)))[0] == 410
         assert _open_fds_on([task_log.path]) == 0
-    finally:
-        await server.stop()
 
 
 async def test_logs_retire_on_time_with_one_timer_and_old_tokens_are_forgotten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(livelog_server, "RETAIN_AFTER_END", 0.3)
-    monkeypatch.setattr(livelog_server, "MAX_RETIRED_TOKENS", 4)
-    server = LiveLogServer()
-    await server.start("", 0)
-    try:
+    async with _server(monkeypatch, RETAIN_AFTER_END=0.3, MAX_RETIRED_TOKENS=4) as server:
         logs = await _finished_logs(server, tmp_path, 10)
         paths = [path for _, path in logs]
         assert _open_fds_on(paths) == 10
@@ -116,5 +117,3 @@ async def test_logs_retire_on_time_with_one_timer_and_old_tokens_are_forgotten(
         # the last four retired tokens still say "ended"; older ones are forgotten (401)
         assert statuses == [401] * 6 + [410] * 4
         assert server._sweep is None  # noqa: SLF001 - nothing left to wait for, no timer kept
-    finally:
-        await server.stop()
