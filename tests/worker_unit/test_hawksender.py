@@ -8,6 +8,7 @@ import mohawk
 import pytest
 import taskcluster.aio
 import taskcluster.aio.asyncclient
+import taskcluster.client
 
 from tcworker.tcapi import hawksender
 
@@ -104,3 +105,49 @@ def test_install_swaps_only_the_clients_sender() -> None:
     assert (
         mohawk.Sender is not hawksender.LeanSender
     )  # mohawk itself (the platform's Receiver side) is untouched
+
+
+def _client(**options: object) -> taskcluster.aio.Queue:
+    return taskcluster.aio.Queue({"rootUrl": "http://127.0.0.1:1", **options})
+
+
+CERT = json.dumps({"version": 1, "scopes": ["queue:*"], "seed": "s" * 44, "signature": "g" * 44})
+EXT_CASES = [
+    {"credentials": {"clientId": "c", "accessToken": "t" * 44}},
+    {"credentials": {"clientId": "c", "accessToken": "t" * 44, "certificate": CERT}},
+    {
+        "credentials": {"clientId": "c", "accessToken": "t" * 44, "certificate": CERT},
+        "authorizedScopes": ["a"],
+    },
+    {"credentials": {"clientId": "c", "accessToken": "t" * 44, "certificate": CERT}, "authorizedScopes": []},
+    {"credentials": {"clientId": "c", "accessToken": "u" * 44}, "authorizedScopes": ["a", "b"]},
+    {"credentials": {"clientId": "c", "accessToken": "t" * 44, "certificate": CERT.encode()}},
+    {"credentials": {"clientId": "c", "accessToken": ""}},  # no credentials: {}
+    {},
+]
+
+
+@pytest.mark.parametrize("options", EXT_CASES)
+def test_remembered_hawk_ext_is_the_clients_own(options: dict) -> None:
+    hawksender.install()
+    original = taskcluster.client.BaseClient.makeHawkExt.original
+    for _ in range(2):  # computed, then from the cache
+        client = _client(**options)
+        assert client.makeHawkExt() == original(client)
+
+
+def test_ext_cache_follows_certificate_and_scopes_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    hawksender.install()
+    monkeypatch.setattr(hawksender, "EXT_CACHE_SIZE", 3)
+    monkeypatch.setattr(hawksender, "_ext_cache", {})
+    exts = set()
+    for i in range(10):
+        cert = json.dumps({"version": 1, "seed": f"{i:044d}"})
+        client = _client(
+            credentials={"clientId": "c", "accessToken": "t" * 44, "certificate": cert},
+            authorizedScopes=[f"s{i}"],
+        )
+        exts.add(client.makeHawkExt())
+        assert len(hawksender._ext_cache) <= 3
+    assert len(exts) == 10
+    assert all("t" * 44 not in repr(key) for key in hawksender._ext_cache)  # the token is not kept
