@@ -159,16 +159,11 @@ class HostSandbox(Sandbox):
     def abort(self, reason: CancelReason) -> None:
         self._runner.abort(reason)
 
-    async def _remove_cgroup(self) -> None:
-        """Kill whatever is left in the run's cgroup and remove it (idempotent), then let the
-        engine make the next run's group and stub (``LaunchPool.top_up``). A parked stub no
-        command used is ended first, on the loop; the rest is ``_release_host``'s one thread trip."""
-        await self._release_host(remove_task_dir=False)
-
     async def _release_host(self, *, remove_task_dir: bool) -> None:
-        """The run's kernel-side leftovers in one thread trip: the cgroup's ``rmdir`` (or the kill
-        and wait when processes are left), the task directory when asked and when clean-up is on,
-        then the launch pool's top-up (``mkdir`` of the next group, ``vfork`` of its stub).
+        """The run's kernel-side leftovers (idempotent). A parked stub no command used is ended
+        first, on the loop; then, in one thread trip, the cgroup's ``rmdir`` (or the kill and wait
+        when processes are left), the task directory when asked and when clean-up is on, and the
+        launch pool's top-up (``mkdir`` of the next group, ``vfork`` of its stub).
 
         Off the loop because under load these system calls wait on kernel locks for milliseconds:
         a py-spy of a worker draining trivial tasks at capacity 8 found them ~13 % of the event

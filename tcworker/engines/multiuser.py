@@ -162,7 +162,7 @@ class MultiuserSandbox(HostSandbox):
         try:
             with contextlib.suppress(Exception):  # the removal below kills everything anyway
                 await self.settle_processes()
-            await self._remove_cgroup()
+            await self._release_host(remove_task_dir=False)  # the pool removes the home
         finally:
             await self._pool.retire(self.user, "delete" if self._clean_up else "keep")
 

@@ -12,18 +12,17 @@ that, and that ``mohawk.Receiver`` accepts it). ``install()`` swaps it into the 
 everything else in mohawk, and bewit signing, is untouched.
 
 For ``sha256`` credentials (all Taskcluster issues) and a ``str``/``bytes`` body, the payload hash
-and the MAC are computed here from Hawk's normalized strings instead: mohawk's
-``calculate_payload_hash`` ``pprint``s the body into a debug message on every call and
-``calculate_mac`` ``str.format``s another, ~60 µs per header in all; the keyed HMAC object is kept
-per key (``tcworker.macs``: a run signs its ~9 calls with one key) and the nonce's random bytes come
-from a block read once (``os.urandom`` lets go of the GIL, which the worker's threads then take:
-the event loop waits to get it back). ~10 µs per header; the same bytes (tests compare).
+and the MAC come from ``tcworker.hawkmac`` instead, the functions the platform verifies with:
+mohawk's ``calculate_payload_hash`` ``pprint``s the body into a debug message on every call and
+``calculate_mac`` ``str.format``s another, ~60 µs per header in all; there the keyed HMAC object
+is kept per key (``tcworker.macs``: a run signs its ~9 calls with one key), and the nonce's random
+bytes come from a block read once (``os.urandom`` lets go of the GIL, which the worker's threads
+then take: the event loop waits to get it back). ~10 µs per header; the same bytes (tests compare).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 import urllib.parse
 from types import SimpleNamespace
@@ -33,7 +32,7 @@ import mohawk.util
 from mohawk.base import EmptyValue
 
 from tcworker import macs
-from tcworker.hawkmac import MacInput
+from tcworker.hawkmac import MacInput, header_mac, payload_hash
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
@@ -73,19 +72,16 @@ class LeanSender:
         content_hash = None
         if content is not EmptyValue and content_type is not EmptyValue:
             if fast:
-                content_hash = _payload_hash_sha256(content, content_type)
+                media_type = content_type.split(";")[0].strip().lower() if content_type else ""
+                body = content.encode() if isinstance(content, str) else content
+                content_hash = payload_hash(media_type, body or b"")
             else:
                 content_hash = _text(
                     mohawk.util.calculate_payload_hash(content, credentials["algorithm"], content_type)
                 )
         if fast:
-            normalized = (
-                f"hawk.1.header\n{timestamp}\n{nonce}\n{method.upper()}\n{name}\n{parts.hostname or ''}\n"
-                f"{port}\n{content_hash or ''}\n{ext_text or ''}\n"
-            )
-            key = credentials["key"]
-            key_bytes = key if isinstance(key, bytes) else key.encode("ascii")
-            mac = base64.b64encode(macs.hmac_sha256(key_bytes, normalized.encode())).decode()
+            attrs = {"ts": timestamp, "nonce": nonce, "hash": content_hash or "", "ext": ext_text or ""}
+            mac = header_mac(credentials["key"], attrs, method.upper(), name, parts.hostname or "", port).decode()
         else:
             mac_input = MacInput(
                 credentials=credentials,
@@ -107,16 +103,6 @@ class LeanSender:
         if ext_text:
             header += f', ext="{mohawk.util.prepare_header_val(ext_text)}"'
         self.request_header = header
-
-
-def _payload_hash_sha256(content: str | bytes, content_type: Any) -> str:
-    """``mohawk.util.calculate_payload_hash(content, "sha256", content_type)`` for a str/bytes body."""
-    media_type = content_type.split(";")[0].strip().lower() if content_type else ""
-    body = content.encode() if isinstance(content, str) else content
-    digest = hashlib.sha256(
-        b"hawk.1.payload\n" + media_type.encode() + b"\n" + (body or b"") + b"\n"
-    ).digest()
-    return base64.b64encode(digest).decode()
 
 
 #: Hawk ``ext`` strings kept, by certificate and authorized scopes (emptied when full).

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import re
@@ -20,7 +19,7 @@ from typing import Any, NamedTuple
 import mohawk.base
 import mohawk.util
 
-from tcworker import macs
+from tcworker.hawkmac import header_mac, payload_hash
 from tcworker.platform import jsonwire
 from tcworker.platform.errors import AuthenticationFailed
 
@@ -133,13 +132,6 @@ def parse_header(header: str, decode: Callable[[str | None], dict[str, Any]] = d
     return Presented(client_id=attrs["id"], ext=decode(raw_ext), raw_ext=raw_ext, header=header, attrs=attrs)
 
 
-def payload_hash(content_type: str, body: bytes) -> str:
-    """Hawk payload hash (spec §4.2). Computed here because mohawk's version pretty-prints the
-    whole body into a debug string on every call (quadratic-looking cost for 10 MB bodies)."""
-    digest = hashlib.sha256(b"hawk.1.payload\n" + content_type.encode() + b"\n" + body + b"\n").digest()
-    return base64.b64encode(digest).decode()
-
-
 def split_bewit(query: str) -> tuple[str | None, str]:
     """(bewit token or None, query without the bewit parameter) — as Hawk strips it."""
     match = _BEWIT_QUERY.search(query)
@@ -169,33 +161,6 @@ def parse_bewit(token: str) -> Presented:
 
 def _url(req: HawkRequest, resource: str) -> str:
     return f"http://{req.host}:{req.port}{resource}"
-
-
-def header_mac(key: str, attrs: dict[str, str], method: str, resource: str, host: str, port: str) -> bytes:
-    """The MAC of a Hawk header request: what ``mohawk.util.calculate_mac("header", ...)`` returns.
-
-    Hawk's normalized string (spec §4.2: ``hawk.1.header``, ts, nonce, method, resource, host,
-    port, hash, ext, then app and dlg when ``app`` is given, one per line) signed with one
-    ``macs.hmac_sha256`` call (not ``hmac.digest``, which releases the GIL: see ``macs``).
-    mohawk's own function formats a debug message and builds an ``hmac.HMAC`` object on every
-    call, which cost more than the rest of the request's authentication; ``tests/platform_unit/test_pfunit_hawk.py`` checks both agree.
-    """
-    lines = [
-        "hawk.1.header",
-        attrs["ts"],
-        attrs["nonce"],
-        method,
-        resource,
-        host,
-        port,
-        attrs.get("hash") or "",
-        attrs.get("ext") or "",
-    ]
-    if attrs.get("app"):
-        lines += [attrs["app"], attrs.get("dlg") or ""]
-    lines.append("")
-    digest = macs.hmac_sha256(key.encode("ascii"), "\n".join(lines).encode("utf-8"))
-    return base64.b64encode(digest)
 
 
 def verify(presented: Presented, req: HawkRequest, key: str, *, now: Callable[[], float] = time.time) -> None:
