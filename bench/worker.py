@@ -167,6 +167,13 @@ class Worker:
                 env=_env(),
             )
 
+    def check_alive(self) -> None:
+        """Stop the bench at once, with the worker's own words, when it died at start-up (a broken
+        install or config would otherwise show up as a task timing out a minute later)."""
+        if self.proc.poll() is not None:
+            tail = self.output.read_text(errors="replace")[-3000:]
+            raise SystemExit(f"worker exited with status {self.proc.returncode} at start-up:\n{tail}")
+
     def tree_rss(self) -> int:
         try:
             root = psutil.Process(self.proc.pid)
@@ -888,6 +895,7 @@ def main() -> int:
             simple = Worker(tmp / "lat-simple", platform, key, workerType=wt)
             procs.append(simple)
             time.sleep(3)  # let it settle into its claimWork long-poll
+            simple.check_alive()
             idle_rss = simple.tree_rss()
             if "latency" in only:
                 rows.append(phase_latency(platform, wt, args.runs, budget))

@@ -97,6 +97,8 @@ class CacheStore:
         self._lock = asyncio.Lock()
         self._in_use: set[str] = set()
         self._doomed: set[str] = set()
+        # What ``trim_idle`` last found nothing to do for: (index file, lent instances, keep).
+        self._trimmed: tuple[object, frozenset[str], int] | None = None
 
     # ---- paths and index -----------------------------------------------------------------
     def home_of(self, kind: str, name: str, instance: str) -> Path:
@@ -245,9 +247,15 @@ class CacheStore:
         return True
 
     async def trim_idle(self, keep_per_name: int) -> int:
-        """Keep at most ``keep_per_name`` idle instances per (kind, name); older extras go."""
+        """Keep at most ``keep_per_name`` idle instances per (kind, name); older extras go.
+
+        Runs before every claim, so an unchanged index (same file: every write replaces it, so
+        a new inode) with the same instances lent out is not read and parsed again."""
         by_name: dict[tuple[str, str], list[tuple[float, str]]] = {}
         async with self._lock:
+            seen = (_file_signature(self._index_path), frozenset(self._in_use), keep_per_name)
+            if seen == self._trimmed:
+                return 0
             _, instances = self._read()
             for iid, e in instances.items():
                 if iid not in self._in_use:
@@ -257,6 +265,8 @@ class CacheStore:
         for entries in by_name.values():
             for _, iid in sorted(entries, reverse=True)[keep_per_name:]:
                 removed += await self.evict(iid)
+        if not removed:
+            self._trimmed = seen
         return removed
 
     async def adopt(self, name: str, path: Path, kind: str = KIND_GENERIC) -> bool:
@@ -320,6 +330,15 @@ class CacheStore:
         for entry in read_index(self._index_path).get("instances", {}).values():
             out[str(entry.get("name"))] = out.get(str(entry.get("name")), 0) + 1
         return out
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """Inode, size and modification time of ``path`` (``None`` when it is missing)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _absolute(path: Path) -> Path:

@@ -306,7 +306,7 @@ class TaskCgroup:
             return None
         name = "memory.current" if self.host.memory == "v2" else "memory.usage_in_bytes"
         try:
-            return int((memory / name).read_text().strip())
+            return int(_read_small(memory / name))  # sampled on the event loop (resource monitor)
         except (OSError, ValueError):
             return None
 

@@ -107,14 +107,12 @@ class CommandExecutorTaskFeature(TaskFeature):
                     run.log.error(result.start_error)
                 for line in result.limit_hits:
                     run.log.error(line)
-                for line in footer_lines(result, usage_lines):
-                    run.log.info(line)
+                run.log.info("\n".join(footer_lines(result, usage_lines)))  # one write, one timestamp
                 error = error_for_result(result, run.model.retry_codes, run.cancellation.detail)
                 if error is not None:
                     break
         finally:
-            run.log.info("=== Task Finished ===")
-            run.log.info(f"Task Duration: {go_duration(time.monotonic() - started)}")
+            run.log.info(f"=== Task Finished ===\nTask Duration: {go_duration(time.monotonic() - started)}")
         if error is not None:
             raise error
 

@@ -273,9 +273,10 @@ class TaskRun:
             shutil.rmtree(self.scratch_dir, True)
 
     def _write_header(self) -> None:
-        self.log.info(_settings_lines(self.config, self.engine.name))
-        self.log.info(f"Task ID: {self.task_id}")
-        self.log.info(f"Run ID: {self.run_id}")
+        # One write for the whole header (one masker pass, one write+flush, one listener call).
+        self.log.info(
+            f"{_settings_lines(self.config, self.engine.name)}\nTask ID: {self.task_id}\nRun ID: {self.run_id}"
+        )
 
     async def _run_pipeline(self, run: RunHandle) -> None:
         self._model = admission.validate(run, self.engine, self.features)

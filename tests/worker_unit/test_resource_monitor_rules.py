@@ -69,3 +69,18 @@ def test_a_high_memory_abort_resolves_failed_with_the_thresholds() -> None:
     assert resolution_of([error], CancelReason.HIGH_MEMORY) == ("failed", None)
     assert CancelReason.HIGH_MEMORY.kill_at_once and CancelReason.MAX_RUN_TIME.kill_at_once
     assert not CancelReason.WORKER_STOPPING.kill_at_once
+
+
+def test_host_memory_sample_is_shared_only_while_fresh(monkeypatch) -> None:
+    """Concurrent runs share one /proc/meminfo reading, never one older than the limit."""
+    from tcworker.features import resource_monitor
+
+    clock = [1000.0]
+    monkeypatch.setattr(resource_monitor.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(resource_monitor, "_host_sample", None)
+    first = resource_monitor._host_memory()
+    clock[0] += resource_monitor.HOST_SAMPLE_MAX_AGE / 2
+    assert resource_monitor._host_memory() is first
+    clock[0] += resource_monitor.HOST_SAMPLE_MAX_AGE
+    fresh = resource_monitor._host_memory()
+    assert fresh is not first and fresh.total == first.total
