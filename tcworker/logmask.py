@@ -59,10 +59,11 @@ def base64_cores(raw: bytes) -> set[bytes]:
     return out
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)
 def secret_forms(value: str) -> frozenset[bytes]:
     """``value`` as bytes plus its URL-encoded and base64 forms. Remembered: every run masks
-    the worker's own credentials again, and their forms are a quarter of building a masker."""
+    the worker's own credentials again, and their forms are a quarter of building a masker
+    (a small cache: the worker's values stay, finished runs' temporary ones soon drop out)."""
     raw = value.encode("utf-8", "replace")
     forms = {raw}
     for encoded in (quote(value, safe=""), quote_plus(value), quote(value, safe="/")):
