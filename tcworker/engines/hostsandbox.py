@@ -53,13 +53,17 @@ def artifact_problem(reason: str, message: str) -> ArtifactProblem:
     return PROBLEMS.get(reason, ArtifactInvalid)(message)
 
 
-def make_task_dir(path: Path, mode: int = 0o755) -> None:
+def make_task_dir(path: Path, mode: int = 0o755, *, replace_leftover: bool = True) -> None:
     """Create a fresh task directory (a leftover of a crashed run with the same name is removed)
     and its worker-private ``generic-worker/`` subdirectory. On every run's path: the usual case
-    is two ``mkdir`` and two ``chmod`` (the modes whatever the umask), no ``stat`` first."""
+    is two ``mkdir`` and two ``chmod`` (the modes whatever the umask), no ``stat`` first.
+    ``replace_leftover=False`` raises ``FileExistsError`` for a leftover instead, having created
+    nothing (a caller on the event loop then removes it off the loop: its size is unknown)."""
     try:
         os.mkdir(path, mode)
     except FileExistsError:  # a leftover: a directory, a file or a (dangling) symlink
+        if not replace_leftover:
+            raise
         if path.is_symlink() or not path.is_dir():
             path.unlink()
         else:

@@ -102,10 +102,10 @@ class SimpleEngine(HostEngine):
     async def prepare(self, run: RunContext) -> SimpleSandbox:
         config = self._require_config()
         task_dir = config.tasks_dir / task_dir_name(run.task_id, run.run_id)
-        if task_dir.exists() or task_dir.is_symlink():  # a leftover to remove first: off the loop
+        try:  # two mkdirs: cheaper inline than a thread hop, which waits for the GIL under load
+            make_task_dir(task_dir, replace_leftover=False)
+        except FileExistsError:  # a leftover to remove first: off the loop
             await asyncio.to_thread(make_task_dir, task_dir)
-        else:  # two mkdirs: cheaper inline than a thread hop, which waits for the GIL under load
-            make_task_dir(task_dir)
         try:
             cgroup, parked = await self._task_cgroup(task_dir.name)
         except BaseException:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tcworker.engines.hostsandbox import make_task_dir
 
 
@@ -38,3 +40,11 @@ def test_leftovers_of_every_kind_are_replaced(tmp_path: Path) -> None:
         assert os.listdir(path) == ["generic-worker"], name
         assert _modes(path) == (0o755, 0o700), name
     assert (tmp_path / "elsewhere" / "keep").read_text() == "not the task's"  # the link went, not its target
+
+
+def test_a_leftover_is_left_alone_when_the_caller_removes_it_elsewhere(tmp_path: Path) -> None:
+    """The engine's inline attempt: a leftover raises before anything is created or removed."""
+    (tmp_path / "task_b_0" / "old").mkdir(parents=True)
+    with pytest.raises(FileExistsError):
+        make_task_dir(tmp_path / "task_b_0", replace_leftover=False)
+    assert os.listdir(tmp_path / "task_b_0") == ["old"]
