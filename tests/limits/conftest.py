@@ -8,15 +8,16 @@ that need per-task cgroups go through ``skip_or_fail`` when there are none.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from helpers.ci import require_root, skip_or_fail
-from helpers.engines import host_dirs
+from helpers.engines import host_dirs, make_config
 from helpers.workerproc import WorkerProcess
 
 from tcworker.engines import cgroups
+from tcworker.engines.simple import SimpleEngine
 
 WorkerFactory = Callable[..., WorkerProcess]
 
@@ -54,3 +55,22 @@ def group(cgroup_host: cgroups.CgroupHost) -> Iterator[cgroups.TaskCgroup]:
         yield made
     finally:
         made.remove()
+
+
+@pytest.fixture
+async def simple_engine(
+    scratch: Path, cgroup_host: cgroups.CgroupHost
+) -> AsyncIterator[Callable[[int], Awaitable[SimpleEngine]]]:
+    """``await simple_engine(capacity)``: an initialised simple engine on ``scratch`` (with its
+    ready cgroups and parked stubs), shut down after the test."""
+    started: list[SimpleEngine] = []
+
+    async def start(capacity: int) -> SimpleEngine:
+        engine = SimpleEngine(kill_grace=1.0)
+        await engine.initialise(make_config(scratch, "simple", capacity=capacity))
+        started.append(engine)
+        return engine
+
+    yield start
+    for engine in started:
+        await engine.shutdown()

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers.engines import command_env, make_config, run_context, unique_sleep
+from helpers.engines import command_env, run_context, unique_sleep
 from helpers.logs import RecordingLog
 
 from tcworker.engines import cgroups, spawnstub
@@ -142,13 +142,8 @@ async def test_an_abort_while_the_command_is_handed_over_stops_it(
 
 
 @pytest.fixture
-async def engine(scratch: Path, cgroup_host: cgroups.CgroupHost) -> AsyncIterator[SimpleEngine]:
-    simple = SimpleEngine(kill_grace=1.0)
-    await simple.initialise(make_config(scratch, "simple", capacity=1))
-    try:
-        yield simple
-    finally:
-        await simple.shutdown()
+async def engine(simple_engine: Callable[[int], Awaitable[SimpleEngine]]) -> SimpleEngine:
+    return await simple_engine(1)
 
 
 async def _one_run(engine: SimpleEngine, script: str) -> tuple[int, str]:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -160,14 +160,11 @@ def _ready_groups(cgroup_host: cgroups.CgroupHost) -> list[Path]:
 
 
 @pytest.fixture
-async def engine(scratch: Path, cgroup_host: cgroups.CgroupHost) -> AsyncIterator[SimpleEngine]:
+async def engine(
+    simple_engine: Callable[[int], Awaitable[SimpleEngine]], cgroup_host: cgroups.CgroupHost
+) -> SimpleEngine:
     _OTHERS["groups"] = _all_ready_groups(cgroup_host)
-    simple = SimpleEngine(kill_grace=1.0)
-    await simple.initialise(make_config(scratch, "simple", capacity=2))
-    try:
-        yield simple
-    finally:
-        await simple.shutdown()
+    return await simple_engine(2)
 
 
 async def _kill_parked_stubs(cgroup_host: cgroups.CgroupHost) -> None:
