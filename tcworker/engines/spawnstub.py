@@ -63,6 +63,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 PERL = "/usr/bin/perl"  # perl-base is Essential on Debian; /bin/sh would add PWD to the env
 
@@ -78,12 +79,14 @@ _SYSCALLS: dict[str, tuple[int, int, int, int]] = {
 # entries, then the environment's entries. The stub acts once it has the whole body (no wait for
 # the writer to close the pipe). An empty request (a parked stub that was never used) ends the stub
 # quietly; one cut short (its worker died while writing it) ends it without starting anything.
-_LAUNCH_STUB = r"""
-my ($reqfd, $repfd, $nsg, $nsrg, $nsru, $nexec, $nj) = splice @ARGV, 0, 7;
-open(my $rep, ">&=", $repfd) or exit 126;
-fcntl($rep, 2, 1) or exit 126;
+STUB_SUB = r"""
+my $rep;
 sub fail { my $e = ($! + 0) || 1; syswrite($rep, "$e $_[0]"); exit 127 }
-for my $f (splice @ARGV, 0, $nj) {
+sub stub {
+my ($reqfd, $repfd, $nsg, $nsrg, $nsru, $nexec, $nj, @join) = @_;
+open($rep, ">&=", $repfd) or exit 126;
+fcntl($rep, 2, 1) or exit 126;
+for my $f (splice @join, 0, $nj) {
   open(my $h, ">", $f) or fail("join-cgroup"); syswrite($h, "0") or fail("join-cgroup");
   close($h) or fail("join-cgroup");
 }
@@ -127,7 +130,9 @@ for my $p (@cand) {
   $last = $! + 0; $saved ||= $last if $last != 2 && $last != 20;
 }
 $! = $saved || $last; fail("exec");
+}
 """
+_LAUNCH_STUB = STUB_SUB + "stub(@ARGV);\n"
 _STAGES = {  # what the stub was doing when it failed, as start errors say it
     "join-cgroup": "cannot join the task's cgroup",
     "read-request": "cannot read the command to start",
@@ -243,14 +248,33 @@ def encode_request(argv: Sequence[str], env: Mapping[str, str], cwd: str, user: 
     return b"%d\0" % len(body) + body
 
 
+def syscall_numbers() -> tuple[int, int, int, int]:
+    """(setgroups, setresgid, setresuid, execve) on this machine, as the stub takes them."""
+    return _SYSCALLS[os.uname().machine]
+
+
 def _stub_argv(request_fd: int, report_fd: int, join: Sequence[Path]) -> list[str]:
-    setgroups, setresgid, setresuid, execve = _SYSCALLS[os.uname().machine]
+    setgroups, setresgid, setresuid, execve = syscall_numbers()
     return [
         PERL, "-e", _LAUNCH_STUB, "--",
         str(request_fd), str(report_fd),
         str(setgroups), str(setresgid), str(setresuid), str(execve),
         str(len(join)), *map(str, join),
     ]  # fmt: skip
+
+
+class ChildHandle(Protocol):
+    """What a stub's process must offer: ``subprocess.Popen``'s, or ``stubforker.ChildProcess``
+    for one made by the forker."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
 
 
 @dataclass
@@ -263,7 +287,7 @@ class StubLaunch:
     the command.
     """
 
-    popen: subprocess.Popen[bytes]
+    popen: ChildHandle
     _report: int  # our end of the report pipe
     _request: int = -1  # parked: our end of the request pipe, until ``send``
     output: int = -1  # parked: our end of the output pipe (the caller takes it over)
@@ -285,7 +309,7 @@ class StubLaunch:
         request_fd = os.memfd_create("tcworker-request", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         report_r = report_w = -1
         try:
-            _write_all(request_fd, request)
+            write_all(request_fd, request)
             os.lseek(request_fd, 0, os.SEEK_SET)
             fcntl_seal(request_fd)
             report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -294,10 +318,10 @@ class StubLaunch:
                 env={}, cwd="/", pass_fds=(request_fd, report_w), **popen_kwargs,  # type: ignore[arg-type]
             )  # fmt: skip
         except BaseException:
-            _close(report_r)
+            close_fds(report_r)
             raise
         finally:
-            _close(request_fd, report_w)
+            close_fds(request_fd, report_w)
         return cls(popen, report_r)
 
     @classmethod
@@ -308,10 +332,7 @@ class StubLaunch:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         report_r = report_w = -1
         try:
-            for fd, size in ((request_w, REQUEST_PIPE_SIZE), (out_r, output_pipe_size)):
-                with contextlib.suppress(OSError):
-                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
-            request_room = fcntl.fcntl(request_w, fcntl.F_GETPIPE_SZ)  # what the kernel granted
+            request_room = _size_pipes(request_w, out_r, output_pipe_size)
             report_r, report_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             popen = subprocess.Popen(
                 _stub_argv(request_r, report_w, join),
@@ -325,11 +346,19 @@ class StubLaunch:
                 close_fds=True,
             )
         except BaseException:
-            _close(request_w, out_r, report_r)
+            close_fds(request_w, out_r, report_r)
             raise
         finally:
-            _close(request_r, out_w, report_w)
+            close_fds(request_r, out_w, report_w)
         return cls(popen, report_r, request_w, out_r, request_room)
+
+    @classmethod
+    def from_pipes(
+        cls, process: ChildHandle, request_w: int, out_r: int, report_r: int, output_pipe_size: int
+    ) -> StubLaunch:
+        """A parked stub some other way made (``stubforker``), given our ends of its pipes
+        (taken over: closed by ``drop``/``close`` as ``park``'s own)."""
+        return cls(process, report_r, request_w, out_r, _size_pipes(request_w, out_r, output_pipe_size))
 
     def waiting(self) -> bool:
         """A parked stub still waiting for its request (not dead meanwhile)."""
@@ -345,7 +374,7 @@ class StubLaunch:
         fd, self._request = self._request, -1
         if len(request) <= self._request_room:  # fits in the pipe: no wait for the reader
             try:
-                _write_all(fd, request)
+                write_all(fd, request)
             finally:
                 os.close(fd)
         else:  # the thread closes the pipe itself: never under its own write, even if we are cancelled
@@ -392,13 +421,13 @@ class StubLaunch:
 
     def close(self) -> None:
         """Drop the report pipe (``start_error`` does it too)."""
-        _close(self._report)
+        close_fds(self._report)
         self._report = -1
 
     def drop(self) -> None:
         """Close every pipe we still hold of a parked stub that will never be used (it ended on
         its own; ``discard`` ends a living one)."""
-        _close(self._request, self.output)
+        close_fds(self._request, self.output)
         self._request = self.output = -1
         self.close()
 
@@ -426,6 +455,15 @@ async def run_as_user(
     return launch.popen.returncode or 0, err
 
 
+def _size_pipes(request_w: int, out_r: int, output_pipe_size: int) -> int:
+    """A parked stub's request and output pipes to their sizes (best effort); returns the
+    request pipe's capacity, what the kernel granted."""
+    for fd, size in ((request_w, REQUEST_PIPE_SIZE), (out_r, output_pipe_size)):
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    return fcntl.fcntl(request_w, fcntl.F_GETPIPE_SZ)
+
+
 def fcntl_seal(fd: int) -> None:
     """Seal the environment's memfd: nobody can change it between our write and the stub's read."""
     seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -434,18 +472,18 @@ def fcntl_seal(fd: int) -> None:
 
 def _write_and_close(fd: int, data: bytes) -> None:
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
     finally:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
 
-def _close(*fds: int) -> None:
+def close_fds(*fds: int) -> None:
     for fd in fds:
         if fd >= 0:
             with contextlib.suppress(OSError):

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from helpers.engines import command_env, make_config, run_context
 from helpers.logs import RecordingLog
 
-from tcworker.engines import cgroups, spawnstub
+from tcworker.engines import cgroups, spawnstub, stubforker
 from tcworker.engines.base import EXIT_NOT_STARTED
 from tcworker.engines.launchpool import LaunchPool
 from tcworker.engines.process import CommandRunner
@@ -49,22 +49,37 @@ def _members(group: cgroups.TaskCgroup) -> set[int]:
     return {int(p) for d in group.dirs for p in (d / "cgroup.procs").read_text().split()}
 
 
-async def _park(group: cgroups.TaskCgroup) -> spawnstub.StubLaunch:
-    """A parked stub that has joined ``group`` (the join happens in the child, asynchronously)."""
-    stub = spawnstub.StubLaunch.park(_procs(group), 1 << 16)
-    for _ in range(500):
-        if stub.popen.pid in _members(group):
-            return stub
-        await asyncio.sleep(0.01)
-    raise AssertionError("the parked stub never joined its cgroup")
+Park = Callable[[cgroups.TaskCgroup], Awaitable[spawnstub.StubLaunch]]
+
+
+@pytest.fixture(params=["spawned", "forked"])
+def park(request: pytest.FixtureRequest) -> Iterator[Park]:
+    """``await park(group)``: a parked stub that has joined ``group`` (the join happens in the
+    child, asynchronously), spawned on its own or made by a ``StubForker`` as the pool makes them."""
+    forker = stubforker.StubForker.start() if request.param == "forked" else None
+
+    async def make(group: cgroups.TaskCgroup) -> spawnstub.StubLaunch:
+        if forker is not None:
+            stub = forker.park(_procs(group), 1 << 16)
+        else:
+            stub = spawnstub.StubLaunch.park(_procs(group), 1 << 16)
+        for _ in range(500):
+            if stub.popen.pid in _members(group):
+                return stub
+            await asyncio.sleep(0.01)
+        raise AssertionError("the parked stub never joined its cgroup")
+
+    yield make
+    if forker is not None:
+        forker.close()
 
 
 async def test_a_parked_stub_waits_as_root_in_the_group_with_an_empty_environment(
-    group: cgroups.TaskCgroup,
+    group: cgroups.TaskCgroup, park: Park
 ) -> None:
     os.environ["TCW_WORKER_ONLY_SECRET"] = "must-not-reach-the-task"
     try:
-        stub = await _park(group)
+        stub = await park(group)
     finally:
         del os.environ["TCW_WORKER_ONLY_SECRET"]
     try:
@@ -75,10 +90,12 @@ async def test_a_parked_stub_waits_as_root_in_the_group_with_an_empty_environmen
         await stub.discard()
 
 
-async def test_the_command_gets_exactly_its_environment(group: cgroups.TaskCgroup, scratch: Path) -> None:
+async def test_the_command_gets_exactly_its_environment(
+    group: cgroups.TaskCgroup, scratch: Path, park: Park
+) -> None:
     os.environ["TCW_WORKER_ONLY_SECRET"] = "must-not-reach-the-task"
     try:
-        stub = await _park(group)
+        stub = await park(group)
     finally:
         del os.environ["TCW_WORKER_ONLY_SECRET"]
     env = {"PATH": "/usr/bin:/bin", "ODD": "a=b\nc d", "EMPTY": ""}
@@ -90,9 +107,9 @@ async def test_the_command_gets_exactly_its_environment(group: cgroups.TaskCgrou
 
 
 async def test_the_command_runs_in_the_group_in_its_directory_leading_the_session(
-    group: cgroups.TaskCgroup, scratch: Path
+    group: cgroups.TaskCgroup, scratch: Path, park: Park
 ) -> None:
-    stub = await _park(group)
+    stub = await park(group)
     script = 'cat /proc/self/cgroup; pwd; echo "sid $(ps -o sid= $$) pid $$"'
     await stub.send(["sh", "-c", script], {"PATH": "/usr/bin:/bin"}, str(scratch), None)
     out = _read_all(stub.output)
@@ -112,18 +129,23 @@ async def test_the_command_runs_in_the_group_in_its_directory_leading_the_sessio
     ],
 )
 async def test_start_errors_come_back_as_start_errors(
-    group: cgroups.TaskCgroup, scratch: Path, argv: list[str], cwd: str | None, expected: type[OSError]
+    group: cgroups.TaskCgroup,
+    scratch: Path,
+    argv: list[str],
+    cwd: str | None,
+    expected: type[OSError],
+    park: Park,
 ) -> None:
     (scratch / "data.txt").write_text("not a program\n")  # mode 0644: not executable
-    stub = await _park(group)
+    stub = await park(group)
     await stub.send(argv, {"PATH": "/usr/bin:/bin"}, cwd or str(scratch), None)
     _read_all(stub.output)
     stub.popen.wait(10)
     assert isinstance(stub.start_error(), expected)
 
 
-async def test_an_unused_parked_stub_ends_and_leaves_nothing(group: cgroups.TaskCgroup) -> None:
-    stub = await _park(group)
+async def test_an_unused_parked_stub_ends_and_leaves_nothing(group: cgroups.TaskCgroup, park: Park) -> None:
+    stub = await park(group)
     pid = stub.popen.pid
     await stub.discard()
     assert stub.popen.returncode == 0
@@ -131,9 +153,9 @@ async def test_an_unused_parked_stub_ends_and_leaves_nothing(group: cgroups.Task
     assert _members(group) == set()
 
 
-async def test_a_stub_whose_worker_died_ends_by_itself(group: cgroups.TaskCgroup) -> None:
+async def test_a_stub_whose_worker_died_ends_by_itself(group: cgroups.TaskCgroup, park: Park) -> None:
     """The request pipe's writer is gone: the stub reads an empty request and exits 0."""
-    stub = await _park(group)
+    stub = await park(group)
     os.close(stub._request)  # what the kernel does when the worker dies
     stub._request = -1
     assert stub.popen.wait(10) == 0
@@ -255,14 +277,16 @@ def test_the_pool_gives_up_quietly_when_groups_cannot_be_made(cgroup_host: cgrou
     assert pool.take() is None
 
 
-async def test_a_worker_restart_removes_a_dead_workers_ready_groups(cgroup_host: cgroups.CgroupHost) -> None:
+async def test_a_worker_restart_removes_a_dead_workers_ready_groups(
+    cgroup_host: cgroups.CgroupHost, park: Park
+) -> None:
     """A crashed worker's parked stubs and groups: its groups are named like any run's, so the
     next worker's start kills the stubs and removes the groups."""
     gone = await asyncio.create_subprocess_exec("true")
     await gone.wait()
     name = f"task_ready_deadbeef-w{gone.pid}"
     group = cgroup_host.create(name, cgroups.TaskLimits(64, 1 << 30))
-    stub = await _park(group)
+    stub = await park(group)
     try:
         assert name in cgroup_host.remove_stale()
         assert stub.popen.wait(10) == -signal.SIGKILL
@@ -319,12 +343,12 @@ async def test_a_dead_parked_stub_leaves_no_descriptor_in_the_worker(
 
 
 async def test_a_run_cancelled_while_its_request_is_sent_never_starts_the_command(
-    group: cgroups.TaskCgroup, scratch: Path
+    group: cgroups.TaskCgroup, scratch: Path, park: Park
 ) -> None:
     """A request too big for the pipe is written by a thread while the stub reads it (here the
     stub is held up, as by its start-up or cgroup join); the run is cancelled meanwhile: the stub
     must not go on to start the command of a cancelled run."""
-    stub = await _park(group)
+    stub = await park(group)
     os.kill(stub.popen.pid, signal.SIGSTOP)
     marker = scratch / "started-after-cancel"
     env = {"PATH": "/usr/bin:/bin", **{f"BIG{i}": "x" * 100_000 for i in range(14)}}  # ~1.4 MB

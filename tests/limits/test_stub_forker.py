@@ -1,0 +1,142 @@
+"""Parked stubs made by the forker (``stubforker``): each is the worker's own child, holds nothing
+of the forker, the forker holds nothing of it once the worker has its pipes, and the pool goes on
+without a forker that died. What a parked stub gives its command is tested for both ways of
+making one in test_parked_launch.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers.engines import command_env, run_context
+from helpers.logs import RecordingLog
+
+from tcworker.engines import cgroups, stubforker
+from tcworker.engines.launchpool import LaunchPool
+from tcworker.engines.process import CommandRunner
+from tcworker.engines.simple import SimpleEngine
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def forker() -> Iterator[stubforker.StubForker]:
+    if not stubforker.forker_available():
+        pytest.skip("no command stub on this host (perl, or system call numbers unknown)")
+    made = stubforker.StubForker.start()
+    yield made
+    made.close()
+
+
+def _fds(pid: int) -> set[int]:
+    return {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+
+
+def _environ(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
+def _procs(group: cgroups.TaskCgroup) -> list[Path]:
+    return [d / "cgroup.procs" for d in group.dirs]
+
+
+async def test_a_forked_stub_is_our_child_and_its_rusage_is_ours(
+    forker: stubforker.StubForker, group: cgroups.TaskCgroup, scratch: Path
+) -> None:
+    stub = forker.park(_procs(group), 1 << 16)
+    assert psutil.Process(stub.popen.pid).ppid() == os.getpid()  # not the forker's
+    runner = CommandRunner(grace=1, cgroup=group, parked=stub)
+    log = RecordingLog()
+    script = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; cat /proc/self/cgroup; ls /proc/self/fd"
+    result = await runner.run(["sh", "-c", script], {"PATH": "/usr/bin:/bin"}, str(scratch), log)
+    assert result.exit_code == 0, log.text
+    assert result.user_time + result.system_time > 0  # wait4's rusage of our child
+    assert log.text.count(group.name) == len(group.dirs), log.text
+    # the command holds stdin, stdout, stderr (and ls its directory): nothing of the forker
+    fds = [line for line in log.text.splitlines() if line.strip().isdigit()]
+    assert sorted(map(int, fds)) == [0, 1, 2, 3], log.text
+
+
+async def test_the_forker_keeps_nothing_of_a_stub_and_the_stub_nothing_of_the_forker(
+    forker: stubforker.StubForker, group: cgroups.TaskCgroup
+) -> None:
+    before = _fds(forker.pid)
+    stubs = [forker.park(_procs(group), 1 << 16) for _ in range(3)]
+    try:
+        await asyncio.sleep(0.2)  # the forker has read the close of the last stub's copies
+        assert _fds(forker.pid) == before
+        for stub in stubs:
+            # stdin, the output pipe on stdout and stderr, the request and report pipes: no more
+            assert len(_fds(stub.popen.pid)) == 5, os.listdir(f"/proc/{stub.popen.pid}/fd")
+            assert _environ(stub.popen.pid) == b""
+            assert os.getsid(stub.popen.pid) == stub.popen.pid
+    finally:
+        for stub in stubs:
+            await stub.discard()
+    assert [stub.popen.returncode for stub in stubs] == [0, 0, 0]
+
+
+async def test_stubs_outlive_the_forker_and_the_forker_ends_with_its_control_pipe(
+    forker: stubforker.StubForker, group: cgroups.TaskCgroup, scratch: Path
+) -> None:
+    stub = forker.park(_procs(group), 1 << 16)
+    pid = forker.pid
+    forker.close()  # what the worker's death does to the control pipe, then the reaping
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    with pytest.raises(stubforker.ForkerGone):
+        forker.park(_procs(group), 1 << 16)
+    log = RecordingLog()
+    runner = CommandRunner(grace=1, cgroup=group, parked=stub)
+    result = await runner.run(["echo", "still here"], {"PATH": "/usr/bin:/bin"}, str(scratch), log)
+    assert result.exit_code == 0 and "still here" in log.text, log.text
+
+
+async def test_the_pool_spawns_its_stubs_when_the_forker_died(
+    cgroup_host: cgroups.CgroupHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = LaunchPool(cgroup_host, cgroups.TaskLimits(64, 1 << 30), 2, 1 << 16)
+    try:
+        pool.top_up()
+        assert pool._forker is not None
+        os.kill(pool._forker.pid, signal.SIGKILL)
+        pairs = [pool.take(), pool.take()]
+        assert all(pair is not None for pair in pairs)
+        with caplog.at_level(logging.WARNING):
+            pool.top_up()  # the forker is found dead: two stubs spawned on their own
+        assert "forker lost" in caplog.text
+        assert pool._forker is None
+        fresh = [pool.take(), pool.take()]
+        assert all(pair is not None and pair[1].waiting() for pair in fresh)
+        for pair in pairs + fresh:
+            assert pair is not None
+            group, stub = pair
+            await stub.discard()
+            if not group.remove_if_empty():
+                group.remove()
+    finally:
+        await pool.close()
+
+
+async def test_the_engines_stubs_come_from_its_forker(
+    simple_engine: Callable[[int], Awaitable[SimpleEngine]],
+) -> None:
+    engine = await simple_engine(1)
+    pool = engine._launches
+    assert pool is not None and pool._forker is not None
+    forker_pid = pool._forker.pid
+    log = RecordingLog()
+    sandbox = await engine.prepare(run_context(log))
+    try:
+        result = await sandbox.execute(["sh", "-c", "echo ran"], command_env(sandbox), log)
+    finally:
+        await sandbox.destroy()
+    assert result.exit_code == 0 and "ran" in log.text, log.text
+    await engine.shutdown()
+    assert not psutil.pid_exists(forker_pid) or psutil.Process(forker_pid).status() == psutil.STATUS_ZOMBIE
