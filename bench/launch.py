@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """A run's first command through its parked stub: ``CommandRunner.run(["true"])`` as a worker runs
 it, beside a bare ``subprocess.run(["true"])`` in the same run, and what ``LaunchPool.top_up``
-costs after each run.
+costs after each run — with stubs cloned by the pool's forker and with stubs spawned each on
+their own perl, alternating round by round.
 
 Each round does what the worker does for one run: the pool makes a ready ``(cgroup, parked stub)``
 pair (``top_up``, timed: wall and the worker's own CPU), the process then waits ``--gap`` seconds
 (a worker waiting for its next task; the stub has long joined its group by then), a real
 ``CommandRunner`` with that cgroup and stub runs ``true`` (timed), and the group is removed as
 ``destroy`` removes it. The bare ``subprocess.run(["true"])`` runs in the same round, so the
-machine's load hits both alike. ``--loop uvloop`` runs it on uvloop's event loop. Prints median
-and p90 wall, the worker's CPU per command (its own, not the child's) and the load. Needs root
-and a host with cgroups; otherwise it says why and exits 2.
+machine's load hits all alike. ``--loop uvloop`` runs it on uvloop's event loop. Prints median
+and p90 wall, the worker's own CPU per step, then the CPU each way of parking costs per run in
+all processes: the worker's (``top_up`` and the command's path), the stub process's (its start
+or clone, the cgroup join, then ``true`` itself) and the forker's — beside the bare ``true``'s
+process. Needs root and a host with cgroups; otherwise it says why and exits 2.
 Run: ``python bench/launch.py [-n 200] [--gap 0.05] [--loop asyncio|uvloop]``.
 """
 
@@ -57,6 +60,18 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _children_cpu() -> float:
+    """CPU of our reaped children (a stub or a bare ``true``, once ``wait4`` has it)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    """utime + stime of a living process (the forker, not reaped until the end)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Series:
     """Wall and own-CPU seconds of one measured step, one entry per round."""
 
@@ -95,6 +110,43 @@ async def _wait_joined(group: cgroups.TaskCgroup, stub: spawnstub.StubLaunch) ->
     raise SystemExit("a parked stub never joined its cgroup")
 
 
+class Way:
+    """One way of parking stubs: its pool and what each round costs."""
+
+    def __init__(self, name: str, pool: LaunchPool) -> None:
+        self.name = name
+        self.pool = pool
+        self.command = Series(f"CommandRunner.run(['true']), {name} stub")
+        self.top_up = Series(f"LaunchPool.top_up, {name} stub")
+        self.stub_cpu = 0.0  # the stub process's CPU, `true` included (all rounds)
+        self.forker_cpu = 0.0
+
+    async def round(self, gap: float, bare: Series, bare_cpu: list[float], remove: Series) -> None:
+        forker = self.pool._forker  # noqa: SLF001 (its CPU is measured, nothing else)
+        f0 = _process_cpu(forker.pid) if forker is not None else 0.0
+        _timed(self.top_up, self.pool.top_up)
+        if forker is not None:
+            self.forker_cpu += _process_cpu(forker.pid) - f0
+        ready = self.pool.take()
+        if ready is None:
+            raise SystemExit("the launch pool made no ready pair (see the warning above)")
+        group, stub = ready
+        await _wait_joined(group, stub)
+        await asyncio.sleep(gap)
+        k0 = _children_cpu()
+        _timed(bare, lambda: subprocess.run(["true"], check=True))  # noqa: ASYNC221 (the baseline)
+        bare_cpu.append(_children_cpu() - k0)
+        runner = CommandRunner(cgroup=group, parked=stub)
+        c0, k0, t0 = _cpu(), _children_cpu(), time.perf_counter()
+        result = await runner.run(["true"], ENV, "/", _Discard())
+        self.command.add(time.perf_counter() - t0, _cpu() - c0)
+        self.stub_cpu += _children_cpu() - k0
+        if result.exit_code != 0 or result.start_error:
+            raise SystemExit(f"`true` failed: {result}")
+        if not _timed(remove, group.remove_if_empty):
+            group.remove()
+
+
 async def main(n: int, gap: float) -> int:
     if os.geteuid() != 0:
         print("skipped: per-task cgroups need root")
@@ -106,36 +158,23 @@ async def main(n: int, gap: float) -> int:
     if not spawnstub.launch_available():
         print("skipped: the launch stub cannot be used here (perl or system call numbers)")
         return 2
-    pool = LaunchPool(host, cgroups.TaskLimits(256, 256 << 20), 1, PIPE_SIZE)
-    bare, parked, top_up, remove = (
-        Series("bare subprocess.run(['true'])"),
-        Series("CommandRunner.run(['true']), parked stub"),
-        Series("LaunchPool.top_up (cgroup + parked stub)"),
-        Series("removing the run's empty cgroup"),
-    )
+    limits = cgroups.TaskLimits(256, 256 << 20)
+    ways = [
+        Way("forked", LaunchPool(host, limits, 1, PIPE_SIZE)),
+        Way("spawned", LaunchPool(host, limits, 1, PIPE_SIZE, forker=False)),
+    ]
+    bare, remove = Series("bare subprocess.run(['true'])"), Series("removing the run's empty cgroup")
+    bare_cpu: list[float] = []
     loads = [os.getloadavg()[0]]
     for _ in range(2):  # warm-up: first imports, first stubs
         subprocess.run(["true"], check=True)  # noqa: ASYNC221 (the blocking baseline itself)
     for i in range(n):
-        _timed(top_up, pool.top_up)
-        ready = pool.take()
-        if ready is None:
-            raise SystemExit("the launch pool made no ready pair (see the warning above)")
-        group, stub = ready
-        await _wait_joined(group, stub)
-        await asyncio.sleep(gap)
-        _timed(bare, lambda: subprocess.run(["true"], check=True))  # noqa: PLW0640
-        runner = CommandRunner(cgroup=group, parked=stub)
-        c0, t0 = _cpu(), time.perf_counter()
-        result = await runner.run(["true"], ENV, "/", _Discard())
-        parked.add(time.perf_counter() - t0, _cpu() - c0)
-        if result.exit_code != 0 or result.start_error:
-            raise SystemExit(f"`true` failed: {result}")
-        if not _timed(remove, group.remove_if_empty):
-            group.remove()
+        for way in ways if i % 2 else reversed(ways):
+            await way.round(gap, bare, bare_cpu, remove)
         if i % 50 == 49:
             loads.append(os.getloadavg()[0])
-    await pool.close()
+    for way in ways:
+        await way.pool.close()
     loads.append(os.getloadavg()[0])
     print(host.describe())
     print(
@@ -143,12 +182,22 @@ async def main(n: int, gap: float) -> int:
     )
     print(f"load average (1 min) during the run: {min(loads):.2f}–{max(loads):.2f}")
     print(
-        f"{'per run, n=' + str(n):<46} {'wall med':>9} {'wall p90':>9} {'CPU med':>9} {'CPU mean':>9}  (ms)"
+        f"{'per run, n=' + str(n) + ' each way':<46} {'wall med':>9} {'wall p90':>9} {'CPU med':>9} {'CPU mean':>9}  (ms)"
     )
-    for series in (bare, parked, top_up, remove):
+    for series in (bare, *(w.command for w in ways), *(w.top_up for w in ways), remove):
         print(series.row())
-    over = statistics.median(parked.wall) - statistics.median(bare.wall)
-    print(f"parked-stub command over the bare one, median wall: {over * 1000:.3f} ms")
+    for way in ways:
+        over = statistics.median(way.command.wall) - statistics.median(bare.wall)
+        print(f"{way.name} parked-stub command over the bare one, median wall: {over * 1000:.3f} ms")
+    print("CPU per run in every process (ms, means): worker top_up + command path, stub process, forker")
+    print(f"  bare `true`: its process {statistics.mean(bare_cpu) * 1000:.2f}")
+    for way in ways:
+        worker = statistics.mean(way.top_up.cpu) + statistics.mean(way.command.cpu)
+        stub, forker = way.stub_cpu / n, way.forker_cpu / n
+        print(
+            f"  {way.name:>7}: worker {worker * 1000:.2f} + stub {stub * 1000:.2f} + forker {forker * 1000:.2f}"
+            f" = {(worker + stub + forker) * 1000:.2f}"
+        )
     return 0
 
 

@@ -37,8 +37,15 @@ class LaunchPool:
     """Up to ``size`` ready ``(cgroup, stub)`` pairs of one worker."""
 
     def __init__(
-        self, host: cgroups.CgroupHost, limits: cgroups.TaskLimits, size: int, pipe_size: int
+        self,
+        host: cgroups.CgroupHost,
+        limits: cgroups.TaskLimits,
+        size: int,
+        pipe_size: int,
+        *,
+        forker: bool = True,
     ) -> None:
+        """``forker=False``: every stub spawned on its own perl (``bench/launch.py``'s baseline)."""
         self._host = host
         self._limits = limits
         self._size = max(0, min(size, MAX_SIZE))
@@ -50,7 +57,7 @@ class LaunchPool:
         # overfilling the pool and one from adding a pair after close().
         self._filling = threading.Lock()
         self._forker: stubforker.StubForker | None = None
-        self._forker_tried = False
+        self._forker_tried = not forker
 
     def take(self) -> tuple[cgroups.TaskCgroup, spawnstub.StubLaunch] | None:
         """A ready pair for one run (its stub still waiting), or ``None``."""

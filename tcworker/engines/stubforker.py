@@ -1,12 +1,16 @@
 """Parked command stubs made by one long-lived perl instead of a perl started for each.
 
 A parked stub (``spawnstub.StubLaunch.park``) is a fresh ``perl -e`` that starts, compiles the
-stub and waits for its command. Measured here per parked stub, in the stub's own CPU: ~2 ms for
-perl's start-up, ~1 ms more to compile the stub, ~0.9 ms of the worker's own for the ``vfork``
-and its pipes — about a tenth of all the CPU a trivial task costs the worker, its children and
-the platform together, and it competes with the next task for the same cores.
+stub and waits for its command. ``bench/launch.py`` measured here, per run, in every process:
+5.0–5.2 ms of CPU for a spawned stub (its perl's start-up, the stub's compilation, the cgroup
+join, then ``true`` itself, which alone is ~1.1 ms) against 2.2–2.4 ms for a cloned one plus
+0.5–0.6 ms in the forker, and ~0.1 ms less in the worker — ~2.3 ms per run, about a tenth of
+the CPU a trivial task costs the worker, its children and the platform together, on cores the
+next task needs. The command's start is no slower (0.07–0.16 ms faster at the median).
 
-The forker is one perl per worker that compiled the stub once. For each stub it makes the three
+The forker is one perl per worker that compiled the stub once and loads no module (raw system
+calls instead of POSIX's: with POSIX loaded, every clone's ``execve`` had more to drop and the
+command started ~0.3 ms later than from a spawned stub). For each stub it makes the three
 pipes and calls the raw ``clone`` system call with ``CLONE_PARENT``: the new process is a copy of
 the forker — the stub already compiled — whose parent is the **worker**, not the forker, so
 everything ``CommandRunner`` does with a child (pidfd, ``wait4`` and its rusage for the footer,
@@ -26,8 +30,9 @@ go from the worker straight to the stub.
 The control protocol (worker → forker, on a pipe; replies one line each):
 ``P<8-digit length><cgroup.procs paths, NUL-separated>`` makes a stub and replies
 ``<pid> <request fd> <output fd> <report fd>`` or ``E <errno>``; ``C00000000`` closes the copies
-of the last stub's pipes. The forker says ``R`` once it has started. End of the control pipe (the worker closed it, or died) ends the forker.
-Where the forker cannot start or stops answering, ``LaunchPool`` spawns each stub on its own.
+of the last stub's pipes. The forker says ``R`` once it has started; the end of the control pipe
+(the worker closed it, or died) ends it. Where the forker cannot start or stops answering,
+``LaunchPool`` spawns each stub on its own.
 """
 
 from __future__ import annotations
@@ -45,9 +50,15 @@ from pathlib import Path
 
 from tcworker.engines import spawnstub
 
-# clone(2) per ``os.uname().machine`` (flags first; the other arguments are all 0 here, so their
-# order, which differs between architectures, does not matter).
-_CLONE: dict[str, int] = {"x86_64": 56, "aarch64": 220, "riscv64": 220}
+# (clone, setsid, exit_group) per ``os.uname().machine``: raw system calls, so that the forker
+# loads no module (every page it has, each clone has to copy or share, and its ``execve`` to drop).
+# clone's flags come first; its other arguments are all 0 here, so their order, which differs
+# between architectures, does not matter.
+_SYSCALLS: dict[str, tuple[int, int, int]] = {
+    "x86_64": (56, 112, 231),
+    "aarch64": (220, 157, 94),
+    "riscv64": (220, 157, 94),
+}
 _CLONE_PARENT = 0x00008000
 _SIGCHLD = 17  # the child's exit signal: the worker hears of it as of any child
 REPLY_TIMEOUT = 5.0  # a forker that does not answer within this is given up
@@ -55,19 +66,19 @@ REPLY_TIMEOUT = 5.0  # a forker that does not answer within this is given up
 _FORKER = (
     spawnstub.STUB_SUB
     + r"""
-use POSIX ();
-my ($ctlfd, $replyfd, $nclone, $flags, @sys) = @ARGV;
-open(my $ctl, "<&=", $ctlfd) or POSIX::_exit(126);
-open(my $reply, ">&=", $replyfd) or POSIX::_exit(126);
-fcntl($ctl, 2, 1) or POSIX::_exit(126);
-fcntl($reply, 2, 1) or POSIX::_exit(126);
+my ($ctlfd, $replyfd, $nclone, $flags, $nsetsid, $nexit, @sys) = @ARGV;
+sub quit { syscall(0 + $nexit, 0 + $_[0]) }
+open(my $ctl, "<&=", $ctlfd) or quit(126);
+open(my $reply, ">&=", $replyfd) or quit(126);
+fcntl($ctl, 2, 1) or quit(126);
+fcntl($reply, 2, 1) or quit(126);
 sub readn {
   my ($n) = @_; my $b = "";
   while (length($b) < $n) { my $got = sysread($ctl, $b, $n - length($b), length $b); return undef unless $got }
   return $b;
 }
 my @held;
-syswrite($reply, "R\n") or POSIX::_exit(126);
+syswrite($reply, "R\n") or quit(126);
 while (defined(my $head = readn(9))) {
   my ($op, $len) = (substr($head, 0, 1), substr($head, 1));
   $len =~ /^[0-9]{8}\z/ or last;
@@ -85,13 +96,14 @@ while (defined(my $head = readn(9))) {
   my $pid = syscall(0 + $nclone, 0 + $flags, 0, 0, 0, 0);
   if ($pid == 0) {
     close($ctl); close($reply); close($qw); close($or); close($rr);
-    POSIX::setsid();
-    open(STDIN, "<", "/dev/null") or POSIX::_exit(126);
-    defined POSIX::dup2(fileno($ow), 1) or POSIX::_exit(126);
-    defined POSIX::dup2(fileno($ow), 2) or POSIX::_exit(126);
+    syscall(0 + $nsetsid) > 0 or quit(126);
+    # reopening a standard handle keeps its descriptor (0, 1, 2)
+    open(STDIN, "<", "/dev/null") or quit(126);
+    open(STDOUT, ">&", $ow) or quit(126);
+    open(STDERR, ">&", $ow) or quit(126);
     close($ow);
     stub(fileno($qr), fileno($rw), @sys, scalar(@join), @join);
-    POSIX::_exit(127);
+    quit(127);
   }
   my $e = $! + 0;
   close($ow); close($rw);
@@ -105,7 +117,7 @@ while (defined(my $head = readn(9))) {
 
 def forker_available() -> bool:
     """Whether a forker can work here: the stub can, and the ``clone`` number is known."""
-    return spawnstub.launch_available() and os.uname().machine in _CLONE
+    return spawnstub.launch_available() and os.uname().machine in _SYSCALLS
 
 
 class ForkerGone(OSError):
@@ -173,13 +185,14 @@ class StubForker:
     def start(cls) -> StubForker:
         """Start the forker (``vfork`` of one perl). Raises ``OSError`` when it cannot."""
         setgroups, setresgid, setresuid, execve = spawnstub.syscall_numbers()
+        clone, setsid, exit_group = _SYSCALLS[os.uname().machine]
         control_r, control_w = os.pipe2(os.O_CLOEXEC)
         replies_r, replies_w = os.pipe2(os.O_CLOEXEC)
         try:
             popen = subprocess.Popen(
                 [
                     spawnstub.PERL, "-e", _FORKER, "--", str(control_r), str(replies_w),
-                    str(_CLONE[os.uname().machine]), str(_CLONE_PARENT | _SIGCHLD),
+                    str(clone), str(_CLONE_PARENT | _SIGCHLD), str(setsid), str(exit_group),
                     str(setgroups), str(setresgid), str(setresuid), str(execve),
                 ],  # fmt: skip
                 env={},
