@@ -117,9 +117,12 @@ class Way:
         self.name = name
         self.pool = pool
         self.command = Series(f"CommandRunner.run(['true']), {name} stub")
+        self.later = Series(f"  the run's second command, {name} stub")
         self.top_up = Series(f"LaunchPool.top_up, {name} stub")
         self.stub_cpu = 0.0  # the stub process's CPU, `true` included (all rounds)
+        self.later_stub_cpu = 0.0
         self.forker_cpu = 0.0
+        self.forker_cpu_later = 0.0
 
     async def round(self, gap: float, bare: Series, bare_cpu: list[float], remove: Series) -> None:
         forker = self.pool._forker  # noqa: SLF001 (its CPU is measured, nothing else)
@@ -136,13 +139,22 @@ class Way:
         k0 = _children_cpu()
         _timed(bare, lambda: subprocess.run(["true"], check=True))  # noqa: ASYNC221 (the baseline)
         bare_cpu.append(_children_cpu() - k0)
-        runner = CommandRunner(cgroup=group, parked=stub)
-        c0, k0, t0 = _cpu(), _children_cpu(), time.perf_counter()
-        result = await runner.run(["true"], ENV, "/", _Discard())
-        self.command.add(time.perf_counter() - t0, _cpu() - c0)
-        self.stub_cpu += _children_cpu() - k0
-        if result.exit_code != 0 or result.start_error:
-            raise SystemExit(f"`true` failed: {result}")
+        # without the forker, a later command spawns its stub with the request in a memfd
+        park = self.pool.park if forker is not None else None
+        runner = CommandRunner(cgroup=group, parked=stub, park=park)
+        for series, first in ((self.command, True), (self.later, False)):
+            f0 = _process_cpu(forker.pid) if forker is not None else 0.0
+            c0, k0, t0 = _cpu(), _children_cpu(), time.perf_counter()
+            result = await runner.run(["true"], ENV, "/", _Discard())
+            series.add(time.perf_counter() - t0, _cpu() - c0)
+            if first:
+                self.stub_cpu += _children_cpu() - k0
+            else:
+                self.later_stub_cpu += _children_cpu() - k0
+                if forker is not None:
+                    self.forker_cpu_later += _process_cpu(forker.pid) - f0
+            if result.exit_code != 0 or result.start_error:
+                raise SystemExit(f"`true` failed: {result}")
         if not _timed(remove, group.remove_if_empty):
             group.remove()
 
@@ -184,7 +196,7 @@ async def main(n: int, gap: float) -> int:
     print(
         f"{'per run, n=' + str(n) + ' each way':<46} {'wall med':>9} {'wall p90':>9} {'CPU med':>9} {'CPU mean':>9}  (ms)"
     )
-    for series in (bare, *(w.command for w in ways), *(w.top_up for w in ways), remove):
+    for series in (bare, *(x for w in ways for x in (w.command, w.later)), *(w.top_up for w in ways), remove):
         print(series.row())
     for way in ways:
         over = statistics.median(way.command.wall) - statistics.median(bare.wall)
@@ -194,6 +206,14 @@ async def main(n: int, gap: float) -> int:
     for way in ways:
         worker = statistics.mean(way.top_up.cpu) + statistics.mean(way.command.cpu)
         stub, forker = way.stub_cpu / n, way.forker_cpu / n
+        print(
+            f"  {way.name:>7}: worker {worker * 1000:.2f} + stub {stub * 1000:.2f} + forker {forker * 1000:.2f}"
+            f" = {(worker + stub + forker) * 1000:.2f}"
+        )
+    print("CPU of the run's second command (ms, means): worker, stub process, forker")
+    for way in ways:
+        worker = statistics.mean(way.later.cpu)
+        stub, forker = way.later_stub_cpu / n, way.forker_cpu_later / n
         print(
             f"  {way.name:>7}: worker {worker * 1000:.2f} + stub {stub * 1000:.2f} + forker {forker * 1000:.2f}"
             f" = {(worker + stub + forker) * 1000:.2f}"

@@ -86,12 +86,15 @@ class HostSandbox(Sandbox):
         grace: float,
         cgroup: cgroups.TaskCgroup | None = None,
         parked: spawnstub.StubLaunch | None = None,
+        park: Callable[[Sequence[Path]], spawnstub.StubLaunch] | None = None,
         on_destroyed: Callable[[], None] | None = None,
     ) -> None:
         self._task_dir = task_dir
         self._clean_up = clean_up
         self._cgroup = cgroup
-        self._runner = CommandRunner(grace=grace, sweep=self._sweeper(), cgroup=cgroup, parked=parked)
+        self._runner = CommandRunner(
+            grace=grace, sweep=self._sweeper(), cgroup=cgroup, parked=parked, park=park
+        )
         self._on_destroyed = on_destroyed  # the engine tops its launch pool up (after the report)
         self._destroyed = False
 
@@ -255,6 +258,10 @@ class HostEngine(Engine):
         if self._cgroups is not None and self._limits is not None and spawnstub.launch_available():
             self._launches = LaunchPool(self._cgroups, self._limits, config.capacity + 1, PIPE_SIZE)
             self._launches.top_up()
+
+    def _stub_maker(self) -> Callable[[Sequence[Path]], spawnstub.StubLaunch] | None:
+        """For a run's later commands: a stub on the spot, from the launch pool's forker."""
+        return self._launches.park if self._launches is not None else None
 
     def _top_up_launches(self) -> None:
         """After a run: make the next run's cgroup and stub (off every task's path)."""

@@ -118,10 +118,17 @@ class MultiuserSandbox(HostSandbox):
         grace: float,
         cgroup: TaskCgroup | None = None,
         parked: spawnstub.StubLaunch | None = None,
+        park: Callable[[Sequence[Path]], spawnstub.StubLaunch] | None = None,
         on_destroyed: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(
-            user.home, clean_up=clean_up, grace=grace, cgroup=cgroup, parked=parked, on_destroyed=on_destroyed
+            user.home,
+            clean_up=clean_up,
+            grace=grace,
+            cgroup=cgroup,
+            parked=parked,
+            park=park,
+            on_destroyed=on_destroyed,
         )
         self.user = user
         self._pool = pool
@@ -362,6 +369,7 @@ class MultiuserEngine(HostEngine):
             grace=self.kill_grace,
             cgroup=cgroup,
             parked=parked,
+            park=self._stub_maker(),
             on_destroyed=self._top_up_launches,
         )
 

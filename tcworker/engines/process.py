@@ -8,7 +8,8 @@ worker (10–35 ms per command here; ``subprocess`` forks for a ``preexec_fn`` o
 there is one, and ``execve``s the command, reporting a failed ``execve`` as a start error. A run's
 first command usually finds its stub already started and waiting in the run's fresh cgroup
 (``parked``, from the engine's ``LaunchPool``): joining a cgroup can cost a kernel RCU grace period
-(6–12 ms), paid there before the task was claimed. Where no stub can be used the child is forked
+(6–12 ms), paid there before the task was claimed. Later commands get a stub from the pool on
+the spot (``park``: cloned by its ``stubforker``, no perl start-up). Where no stub can be used the child is forked
 with ``user=`` and a ``preexec_fn`` (one ``os.write`` per hierarchy to descriptors the worker
 opened). Nothing the command starts can leave the group.
 Combined stdout+stderr go through one pipe, drained (``pipepump``: by the loop while the output is
@@ -50,6 +51,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tcworker.engines import spawnstub
@@ -127,9 +129,11 @@ class CommandRunner:
         sweep: Callable[[], Awaitable[object]] | None = None,
         cgroup: TaskCgroup | None = None,
         parked: spawnstub.StubLaunch | None = None,
+        park: Callable[[Sequence[Path]], spawnstub.StubLaunch] | None = None,
     ) -> None:
         self.grace = grace
         self._parked = parked
+        self._park = park  # blocking: a stub joining these cgroup.procs (the engine's LaunchPool.park)
         self._sweep = sweep
         self._sweeping: asyncio.Future[object] | None = None  # the last command's sweep
         self._cgroup = cgroup
@@ -254,8 +258,10 @@ class CommandRunner:
     ) -> tuple[subprocess.Popen[bytes], int, spawnstub.StubLaunch | None]:
         """Start the command: ``(process, read end of its output pipe, its stub or None)``.
         Raises the start error. The first command of a run hands its request to the stub parked
-        in the run's cgroup, if it got one (``LaunchPool``); the others spawn a stub (``vfork``)
-        that joins the group itself; without a usable stub, the worker forks as before."""
+        in the run's cgroup, if it got one (``LaunchPool``); the others get a stub from the
+        engine's pool on the spot (cloned by its forker: no perl start-up on their path), or else
+        spawn one (``vfork``) that joins the group itself; without a usable stub, the worker forks
+        as before."""
         # uid 0 with other ids (never used by the engines today) is left to subprocess's fork
         stub = spawnstub.launch_available() and not (identity is not None and identity.uid == 0)
         user = spawnstub.TaskUser(identity.uid, identity.gid, identity.groups) if identity else None
@@ -271,6 +277,21 @@ class CommandRunner:
                 raise
         if parked is not None:  # died while parked: never mind it
             await parked.discard()
+        if stub and self._cgroup is not None and self._park is not None:
+            procs = [d / "cgroup.procs" for d in self._cgroup.dirs]
+            try:
+                fresh = await asyncio.to_thread(self._park, procs)
+            except OSError:  # no process to be had that way: spawn one below
+                fresh = None
+            if fresh is not None:
+                try:
+                    await fresh.send(argv, env, cwd, user)
+                    return fresh.popen, fresh.output, fresh
+                except OSError:  # it died before its request (EPIPE): spawn one below
+                    await fresh.discard()
+                except BaseException:  # a bad request (nothing sent) or cancelled while sending it
+                    await fresh.abandon()
+                    raise
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)

@@ -117,5 +117,6 @@ class SimpleEngine(HostEngine):
             grace=self.kill_grace,
             cgroup=cgroup,
             parked=parked,
+            park=self._stub_maker(),
             on_destroyed=self._top_up_launches,
         )

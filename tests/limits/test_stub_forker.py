@@ -12,6 +12,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -140,3 +141,60 @@ async def test_the_engines_stubs_come_from_its_forker(
     assert result.exit_code == 0 and "ran" in log.text, log.text
     await engine.shutdown()
     assert not psutil.pid_exists(forker_pid) or psutil.Process(forker_pid).status() == psutil.STATUS_ZOMBIE
+
+
+async def _two_commands(engine: SimpleEngine) -> tuple[list[Any], str, int]:
+    """Exit codes' results, the log, and how often the second saw its run's group in /proc/self/cgroup
+    less the number of hierarchies (0: it was in the group in every one)."""
+    log = RecordingLog()
+    sandbox = await engine.prepare(run_context(log))
+    group = sandbox.cgroup
+    assert group is not None
+    name, hierarchies = group.name, len(group.dirs)
+    try:
+        results = [
+            await sandbox.execute(["sh", "-c", script], command_env(sandbox), log)
+            for script in ("echo first", "cat /proc/self/cgroup; echo second $$")
+        ]
+    finally:
+        await sandbox.destroy()
+    return results, log.text, log.text.count(name) - hierarchies
+
+
+async def test_a_runs_later_command_gets_its_stub_from_the_pool_on_the_spot(
+    simple_engine: Callable[[int], Awaitable[SimpleEngine]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await simple_engine(1)
+    pool = engine._launches
+    assert pool is not None
+    made: list[int] = []
+    park = pool.park
+
+    def counting_park(join: Any) -> Any:
+        stub = park(join)
+        made.append(stub.popen.pid)
+        return stub
+
+    monkeypatch.setattr(pool, "park", counting_park)
+    results, out, outside = await _two_commands(engine)
+    assert [r.exit_code for r in results] == [0, 0], out
+    assert "first" in out and "second" in out
+    assert outside == 0, out
+    second = int(out.split("second ")[1].split()[0])
+    assert made[0] == second  # the first command used the parked stub; then the pool's top-up
+
+
+async def test_a_later_command_starts_when_the_pool_cannot_make_a_stub(
+    simple_engine: Callable[[int], Awaitable[SimpleEngine]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await simple_engine(1)
+    pool = engine._launches
+    assert pool is not None
+
+    def failing_park(join: Any) -> Any:
+        raise OSError(11, "no process to be had")
+
+    monkeypatch.setattr(pool, "park", failing_park)
+    results, out, outside = await _two_commands(engine)
+    assert [r.exit_code for r in results] == [0, 0] and "second" in out, out
+    assert outside == 0, out
