@@ -9,9 +9,9 @@ there is one, and ``execve``s the command, reporting a failed ``execve`` as a st
 first command usually finds its stub already started and waiting in the run's fresh cgroup
 (``parked``, from the engine's ``LaunchPool``): joining a cgroup can cost a kernel RCU grace period
 (6–12 ms), paid there before the task was claimed. Later commands get a stub from the pool on
-the spot (``park``: cloned by its ``stubforker``, no perl start-up). Where no stub can be used the child is forked
-with ``user=`` and a ``preexec_fn`` (one ``os.write`` per hierarchy to descriptors the worker
-opened). Nothing the command starts can leave the group.
+the spot (``park``: cloned by its ``stubforker``, no perl start-up). Where no stub can be used
+the child is forked with ``user=`` and a ``preexec_fn`` (one ``os.write`` per hierarchy to
+descriptors the worker opened). Nothing the command starts can leave the group.
 Combined stdout+stderr go through one pipe, drained (``pipepump``: by the loop while the output is
 small, then by a thread of its own) straight
 into the ``LogSink`` in chunks of up to 1 MiB (the pipe is enlarged to match), so a task writing
@@ -255,7 +255,7 @@ class CommandRunner:
 
     async def _start(
         self, argv: Sequence[str], env: Mapping[str, str], cwd: str, identity: Identity | None
-    ) -> tuple[subprocess.Popen[bytes], int, spawnstub.StubLaunch | None]:
+    ) -> tuple[spawnstub.ChildHandle, int, spawnstub.StubLaunch | None]:
         """Start the command: ``(process, read end of its output pipe, its stub or None)``.
         Raises the start error. The first command of a run hands its request to the stub parked
         in the run's cgroup, if it got one (``LaunchPool``); the others get a stub from the
@@ -278,11 +278,7 @@ class CommandRunner:
         if parked is not None:  # died while parked: never mind it
             await parked.discard()
         if stub and self._cgroup is not None and self._park is not None:
-            procs = [d / "cgroup.procs" for d in self._cgroup.dirs]
-            try:
-                fresh = await asyncio.to_thread(self._park, procs)
-            except OSError:  # no process to be had that way: spawn one below
-                fresh = None
+            fresh = await self._stub_on_the_spot([d / "cgroup.procs" for d in self._cgroup.dirs])
             if fresh is not None:
                 try:
                     await fresh.send(argv, env, cwd, user)
@@ -312,6 +308,20 @@ class CommandRunner:
             os.close(write_fd)
             for fd in join_fds:
                 os.close(fd)
+
+    async def _stub_on_the_spot(self, procs: list[Path]) -> spawnstub.StubLaunch | None:
+        """A stub from ``park`` (a thread trip: it waits for the forker), or ``None`` when none
+        can be had that way. Cancelled meanwhile, the stub the thread still makes is ended and
+        reaped, not left waiting."""
+        assert self._park is not None
+        making = asyncio.ensure_future(asyncio.to_thread(self._park, procs))
+        try:
+            return await asyncio.shield(making)
+        except OSError:
+            return None
+        except asyncio.CancelledError:
+            await asyncio.shield(_discard_when_made(making))
+            raise
 
     async def discard_parked(self) -> None:
         """End the parked stub if no command used it (a run without commands, or cancelled)."""
@@ -439,6 +449,14 @@ class CommandRunner:
             pump.close()
         else:
             await asyncio.to_thread(pump.close)
+
+
+async def _discard_when_made(making: asyncio.Future[spawnstub.StubLaunch]) -> None:
+    try:
+        stub = await making
+    except Exception:
+        return
+    await stub.discard()
 
 
 def _wake(future: asyncio.Future[None] | None) -> None:

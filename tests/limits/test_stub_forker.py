@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,40 @@ async def test_a_later_command_starts_when_the_pool_cannot_make_a_stub(
     results, out, outside = await _two_commands(engine)
     assert [r.exit_code for r in results] == [0, 0] and "second" in out, out
     assert outside == 0, out
+
+
+async def test_a_run_cancelled_while_its_later_stub_is_made_leaves_no_stub(
+    simple_engine: Callable[[int], Awaitable[SimpleEngine]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread still makes the stub after the run was cancelled: it is ended and reaped, not
+    left waiting (nor a zombie, nor its pipes open in the worker)."""
+    engine = await simple_engine(1)
+    pool = engine._launches
+    assert pool is not None
+    made: list[int] = []
+    park = pool.park
+
+    def slow_park(join: Any) -> Any:
+        time.sleep(0.5)
+        stub = park(join)
+        made.append(stub.popen.pid)
+        return stub
+
+    log = RecordingLog()
+    sandbox = await engine.prepare(run_context(log))
+    try:
+        first = await sandbox.execute(["true"], command_env(sandbox), log)
+        assert first.exit_code == 0, log.text
+        monkeypatch.setattr(sandbox._runner, "_park", slow_park)
+        fds_before = len(os.listdir("/proc/self/fd"))
+        running = asyncio.ensure_future(sandbox.execute(["echo", "never"], command_env(sandbox), log))
+        await asyncio.sleep(0.1)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert len(made) == 1
+        assert not psutil.pid_exists(made[0])  # ended and reaped: not even a zombie
+        assert len(os.listdir("/proc/self/fd")) == fds_before
+        assert "never" not in log.text
+    finally:
+        await sandbox.destroy()
