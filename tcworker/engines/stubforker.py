@@ -248,6 +248,11 @@ class StubForker:
             child = ChildProcess(pid)
             try:
                 return self._take_pipes(child, request_fd, output_fd, report_fd, output_pipe_size)
+            except OSError as e:  # /proc/<forker>/fd closed to us (hidepid, no ptrace access)?
+                child.kill()
+                child.wait()
+                self._gone = True
+                raise ForkerGone(e.errno or errno.EIO, f"cannot take a stub's pipes from the forker: {e}") from e
             except BaseException:
                 child.kill()
                 child.wait()

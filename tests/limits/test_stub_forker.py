@@ -236,3 +236,31 @@ async def test_a_run_cancelled_while_its_later_stub_is_made_leaves_no_stub(
         assert "never" not in log.text
     finally:
         await sandbox.destroy()
+
+
+async def test_a_forker_whose_descriptors_we_cannot_open_is_given_up_for_spawned_stubs(
+    cgroup_host: cgroups.CgroupHost, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A /proc we may not read the forker's descriptors in (``hidepid``, no ptrace access): the
+    clone is killed and reaped, and the pool goes on with spawned stubs instead of giving up."""
+    real_open = os.open
+
+    def refusing_open(path: Any, flags: int, *args: Any) -> int:
+        if str(path).startswith("/proc/") and "/fd/" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(stubforker.os, "open", refusing_open)
+    pool = LaunchPool(cgroup_host, cgroups.TaskLimits(64, 1 << 30), 1, 1 << 16)
+    try:
+        with caplog.at_level(logging.WARNING):
+            pool.top_up()
+        assert "forker lost" in caplog.text
+        ready = pool.take()
+        assert ready is not None and ready[1].waiting()
+        group, stub = ready
+        await stub.discard()
+        if not group.remove_if_empty():
+            group.remove()
+    finally:
+        await pool.close()
