@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers.ci import skip_or_fail
 from helpers.engines import command_env, run_context
 from helpers.logs import RecordingLog
 
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def forker() -> Iterator[stubforker.StubForker]:
     if not stubforker.forker_available():
-        pytest.skip("no command stub on this host (perl, or system call numbers unknown)")
+        skip_or_fail("no command stub forker on this host (perl, or system call numbers unknown)")
     made = stubforker.StubForker.start()
     yield made
     made.close()
