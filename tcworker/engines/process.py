@@ -267,27 +267,14 @@ class CommandRunner:
         user = spawnstub.TaskUser(identity.uid, identity.gid, identity.groups) if identity else None
         parked, self._parked = self._parked, None
         if parked is not None and stub and parked.waiting():
-            try:
-                await parked.send(argv, env, cwd, user)
+            if await _hand_over(parked, argv, env, cwd, user):
                 return parked.popen, parked.output, parked
-            except OSError:  # it died meanwhile (EPIPE): start the usual way below
-                pass
-            except BaseException:  # a bad request (nothing sent) or cancelled while sending it
-                await parked.abandon()
-                raise
-        if parked is not None:  # died while parked: never mind it
+        elif parked is not None:  # died while parked: never mind it
             await parked.discard()
         if stub and self._cgroup is not None and self._park is not None:
             fresh = await self._stub_on_the_spot([d / "cgroup.procs" for d in self._cgroup.dirs])
-            if fresh is not None:
-                try:
-                    await fresh.send(argv, env, cwd, user)
-                    return fresh.popen, fresh.output, fresh
-                except OSError:  # it died before its request (EPIPE): spawn one below
-                    await fresh.discard()
-                except BaseException:  # a bad request (nothing sent) or cancelled while sending it
-                    await fresh.abandon()
-                    raise
+            if fresh is not None and await _hand_over(fresh, argv, env, cwd, user):
+                return fresh.popen, fresh.output, fresh
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
@@ -449,6 +436,27 @@ class CommandRunner:
             pump.close()
         else:
             await asyncio.to_thread(pump.close)
+
+
+async def _hand_over(
+    stub: spawnstub.StubLaunch,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    user: spawnstub.TaskUser | None,
+) -> bool:
+    """Send a waiting stub its command: ``True`` once it has it; ``False`` when it died before
+    (EPIPE: it is reaped, and the caller starts the command another way). A bad request (nothing
+    sent) or a cancellation while sending it ends the stub before it can start anything."""
+    try:
+        await stub.send(argv, env, cwd, user)
+    except OSError:
+        await stub.discard()
+        return False
+    except BaseException:
+        await stub.abandon()
+        raise
+    return True
 
 
 async def _discard_when_made(making: asyncio.Future[spawnstub.StubLaunch]) -> None:

@@ -248,15 +248,13 @@ class StubForker:
             child = ChildProcess(pid)
             try:
                 return self._take_pipes(child, request_fd, output_fd, report_fd, output_pipe_size)
-            except OSError as e:  # /proc/<forker>/fd closed to us (hidepid, no ptrace access)?
+            except BaseException as e:
                 child.kill()
                 child.wait()
-                self._gone = True
+                if not isinstance(e, OSError):
+                    raise
+                self._gone = True  # /proc/<forker>/fd closed to us (hidepid, no ptrace access)?
                 raise ForkerGone(e.errno or errno.EIO, f"cannot take a stub's pipes from the forker: {e}") from e
-            except BaseException:
-                child.kill()
-                child.wait()
-                raise
             finally:
                 with contextlib.suppress(OSError):
                     spawnstub.write_all(self._control, b"C00000000")

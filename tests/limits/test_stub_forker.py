@@ -21,7 +21,7 @@ from helpers.ci import skip_or_fail
 from helpers.engines import command_env, run_context
 from helpers.logs import RecordingLog
 
-from tcworker.engines import cgroups, stubforker
+from tcworker.engines import cgroups, spawnstub, stubforker
 from tcworker.engines.launchpool import LaunchPool
 from tcworker.engines.process import CommandRunner
 from tcworker.engines.simple import SimpleEngine
@@ -48,6 +48,33 @@ def _environ(pid: int) -> bytes:
 
 def _procs(group: cgroups.TaskCgroup) -> list[Path]:
     return [d / "cgroup.procs" for d in group.dirs]
+
+
+async def _release(pair: tuple[cgroups.TaskCgroup, spawnstub.StubLaunch] | None) -> None:
+    """End a ready pair taken from a pool: its stub, then its group."""
+    assert pair is not None
+    group, stub = pair
+    await stub.discard()
+    if not group.remove_if_empty():
+        group.remove()
+
+
+def _pool_of(engine: SimpleEngine) -> LaunchPool:
+    assert engine._launches is not None
+    return engine._launches
+
+
+def _recording_park(pool: LaunchPool, made: list[int], delay: float = 0.0) -> Callable[[Any], Any]:
+    """``pool.park`` that notes the pid of each stub it makes (after ``delay`` seconds)."""
+    park = pool.park
+
+    def recording(join: Any) -> Any:
+        time.sleep(delay)
+        stub = park(join)
+        made.append(stub.popen.pid)
+        return stub
+
+    return recording
 
 
 async def test_a_forked_stub_is_our_child_and_its_rusage_is_ours(
@@ -118,11 +145,7 @@ async def test_the_pool_spawns_its_stubs_when_the_forker_died(
         fresh = [pool.take(), pool.take()]
         assert all(pair is not None and pair[1].waiting() for pair in fresh)
         for pair in pairs + fresh:
-            assert pair is not None
-            group, stub = pair
-            await stub.discard()
-            if not group.remove_if_empty():
-                group.remove()
+            await _release(pair)
     finally:
         await pool.close()
 
@@ -131,8 +154,8 @@ async def test_the_engines_stubs_come_from_its_forker(
     simple_engine: Callable[[int], Awaitable[SimpleEngine]],
 ) -> None:
     engine = await simple_engine(1)
-    pool = engine._launches
-    assert pool is not None and pool._forker is not None
+    pool = _pool_of(engine)
+    assert pool._forker is not None
     forker_pid = pool._forker.pid
     log = RecordingLog()
     sandbox = await engine.prepare(run_context(log))
@@ -167,17 +190,9 @@ async def test_a_runs_later_command_gets_its_stub_from_the_pool_on_the_spot(
     simple_engine: Callable[[int], Awaitable[SimpleEngine]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = await simple_engine(1)
-    pool = engine._launches
-    assert pool is not None
+    pool = _pool_of(engine)
     made: list[int] = []
-    park = pool.park
-
-    def counting_park(join: Any) -> Any:
-        stub = park(join)
-        made.append(stub.popen.pid)
-        return stub
-
-    monkeypatch.setattr(pool, "park", counting_park)
+    monkeypatch.setattr(pool, "park", _recording_park(pool, made))
     results, out, outside = await _two_commands(engine)
     assert [r.exit_code for r in results] == [0, 0], out
     assert "first" in out and "second" in out
@@ -190,13 +205,11 @@ async def test_a_later_command_starts_when_the_pool_cannot_make_a_stub(
     simple_engine: Callable[[int], Awaitable[SimpleEngine]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = await simple_engine(1)
-    pool = engine._launches
-    assert pool is not None
 
     def failing_park(join: Any) -> Any:
         raise OSError(11, "no process to be had")
 
-    monkeypatch.setattr(pool, "park", failing_park)
+    monkeypatch.setattr(_pool_of(engine), "park", failing_park)
     results, out, outside = await _two_commands(engine)
     assert [r.exit_code for r in results] == [0, 0] and "second" in out, out
     assert outside == 0, out
@@ -208,17 +221,8 @@ async def test_a_run_cancelled_while_its_later_stub_is_made_leaves_no_stub(
     """The thread still makes the stub after the run was cancelled: it is ended and reaped, not
     left waiting (nor a zombie, nor its pipes open in the worker)."""
     engine = await simple_engine(1)
-    pool = engine._launches
-    assert pool is not None
     made: list[int] = []
-    park = pool.park
-
-    def slow_park(join: Any) -> Any:
-        time.sleep(0.5)
-        stub = park(join)
-        made.append(stub.popen.pid)
-        return stub
-
+    slow_park = _recording_park(_pool_of(engine), made, delay=0.5)
     log = RecordingLog()
     sandbox = await engine.prepare(run_context(log))
     try:
@@ -259,9 +263,6 @@ async def test_a_forker_whose_descriptors_we_cannot_open_is_given_up_for_spawned
         assert "forker lost" in caplog.text
         ready = pool.take()
         assert ready is not None and ready[1].waiting()
-        group, stub = ready
-        await stub.discard()
-        if not group.remove_if_empty():
-            group.remove()
+        await _release(ready)
     finally:
         await pool.close()
