@@ -399,20 +399,33 @@ def phase_latency(platform: Platform, wt: str, runs: int, budget: Budget) -> Row
 
 
 def quiesce(*workers: Worker, timeout: float = 10.0) -> None:
-    """Wait until each of `workers` has been idle (no child process, next to no CPU) for 150 ms: a
-    multiuser worker removes the last task's user and makes the next one after its report, and
-    that background work must not land on the other worker's task in an interleaved series.
-    Bounded by `timeout`."""
+    """Wait until each of `workers` has been idle (no process started or ended under it, next to
+    no CPU in it and its descendants) for 150 ms: a multiuser worker removes the last task's user
+    and makes the next one after its report, and that background work must not land on the other
+    worker's task in an interleaved series. A worker's resident helpers (the launch pool's stub
+    forker and parked stubs) are children too, so "no child" cannot be the test. Bounded by
+    `timeout`."""
     deadline = time.monotonic() + timeout
     for worker in workers:
         with contextlib.suppress(psutil.Error):
             proc = psutil.Process(worker.proc.pid)
-            quiet = 0  # consecutive 50 ms windows without a child and with < 2 ms of CPU
+            quiet = 0  # consecutive 50 ms windows with the same children and < 2 ms of CPU
             while quiet < 3 and time.monotonic() < deadline:
-                cpu = _own_cpu_seconds(proc.pid)
+                before = _tree_cpu_seconds(proc)
                 time.sleep(0.05)
-                busy = proc.children(recursive=True) or _own_cpu_seconds(proc.pid) - cpu > 0.002
+                after = _tree_cpu_seconds(proc)
+                busy = before[1] != after[1] or after[0] - before[0] > 0.002
                 quiet = 0 if busy else quiet + 1
+
+
+def _tree_cpu_seconds(proc: psutil.Process) -> tuple[float, frozenset[int]]:
+    """CPU seconds of a process and its live descendants, and the descendants' pids."""
+    children = proc.children(recursive=True)
+    total = sum(proc.cpu_times()[:2])
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            total += sum(child.cpu_times()[:2])
+    return total, frozenset(c.pid for c in children)
 
 
 def _own_cpu_seconds(pid: int) -> float:
@@ -512,12 +525,6 @@ def phase_multiuser(
     except (TimeoutError, RuntimeError) as exc:
         rows.append((f"{label}: back to back", "FAILED", "", str(exc)[:200]))
     return rows
-
-
-def _own_cpu_seconds(pid: int) -> float:
-    """A process's own CPU time (user + system), without its children's."""
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
 
 
 def phase_big_log(platform: Platform, worker: Worker, tmp: Path, wt: str, size: int, budget: Budget) -> Row:
