@@ -133,33 +133,40 @@ class Platform:
         )
 
 
+def write_config(workdir: Path, platform: Platform, key: Path, **config: Any) -> Path:
+    """A generic-worker config for one bench worker in ``workdir`` (created); returns its path."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = {
+        "rootURL": platform.root_url,
+        "clientId": "static/taskcluster/root",
+        "accessToken": platform.token,
+        "provisionerId": PROVISIONER,
+        "workerGroup": "bench",
+        "workerId": "bench-" + slugid.nice()[:10].replace("_", "x"),
+        "tasksDir": str(workdir / "tasks"),
+        "cachesDir": str(workdir / "caches"),
+        "downloadsDir": str(workdir / "downloads"),
+        "ed25519SigningKeyLocation": str(key),
+        "requiredDiskSpaceMegabytes": 1,
+        "engine": "simple",
+        "capacity": 1,
+        **config,
+    }
+    path = workdir / "config.json"
+    path.write_text(json.dumps(conf))
+    return path
+
+
 class Worker:
     """One `tcworker run --config FILE` process with a generic-worker config."""
 
     def __init__(self, workdir: Path, platform: Platform, key: Path, **config: Any) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        conf = {
-            "rootURL": platform.root_url,
-            "clientId": "static/taskcluster/root",
-            "accessToken": platform.token,
-            "provisionerId": PROVISIONER,
-            "workerGroup": "bench",
-            "workerId": "bench-" + slugid.nice()[:10].replace("_", "x"),
-            "tasksDir": str(workdir / "tasks"),
-            "cachesDir": str(workdir / "caches"),
-            "downloadsDir": str(workdir / "downloads"),
-            "ed25519SigningKeyLocation": str(key),
-            "requiredDiskSpaceMegabytes": 1,
-            "engine": "simple",
-            "capacity": 1,
-            **config,
-        }
-        (workdir / "config.json").write_text(json.dumps(conf))
+        config_file = write_config(workdir, platform, key, **config)
         self.output = workdir / "worker.log"
         with open(self.output, "wb") as out:
             self.proc = subprocess.Popen(
-                _tcworker("run", "--config", str(workdir / "config.json")),
+                _tcworker("run", "--config", str(config_file)),
                 cwd=workdir,
                 stdout=out,
                 stderr=subprocess.STDOUT,
