@@ -73,7 +73,7 @@ STEPS = [
 
 # The worker process runs this before `tcworker`'s own main (written next to the config).
 HOOKS = '''
-import atexit, functools, importlib, inspect, json, os, time
+import atexit, functools, importlib, inspect, json, time
 
 EVENTS = []
 MISSING = []
@@ -138,7 +138,7 @@ def drain(platform: Any, tmp: Path, key: Path, n: int, timed: bool) -> tuple[flo
     workdir = tmp / f"w-{worker_type}"
     config = bw.write_config(workdir, platform, key, workerType=worker_type, capacity=1, numberOfTasksToRun=n)
     out = workdir / "steps.json"
-    argv = [sys.executable, "-m", "tcworker", "run", "--config", str(config)]
+    argv = bw._tcworker("run", "--config", str(config))
     if timed:  # the same worker, started through a launcher that wraps the steps first
         (workdir / "tl_hooks.py").write_text(HOOKS)
         launcher = workdir / "launch.py"
@@ -153,10 +153,7 @@ def drain(platform: Any, tmp: Path, key: Path, n: int, timed: bool) -> tuple[flo
         )
     if proc.returncode != 0:
         raise SystemExit(f"worker exited {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
-    runs = [platform.queue.status(t)["status"]["runs"][0] for t in task_ids]
-    if any(r["state"] != "completed" for r in runs):
-        raise SystemExit("a trivial task did not complete")
-    span = max(bw._parse(r["resolved"]) for r in runs) - min(bw._parse(r["started"]) for r in runs)
+    span = bw.drain_span(platform.queue, task_ids, "trivial tasks")
     return n / span, (json.loads(out.read_text()) if timed else None)
 
 

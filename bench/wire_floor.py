@@ -118,11 +118,7 @@ def floor(platform: Any, capacity: int, n: int, tmp: Path) -> tuple[float, float
     client_cpu = time.process_time() - cpu_before
     platform_cpu = bw._cpu_seconds(platform.proc.pid) - platform_before
     shutil.rmtree(scratch, ignore_errors=True)
-    runs = [platform.queue.status(t)["status"]["runs"][0] for t in task_ids]
-    bad = [r for r in runs if r["state"] != "completed"]
-    if bad:
-        raise RuntimeError(f"{len(bad)} floor tasks not completed, e.g. {bad[0]}")
-    span = max(bw._parse(r["resolved"]) for r in runs) - min(bw._parse(r["started"]) for r in runs)
+    span = bw.drain_span(platform.queue, task_ids, "floor tasks")
     return n / span, client_cpu / n, platform_cpu / n
 
 

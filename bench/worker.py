@@ -345,12 +345,18 @@ def throughput(
     )
     if worker.proc.returncode != 0:
         raise RuntimeError(f"worker exited {worker.proc.returncode}:\n{worker.tail()}")
-    runs = [platform.queue.status(t)["status"]["runs"][0] for t in task_ids]
+    span = drain_span(platform.queue, task_ids, "tasks")
+    return n / span, span, worker_cpu, platform_cpu
+
+
+def drain_span(queue: taskcluster.Queue, task_ids: list[str], what: str) -> float:
+    """First ``started`` → last ``resolved`` of the drained ``task_ids`` (the queue's own
+    timestamps), in seconds; ``RuntimeError`` when one of them did not complete."""
+    runs = [queue.status(t)["status"]["runs"][0] for t in task_ids]
     bad = [r for r in runs if r["state"] != "completed"]
     if bad:
-        raise RuntimeError(f"{len(bad)} tasks not completed, e.g. {bad[0]}")
-    span = max(_parse(r["resolved"]) for r in runs) - min(_parse(r["started"]) for r in runs)
-    return n / span, span, worker_cpu, platform_cpu
+        raise RuntimeError(f"{len(bad)} {what} not completed, e.g. {bad[0]}")
+    return max(_parse(r["resolved"]) for r in runs) - min(_parse(r["started"]) for r in runs)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -820,12 +826,6 @@ def phase_cancel(platform: Platform, tmp: Path, key: Path, wt: str, runs: int, b
     ]
 
 
-def _worker_cpu_seconds(worker: Worker) -> float:
-    """User + system CPU time of the worker process itself (its own threads, not the tasks)."""
-    times = psutil.Process(worker.proc.pid).cpu_times()
-    return times.user + times.system
-
-
 def phase_monitor(platform: Platform, tmp: Path, key: Path, runs: int, budget: Budget) -> list[Row]:
     """8: a worker with the resource monitor on vs off, tasks interleaved between the two."""
     label = "resource monitor on vs off (enableResourceMonitor)"
@@ -846,12 +846,12 @@ def phase_monitor(platform: Platform, tmp: Path, key: Path, runs: int, budget: B
                 for name, worker, wt in (("on", on, on_type), ("off", off, off_type)):
                     if budget.left() < 20:
                         break
-                    before = _worker_cpu_seconds(worker)
+                    before = _own_cpu_seconds(worker.proc.pid)
                     t0 = time.time()
                     task_id = create(platform.queue, wt, command)
                     run = wait_resolved(platform.queue, task_id, timeout=min(60, budget.left()))
                     lat[name].append(_parse(run["resolved"]) - t0)
-                    cpu[name] += _worker_cpu_seconds(worker) - before
+                    cpu[name] += _own_cpu_seconds(worker.proc.pid) - before
             if not lat["on"] or not lat["off"]:
                 break
             what = " ".join(command)
