@@ -133,11 +133,18 @@ def leftovers_of_worker(
     still exist, once both are gone or after ``timeout`` seconds. The worker removes a run's containers after its
     report (off the resolution's critical path), so right after the resolution they may still be
     going; a leak is what is still there much later."""
+    return leftovers_labelled(client, f"tcworker.worker={label}", volumes, timeout)
+
+
+def leftovers_labelled(
+    client: docker.DockerClient, label: str, volumes: Collection[str] = (), timeout: float = 30.0
+) -> tuple[list[Any], set[str]]:
+    """``leftovers_of_worker`` for any ``key=value`` label, e.g. ``tcworker.run=<taskId>/0``."""
     deadline = time.monotonic() + timeout
     while True:
         # The low-level list: the high-level one inspects each container, and one removed between
         # the listing and its inspect would raise NotFound.
-        containers = client.api.containers(all=True, filters={"label": f"tcworker.worker={label}"})
+        containers = client.api.containers(all=True, filters={"label": label})
         left = volume_names(client) & set(volumes)
         if (not containers and not left) or time.monotonic() > deadline:
             return containers, left
