@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import slugid
 
 from helpers.dockerimage import TEST_IMAGE
@@ -115,11 +116,18 @@ def log_text(run: RunContext) -> str:
 
 
 def containers_of(client: docker.DockerClient, task_id: str) -> list[Any]:
-    return [
-        c
-        for c in client.containers.list(all=True)
-        if c.labels.get("tcworker.run", "").startswith(f"{task_id}/")
-    ]
+    """The containers of any run of ``task_id`` (Container objects). Listed through the low-level
+    API: the high-level list inspects every container on the host, and one that some worker
+    removes meanwhile would raise NotFound; only this task's are inspected, and one of them
+    that is gone by then is left out."""
+    found = []
+    for row in client.api.containers(all=True):
+        if (row.get("Labels") or {}).get("tcworker.run", "").startswith(f"{task_id}/"):
+            try:
+                found.append(client.containers.get(row["Id"]))
+            except docker.errors.NotFound:
+                continue
+    return found
 
 
 def volume_names(client: docker.DockerClient) -> set[str]:
