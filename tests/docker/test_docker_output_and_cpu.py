@@ -217,8 +217,10 @@ async def test_cpu_times_are_per_container_and_the_group_goes_away(
     assert spin.exit_code == idle.exit_code == kernel.exit_code == 0
     assert spin.user_time > 0.1 and spin.user_time > 5 * spin.system_time
     assert spin.user_time + spin.system_time <= spin.wall_time + 0.05
-    # the second container is charged only its own time, not the first one's again
-    assert idle.user_time + idle.system_time < 0.05
+    # the second container is charged only its own time (its start, ~0.02–0.07 s of CPU on a busy
+    # 2-core machine), not the first one's (~0.4 s) again
+    idle_cpu = idle.user_time + idle.system_time
+    assert idle_cpu < max(0.05, (spin.user_time + spin.system_time) / 4), (idle, spin)
     assert kernel.system_time > 0.02
     left = [str(m.path) for m in run_cpu.accounting.mounts if (m.path / cputime.TOP_GROUP / run_cpu.name).exists()]
     assert left == []
