@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from helpers.ci import require_multiuser_host
 from helpers.dockerimage import TEST_IMAGE
-from helpers.engines import host_dirs, make_config, run_context
+from helpers.engines import KILL_GRACE, host_dirs, make_config, run_context
 from helpers.logs import RecordingLog
 
 from tcworker.config import WorkerConfig
@@ -90,7 +90,7 @@ def engine_config(engine_name: str, scratch_root: Path) -> WorkerConfig:
 @pytest.fixture
 async def engine(engine_name: str, engine_config: WorkerConfig) -> AsyncIterator[Any]:
     eng = create_engine(engine_name)
-    eng.kill_grace = 1.0
+    eng.kill_grace = KILL_GRACE
     await eng.initialise(engine_config)
     eng.test_config = engine_config
     try:

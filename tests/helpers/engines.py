@@ -24,6 +24,9 @@ from tcworker.config import WorkerConfig, from_mapping
 from tcworker.engines.base import RunContext
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+# Seconds between SIGTERM and SIGKILL for the contract suite's engines: long enough that "killed
+# at once" (max run time) and "killed after the grace" stay apart on a slow moment of a 2-core machine.
+KILL_GRACE = 2.0
 
 
 @contextmanager
