@@ -8,21 +8,16 @@ command (median, p90) and the worker's CPU time per command for both, interleave
 cgroups are needed; otherwise it says why and exits 2. Run: ``python bench/cgroups.py [-n 200]``.
 """
 
-# ruff: noqa: E402 (imports follow the sys.path fix below)
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `python bench/cgroups.py` puts bench/ first on sys.path; the standard library must win.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+import benchsetup  # noqa: F401  # isort: skip (first: takes bench/ off sys.path, as bench/queue.py would shadow `queue`)
 
 import argparse
 import asyncio
 import os
 import resource
 import statistics
+import sys
 import time
 
 from tcworker.engines import cgroups

@@ -9,18 +9,12 @@ resolved (the platform's own timestamp), median and p90 of each, and their diffe
 ``tcworker verify`` on one signed task. Run: ``python bench/chain_of_trust.py [--runs N]``.
 """
 
-# ruff: noqa: E402 (imports follow the sys.path fix below)
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import benchsetup  # isort: skip (first: takes bench/ off sys.path, as bench/queue.py would shadow `queue`)
 
-HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0]).resolve() == HERE:
-    sys.path.pop(0)
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -30,10 +24,7 @@ from typing import Any
 import slugid
 from rich.table import Table
 
-_spec = importlib.util.spec_from_file_location("bench_worker", HERE / "worker.py")
-assert _spec and _spec.loader
-bw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bw)
+bw = benchsetup.bench_worker()
 
 SCRIPT = "head -c 1048576 /dev/urandom > out.bin"
 
@@ -71,12 +62,7 @@ def main() -> int:
             platform = bw.Platform(tmp / "platform")
             procs.append(platform.proc)
             key = tmp / "ed25519.key"
-            public = subprocess.run(
-                bw._tcworker("new-ed25519-keypair", "--file", str(key)),
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+            public = bw.new_worker_key(key)
             homes = tmp / "homes"
             homes.mkdir()
             homes.chmod(0o755)

@@ -17,15 +17,9 @@ process. Needs root and a host with cgroups; otherwise it says why and exits 2.
 Run: ``python bench/launch.py [-n 200] [--gap 0.05] [--loop asyncio|uvloop]``.
 """
 
-# ruff: noqa: E402 (imports follow the sys.path fix below)
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `python bench/launch.py` puts bench/ first on sys.path; the standard library must win.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+import benchsetup  # noqa: F401  # isort: skip (first: takes bench/ off sys.path, as bench/queue.py would shadow `queue`)
 
 import argparse
 import asyncio
@@ -33,8 +27,10 @@ import os
 import resource
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tcworker.engines import cgroups, spawnstub
 from tcworker.engines.launchpool import LaunchPool

@@ -18,15 +18,9 @@ previous user is removed, so background ``useradd``/``userdel`` do not compete w
 timed. Needs root; otherwise it says why and exits 2. Run: ``python bench/multiuser.py [-n 40]``.
 """
 
-# ruff: noqa: E402 (imports follow the sys.path fix below)
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `python bench/multiuser.py` puts bench/ first on sys.path; the standard library must win.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+import benchsetup  # noqa: F401  # isort: skip (first: takes bench/ off sys.path, as bench/queue.py would shadow `queue`)
 
 import argparse
 import asyncio
@@ -37,10 +31,12 @@ import resource
 import secrets
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tcworker.config import from_mapping

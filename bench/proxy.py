@@ -20,27 +20,20 @@ idle stretch with the same task running), and the load average. Run:
 ``python bench/proxy.py [--calls N] [--repeat R]``.
 """
 
-# ruff: noqa: E402 (imports follow the sys.path fix below)
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0]).resolve() == HERE:
-    sys.path.pop(0)
+import benchsetup  # isort: skip (first: takes bench/ off sys.path, as bench/queue.py would shadow `queue`)
 
 import argparse
 import asyncio
 import datetime as dt
-import importlib.util
 import os
 import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -49,10 +42,7 @@ import slugid
 import taskcluster
 import taskcluster.aio
 
-_spec = importlib.util.spec_from_file_location("bench_worker", HERE / "worker.py")
-assert _spec and _spec.loader
-bw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bw)
+bw = benchsetup.bench_worker()
 
 SCOPES = ["queue:get-artifact:private/*"]
 WARM_UP_CALLS = 30
@@ -185,12 +175,7 @@ def main() -> None:
             platform = bw.Platform(Path(tmp, "platform"))
             procs.append(platform.proc)
             key = Path(tmp, "ed25519.key")
-            subprocess.run(
-                bw._tcworker("new-ed25519-keypair", "--file", str(key)),
-                check=True,
-                capture_output=True,
-                env=bw._env(),
-            )
+            bw.new_worker_key(key)
             port = free_port()
             worker_type = bw.new_type()
             worker = bw.Worker(

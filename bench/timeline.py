@@ -13,33 +13,23 @@ wrappers' own cost is visible. Steps that no longer exist in the code are listed
 instead of failing. Run: ``python bench/timeline.py [--tasks 300]``.
 """
 
-# ruff: noqa: E402 (imports follow the sys.path fix below)
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0]).resolve() == HERE:
-    sys.path.pop(0)
+import benchsetup  # isort: skip (first: takes bench/ off sys.path, as bench/queue.py would shadow `queue`)
 
 import argparse
 import collections
-import importlib.util
 import json
-import shutil
 import statistics
 import subprocess
-import tempfile
+import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-_spec = importlib.util.spec_from_file_location("bench_worker", HERE / "worker.py")
-assert _spec and _spec.loader
-bw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bw)
+bw = benchsetup.bench_worker()
 
 #: (module, qualified name) of every wrapped step; the client's calls are named by their API method.
 STEPS = [
@@ -186,34 +176,32 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=300, help="tasks per drain (300)")
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 120)
-    tmp = Path(tempfile.mkdtemp(prefix="tcw-timeline-", dir="/tmp"))
-    tmp.chmod(0o755)
-    platform = None
-    try:
-        key = tmp / "worker-key"
-        subprocess.run(bw._tcworker("new-ed25519-keypair", "--file", str(key)), check=True, capture_output=True)
-        platform = bw.Platform(tmp / "platform")
-        plain, _ = drain(platform, tmp, key, args.tasks, timed=False)
-        timed, recorded = drain(platform, tmp, key, args.tasks, timed=True)
-        assert recorded is not None
-        cycle, rows = timeline(recorded["events"])
-        table = Table(title=f"one trivial task at capacity 1, from claimWork's answer (median cycle {cycle * 1000:.2f} ms)")
-        for col in ("starts at", "takes", "step", "seen"):
-            table.add_column(col, justify="right" if col != "step" else "left")
-        for label, start, took, count in rows:
-            table.add_row(f"{start * 1000:.2f} ms", f"{took * 1000:.2f} ms", label, str(count))
-        console.print(table)
-        console.print(
-            f"tasks/s at capacity 1, {args.tasks} queued tasks: {plain:.1f} without the wrappers, "
-            f"{timed:.1f} with them (same platform, one after the other)."
-        )
-        if recorded["missing"]:
-            console.print(f"steps not found in this code (not timed): {', '.join(recorded['missing'])}")
-    finally:
-        if platform is not None:
-            platform.proc.terminate()
-            platform.proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with bw.workspace() as tmp:
+        platform = None
+        try:
+            key = tmp / "worker-key"
+            bw.new_worker_key(key)
+            platform = bw.Platform(tmp / "platform")
+            plain, _ = drain(platform, tmp, key, args.tasks, timed=False)
+            timed, recorded = drain(platform, tmp, key, args.tasks, timed=True)
+            assert recorded is not None
+            cycle, rows = timeline(recorded["events"])
+            table = Table(title=f"one trivial task at capacity 1, from claimWork's answer (median cycle {cycle * 1000:.2f} ms)")
+            for col in ("starts at", "takes", "step", "seen"):
+                table.add_column(col, justify="right" if col != "step" else "left")
+            for label, start, took, count in rows:
+                table.add_row(f"{start * 1000:.2f} ms", f"{took * 1000:.2f} ms", label, str(count))
+            console.print(table)
+            console.print(
+                f"tasks/s at capacity 1, {args.tasks} queued tasks: {plain:.1f} without the wrappers, "
+                f"{timed:.1f} with them (same platform, one after the other)."
+            )
+            if recorded["missing"]:
+                console.print(f"steps not found in this code (not timed): {', '.join(recorded['missing'])}")
+        finally:
+            if platform is not None:
+                platform.proc.terminate()
+                platform.proc.wait(10)
     return 0
 
 

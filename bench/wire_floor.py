@@ -19,24 +19,18 @@ timestamps, CPU per task from rusage/psutil. Floor and worker alternate ``--roun
 load drift hits both alike. Run: ``python bench/wire_floor.py [--tasks 300] [--rounds 2]``.
 """
 
-# ruff: noqa: E402 (imports follow the sys.path fix below)
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-if sys.path and Path(sys.path[0]).resolve() == HERE:
-    sys.path.pop(0)
+import benchsetup  # isort: skip (first: takes bench/ off sys.path, as bench/queue.py would shadow `queue`)
 
 import argparse
 import asyncio
-import importlib.util
 import shutil
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -49,10 +43,7 @@ from tcworker.tcapi.clients import Clients
 from tcworker.tcapi.gzip_upload import LOG_LEVEL, compress
 from tcworker.tcapi.upload import ArtifactPublisher
 
-_spec = importlib.util.spec_from_file_location("bench_worker", HERE / "worker.py")
-assert _spec and _spec.loader
-bw = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bw)
+bw = benchsetup.bench_worker()
 
 LIVE_LOG = "public/logs/live.log"
 BACKING_LOG = "public/logs/live_backing.log"
@@ -131,55 +122,53 @@ def main() -> int:
     args = parser.parse_args()
     console = Console()
     budget = bw.Budget(args.budget)
-    tmp = Path(tempfile.mkdtemp(prefix="tcw-floor-", dir="/tmp"))
-    tmp.chmod(0o755)
-    platform = None
-    try:
-        key = tmp / "worker-key"
-        subprocess.run(bw._tcworker("new-ed25519-keypair", "--file", str(key)), check=True, capture_output=True)
-        platform = bw.Platform(tmp / "platform")
-        console.print(f"platform at {platform.root_url}; {psutil.cpu_count()} CPUs; {args.tasks} tasks per drain")
-        table = Table(title="trivial tasks/s: the protocol's calls alone vs a real worker (same run, alternating)")
-        for col in ("capacity", "wire floor", "worker", "worker / floor"):
-            table.add_column(col)
-        for capacity in (int(c) for c in args.capacities.split(",")):
-            floors: list[tuple[float, float, float]] = []
-            workers: list[tuple[float, float, float]] = []
-            for _ in range(args.rounds):
-                if budget.left() < 60:
+    with bw.workspace() as tmp:
+        platform = None
+        try:
+            key = tmp / "worker-key"
+            bw.new_worker_key(key)
+            platform = bw.Platform(tmp / "platform")
+            console.print(f"platform at {platform.root_url}; {psutil.cpu_count()} CPUs; {args.tasks} tasks per drain")
+            table = Table(title="trivial tasks/s: the protocol's calls alone vs a real worker (same run, alternating)")
+            for col in ("capacity", "wire floor", "worker", "worker / floor"):
+                table.add_column(col)
+            for capacity in (int(c) for c in args.capacities.split(",")):
+                floors: list[tuple[float, float, float]] = []
+                workers: list[tuple[float, float, float]] = []
+                for _ in range(args.rounds):
+                    if budget.left() < 60:
+                        break
+                    floors.append(floor(platform, capacity, args.tasks, tmp))
+                    rate, _, worker_cpu, platform_cpu = bw.throughput(
+                        platform, tmp, key, capacity, args.tasks, budget, None
+                    )
+                    workers.append((rate, worker_cpu / args.tasks, platform_cpu / args.tasks))
+                if not floors or not workers:
                     break
-                floors.append(floor(platform, capacity, args.tasks, tmp))
-                rate, _, worker_cpu, platform_cpu = bw.throughput(
-                    platform, tmp, key, capacity, args.tasks, budget, None
+                f_rate = statistics.median(f[0] for f in floors)
+                w_rate = statistics.median(w[0] for w in workers)
+                table.add_row(
+                    str(capacity),
+                    f"{' / '.join(f'{f[0]:.1f}' for f in floors)} tasks/s (client CPU "
+                    f"{statistics.median(f[1] for f in floors) * 1000:.1f} ms, platform "
+                    f"{statistics.median(f[2] for f in floors) * 1000:.1f} ms per task)",
+                    f"{' / '.join(f'{w[0]:.1f}' for w in workers)} tasks/s (worker CPU "
+                    f"{statistics.median(w[1] for w in workers) * 1000:.1f} ms incl. start-up and `true`, "
+                    f"platform {statistics.median(w[2] for w in workers) * 1000:.1f} ms per task)",
+                    f"{w_rate / f_rate:.0%}",
                 )
-                workers.append((rate, worker_cpu / args.tasks, platform_cpu / args.tasks))
-            if not floors or not workers:
-                break
-            f_rate = statistics.median(f[0] for f in floors)
-            w_rate = statistics.median(w[0] for w in workers)
-            table.add_row(
-                str(capacity),
-                f"{' / '.join(f'{f[0]:.1f}' for f in floors)} tasks/s (client CPU "
-                f"{statistics.median(f[1] for f in floors) * 1000:.1f} ms, platform "
-                f"{statistics.median(f[2] for f in floors) * 1000:.1f} ms per task)",
-                f"{' / '.join(f'{w[0]:.1f}' for w in workers)} tasks/s (worker CPU "
-                f"{statistics.median(w[1] for w in workers) * 1000:.1f} ms incl. start-up and `true`, "
-                f"platform {statistics.median(w[2] for w in workers) * 1000:.1f} ms per task)",
-                f"{w_rate / f_rate:.0%}",
+            console.print(table)
+            console.print(
+                "Wire floor: claimWork, the live log's reference, the backing log's createArtifact → "
+                "createUpload → PUT → finishUpload → finishArtifact (with the link beside the upload), "
+                "reportCompleted — the official client with tcworker's client set-up on uvloop, "
+                f"`capacity` slots in one process, nothing run. {tctime.to_json(tctime.now())}; load "
+                f"average at the end: {', '.join(f'{x:.1f}' for x in psutil.getloadavg())}"
             )
-        console.print(table)
-        console.print(
-            "Wire floor: claimWork, the live log's reference, the backing log's createArtifact → "
-            "createUpload → PUT → finishUpload → finishArtifact (with the link beside the upload), "
-            "reportCompleted — the official client with tcworker's client set-up on uvloop, "
-            f"`capacity` slots in one process, nothing run. {tctime.to_json(tctime.now())}; load "
-            f"average at the end: {', '.join(f'{x:.1f}' for x in psutil.getloadavg())}"
-        )
-    finally:
-        if platform is not None:
-            platform.proc.terminate()
-            platform.proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            if platform is not None:
+                platform.proc.terminate()
+                platform.proc.wait(10)
     return 0
 
 

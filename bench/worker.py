@@ -34,16 +34,9 @@ Bounded: a global budget (default 170 s) skips whatever would not fit, and every
 stopped on exit. Run: `python bench/worker.py` (`--quick` for a smoke run).
 """
 
-# ruff: noqa: E402 (imports follow the sys.path fix below)
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `python bench/worker.py` puts bench/ first on sys.path, where sibling scripts (bench/queue.py)
-# would shadow standard-library modules of the same name; this benchmark needs the real ones.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+import benchsetup  # noqa: F401  # isort: skip (first: takes bench/ off sys.path, as bench/queue.py would shadow `queue`)
 
 import argparse
 import contextlib
@@ -57,10 +50,12 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -96,6 +91,19 @@ def _env() -> dict[str, str]:
 
 def _tcworker(*args: str) -> list[str]:
     return [sys.executable, "-m", "tcworker", *args]
+
+
+def new_worker_key(path: Path) -> str:
+    """A worker's ed25519 signing key written to ``path`` (mode 0600); returns its public key."""
+    done = subprocess.run(
+        _tcworker("new-ed25519-keypair", "--file", str(path)),
+        check=True,
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
+    path.chmod(0o600)
+    return done.stdout
 
 
 class Platform:
@@ -893,13 +901,7 @@ def main() -> int:
     with workspace() as tmp:
         try:
             key = tmp / "ed25519.key"
-            subprocess.run(
-                _tcworker("new-ed25519-keypair", "--file", str(key)),
-                check=True,
-                capture_output=True,
-                env=_env(),
-            )
-            key.chmod(0o600)
+            new_worker_key(key)
             platform = Platform(tmp / "platform")
             procs.append(platform.proc)
             console.print(
