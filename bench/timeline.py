@@ -177,11 +177,9 @@ def main() -> int:
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 120)
     with bw.workspace() as tmp:
-        platform = None
-        try:
-            key = tmp / "worker-key"
-            bw.new_worker_key(key)
-            platform = bw.Platform(tmp / "platform")
+        key = tmp / "worker-key"
+        bw.new_worker_key(key)
+        with bw.Platform(tmp / "platform") as platform:
             plain, _ = drain(platform, tmp, key, args.tasks, timed=False)
             timed, recorded = drain(platform, tmp, key, args.tasks, timed=True)
             assert recorded is not None
@@ -198,10 +196,6 @@ def main() -> int:
             )
             if recorded["missing"]:
                 console.print(f"steps not found in this code (not timed): {', '.join(recorded['missing'])}")
-        finally:
-            if platform is not None:
-                platform.proc.terminate()
-                platform.proc.wait(10)
     return 0
 
 

@@ -123,11 +123,9 @@ def main() -> int:
     console = Console()
     budget = bw.Budget(args.budget)
     with bw.workspace() as tmp:
-        platform = None
-        try:
-            key = tmp / "worker-key"
-            bw.new_worker_key(key)
-            platform = bw.Platform(tmp / "platform")
+        key = tmp / "worker-key"
+        bw.new_worker_key(key)
+        with bw.Platform(tmp / "platform") as platform:
             console.print(f"platform at {platform.root_url}; {psutil.cpu_count()} CPUs; {args.tasks} tasks per drain")
             table = Table(title="trivial tasks/s: the protocol's calls alone vs a real worker (same run, alternating)")
             for col in ("capacity", "wire floor", "worker", "worker / floor"):
@@ -165,10 +163,6 @@ def main() -> int:
                 f"`capacity` slots in one process, nothing run. {tctime.to_json(tctime.now())}; load "
                 f"average at the end: {', '.join(f'{x:.1f}' for x in psutil.getloadavg())}"
             )
-        finally:
-            if platform is not None:
-                platform.proc.terminate()
-                platform.proc.wait(10)
     return 0
 
 

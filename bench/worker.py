@@ -140,6 +140,14 @@ class Platform:
             }
         )
 
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stopped at the end of a with-block (the drains' scripts)."""
+        self.proc.terminate()
+        self.proc.wait(10)
+
 
 def write_config(workdir: Path, platform: Platform, key: Path, **config: Any) -> Path:
     """A generic-worker config for one bench worker in ``workdir`` (created); returns its path."""
