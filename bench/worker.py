@@ -31,7 +31,9 @@ process and real `tcworker run` processes, submitting with the official client:
    createTask → resolved and the worker process's CPU time per task, side by side.
 
 Bounded: a global budget (default 170 s) skips whatever would not fit, and every child process is
-stopped on exit. Run: `python bench/worker.py` (`--quick` for a smoke run).
+stopped on exit. Run: `python bench/worker.py` (`--quick` for a smoke run). The work dir (the
+platform's data, the workers' tasksDir) is made under /tmp, or under `$TCWORKER_BENCH_DIR`; its
+file system is printed first, as it moves the per-task figures (`tcworker.fsinfo`).
 """
 
 from __future__ import annotations
@@ -65,7 +67,12 @@ import taskcluster
 from rich.console import Console
 from rich.table import Table
 
+from tcworker.fsinfo import file_system_of
+
 PROVISIONER = "bench-prov"
+#: Where the bench makes its scratch directory (the platform's data, the workers' tasksDir):
+#: the file system there moves the per-task figures (``tcworker.fsinfo``), so it is printed.
+BENCH_DIR = os.environ.get("TCWORKER_BENCH_DIR", "/tmp")
 RESOLVED = ("completed", "failed", "exception")
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -403,8 +410,11 @@ def mib(n: float) -> str:
 
 @contextlib.contextmanager
 def workspace() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="tcw-bench-", dir="/tmp"))
+    path = Path(tempfile.mkdtemp(prefix="tcw-bench-", dir=BENCH_DIR))
     path.chmod(0o755)  # multiuser task users must traverse it
+    fs = file_system_of(path)
+    where = fs.describe() if fs else "file system unknown"
+    console.print(f"work dir {path} ({where}; TCWORKER_BENCH_DIR moves it)")
     try:
         yield path
     finally:
