@@ -8,7 +8,8 @@ one's inode table block), so at a hundred tasks a second every new file scans th
 perf showed ~12–17 % of the worker's event-loop thread there at capacity 8, and drains of 300–500
 trivial tasks ran 7–9 % faster at capacity 1 and 8–22 % at capacity 8 with the same directories on
 a journaled ext4 (issue 15, session 12; the cost grows with how many inodes were freed lately, so
-shorter drains show less). The worker says so at start-up; ``bench/`` prints it by its figures.
+shorter drains show less). The worker (for ``tasksDir``) and ``tcworker queue serve`` (for its
+data directory, one file per uploaded object) say so at start-up; ``bench/`` prints it by its figures.
 
 Read from ``/proc/self/mountinfo`` (the mount holding the path), ``/sys/dev/block`` (the kernel's
 name of its device) and ``/proc/fs/jbd2`` (one entry per journaled device); Linux only, and any
@@ -80,6 +81,19 @@ def file_system_of(
         except OSError:
             journal = None
     return FileSystem(mount_point, kind, device, journal)
+
+
+def slow_file_creation_hint(path: Path, what: str) -> str | None:
+    """The start-up line for ``what`` (e.g. ``tasksDir``) at ``path`` when it is on ext4 without
+    a journal; ``None`` anywhere else (or when that cannot be told)."""
+    fs = file_system_of(path)
+    if fs is None or not fs.ext4_without_journal:
+        return None
+    return (
+        f"{what} {path} is on {fs.describe()}: each new file there makes the kernel scan the inodes "
+        "freed in the last seconds, which slows a sustained stream of short tasks (8-22 % fewer "
+        "trivial tasks/s measured); a journaled file system or a tmpfs avoids it"
+    )
 
 
 def _kernel_name(link: Path) -> str | None:

@@ -19,7 +19,7 @@ from tcworker.exitcodes import ExitCode
 from tcworker.features import load_features
 from tcworker.features.base import Feature
 from tcworker.features.taskcluster_proxy import raise_open_file_limit
-from tcworker.fsinfo import file_system_of
+from tcworker.fsinfo import slow_file_creation_hint
 from tcworker.tcapi.clients import Clients
 from tcworker.worker import metrics as worker_metrics
 from tcworker.worker.loop import WorkerLoop
@@ -96,15 +96,9 @@ async def run_worker(
 def _hint_file_system(tasks_dir: Path) -> None:
     """Say when ``tasksDir`` is on ext4 without a journal, where every task's files cost more
     (``tcworker.fsinfo``): an operator can move it, nothing else changes."""
-    fs = file_system_of(tasks_dir)
-    if fs is not None and fs.ext4_without_journal:
-        log.info(
-            "tasksDir %s is on %s: each new file there makes the kernel scan the inodes freed in "
-            "the last seconds, which slows a sustained stream of short tasks (8-22 %% fewer trivial "
-            "tasks/s measured); a journaled file system or a tmpfs avoids it",
-            tasks_dir,
-            fs.describe(),
-        )
+    hint = slow_file_creation_hint(tasks_dir, "tasksDir")
+    if hint is not None:
+        log.info("%s", hint)
 
 
 async def _shut_down(engine: Engine, features: list[Feature], clients: Clients) -> None:
