@@ -18,9 +18,12 @@ of it missing just makes the answer less precise.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,16 +86,20 @@ def file_system_of(
     return FileSystem(mount_point, kind, device, journal)
 
 
-def slow_file_creation_hint(path: Path, what: str) -> str | None:
-    """The start-up line for ``what`` (e.g. ``tasksDir``) at ``path`` when it is on ext4 without
-    a journal; ``None`` anywhere else (or when that cannot be told)."""
+def hint_slow_file_creation(path: Path, what: str) -> None:
+    """Log the start-up line for ``what`` (``tasksDir``, ``data dir``) at ``path`` when it is on
+    ext4 without a journal (an operator can move it; nothing else changes); silent anywhere else,
+    or when that cannot be told."""
     fs = file_system_of(path)
     if fs is None or not fs.ext4_without_journal:
-        return None
-    return (
-        f"{what} {path} is on {fs.describe()}: each new file there makes the kernel scan the inodes "
-        "freed in the last seconds, which slows a sustained stream of short tasks (8-22 % fewer "
-        "trivial tasks/s measured); a journaled file system or a tmpfs avoids it"
+        return
+    log.info(
+        "%s %s is on %s: each new file there makes the kernel scan the inodes freed in the last "
+        "seconds, which slows a sustained stream of short tasks (8-22 %% fewer trivial tasks/s "
+        "measured); a journaled file system or a tmpfs avoids it",
+        what,
+        path,
+        fs.describe(),
     )
 
 

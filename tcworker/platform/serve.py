@@ -24,7 +24,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from tcworker.fsinfo import slow_file_creation_hint
+from tcworker.fsinfo import hint_slow_file_creation
 from tcworker.platform.app import ROOT_URL_KEY, build_app
 from tcworker.platform.auth.service import ROOT_CLIENT_ID, ClientsFileError
 from tcworker.platform.services import PlatformConfig, Services
@@ -123,9 +123,7 @@ async def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"rootUrl: {platform.root_url}", flush=True)
-    hint = slow_file_creation_hint(data_dir, "data dir")
-    if hint is not None:
-        log.info("%s", hint)
+    hint_slow_file_creation(data_dir, "data dir")
     if generated:
         print(f"root accessToken: {token}", flush=True)
     try:

@@ -19,7 +19,7 @@ from tcworker.exitcodes import ExitCode
 from tcworker.features import load_features
 from tcworker.features.base import Feature
 from tcworker.features.taskcluster_proxy import raise_open_file_limit
-from tcworker.fsinfo import slow_file_creation_hint
+from tcworker.fsinfo import hint_slow_file_creation
 from tcworker.tcapi.clients import Clients
 from tcworker.worker import metrics as worker_metrics
 from tcworker.worker.loop import WorkerLoop
@@ -80,7 +80,7 @@ async def run_worker(
         config.task_queue_id,
         config.capacity,
     )
-    _hint_file_system(config.tasks_dir)
+    hint_slow_file_creation(config.tasks_dir, "tasksDir")
     try:
         code = await loop.run()
     except WorkerError as e:
@@ -91,14 +91,6 @@ async def run_worker(
             await metrics_server.cleanup()
         await _shut_down(engine, features, clients)
     return int(code if isinstance(code, int) else ExitCode.INTERNAL_ERROR)
-
-
-def _hint_file_system(tasks_dir: Path) -> None:
-    """Say when ``tasksDir`` is on ext4 without a journal, where every task's files cost more
-    (``tcworker.fsinfo``): an operator can move it, nothing else changes."""
-    hint = slow_file_creation_hint(tasks_dir, "tasksDir")
-    if hint is not None:
-        log.info("%s", hint)
 
 
 async def _shut_down(engine: Engine, features: list[Feature], clients: Clients) -> None:
