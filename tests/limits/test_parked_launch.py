@@ -223,7 +223,8 @@ def _forkers_holding_pipes() -> list[int]:
                 continue
             control, replies = argv[argv.index("--") + 1 : argv.index("--") + 3]
             fds = set(os.listdir(f"/proc/{child.pid}/fd"))
-            if {control, replies} <= fds and fds - {"0", "1", "2", control, replies}:  # not a stub: the forker
+            base = {"0", "1", "2", control, replies}
+            if {control, replies} <= fds and fds - base:  # a stub has closed both: this is the forker
                 holding.append(child.pid)
     return holding
 
