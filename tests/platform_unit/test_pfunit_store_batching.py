@@ -2,7 +2,9 @@
 
 Each job still behaves as its own transaction: it sees the writes queued before it, a job that
 raises is rolled back alone (its partial writes vanish, the others are stored), and a COMMIT that
-fails takes every job of the group with it. Real SQLite files, the real ``Database`` thread.
+fails takes every job of the group with it. Real SQLite files, the real ``Database`` thread;
+its jobs run at once on the loop when nothing is pending (``test_pfunit_store_inline``), so these
+tests turn that off to exercise the thread's batches.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ def _insert(conn: sqlite3.Connection, key: str, fail: bool = False) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM meta WHERE key LIKE 'k%'").fetchone()[0])
 
 
+def _threaded(path: Path) -> Database:
+    """A database whose every job goes through its thread (none run at once on the loop)."""
+    db = Database(path)
+    db.inline = False
+    return db
+
+
 def _stored(path: Path) -> list[str]:
     with sqlite3.connect(path) as conn:
         return [r[0] for r in conn.execute("SELECT key FROM meta WHERE key LIKE 'k%' ORDER BY key")]
@@ -48,7 +57,7 @@ async def _queued_together(db: Database, jobs: list[tuple[str, bool]]) -> list[o
 
 def test_a_failing_job_is_rolled_back_alone(tmp_path: Path) -> None:
     async def main() -> list[object]:
-        db = Database(tmp_path / "db.sqlite3")
+        db = _threaded(tmp_path / "db.sqlite3")
         await db.open()
         try:
             return await _queued_together(db, [("k1", False), ("k2", True), ("k3", False)])
@@ -74,7 +83,7 @@ def test_a_failed_commit_fails_every_job_of_the_group(tmp_path: Path) -> None:
     """A deferred foreign-key violation only shows at COMMIT: nothing of the group is stored."""
 
     async def main() -> list[object]:
-        db = Database(tmp_path / "db.sqlite3")
+        db = _threaded(tmp_path / "db.sqlite3")
         await db.open()
 
         await db.run(_deferred_foreign_key_schema)
@@ -103,7 +112,7 @@ def test_a_failed_commit_fails_every_job_of_the_group(tmp_path: Path) -> None:
 @pytest.mark.parametrize("jobs", [1, 2, 25])
 def test_every_job_of_a_batch_is_committed(tmp_path: Path, jobs: int) -> None:
     async def main() -> list[object]:
-        db = Database(tmp_path / "db.sqlite3")
+        db = _threaded(tmp_path / "db.sqlite3")
         await db.open()
         try:
             return await _queued_together(db, [(f"k{i:02d}", False) for i in range(jobs)])
@@ -130,7 +139,7 @@ def test_a_burst_of_one_loop_iteration_reaches_the_thread_as_one_batch(tmp_path:
             super().put(item, block, timeout)
 
     async def main() -> tuple[list[object], int]:
-        db = Database(tmp_path / "db.sqlite3")
+        db = _threaded(tmp_path / "db.sqlite3")
         db._jobs = CountingQueue()
         await db.open()
 

@@ -1,8 +1,14 @@
-"""The platform's SQLite database: WAL mode, migrations, and the one thread that touches it.
+"""The platform's SQLite database: WAL mode, migrations, and the thread that runs its jobs.
 
-Every query runs on a single dedicated thread (fed by a queue), so the event loop never
-blocks on SQLite and all transactions are naturally serialised; transitions are still written as
-compare-and-set ``UPDATE ... WHERE version = ?`` so a logic slip cannot double-hand a run.
+Jobs run one at a time on a dedicated thread (fed by a queue), so all transactions are
+serialised; transitions are still written as compare-and-set ``UPDATE ... WHERE version = ?`` so
+a logic slip cannot double-hand a run. A job of the event loop that opened the database runs at
+once on that loop instead when nothing is pending on the thread (``_submit``): at idle the hop
+to the thread and back only adds two thread wake-ups per job, and without them an idle trivial
+task's path (about ten jobs) measured 2.5–3 ms shorter (issue 15, thirteenth session); when jobs
+are pending, a new one goes to the thread behind them, in order, and shares their batch. A job
+run at once blocks the loop for its few statements (and, every ~1000 WAL pages, for SQLite's
+automatic checkpoint).
 
 Durability: WAL with ``synchronous=NORMAL`` commits without an fsync per transaction. That is
 safe against ``kill -9`` of the server (a committed transaction is in the WAL file, in the OS page
@@ -12,9 +18,10 @@ commits, which is the trade-off the local platform makes for latency.
 Hand-off: the jobs a loop iteration submits reach the thread together, as one item put on its
 queue by a callback at the end of that iteration (``_flush``), so a burst of requests wakes the
 thread once, not once per job; each wake-up is a GIL hand-over between the two threads, which
-measured at 6-12 % of the platform's CPU per task under 16 clients (issue 15). Running the
-statements on the loop instead, with a second connection, was measured too and saved nothing:
-the thread's batches already share their hand-back and their COMMIT. The thread runs under
+measured at 6-12 % of the platform's CPU per task under 16 clients (issue 15). Running every
+job on the loop instead (with a second connection, and again in the twelfth session with this
+one) saved nothing under load: the thread's batches share their hand-back and their COMMIT;
+only the jobs that would wait for nothing run there now. The thread runs under
 ``SCHED_BATCH`` so that waking it does not preempt the event loop (``_no_wakeup_preemption``).
 """
 
@@ -66,6 +73,14 @@ class Database:
         self._outbox: list[Any] = []
         #: The loop that opened the database owns the outbox; any other loop's jobs go directly.
         self._home_loop: asyncio.AbstractEventLoop | None = None
+        #: Held by whoever is using the connection: the thread for a batch, the loop for a job
+        #: run at once (``_submit``).
+        self._using = threading.Lock()
+        #: Jobs submitted to the thread and not yet run (changed under ``_counting``).
+        self._pending = 0
+        self._counting = threading.Lock()
+        #: Whether a job may run at once on the home loop when nothing is pending (``_submit``).
+        self.inline = True
 
     async def open(self) -> None:
         self._home_loop = asyncio.get_running_loop()
@@ -103,7 +118,8 @@ class Database:
                 raise
 
     async def run_raw(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the database thread, batched with whatever else is waiting.
+        """Run ``fn(*args)`` on the database thread, batched with whatever else is waiting (or at
+        once on the loop when nothing is: ``_submit``).
 
         The thread takes every job queued so far, runs them in order and hands all results back
         with a single ``call_soon_threadsafe``. Under load this costs one thread hop per batch
@@ -112,12 +128,27 @@ class Database:
         return await self._submit(fn, args, False)
 
     async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], transaction: bool) -> T:
+        """Run the job at once when it is the home loop's, no job is pending (so none can be
+        overtaken) and the connection is free; else queue it for the thread."""
         loop = asyncio.get_running_loop()
+        if (
+            loop is self._home_loop
+            and self.inline
+            and self._pending == 0
+            and self._using.acquire(blocking=False)
+        ):
+            try:  # nothing waits for the thread: a hop would only add two wake-ups
+                value = self._transaction(fn, args) if transaction else fn(*args)
+            finally:
+                self._using.release()
+            await asyncio.sleep(0)  # still a yield, as the hop was: a loop of jobs cannot starve the rest
+            return value
         fut: asyncio.Future[T] = loop.create_future()
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name="tcw-db", daemon=True)
             self._thread.start()
         job = (fn, args, fut, loop, transaction)
+        self._count(1)
         if loop is not self._home_loop:
             self._jobs.put(job)
         else:
@@ -125,6 +156,10 @@ class Database:
                 loop.call_soon(self._flush)
             self._outbox.append(job)
         return await fut
+
+    def _count(self, jobs: int) -> None:
+        with self._counting:
+            self._pending += jobs
 
     def _flush(self) -> None:
         """Hand this iteration's jobs to the thread in one put (one wake-up for the burst)."""
@@ -145,32 +180,46 @@ class Database:
                     batch += _jobs_of(self._jobs.get_nowait())
                 except queue.Empty:
                     break
-            results: list[Result] = []
-            group: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
-            loop: asyncio.AbstractEventLoop | None = None
-            for job in batch:
-                if job is _STOP:
-                    results += self._run_group(group)
-                    self._hand_back(loop, results)
-                    return
-                fn, args, fut, job_loop, transaction = job
-                if loop is not None and job_loop is not loop:  # another loop: deliver what we have
-                    results += self._run_group(group)
-                    group = []
-                    self._hand_back(loop, results)
-                    results = []
-                loop = job_loop
-                if transaction:
-                    group.append((fn, args, fut))
-                    continue
-                results += self._run_group(group)  # keep the order: earlier writes commit first
-                group = []
-                try:
-                    results.append((fut, fn(*args), None))
-                except BaseException as exc:  # delivered to the awaiting coroutine
-                    results.append((fut, None, exc))
-            results += self._run_group(group)
-            self._hand_back(loop, results)
+            with self._using:
+                deliveries, stop = self._run_batch(batch)
+            self._count(-sum(job is not _STOP for job in batch))
+            for loop, results in deliveries:
+                self._hand_back(loop, results)
+            if stop:
+                return
+
+    def _run_batch(
+        self, batch: list[Any]
+    ) -> tuple[list[tuple[asyncio.AbstractEventLoop | None, list[Result]]], bool]:
+        """Run one batch in order: (the results for each loop, in order; whether it held ``_STOP``).
+
+        The results are handed back by the caller once the connection is free and the jobs are
+        no longer counted as pending, so that a coroutine woken by them may run its next job at once.
+        """
+        deliveries: list[tuple[asyncio.AbstractEventLoop | None, list[Result]]] = []
+        results: list[Result] = []
+        group: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        loop: asyncio.AbstractEventLoop | None = None
+        for job in batch:
+            if job is _STOP:
+                deliveries.append((loop, results + self._run_group(group)))
+                return deliveries, True
+            fn, args, fut, job_loop, transaction = job
+            if loop is not None and job_loop is not loop:  # another loop: deliver what we have
+                deliveries.append((loop, results + self._run_group(group)))
+                group, results = [], []
+            loop = job_loop
+            if transaction:
+                group.append((fn, args, fut))
+                continue
+            results += self._run_group(group)  # keep the order: earlier writes commit first
+            group = []
+            try:
+                results.append((fut, fn(*args), None))
+            except BaseException as exc:  # delivered to the awaiting coroutine
+                results.append((fut, None, exc))
+        deliveries.append((loop, results + self._run_group(group)))
+        return deliveries, False
 
     def _run_group(
         self, group: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]]
