@@ -42,6 +42,21 @@ def test_a_job_at_idle_runs_on_the_loop_and_is_committed(tmp_path: Path) -> None
         assert _keys(conn) == ["k1"]  # committed: another connection sees it
 
 
+def test_a_long_job_asked_on_the_thread_runs_there_even_at_idle(tmp_path: Path) -> None:
+    async def main() -> tuple[int, int, list[str]]:
+        db = Database(tmp_path / "db.sqlite3")
+        await db.open()
+        try:
+            ran_on = await db.run_on_thread(_insert, "k1")
+            return ran_on, threading.get_ident(), await db.read(_keys)
+        finally:
+            await db.close()
+
+    ran_on, loop_thread, keys = asyncio.run(main())
+    assert ran_on != loop_thread
+    assert keys == ["k1"]
+
+
 def test_a_job_submitted_while_others_are_pending_queues_behind_them(tmp_path: Path) -> None:
     """The thread is busy with a slow job and another waits behind it: a new job must not jump
     the queue on the loop, and must not use the connection beside the thread."""

@@ -80,7 +80,7 @@ class Resolvers:
     async def run_expiry(self) -> None:
         while True:
             try:
-                files = await self.queue.db.run(self._expire_once)
+                files = await self.queue.db.run_on_thread(self._expire_once)
                 await asyncio.to_thread(self._remove_files, files)
             except Exception:
                 log.exception("expiry pass failed")

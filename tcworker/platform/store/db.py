@@ -8,7 +8,7 @@ to the thread and back only adds two thread wake-ups per job, and without them a
 task's path (about ten jobs) measured 2.5–3 ms shorter (issue 15, thirteenth session); when jobs
 are pending, a new one goes to the thread behind them, in order, and shares their batch. A job
 run at once blocks the loop for its few statements (and, every ~1000 WAL pages, for SQLite's
-automatic checkpoint).
+automatic checkpoint); a long one asks for the thread (``run_on_thread``).
 
 Durability: WAL with ``synchronous=NORMAL`` commits without an fsync per transaction. That is
 safe against ``kill -9`` of the server (a committed transaction is in the WAL file, in the OS page
@@ -127,12 +127,15 @@ class Database:
         """
         return await self._submit(fn, args, False)
 
-    async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], transaction: bool) -> T:
+    async def _submit(
+        self, fn: Callable[..., T], args: tuple[Any, ...], transaction: bool, may_inline: bool = True
+    ) -> T:
         """Run the job at once when it is the home loop's, no job is pending (so none can be
         overtaken) and the connection is free; else queue it for the thread."""
         loop = asyncio.get_running_loop()
         if (
-            loop is self._home_loop
+            may_inline
+            and loop is self._home_loop
             and self.inline
             and self._pending == 0
             and self._using.acquire(blocking=False)
@@ -283,6 +286,12 @@ class Database:
         writes of those before it and is rolled back alone when it raises.
         """
         return await self._submit(fn, args, True)
+
+    async def run_on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``run``, but always on the database thread: for a long job (the expiry pass deletes
+        up to a thousand tasks with their artifacts), which on the loop would hold every request
+        up, even those that need no database."""
+        return await self._submit(fn, args, True, may_inline=False)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on the writer thread without opening a write transaction."""
