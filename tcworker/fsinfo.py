@@ -112,7 +112,7 @@ def _kernel_name(link: Path) -> str | None:
 
 
 def _under(path: str, mount_point: str) -> bool:
-    return mount_point == "/" or path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+    return path == mount_point or path.startswith(mount_point.rstrip("/") + "/")  # "/" holds all
 
 
 def _unescape(field: str) -> str:
