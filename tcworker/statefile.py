@@ -13,6 +13,9 @@ wins) and ``flush`` waits for them where it matters (the worker's exit). It gath
 within ``COALESCE`` of the first change and writes only the latest text: a trivial task changes the
 status file twice within a few milliseconds, and each write on another thread still costs the
 loop a few hand-overs of the GIL — paid once per ``COALESCE`` instead of three times per task.
+For the same reason a change that arrives while the thread is already gathering does not wake
+it (each wake-up is a thread switch and a GIL hand-over for nothing: it would only go back to
+waiting out the window).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class BackgroundWriter:
     def submit(self, path: Path, text: str | None) -> None:
         """Schedule ``path`` to hold ``text`` (or to be removed); never blocks on the disk."""
         with self._cond:
+            wake = not self._pending  # else the thread is already gathering: no wake-up needed
             self._pending[path] = text
             if self._thread is None:
                 thread = threading.Thread(target=self._run, name="tcw-state", daemon=True)
@@ -87,7 +91,8 @@ class BackgroundWriter:
                     self._write(path, text)
                     return
                 self._thread = thread
-            self._cond.notify_all()
+            if wake:
+                self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far is written (blocking); False on timeout."""
