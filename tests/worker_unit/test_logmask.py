@@ -70,3 +70,62 @@ def test_stream_equals_whole_buffer(data: str, cuts: list[int]) -> None:
         pos += cut
     out += stream.feed(payload[pos:]) + stream.flush()
     assert out == whole
+
+
+def _automaton_only(secrets: list[str]) -> SecretMasker:
+    """A masker that skips the ``bytes.find`` stage: the automaton from the first byte."""
+    masker = SecretMasker(secrets)
+    masker._find_budget = -1
+    return masker
+
+
+@st.composite
+def _secrets_and_log(draw: st.DrawFn) -> tuple[list[str], bytes]:
+    """Secrets over a two-letter alphabet (prefixes and overlaps of each other are common) and a
+    log made of them — whole, cut, back to back — and filler."""
+    secrets = draw(st.lists(st.text(alphabet="ab", min_size=4, max_size=8), min_size=1, max_size=6))
+    piece = st.one_of(
+        st.sampled_from(secrets),
+        st.sampled_from(secrets).flatmap(lambda v: st.sampled_from([v[1:], v[:-1], v + v[:2]])),
+        st.text(alphabet="abc", max_size=5),
+    )
+    return secrets, "".join(draw(st.lists(piece, max_size=40))).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=_secrets_and_log(), cuts=st.lists(st.integers(min_value=1, max_value=30), max_size=20))
+def test_the_find_stage_masks_as_the_automaton_does(case: tuple[list[str], bytes], cuts: list[int]) -> None:
+    """Overlapping secrets: the ``bytes.find`` stage picks the same leftmost-longest spans as the
+    automaton, for a whole buffer and for a stream."""
+    secrets, payload = case
+    expected = _automaton_only(secrets).mask(payload)
+    found = SecretMasker(secrets)
+    assert found.mask(payload) == expected
+    assert found._automaton is None  # it was the find stage that answered
+    stream, out, pos = SecretMasker(secrets), b"", 0
+    for cut in cuts:
+        out += stream.feed(payload[pos : pos + cut])
+        pos += cut
+    assert out + stream.feed(payload[pos:]) + stream.flush() == expected
+
+
+def test_a_small_log_never_builds_the_automaton_a_big_one_does() -> None:
+    masker = SecretMasker([TOKEN], encoded=True)
+    line = b"ordinary output line\n" * 50
+    assert masker.feed(line + TOKEN.encode() + b"\n") == line + b"[secret]\n"
+    assert masker._automaton is None
+    chunk = (b"x" * 65535 + b"\n") * 4  # past FIND_BUDGET together with the above
+    assert masker.feed(chunk) == chunk
+    assert masker.feed(b"then " + TOKEN.encode() + b"\n") == b"then [secret]\n"
+    assert masker._automaton is not None
+
+
+def test_many_matches_hand_over_to_the_automaton_within_one_buffer() -> None:
+    """Each match of the find stage costs a pass over the secrets: past FIND_MATCHES the rest of
+    the same buffer goes to the automaton, with nothing masked twice or missed."""
+    masker = SecretMasker(["hunter22", "hunter2222"])
+    payload = b"".join(b"%d:hunter22%s " % (i, b"22" if i % 3 == 0 else b"") for i in range(1000))
+    expected = _automaton_only(["hunter22", "hunter2222"]).mask(payload)
+    assert masker.mask(payload) == expected
+    assert expected.count(b"[secret]") == 1000 and b"hunter" not in expected
+    assert masker._automaton is not None
