@@ -86,28 +86,43 @@ def create_tasks_dir(tasks_dir: Path, mode: int = 0o755) -> None:
         raise HostBroken(f"cannot create tasksDir {str(tasks_dir)!r}: {e.strerror}") from e
 
 
+def small_tree(path: Path | str, limit: int = SMALL_TREE_ENTRIES) -> list[tuple[str, bool]] | None:
+    """Every entry under ``path`` as (path, is a directory), parents before children, or
+    ``None`` when there are more than ``limit`` (the walk stops there). Symlinks are entries,
+    never followed. Raises ``OSError`` when a directory cannot be listed."""
+    entries: list[tuple[str, bool]] = []
+    pending = [str(path)]
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as it:
+            for entry in it:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                entries.append((entry.path, is_dir))
+                if len(entries) > limit:
+                    return None
+                if is_dir:
+                    pending.append(entry.path)
+    return entries
+
+
+def remove_entries(entries: list[tuple[str, bool]]) -> None:
+    """Remove what ``small_tree`` listed, children before parents (raises ``OSError``)."""
+    for name, is_dir in reversed(entries):
+        if is_dir:
+            os.rmdir(name)
+        else:
+            os.unlink(name)
+
+
 def remove_small_tree(path: Path, limit: int = SMALL_TREE_ENTRIES) -> bool:
     """Remove ``path`` (a directory) when it holds at most ``limit`` entries in all; ``True``
     when it is gone. Symlinks are removed, never followed. ``False`` (nothing or part removed)
     tells the caller to ``shutil.rmtree`` it off the loop."""
-    entries: list[tuple[str, bool]] = []  # (path, is a directory), parents before children
-    pending = [str(path)]
     try:
-        while pending:
-            directory = pending.pop()
-            with os.scandir(directory) as it:
-                for entry in it:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                    entries.append((entry.path, is_dir))
-                    if len(entries) > limit:
-                        return False
-                    if is_dir:
-                        pending.append(entry.path)
-        for name, is_dir in reversed(entries):
-            if is_dir:
-                os.rmdir(name)
-            else:
-                os.unlink(name)
+        entries = small_tree(path, limit)
+        if entries is None:
+            return False
+        remove_entries(entries)
         os.rmdir(path)
     except FileNotFoundError:
         return not os.path.lexists(path)

@@ -37,6 +37,7 @@ from tcworker.engines.base import (
 from tcworker.engines.launchpool import LaunchPool
 from tcworker.engines.process import PIPE_SIZE, CommandRunner, Identity
 from tcworker.errors import InternalError
+from tcworker.sparedirs import DirRecycler
 from tcworker.taskdirs import remove_small_tree
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ PROBLEMS: dict[str, type[ArtifactProblem]] = {
 def artifact_problem(reason: str, message: str) -> ArtifactProblem:
     """The ``ArtifactProblem`` subclass for a queue error-artifact ``reason``."""
     return PROBLEMS.get(reason, ArtifactInvalid)(message)
+
+
+PRIVATE_DIR = "generic-worker"  # the worker's own files in a task directory (mode 0700)
 
 
 def make_task_dir(path: Path, mode: int = 0o755, *, replace_leftover: bool = True) -> None:
@@ -70,7 +74,7 @@ def make_task_dir(path: Path, mode: int = 0o755, *, replace_leftover: bool = Tru
             shutil.rmtree(path)
         os.mkdir(path, mode)
     os.chmod(path, mode)
-    private = os.path.join(path, "generic-worker")
+    private = os.path.join(path, PRIVATE_DIR)
     os.mkdir(private, 0o700)
     os.chmod(private, 0o700)
 
@@ -88,8 +92,10 @@ class HostSandbox(Sandbox):
         parked: spawnstub.StubLaunch | None = None,
         park: Callable[[Sequence[Path]], spawnstub.StubLaunch] | None = None,
         on_destroyed: Callable[[], None] | None = None,
+        recycler: DirRecycler | None = None,
     ) -> None:
         self._task_dir = task_dir
+        self._recycler = recycler  # keeps the emptied task dir for a later run (tcworker.sparedirs)
         self._clean_up = clean_up
         self._cgroup = cgroup
         self._runner = CommandRunner(
@@ -184,18 +190,25 @@ class HostSandbox(Sandbox):
             await asyncio.to_thread(self._release_host_blocking, remove_task_dir, on_destroyed)
 
     def _release_host_blocking(self, remove_task_dir: bool, on_destroyed: Callable[[], None] | None) -> None:
+        all_gone = False  # every process of the run provably ended: its cgroup was empty
         try:
             try:
-                if self._cgroup is not None and not self._cgroup.remove_if_empty():
-                    self._cgroup.remove()
+                if self._cgroup is not None:
+                    all_gone = self._cgroup.remove_if_empty()
+                    if not all_gone:
+                        self._cgroup.remove()
             finally:
                 if remove_task_dir and self._clean_up:
-                    self._remove_task_dir_blocking()
+                    self._remove_task_dir_blocking(recycle=all_gone)
         finally:
             if on_destroyed is not None:
                 on_destroyed()
 
-    def _remove_task_dir_blocking(self) -> None:
+    def _remove_task_dir_blocking(self, recycle: bool = False) -> None:
+        """Remove the task dir, or keep it emptied for a later run when the run's processes are
+        known to be gone (a process left behind must not reach the next run's directory)."""
+        if recycle and self._recycler is not None and self._recycler.keep(self._task_dir, PRIVATE_DIR):
+            return
         if remove_small_tree(self._task_dir) or not os.path.lexists(self._task_dir):
             return
         shutil.rmtree(self._task_dir, ignore_errors=True)

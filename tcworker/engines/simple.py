@@ -21,8 +21,15 @@ from typing import TYPE_CHECKING
 
 from tcworker.engines import artifact_reader
 from tcworker.engines.base import ArtifactFile, RunContext
-from tcworker.engines.hostsandbox import HostEngine, HostSandbox, artifact_problem, make_task_dir
+from tcworker.engines.hostsandbox import (
+    PRIVATE_DIR,
+    HostEngine,
+    HostSandbox,
+    artifact_problem,
+    make_task_dir,
+)
 from tcworker.errors import MalformedPayload
+from tcworker.sparedirs import DirRecycler
 from tcworker.taskdirs import create_tasks_dir, task_dir_name
 
 if TYPE_CHECKING:
@@ -85,15 +92,24 @@ class SimpleSandbox(HostSandbox):
         await self._release_host(remove_task_dir=True)
 
 
+TASK_DIR_MODE = 0o755
+
+
 class SimpleEngine(HostEngine):
     """Runs generic-worker payloads as the worker's own user."""
 
     name = "simple"
 
+    _task_dirs: DirRecycler | None = None
+
     async def initialise(self, config: WorkerConfig) -> None:
         self._config = config
         create_tasks_dir(config.tasks_dir)
         await self._detect_cgroups(config)
+        if config.cleanUpTaskDirs:  # emptied task dirs kept for the next runs (tcworker.sparedirs)
+            recycler = DirRecycler(config.tasks_dir / ".spare" / "tasks", keep=int(config.capacity) + 1)
+            await asyncio.to_thread(recycler.reset)
+            self._task_dirs = recycler
         self._park_launches(config)
 
     def supported_payload_kinds(self) -> frozenset[str]:
@@ -102,10 +118,12 @@ class SimpleEngine(HostEngine):
     async def prepare(self, run: RunContext) -> SimpleSandbox:
         config = self._require_config()
         task_dir = config.tasks_dir / task_dir_name(run.task_id, run.run_id)
-        try:  # two mkdirs: cheaper inline than a thread hop, which waits for the GIL under load
-            make_task_dir(task_dir, replace_leftover=False)
-        except FileExistsError:  # a leftover to remove first: off the loop
-            await asyncio.to_thread(make_task_dir, task_dir)
+        recycler = self._task_dirs
+        if recycler is None or not recycler.take(task_dir, TASK_DIR_MODE, PRIVATE_DIR):
+            try:  # two mkdirs: cheaper inline than a thread hop, which waits for the GIL under load
+                make_task_dir(task_dir, TASK_DIR_MODE, replace_leftover=False)
+            except FileExistsError:  # a leftover to remove first: off the loop
+                await asyncio.to_thread(make_task_dir, task_dir, TASK_DIR_MODE)
         try:
             cgroup, parked = await self._task_cgroup(task_dir.name)
         except BaseException:
@@ -119,4 +137,5 @@ class SimpleEngine(HostEngine):
             parked=parked,
             park=self._stub_maker(),
             on_destroyed=self._top_up_launches,
+            recycler=recycler,
         )

@@ -28,6 +28,7 @@ from tcworker.engines.base import Engine
 from tcworker.exitcodes import ExitCode
 from tcworker.features.base import Feature
 from tcworker.mounts import gc as disk_gc
+from tcworker.sparedirs import DirRecycler
 from tcworker.statefile import BackgroundWriter
 from tcworker.taskdirs import leftover_task_dirs, remove_task_dirs, task_dir_name
 from tcworker.tcapi.clients import Clients
@@ -79,6 +80,10 @@ class WorkerLoop:
         self._last_active = time.monotonic()
         self._last_no_task_log = 0.0
         self.scratch_root = config.tasks_dir / ".runs"
+        # Emptied scratch dirs kept for the next runs (tcworker.sparedirs: no mkdir/rmdir each).
+        self._scratch_spares = DirRecycler(
+            config.tasks_dir / ".spare" / "runs", keep=int(config.capacity) + 1
+        )
         self.status_path = Path(tempfile.gettempdir()) / STATUS_FILE
         self._status_lock = asyncio.Lock()
         self._state = BackgroundWriter()
@@ -152,6 +157,7 @@ class WorkerLoop:
             return ExitCode.INTERNAL_ERROR
         if self.config.cleanUpTaskDirs:
             await asyncio.to_thread(remove_task_dirs, self.config.tasks_dir, (), self._task_dir_in_use)
+            await asyncio.to_thread(self._scratch_spares.reset)
         try:
             return await self._loop()
         finally:
@@ -297,6 +303,7 @@ class WorkerLoop:
             scratch_root=self.scratch_root,
             log_listeners=listeners,
             on_reported=on_reported,
+            spares=self._scratch_spares,
         )
 
     async def _claimed(self, claim: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from tcworker.config import WorkerConfig
 from tcworker.engines.base import Engine, RunContext, Sandbox
 from tcworker.errors import InternalError, TaskError, resolution_of
 from tcworker.features.base import Feature, RunHandle, RunOutcome, TaskFeature
+from tcworker.sparedirs import DirRecycler
 from tcworker.taskdirs import task_dir_name
 from tcworker.tcapi.claim import RunClaim
 from tcworker.tcapi.clients import Clients, status_code
@@ -89,6 +90,7 @@ class TaskRun:
         scratch_root: Path,
         log_listeners: list[Listener] | None = None,
         on_reported: Callable[[tuple[str, str | None]], None] | None = None,
+        spares: DirRecycler | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -103,6 +105,7 @@ class TaskRun:
         self.outcome = RunOutcome()
         self.cancellation = self.outcome.cancellation
         self.scratch_dir = scratch_root / task_dir_name(self.task_id, self.run_id)
+        self._spares = spares  # emptied scratch dirs of earlier runs, renamed into place
         self._sandbox: Sandbox | None = None
         self._model: payload_mod.RunModel | None = None
         self._log_listeners = log_listeners or []
@@ -197,7 +200,8 @@ class TaskRun:
     # ---- the run ---------------------------------------------------------------------------
     async def run(self) -> tuple[str, str | None]:
         """Run to the end and report; returns the resolution ``(state, reason)``."""
-        self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self._spares is None or not self._spares.take(self.scratch_dir, 0o700):
+            self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._log = TaskLog(self.scratch_dir / "live_backing.log")
         self._mask_credentials(self.claim.credentials)
         self.claim.on_reclaimed(self._mask_credentials)
@@ -269,7 +273,7 @@ class TaskRun:
         """The log's gzip copy and the scratch dir (blocking: in one thread trip, unless all
         there is to remove is a short log)."""
         self._log_publication.discard()
-        if self.config.cleanUpTaskDirs:
+        if self.config.cleanUpTaskDirs and not (self._spares and self._spares.keep(self.scratch_dir)):
             shutil.rmtree(self.scratch_dir, True)
 
     def _write_header(self) -> None:
