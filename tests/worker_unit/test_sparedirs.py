@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from helpers.ci import skip_or_fail
 
 from tcworker.sparedirs import DirRecycler, inode_flags
 from tcworker.taskdirs import SMALL_TREE_ENTRIES
@@ -81,7 +81,7 @@ def test_a_directory_with_extended_attributes_or_an_acl_is_not_kept(tmp_path: Pa
     try:
         os.setxattr(path / PRIVATE, "user.tcw", b"1")
     except OSError as e:
-        pytest.skip(f"no user xattrs on {tmp_path}: {e}")
+        skip_or_fail(f"no user xattrs on {tmp_path}: {e}")
     _refused(recycler, path)
     os.removexattr(path / PRIVATE, "user.tcw")
     if shutil.which("setfacl"):
@@ -91,7 +91,7 @@ def test_a_directory_with_extended_attributes_or_an_acl_is_not_kept(tmp_path: Pa
 
 def test_a_directory_owned_by_someone_else_is_not_kept(tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root to give a directory away")
+        skip_or_fail("needs root to give a directory away")
     recycler = _recycler(tmp_path)
     path = _used_task_dir(tmp_path / "task_x_0")
     os.chown(path / PRIVATE, 65534, 65534)
@@ -102,7 +102,7 @@ def test_a_directory_with_inode_flags_is_not_kept(tmp_path: Path) -> None:
     recycler = _recycler(tmp_path)
     path = _used_task_dir(tmp_path / "task_x_0")
     if inode_flags(path) is None or not shutil.which("chattr"):
-        pytest.skip(f"{tmp_path} has no inode flags (chattr)")
+        skip_or_fail(f"{tmp_path} has no inode flags (chattr)")
     subprocess.run(["chattr", "+S", str(path)], check=True)  # synchronous updates for the next run?
     _refused(recycler, path)
 
