@@ -8,8 +8,9 @@ throw-away worker disks) each ``mkdir`` cost 0.2–0.5 ms of system CPU here and
 (``recently_deleted``), and a worker that runs many short tasks frees a lot of them. Moving an
 emptied directory aside and back costs two ``rename`` calls of ~15 µs. Making the directories
 ahead of time on a thread did not help (the same CPU, spent beside the next run's command);
-not making them again does: drains of trivial tasks at capacity 8 spent ~0.95 ms less worker CPU
-per task (+10–14 % tasks/s), see the README's performance notes.
+not making them again does: drains of trivial tasks at capacity 8, alternating with the code
+before, 157–159 against 135–162 tasks/s, up to 1.26 ms less worker CPU per task (see the
+README's fourteenth-session notes).
 
 A ``DirRecycler`` keeps up to ``keep`` emptied directories under its own ``root`` (mode 0700,
 in ``tasksDir/.spare/``, which no task directory sweep looks at). ``keep`` takes a directory
