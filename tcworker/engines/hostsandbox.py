@@ -79,6 +79,37 @@ def make_task_dir(path: Path, mode: int = 0o755, *, replace_leftover: bool = Tru
     os.chmod(private, 0o700)
 
 
+class ReleaseLane:
+    """Where a finished run's host clean-up runs (``HostSandbox._release_host``): one per engine.
+
+    In a thread while other runs of the engine are alive: under load these system calls wait
+    on kernel locks for milliseconds, and a py-spy of a worker draining trivial tasks at
+    capacity 8 found them ~13 % of the event loop's time when they ran on it, every other run's
+    HTTP calls waiting behind them (done on the loop they also cost capacity 8 6–10 % of its
+    tasks/s, measured). When the run is the engine's only one, on the loop instead, once the
+    loop's ready work has gone (the next ``claimWork``, whose request reaches its socket on
+    the loop's third turn after the report): the loop then only waits for the claim's answer,
+    and the thread trip cost more than the work — ~0.65 ms of CPU in the thread but ~4 ms of
+    wall time, most of it waiting for the GIL, and every hand-off of the GIL a futex wake of
+    the other thread (``pthread_cond_signal`` was ~4 % of the worker's main thread in ``perf``).
+    """
+
+    #: Loop turns given to ready work first: the next claim's request is written on the third.
+    READY_TURNS = 4
+
+    def __init__(self) -> None:
+        self.alive = 0  # sandboxes made and not yet released
+
+    def leave(self) -> bool:
+        """A sandbox starts its release; ``True``: it was the only one alive (release on the loop)."""
+        self.alive -= 1
+        return self.alive == 0
+
+    async def let_ready_work_go(self) -> None:
+        for _ in range(self.READY_TURNS):
+            await asyncio.sleep(0)
+
+
 class HostSandbox(Sandbox):
     """Common part of a host sandbox: one task directory, commands run one at a time."""
 
@@ -93,8 +124,12 @@ class HostSandbox(Sandbox):
         park: Callable[[Sequence[Path]], spawnstub.StubLaunch] | None = None,
         on_destroyed: Callable[[], None] | None = None,
         recycler: DirRecycler | None = None,
+        lane: ReleaseLane | None = None,
     ) -> None:
         self._task_dir = task_dir
+        self._lane = lane  # where the run's host clean-up will run (on the loop or in a thread)
+        if lane is not None:
+            lane.alive += 1
         self._recycler = recycler  # keeps the emptied task dir for a later run (tcworker.sparedirs)
         self._clean_up = clean_up
         self._cgroup = cgroup
@@ -174,46 +209,70 @@ class HostSandbox(Sandbox):
 
     async def _release_host(self, *, remove_task_dir: bool) -> None:
         """The run's kernel-side leftovers (idempotent). A parked stub no command used is ended
-        first, on the loop; then, in one thread trip, the cgroup's ``rmdir`` (or the kill and wait
-        when processes are left), the task directory when asked and when clean-up is on, and the
-        launch pool's top-up (``mkdir`` of the next group, ``vfork`` of its stub).
-
-        Off the loop because under load these system calls wait on kernel locks for milliseconds:
-        a py-spy of a worker draining trivial tasks at capacity 8 found them ~13 % of the event
-        loop's time, every other run's HTTP calls waiting behind them. The run has reported by
-        now, so the thread trip is not on the task's path; the loop meanwhile claims the next task.
-        """
+        first, on the loop; then the cgroup's ``rmdir`` (or the kill and wait when processes are
+        left), the task directory when asked and when clean-up is on, and the launch pool's
+        top-up (``mkdir`` of the next group, ``vfork`` of its stub): on the loop when this run is
+        the engine's only one and its end is the usual one, else in one thread trip
+        (``ReleaseLane`` says why). The run has reported by now: neither is on the task's path."""
         try:
             await self._runner.discard_parked()
         finally:
             on_destroyed, self._on_destroyed = self._on_destroyed, None
-            await asyncio.to_thread(self._release_host_blocking, remove_task_dir, on_destroyed)
+            lane, self._lane = self._lane, None
+            released = False
+            if lane is not None and lane.leave():
+                await lane.let_ready_work_go()
+                released = self._release_host_blocking(remove_task_dir, on_destroyed, at_once=True)
+            if not released:
+                await asyncio.to_thread(self._release_host_blocking, remove_task_dir, on_destroyed)
 
-    def _release_host_blocking(self, remove_task_dir: bool, on_destroyed: Callable[[], None] | None) -> None:
-        all_gone = False  # every process of the run provably ended: its cgroup was empty
+    def _release_host_blocking(
+        self, remove_task_dir: bool, on_destroyed: Callable[[], None] | None, *, at_once: bool = False
+    ) -> bool:
+        """The release itself (blocking), then ``on_destroyed`` (the launch pool's top-up).
+        ``at_once`` (on the loop): ``False`` as soon as something would take long (processes left
+        in the cgroup, a big task directory), leaving that and the rest to the thread trip, which
+        repeats what was done harmlessly (``remove_if_empty`` of a removed group is ``True``; the
+        recycler's checks come before it empties anything)."""
         try:
-            try:
-                if self._cgroup is not None:
-                    all_gone = self._cgroup.remove_if_empty()
-                    if not all_gone:
-                        self._cgroup.remove()
-            finally:
-                if remove_task_dir and self._clean_up:
-                    self._remove_task_dir_blocking(recycle=all_gone)
-        finally:
+            finished = self._release_leftovers(remove_task_dir, at_once)
+        except BaseException:
             if on_destroyed is not None:
                 on_destroyed()
+            raise
+        if finished and on_destroyed is not None:
+            on_destroyed()
+        return finished
 
-    def _remove_task_dir_blocking(self, recycle: bool = False) -> None:
+    def _release_leftovers(self, remove_task_dir: bool, at_once: bool) -> bool:
+        all_gone = False  # every process of the run provably ended: its cgroup was empty
+        deferred = False
+        try:
+            if self._cgroup is not None:
+                all_gone = self._cgroup.remove_if_empty()
+                if not all_gone:
+                    deferred = at_once
+                    if not at_once:
+                        self._cgroup.remove()
+        finally:
+            if not deferred and remove_task_dir and self._clean_up:
+                deferred = not self._remove_task_dir_blocking(recycle=all_gone, at_once=at_once)
+        return not deferred
+
+    def _remove_task_dir_blocking(self, recycle: bool = False, at_once: bool = False) -> bool:
         """Remove the task dir, or keep it emptied for a later run when the run's processes are
-        known to be gone (a process left behind must not reach the next run's directory)."""
+        known to be gone (a process left behind must not reach the next run's directory).
+        ``False``: left for ``shutil.rmtree`` (``at_once``: a tree too big to remove on the loop)."""
         if recycle and self._recycler is not None and self._recycler.keep(self._task_dir, PRIVATE_DIR):
-            return
+            return True
         if remove_small_tree(self._task_dir) or not os.path.lexists(self._task_dir):
-            return
+            return True
+        if at_once:
+            return False
         shutil.rmtree(self._task_dir, ignore_errors=True)
         if os.path.lexists(self._task_dir):
             log.warning("could not remove task directory %s completely", self._task_dir)
+        return True
 
 
 class HostEngine(Engine):
@@ -226,6 +285,7 @@ class HostEngine(Engine):
         self._cgroups: cgroups.CgroupHost | None = None
         self._limits: cgroups.TaskLimits | None = None
         self._launches: LaunchPool | None = None
+        self._release_lane = ReleaseLane()
 
     async def shutdown(self) -> None:
         if self._launches is not None:

@@ -79,9 +79,15 @@ class LaunchPool:
         """Make pairs until the pool is full: a few ``mkdir`` and limit writes and one ``vfork``
         each (perl's start-up and the cgroup join happen in the child, not here). After one
         failure the pool stays empty: runs make their own groups, as without it. Blocking: the
-        engine calls it at start and from a run's clean-up thread."""
-        with self._filling:
+        engine calls it at start and from a run's clean-up (on the loop or in a thread). A top-up
+        already under way (another run's, in a thread) fills the pool to its size itself: this
+        one returns at once then, never waiting for it on the loop."""
+        if not self._filling.acquire(blocking=False):
+            return
+        try:
             self._fill()
+        finally:
+            self._filling.release()
 
     def _fill(self) -> None:
         while not self._broken and len(self._ready) < self._size:

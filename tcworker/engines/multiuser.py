@@ -37,7 +37,7 @@ from tcworker.engines import runas, spawnstub
 from tcworker.engines.artifact_copy import copy_artifact, helper_interpreter
 from tcworker.engines.base import ArtifactFile, RunContext
 from tcworker.engines.cgroups import TaskCgroup
-from tcworker.engines.hostsandbox import HostEngine, HostSandbox
+from tcworker.engines.hostsandbox import HostEngine, HostSandbox, ReleaseLane
 from tcworker.engines.process import Identity
 from tcworker.engines.proctree import boot_ticks_now, kill_user_processes
 from tcworker.engines.taskusers import AccountError, Accounts, TaskUser
@@ -120,6 +120,7 @@ class MultiuserSandbox(HostSandbox):
         parked: spawnstub.StubLaunch | None = None,
         park: Callable[[Sequence[Path]], spawnstub.StubLaunch] | None = None,
         on_destroyed: Callable[[], None] | None = None,
+        lane: ReleaseLane | None = None,
     ) -> None:
         super().__init__(
             user.home,
@@ -129,6 +130,7 @@ class MultiuserSandbox(HostSandbox):
             parked=parked,
             park=park,
             on_destroyed=on_destroyed,
+            lane=lane,
         )
         self.user = user
         self._pool = pool
@@ -357,8 +359,13 @@ class MultiuserEngine(HostEngine):
             await self._run_after_user_creation(sandbox, config.runAfterUserCreation)
 
     def _sandbox_for(
-        self, user: TaskUser, cgroup: TaskCgroup | None, parked: spawnstub.StubLaunch | None = None
+        self,
+        user: TaskUser,
+        cgroup: TaskCgroup | None,
+        parked: spawnstub.StubLaunch | None = None,
+        lane: ReleaseLane | None = None,
     ) -> MultiuserSandbox:
+        """A sandbox for ``user``; ``lane`` only for a run's (one that will be destroyed)."""
         config = self._require_config()
         assert self._pool is not None
         return MultiuserSandbox(
@@ -371,6 +378,7 @@ class MultiuserEngine(HostEngine):
             parked=parked,
             park=self._stub_maker(),
             on_destroyed=self._top_up_launches,
+            lane=lane,
         )
 
     async def prepare(self, run: RunContext) -> MultiuserSandbox:
@@ -385,7 +393,7 @@ class MultiuserEngine(HostEngine):
         except BaseException:
             await self._pool.retire(user, "delete")
             raise
-        sandbox = self._sandbox_for(user, cgroup, parked)
+        sandbox = self._sandbox_for(user, cgroup, parked, self._release_lane)
         try:
             st = os.lstat(user.home)
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.uid:

@@ -138,4 +138,5 @@ class SimpleEngine(HostEngine):
             park=self._stub_maker(),
             on_destroyed=self._top_up_launches,
             recycler=recycler,
+            lane=self._release_lane,
         )
