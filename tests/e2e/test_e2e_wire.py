@@ -13,7 +13,7 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -42,14 +42,21 @@ def official_schema(name: str) -> dict[str, Any]:
     return dict(json.loads((repo / "tcworker" / "schemas" / "queue" / "queue" / name).read_text()))
 
 
+Hold = Callable[[str, str, bytes], float]
+
+
 class RecordingProxy:
     """An aiohttp reverse proxy on 127.0.0.1 that forwards everything to ``upstream`` unchanged
-    (Host header included, so Hawk signatures still verify) and records request bodies."""
+    (Host header included, so Hawk signatures still verify) and records request bodies, and in
+    ``events`` when each request arrived and when its answer went back. ``hold(method, path,
+    body)``: seconds to keep a request before forwarding it (a slow queue for that call)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, hold: Hold | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.requests: list[tuple[str, str, bytes]] = []
+        self.events: list[tuple[str, str, str, bytes]] = []  # ("request" | "answer", method, path, body)
         self.url = ""
+        self._hold = hold
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -83,6 +90,9 @@ class RecordingProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.requests.append((request.method, request.path, body))
+        self.events.append(("request", request.method, request.path, body))
+        if self._hold is not None and (delay := self._hold(request.method, request.path, body)):
+            await asyncio.sleep(delay)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         async with self._session.request(
             request.method,
@@ -93,6 +103,7 @@ class RecordingProxy:
             allow_redirects=False,
         ) as upstream:
             data = await upstream.read()
+            self.events.append(("answer", request.method, request.path, body))
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
             if "Content-Encoding" in upstream.headers:
                 out["Content-Encoding"] = upstream.headers["Content-Encoding"]
@@ -136,6 +147,19 @@ def test_create_artifact_bodies_validate_and_never_carry_content_length(
         assert "contentLength" not in body, body
 
 
+def _artifact_call(task_id: str, method: str, path: str, body: bytes) -> str | None:
+    """``"<storageType> <name>"`` for a ``createArtifact`` of ``task_id``, ``"report"`` for its
+    ``reportCompleted``, else ``None``."""
+    name = unquote(path)
+    if task_id not in name:
+        return None
+    if method == "POST" and CREATE_ARTIFACT.match(path):
+        return f"{json.loads(body)['storageType']} {name.rsplit('/artifacts/', 1)[1]}"
+    if method == "POST" and name.endswith("/completed"):
+        return "report"
+    return None
+
+
 def test_live_log_link_goes_out_after_the_backing_log_artifact_and_before_the_report(
     submitter: Submitter, start_worker: Any, proxy: RecordingProxy
 ) -> None:
@@ -146,19 +170,42 @@ def test_live_log_link_goes_out_after_the_backing_log_artifact_and_before_the_re
     task_id = submitter.create({"command": [["sh", "-c", "echo hello"]], "maxRunTime": 60})
     run = submitter.wait_run(task_id, timeout=90, worker=worker)
     assert run["state"] == "completed", run
-    seen: list[str] = []
-    for method, path, body in proxy.requests:
-        name = unquote(path)
-        if task_id not in name:
-            continue
-        if method == "POST" and CREATE_ARTIFACT.match(path):
-            kind = json.loads(body)["storageType"]
-            seen.append(f"{kind} {name.rsplit('/artifacts/', 1)[1]}")
-        elif method == "POST" and name.endswith("/completed"):
-            seen.append("report")
+    seen = [c for m, p, b in proxy.requests if (c := _artifact_call(task_id, m, p, b))]
     assert seen == [
         "reference public/logs/live.log",
         "object public/logs/live_backing.log",
         "link public/logs/live.log",
         "report",
     ], seen
+
+
+def test_a_slow_live_log_reference_does_not_hold_the_backing_log_back(
+    submitter: Submitter, start_worker: Any, shared_platform: PlatformProcess
+) -> None:
+    """The queue answers the live log's ``reference`` late: the backing log's upload starts
+    without waiting for that answer (a short command no longer waits for it), the link still
+    replaces the reference only after it, and the report comes last."""
+
+    def hold(method: str, path: str, body: bytes) -> float:
+        is_reference = method == "POST" and CREATE_ARTIFACT.match(path) and b'"reference"' in body
+        return 2.0 if is_reference else 0.0
+
+    with RecordingProxy(shared_platform.root_url, hold=hold) as proxy:
+        worker = start_worker(rootURL=proxy.url)
+        task_id = submitter.create({"command": [["sh", "-c", "echo hello"]], "maxRunTime": 60})
+        run = submitter.wait_run(task_id, timeout=90, worker=worker)
+    assert run["state"] == "completed", run
+    seen = [
+        f"{kind} {call}"
+        for kind, m, p, b in proxy.events
+        if (call := _artifact_call(task_id, m, p, b)) and (kind == "request" or call.startswith("reference"))
+    ]
+    assert seen == [
+        "request reference public/logs/live.log",
+        "request object public/logs/live_backing.log",
+        "answer reference public/logs/live.log",
+        "request link public/logs/live.log",
+        "request report",
+    ], seen
+    content, _ = submitter.download(task_id, 0, "public/logs/live.log")  # the link to the backing log
+    assert b"hello" in content
