@@ -100,6 +100,10 @@ class ReleaseLane:
     def __init__(self) -> None:
         self.alive = 0  # sandboxes made and not yet released
 
+    def join(self) -> None:
+        """A sandbox is made (its release will ``leave``)."""
+        self.alive += 1
+
     def leave(self) -> bool:
         """A sandbox starts its release; ``True``: it was the only one alive (release on the loop)."""
         self.alive -= 1
@@ -129,7 +133,7 @@ class HostSandbox(Sandbox):
         self._task_dir = task_dir
         self._lane = lane  # where the run's host clean-up will run (on the loop or in a thread)
         if lane is not None:
-            lane.alive += 1
+            lane.join()
         self._recycler = recycler  # keeps the emptied task dir for a later run (tcworker.sparedirs)
         self._clean_up = clean_up
         self._cgroup = cgroup

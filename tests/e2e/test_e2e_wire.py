@@ -53,13 +53,17 @@ class RecordingProxy:
 
     def __init__(self, upstream: str, hold: Hold | None = None) -> None:
         self.upstream = upstream.rstrip("/")
-        self.requests: list[tuple[str, str, bytes]] = []
         self.events: list[tuple[str, str, str, bytes]] = []  # ("request" | "answer", method, path, body)
         self.url = ""
         self._hold = hold
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def requests(self) -> list[tuple[str, str, bytes]]:
+        """(method, path, body) of every request, in the order they arrived."""
+        return [(method, path, body) for kind, method, path, body in self.events if kind == "request"]
 
     def __enter__(self) -> RecordingProxy:
         self._thread.start()
@@ -89,7 +93,6 @@ class RecordingProxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append((request.method, request.path, body))
         self.events.append(("request", request.method, request.path, body))
         if self._hold is not None and (delay := self._hold(request.method, request.path, body)):
             await asyncio.sleep(delay)

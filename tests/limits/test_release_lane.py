@@ -31,7 +31,8 @@ Events = list[tuple[str, int]]
 
 @pytest.fixture
 def releases(monkeypatch: pytest.MonkeyPatch) -> Events:
-    """``("release", thread id)`` for every pass of a sandbox's release (a spy: the real one runs)."""
+    """``("release" | "release at once", thread id)`` for every pass of a sandbox's release (a spy:
+    the real one runs); a test may add its own events to see the order."""
     seen: Events = []
     real = HostSandbox._release_leftovers
 
@@ -61,9 +62,14 @@ def _spares(task_dir: Path) -> list[Path]:
     return list((task_dir.parent / ".spare" / "tasks").iterdir())
 
 
-def _gone(group: cgroups.TaskCgroup | None, names: list[Path]) -> bool:
-    assert group is not None
-    return not any(d.exists() for d in names)
+def _group_dirs(sandbox: HostSandbox) -> list[Path]:
+    """The run's cgroup directories (one per hierarchy), to check they are gone afterwards."""
+    assert sandbox.cgroup is not None, "no per-task cgroup on this host"
+    return list(sandbox.cgroup.dirs)
+
+
+def _gone(dirs: list[Path]) -> bool:
+    return not any(d.exists() for d in dirs)
 
 
 async def test_the_engines_only_run_is_released_on_the_loop_after_the_work_ready_before_it(
@@ -71,34 +77,21 @@ async def test_the_engines_only_run_is_released_on_the_loop_after_the_work_ready
 ) -> None:
     engine = await simple_engine(1)
     sandbox = await _ran(engine, "touch left-behind; mkdir -p a/b")
-    group = sandbox.cgroup
-    assert group is not None
-    group_dirs = list(group.dirs)
+    group_dirs = _group_dirs(sandbox)
     task_dir = sandbox.task_dir
     inode = task_dir.stat().st_ino
-    order: list[str] = []
+    me = threading.get_ident()
 
     async def ready_work() -> None:  # like the next claimWork: its request goes out on its third turn
         for _ in range(2):
             await asyncio.sleep(0)
-        order.append("ready work")
+        releases.append(("ready work", me))
 
-    real = HostSandbox._release_leftovers
-
-    def noted(self: HostSandbox, remove_task_dir: bool, at_once: bool) -> bool:
-        order.append("release")
-        return real(self, remove_task_dir, at_once)
-
-    HostSandbox._release_leftovers = noted  # type: ignore[method-assign]
-    try:
-        pending = asyncio.ensure_future(ready_work())
-        await sandbox.destroy()
-        await pending
-    finally:
-        HostSandbox._release_leftovers = real  # type: ignore[method-assign]
-    assert order == ["ready work", "release"]
-    assert releases == [("release at once", threading.get_ident())]  # on the loop, in one pass
-    assert _gone(group, group_dirs)
+    pending = asyncio.ensure_future(ready_work())
+    await sandbox.destroy()
+    await pending
+    assert releases == [("ready work", me), ("release at once", me)]  # on the loop, in one pass, after it
+    assert _gone(group_dirs)
     assert not task_dir.exists() and len(_spares(task_dir)) == 1
     assert len(_pool(engine)._ready) == 2  # topped up: capacity 1, and one spare
     again = await engine.prepare(run_context())
@@ -132,12 +125,10 @@ async def test_a_process_left_in_the_group_sends_the_release_to_the_thread_which
     of the run could still reach."""
     engine = await simple_engine(1)
     sandbox = await _ran(engine, "true")
-    group = sandbox.cgroup
-    assert group is not None
-    group_dirs = list(group.dirs)
+    group_dirs = _group_dirs(sandbox)
     straggler = await asyncio.create_subprocess_exec("sleep", "60")
     try:
-        for d in group.dirs:
+        for d in group_dirs:
             (d / "cgroup.procs").write_text(str(straggler.pid))
         task_dir = sandbox.task_dir
         await sandbox.destroy()
@@ -149,7 +140,7 @@ async def test_a_process_left_in_the_group_sends_the_release_to_the_thread_which
     me = threading.get_ident()
     assert releases[0] == ("release at once", me)
     assert releases[1][0] == "release" and releases[1][1] != me
-    assert _gone(group, group_dirs)
+    assert _gone(group_dirs)
     assert not task_dir.exists()
     assert len(_pool(engine)._ready) == 2  # topped up once
     assert not _spares(task_dir)  # not kept for a later run: removed
@@ -160,14 +151,12 @@ async def test_a_big_task_directory_is_removed_in_the_thread(
 ) -> None:
     engine = await simple_engine(1)
     sandbox = await _ran(engine, f"mkdir many && cd many && touch $(seq 1 {SMALL_TREE_ENTRIES * 2})")
-    group = sandbox.cgroup
-    assert group is not None
-    group_dirs = list(group.dirs)
+    group_dirs = _group_dirs(sandbox)
     await sandbox.destroy()
     me = threading.get_ident()
     assert [r[0] for r in releases] == ["release at once", "release"]
     assert releases[1][1] != me
-    assert _gone(group, group_dirs)
+    assert _gone(group_dirs)
     assert not sandbox.task_dir.exists()
     assert len(_pool(engine)._ready) == 2
 
